@@ -478,3 +478,67 @@ async def test_memory_overwriting_one_key_stays_small():
     clock.now += 31
     await s.put("other", {}, 30)
     assert len(s) == 1
+
+
+def _resp_commands(buffer: bytes) -> tuple[list[list[bytes]], bytes]:
+    """Complete RESP commands (arrays of bulk strings) in buffer, and the rest."""
+    commands = []
+    while True:
+        lines, pos = [], 0
+        end = buffer.find(b"\r\n")
+        if not buffer.startswith(b"*") or end < 0:
+            return commands, buffer
+        count, pos = int(buffer[1:end]), end + 2
+        for _ in range(count):
+            end = buffer.find(b"\r\n", pos)
+            if end < 0:
+                return commands, buffer
+            size = int(buffer[pos + 1:end])
+            if len(buffer) < end + 2 + size + 2:
+                return commands, buffer
+            lines.append(buffer[end + 2:end + 2 + size])
+            pos = end + 2 + size + 2
+        commands.append(lines)
+        buffer = buffer[pos:]
+
+
+class _HangupOnWrite(protocol.Protocol):
+    """A Redis look-alike that answers the connection handshake, then drops
+    the connection when a data command arrives, as a crashing server would."""
+
+    buffer = b""
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+
+    def dataReceived(self, data):
+        commands, self.buffer = _resp_commands(self.buffer + data)
+        for command in commands:
+            name = command[0].upper()
+            if name == b"PING":
+                self.transport.write(b"+PONG\r\n")
+            elif name == b"HELLO":
+                self.transport.write(b"%1\r\n+proto\r\n:3\r\n")   # RESP3 accepted
+            elif name in (b"CLIENT", b"SELECT", b"AUTH"):
+                self.transport.write(b"+OK\r\n")
+            else:
+                self.factory.commands.append(command)
+                self.transport.loseConnection()
+                return
+
+
+@aio_test
+async def test_redis_commands_are_not_retried_after_a_dropped_connection(redis_prefix):
+    # A lost reply to a retried SET NX would look like a duplicate, so the
+    # store reports the failure instead of sending the command again.
+    factory = protocol.Factory.forProtocol(_HangupOnWrite)
+    factory.commands = []
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        url = f"redis://127.0.0.1:{port.getHost().port}/0"
+        async with open_session_store(url, prefix=redis_prefix) as s:
+            with pytest.raises(SessionStoreUnavailable):
+                await s.put_if_absent("dedup:1", {}, 60)
+        assert [c[0].upper() for c in factory.commands] == [b"SET"]
+    finally:
+        await wait_deferred(port.stopListening())
