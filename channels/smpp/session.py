@@ -253,6 +253,7 @@ class LinkDead(Event):
 class Unbound(Event):
     by_smsc: bool
     reason: str
+    timed_out: bool = False     # our unbind went unanswered
 
 
 @dataclass(frozen=True)
@@ -815,7 +816,7 @@ class EsmeSession:
                 events.append(LinkDead(f"no enquire_link_resp within {self.config.response_timeout:g}s"))
                 self._close()
             elif req.command == "unbind":
-                events.append(Unbound(False, "no unbind_resp in time"))
+                events.append(Unbound(False, "no unbind_resp in time", timed_out=True))
                 self._close()
             elif req.command == "submit_sm":
                 # Retry the part (order kept) and check the link is alive.
