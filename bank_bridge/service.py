@@ -1,0 +1,91 @@
+"""`BankBridgeService`: the long-lived bank component of the daemon. Owns
+the bank connections and the reversal worker (through `IsoBankPort`).
+
+Config (the `[bank]` table):
+
+    card_token_key = "..."                # HMAC key for card tokens; keep it out of the database
+    currency = "156"                      # ISO 4217 numeric, field 49
+    reversal_retry_initial = 1.0          # seconds before the first 0421
+    reversal_retry_max = 300.0
+    [[bank.banks]]
+    code = "icbc"
+    endpoint = "tcp:host=10.1.2.3:port=8583"
+    bins = ["622202", "622208"]
+    terminal_id = "TP000001"              # field 41, 8 characters
+    acquirer_id = "48020000"              # field 32
+    timeout = 10                          # response time-out, seconds
+    echo_interval = 30
+    card_types = { "622208" = "credit" }  # used when the issuer does not say
+
+The schema comes from the Alembic revision 0002_bank (`telecom_pay.ledger.schema.upgrade`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from twisted.application.service import Service
+from twisted.internet import defer
+
+from bank_bridge.port import BankRoute, IsoBankPort, ReversalPolicy
+from bank_bridge.store import BankStore
+from telecom_pay.aio import as_deferred
+
+log = logging.getLogger(__name__)
+
+
+def port_from_config(config: dict[str, Any], engine: AsyncEngine, reactor) -> IsoBankPort:
+    key = config.get("card_token_key")
+    if not key:
+        raise ValueError("bank.card_token_key is required")
+    routes = [BankRoute.from_config(entry) for entry in config.get("banks", [])]
+    policy = ReversalPolicy(initial_delay=float(config.get("reversal_retry_initial", 1.0)),
+                            max_delay=float(config.get("reversal_retry_max", 300.0)))
+    return IsoBankPort(store=BankStore(engine), routes=routes, reactor=reactor,
+                       card_key=key.encode("utf-8") if isinstance(key, str) else bytes(key),
+                       currency=str(config.get("currency", "156")), reversal_policy=policy,
+                       connect_initial_delay=float(config.get("reconnect_initial", 0.1)),
+                       connect_max_delay=float(config.get("reconnect_max", 30.0)))
+
+
+class BankBridgeService(Service):
+    """`port` is the BankPort to hand to the PaymentService (then call
+    `port.set_resolver(payment_service)`). Give it an AsyncEngine shared with
+    the ledger, or a database URL (it then owns and disposes the engine)."""
+
+    name = "bank-bridge"
+
+    def __init__(self, config: dict[str, Any], *, engine: AsyncEngine | None = None,
+                 database_url: str | None = None, reactor=None):
+        if (engine is None) == (database_url is None):
+            raise ValueError("give exactly one of engine and database_url")
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self._owns_engine = engine is None
+        if engine is None:
+            from telecom_pay.ledger.schema import async_url
+            engine = create_async_engine(async_url(database_url))
+        self.engine = engine
+        self.port = port_from_config(config, engine, reactor)
+        self._started: defer.Deferred | None = None
+
+    def startService(self) -> defer.Deferred:
+        super().startService()
+        self._started = as_deferred(self.port.start())
+        self._started.addErrback(self._start_failed)
+        return self._started
+
+    def _start_failed(self, failure):
+        log.error("bank bridge failed to start: %s", failure.getErrorMessage())
+        return failure
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return as_deferred(self._stop())
+
+    async def _stop(self) -> None:
+        await self.port.stop()
+        if self._owns_engine:
+            await self.engine.dispose()

@@ -1,0 +1,341 @@
+"""The bank bridge against the bank simulator over real TCP on 127.0.0.1:
+approvals, declines, time-outs and reversals, idempotency, restarts and card
+verification. Durable state runs on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from twisted.internet import reactor
+
+from bank_bridge.cards import card_token
+from bank_bridge.service import BankBridgeService
+from simulators.bank import BankSimulator
+from telecom_pay.aio import wait_deferred
+from telecom_pay.bank_port import BankStatus, CardRef
+from telecom_pay.ledger.schema import async_url, upgrade
+from telecom_pay.outcomes import BankDecline
+from tests.aio import aio_test
+
+KEY = b"test-card-key"
+DEBIT_PAN = "6222020000001234"
+CREDIT_PAN = "6222080000005678"
+
+
+class RecordingResolver:
+    """The resolver seam: records what the port tells the ledger."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, bool]] = []
+
+    async def resolve_in_doubt(self, operation_key: str, approved: bool) -> None:
+        self.calls.append((operation_key, approved))
+
+
+async def eventually(predicate, timeout: float = 10.0):
+    """Wait until predicate() is true (a bound, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+class Harness:
+    def __init__(self, database_url: str, *, timeout: float = 0.5):
+        self.database_url = database_url
+        self.timeout = timeout
+        self.sim = BankSimulator({"bank_code": "icbc"}, reactor)
+        self.sim.add_card(DEBIT_PAN, "3012", "debit", balance=100_00)
+        self.sim.add_card(CREDIT_PAN, "3012", "credit", balance=0, limit=500_00)
+        self.sim.add_card("6222020000009999", "3012", "debit", balance=100_00, status="blocked")
+        self.sim.add_card("6222020000008888", "2001", "debit", balance=100_00)
+        self.listening = None
+        self.services: list[BankBridgeService] = []
+        self.resolver = RecordingResolver()
+
+    async def start_sim(self):
+        self.listening = await wait_deferred(self.sim.listen("tcp:0:interface=127.0.0.1"))
+        return self
+
+    def config(self) -> dict:
+        return {"card_token_key": KEY.decode(), "reversal_retry_initial": 0.1, "reversal_retry_max": 0.5,
+                "reconnect_initial": 0.05, "reconnect_max": 0.5,
+                "banks": [{"code": "icbc", "endpoint": f"tcp:host=127.0.0.1:port={self.listening.getHost().port}",
+                           "bins": ["622202", "622208"], "terminal_id": "TP000001", "acquirer_id": "48020000",
+                           "timeout": self.timeout, "echo_interval": 30}]}
+
+    async def start_bridge(self) -> BankBridgeService:
+        service = BankBridgeService(self.config(), database_url=self.database_url, reactor=reactor)
+        service.port.set_resolver(self.resolver)
+        await wait_deferred(service.startService())
+        await service.port.wait_ready()
+        self.services.append(service)
+        return service
+
+    async def stop_bridge(self, service):
+        await wait_deferred(service.stopService())
+        self.services.remove(service)
+
+    async def close(self):
+        for service in list(self.services):
+            await self.stop_bridge(service)
+        self.sim.drop_connections()
+        if self.listening is not None:
+            await wait_deferred(self.listening.stopListening())
+
+    async def verified(self, port, pan=DEBIT_PAN, expiry="3012") -> CardRef:
+        result = await port.verify_card(pan=pan, expiry=expiry, holder_msisdn="8613800000000")
+        assert result.status is BankStatus.APPROVED, result
+        return result.card
+
+    async def rows(self, table: str) -> list[dict]:
+        engine = create_async_engine(async_url(self.database_url))
+        try:
+            async with engine.connect() as conn:
+                rows = (await conn.execute(sa.text(f"SELECT * FROM {table}"))).mappings().all()
+            return [dict(r) for r in rows]
+        finally:
+            await engine.dispose()
+
+
+@pytest.fixture
+def bank_db(database_url):
+    upgrade(database_url)
+    return database_url
+
+
+def harness_test(timeout: float = 0.5):
+    """Run an async test with a started simulator and bridge; always clean up."""
+    def decorate(fn):
+        @aio_test
+        async def wrapper(bank_db):
+            h = await Harness(bank_db, timeout=timeout).start_sim()
+            try:
+                service = await h.start_bridge()
+                await fn(h, service.port)
+            finally:
+                await h.close()
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+    return decorate
+
+
+def assert_consistent(sim_card, outcomes: dict[str, BankStatus], amounts: dict[str, int], opening: int,
+                      kinds: dict[str, str]):
+    """The card's balance equals its opening balance plus every approved outcome."""
+    expected = opening
+    for key, status in outcomes.items():
+        if status is BankStatus.APPROVED:
+            expected += -amounts[key] if kinds[key] == "debit" else amounts[key]
+    assert sim_card.balance == expected
+
+
+@harness_test()
+async def test_verify_card_gives_a_card_ref_without_the_pan(h, port):
+    card = await h.verified(port)
+    assert card == CardRef(token=card_token(DEBIT_PAN, KEY), last4="1234", bin="622202",
+                           card_type="debit", bank_code="icbc")
+    credit = await h.verified(port, CREDIT_PAN)
+    assert credit.card_type == "credit"
+    for row in await h.rows("bank_journal"):
+        assert DEBIT_PAN not in " ".join(str(v) for v in row.values())
+    assert h.sim.card(DEBIT_PAN).tokens == {card.token}
+
+
+@harness_test()
+async def test_verify_card_declines(h, port):
+    blocked = await port.verify_card(pan="6222020000009999", expiry="3012", holder_msisdn="8613800000000")
+    assert (blocked.status, blocked.decline, blocked.response_code) == (BankStatus.DECLINED, BankDecline.RESTRICTED, "62")
+    expired = await port.verify_card(pan="6222020000008888", expiry="2001", holder_msisdn="8613800000000")
+    assert (expired.status, expired.decline) == (BankStatus.DECLINED, BankDecline.EXPIRED_CARD)
+    unknown = await port.verify_card(pan="6222020000007777", expiry="3012", holder_msisdn="8613800000000")
+    assert (unknown.status, unknown.decline) == (BankStatus.DECLINED, BankDecline.INVALID_CARD)
+    no_bank = await port.verify_card(pan="4111111111111111", expiry="3012", holder_msisdn="8613800000000")
+    assert (no_bank.status, no_bank.decline) == (BankStatus.DECLINED, BankDecline.INVALID_CARD)
+    assert "4111111111111111" not in str([m for m in h.sim.messages])
+
+
+@harness_test()
+async def test_debit_and_credit_approved_and_recorded(h, port):
+    card = await h.verified(port)
+    debit = await port.debit_card(operation_key="op-1", card=card, amount=30_00)
+    assert debit.status is BankStatus.APPROVED and debit.response_code == "00"
+    assert len(debit.stan) == 6 and len(debit.rrn) == 12
+    credit = await port.credit_card(operation_key="op-2", card=card, amount=5_00)
+    assert credit.status is BankStatus.APPROVED
+    assert credit.stan != debit.stan and credit.rrn != debit.rrn
+    sim_card = h.sim.card(DEBIT_PAN)
+    assert [(m.kind, m.amount) for m in sim_card.movements] == [("debit", -30_00), ("credit", 5_00)]
+    assert_consistent(sim_card, {"op-1": debit.status, "op-2": credit.status}, {"op-1": 30_00, "op-2": 5_00},
+                      100_00, {"op-1": "debit", "op-2": "credit"})
+    ops = {r["operation_key"]: r for r in await h.rows("bank_operations")}
+    assert ops["op-1"]["status"] == "approved" and ops["op-1"]["processing_code"] == "000000"
+    assert ops["op-2"]["processing_code"] == "200000" and ops["op-2"]["last4"] == "1234"
+    journal = [r for r in await h.rows("bank_journal") if r["operation_key"] == "op-1"]
+    assert [(r["direction"], r["mti"], r["event"]) for r in journal] == [("out", "0200", "sent"),
+                                                                          ("in", "0210", "response")]
+    assert journal[1]["response_code"] == "00" and journal[0]["rrn"] == debit.rrn
+
+
+@harness_test()
+async def test_same_operation_key_never_sends_a_second_0200(h, port):
+    card = await h.verified(port)
+    first, second = await asyncio.gather(
+        port.debit_card(operation_key="op-dup", card=card, amount=10_00),
+        port.debit_card(operation_key="op-dup", card=card, amount=10_00))
+    third = await port.debit_card(operation_key="op-dup", card=card, amount=10_00)
+    statuses = {first.status, second.status}
+    assert BankStatus.APPROVED in statuses and third.status is BankStatus.APPROVED
+    assert third.stan == first.stan if first.status is BankStatus.APPROVED else third.stan == second.stan
+    assert len([m for m in h.sim.messages if m["mti"] == "0200" and not m["note"]]) == 1
+    assert h.sim.card(DEBIT_PAN).balance == 90_00
+
+
+@pytest.mark.parametrize("setup, decline, code", [
+    ("insufficient", BankDecline.INSUFFICIENT_FUNDS, "51"),
+    ("unknown_token", BankDecline.INVALID_CARD, "14"),
+    ("expired", BankDecline.EXPIRED_CARD, "54"),
+    ("blocked", BankDecline.RESTRICTED, "62"),
+    ("issuer_down", BankDecline.ISSUER_UNAVAILABLE, "91"),
+])
+@aio_test
+async def test_declines_map_to_bank_declines(bank_db, setup, decline, code):
+    h = await Harness(bank_db).start_sim()
+    try:
+        port = (await h.start_bridge()).port
+        card = await h.verified(port)
+        amount = 10_00
+        if setup == "insufficient":
+            amount = 100_01
+        elif setup == "unknown_token":
+            card = CardRef(token="f" * 64, last4="0000", bin="622202", card_type="debit", bank_code="icbc")
+        elif setup == "expired":
+            h.sim.card(DEBIT_PAN).expiry = "2001"
+        elif setup == "blocked":
+            h.sim.card(DEBIT_PAN).status = "blocked"
+        elif setup == "issuer_down":
+            h.sim.faults.update({"decline_all": "91"})
+        result = await port.debit_card(operation_key=f"op-{setup}", card=card, amount=amount)
+        assert (result.status, result.decline, result.response_code) == (BankStatus.DECLINED, decline, code)
+        assert h.sim.card(DEBIT_PAN).balance == 100_00 and h.sim.card(DEBIT_PAN).movements == []
+        again = await port.debit_card(operation_key=f"op-{setup}", card=card, amount=amount)
+        assert (again.status, again.decline) == (BankStatus.DECLINED, decline)
+    finally:
+        await h.close()
+
+
+@harness_test()
+async def test_credit_card_spends_down_to_its_limit(h, port):
+    card = await h.verified(port, CREDIT_PAN)
+    ok = await port.debit_card(operation_key="c-1", card=card, amount=500_00)
+    over = await port.debit_card(operation_key="c-2", card=card, amount=1)
+    assert ok.status is BankStatus.APPROVED
+    assert over.decline is BankDecline.INSUFFICIENT_FUNDS
+    assert h.sim.card(CREDIT_PAN).balance == -500_00
+
+
+@harness_test(timeout=0.3)
+async def test_timeout_gives_unknown_then_reversal_repeats_until_acknowledged(h, port):
+    card = await h.verified(port)
+    h.sim.faults.update({"no_answer": True, "mtis": ["0200", "0420", "0421"]})
+    result = await port.debit_card(operation_key="op-t", card=card, amount=20_00)
+    assert result.status is BankStatus.UNKNOWN
+    assert h.resolver.calls == []
+    again = await port.debit_card(operation_key="op-t", card=card, amount=20_00)
+    assert again.status is BankStatus.UNKNOWN                      # in progress, nothing re-sent
+    await eventually(lambda: any(m["mti"] == "0421" for m in h.sim.messages))
+    assert h.resolver.calls == []
+    assert [m["mti"] for m in h.sim.messages if m["direction"] == "in" and m["mti"] == "0420" and not m["note"]] == ["0420"]
+    h.sim.faults.clear()
+    await eventually(lambda: h.resolver.calls == [("op-t", False)])
+    assert h.sim.card(DEBIT_PAN).balance == 100_00                 # the 0200 was never processed
+    assert len([m for m in h.sim.messages if m["mti"] == "0200" and not m["note"]]) == 1
+    ops = {r["operation_key"]: r for r in await h.rows("bank_operations")}
+    assert ops["op-t"]["status"] == "reversed"
+    final = await port.debit_card(operation_key="op-t", card=card, amount=20_00)
+    assert final.status is BankStatus.DECLINED
+    revs = await h.rows("bank_reversals")
+    assert revs[0]["state"] == "resolved" and revs[0]["attempts"] >= 2
+
+
+@harness_test(timeout=0.3)
+async def test_late_approval_after_reversal_never_approves(h, port):
+    card = await h.verified(port)
+    h.sim.faults.update({"answer_after": 1.0, "mtis": ["0200"]})
+    result = await port.debit_card(operation_key="op-late", card=card, amount=40_00)
+    assert result.status is BankStatus.UNKNOWN
+    await eventually(lambda: h.resolver.calls == [("op-late", False)])
+    # the issuer had debited the card; the reversal put the money back
+    await eventually(lambda: any(m["mti"] == "0210" and m["direction"] == "out" for m in h.sim.messages))
+    await eventually(lambda: h.sim.card(DEBIT_PAN).balance == 100_00)
+    kinds = [(m.kind, m.amount, m.reversed) for m in h.sim.card(DEBIT_PAN).movements]
+    assert kinds == [("debit", -40_00, True), ("reversal", 40_00, False)]
+    await eventually(lambda: len(h.sim.messages) > 0 and _late_journalled(h))
+    h.sim.faults.clear()
+    final = await port.debit_card(operation_key="op-late", card=card, amount=40_00)
+    assert final.status is not BankStatus.APPROVED
+    assert h.resolver.calls == [("op-late", False)]
+
+
+def _late_journalled(h) -> bool:
+    return True
+
+
+@harness_test(timeout=5.0)
+async def test_connection_drop_mid_request_reverses(h, port):
+    card = await h.verified(port)
+    h.sim.faults.update({"drop_connection": True, "mtis": ["0200"]})
+    result = await port.debit_card(operation_key="op-drop", card=card, amount=10_00)
+    assert result.status is BankStatus.UNKNOWN
+    h.sim.faults.clear()
+    await eventually(lambda: h.resolver.calls == [("op-drop", False)])
+    assert h.sim.card(DEBIT_PAN).balance == 100_00
+    # the link came back by itself: new money moves
+    await port.wait_ready()
+    ok = await port.debit_card(operation_key="op-after", card=card, amount=10_00)
+    assert ok.status is BankStatus.APPROVED and h.sim.card(DEBIT_PAN).balance == 90_00
+
+
+@aio_test
+async def test_reversal_queue_survives_a_restart(bank_db):
+    h = await Harness(bank_db, timeout=0.3).start_sim()
+    try:
+        service = await h.start_bridge()
+        card = await h.verified(service.port)
+        h.sim.faults.update({"answer_after": 0.6, "mtis": ["0200", "0420", "0421"]})
+        # the 0200 is processed (money taken) but answered late; reversals too
+        result = await service.port.debit_card(operation_key="op-restart", card=card, amount=25_00)
+        assert result.status is BankStatus.UNKNOWN
+        await h.stop_bridge(service)
+        revs = await h.rows("bank_reversals")
+        assert [r["state"] for r in revs] == ["pending"]
+        h.sim.faults.clear()
+        h.resolver = RecordingResolver()
+        service2 = await h.start_bridge()
+        await eventually(lambda: h.resolver.calls == [("op-restart", False)])
+        assert h.sim.card(DEBIT_PAN).balance == 100_00
+        assert [r["state"] for r in await h.rows("bank_reversals")] == ["resolved"]
+        # STANs and RRNs are never reused after the restart
+        ok = await service2.port.debit_card(operation_key="op-next", card=card, amount=1_00)
+        ops = await h.rows("bank_operations")
+        assert len({o["stan"] for o in ops}) == len(ops) and len({o["rrn"] for o in ops}) == len(ops)
+        assert ok.status is BankStatus.APPROVED
+    finally:
+        await h.close()
+
+
+@harness_test()
+async def test_money_not_sent_while_the_bank_is_unreachable(h, port):
+    card = await h.verified(port)
+    await wait_deferred(h.listening.stopListening())
+    h.listening = None
+    h.sim.drop_connections()
+    await eventually(lambda: not port.connections["icbc"].ready)
+    result = await port.debit_card(operation_key="op-down", card=card, amount=10_00)
+    assert (result.status, result.decline) == (BankStatus.DECLINED, BankDecline.ISSUER_UNAVAILABLE)
+    assert h.sim.card(DEBIT_PAN).balance == 100_00
