@@ -224,7 +224,7 @@ class Ledger:
 
     async def execute(self, req: OperationRequest) -> OperationRecord:
         """Book an operation (posted, or pending if req.pending)."""
-        return await self.write(lambda conn: self._execute(conn, req))
+        return await self.write(lambda conn: self.book(conn, req))
 
     async def post(self, key: str) -> OperationRecord:
         """Post a pending operation (idempotent: posting twice is fine)."""
@@ -335,7 +335,8 @@ class Ledger:
 
     # -- the jobs
 
-    async def _execute(self, conn: AsyncConnection, req: OperationRequest) -> OperationRecord:
+    async def book(self, conn: AsyncConnection, req: OperationRequest) -> OperationRecord:
+        """Book `req` on `conn` inside a running write job (see `write`)."""
         content = req.content()
         row = (await conn.execute(
             sa.select(operations).where(operations.c.idempotency_key == req.key))).first()

@@ -1,0 +1,132 @@
+"""Configuration: one TOML file, read once, into typed settings.
+
+Secrets never live in the repo beyond the clearly marked development default
+PIN key; production takes it from TELECOM_PAY_PIN_KEY.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "telecom-pay.toml"
+DEV_PIN_KEY_MARK = "dev-only"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TierLimits:
+    per_txn: int
+    daily: int
+    monthly: int
+
+
+@dataclass(frozen=True)
+class FeeRule:
+    fixed: int = 0
+    per_mille: int = 0
+    min: int = 0
+    max: int | None = None
+    payer: str = "subscriber"
+
+    def fee(self, amount: int) -> int:
+        """Fixed plus per-mille (rounded half up, integers only), bounded."""
+        value = self.fixed + (amount * self.per_mille + 500) // 1000
+        value = max(value, self.min) if (self.fixed or self.per_mille or self.min) else 0
+        if self.max is not None:
+            value = min(value, self.max)
+        return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    raw: dict[str, Any]
+    path: Path | None = None
+    currency: str = "CNY"
+    timezone: str = "Asia/Shanghai"
+    region: str = "CN"
+    default_language: str = "zh"
+    service_number: str = "10658888"
+    database_url: str = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"
+    auto_upgrade: bool = True
+    sessions_url: str = "memory://"
+    sessions_prefix: str = "tp:"
+    pin_key: bytes = b""
+    pin_max_failures: int = 3
+    pin_lock_minutes: int = 30
+    confirm_minutes: int = 10
+    pending_payment_minutes: int = 5
+    velocity_per_minute: int = 5
+    limits: dict[int, TierLimits] = field(default_factory=dict)
+    fees: dict[str, FeeRule] = field(default_factory=dict)
+    merchants: list[dict] = field(default_factory=list)
+    agents: list[dict] = field(default_factory=list)
+
+    def section(self, name: str) -> dict:
+        return self.raw.get(name, {})
+
+    def fee(self, kind: str, amount: int) -> tuple[int, str]:
+        rule = self.fees.get(kind)
+        return (0, "subscriber") if rule is None else (rule.fee(amount), rule.payer)
+
+
+def load(path: str | os.PathLike | None = None, overrides: dict | None = None) -> Settings:
+    p = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {p}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return from_dict(raw, p)
+
+
+def from_dict(raw: dict, path: Path | None = None) -> Settings:
+    plat, db, ses, sec = (raw.get(k, {}) for k in ("platform", "database", "sessions", "security"))
+    key = os.environ.get("TELECOM_PAY_PIN_KEY") or sec.get("pin_key")
+    if not key:
+        raise ConfigError("security.pin_key or TELECOM_PAY_PIN_KEY is required")
+    try:
+        limits = {int(tier): TierLimits(**{k: _money(v, f"limits.{tier}.{k}") for k, v in vals.items()})
+                  for tier, vals in raw.get("limits", {"1": {"per_txn": 50000, "daily": 100000,
+                                                              "monthly": 500000}}).items()}
+        fees = {kind: FeeRule(**vals) for kind, vals in raw.get("fees", {}).items()}
+    except TypeError as exc:
+        raise ConfigError(f"bad limits or fees: {exc}") from exc
+    for kind, rule in fees.items():
+        if rule.payer not in ("subscriber", "merchant"):
+            raise ConfigError(f"fees.{kind}.payer must be subscriber or merchant")
+    db_url = db.get("url", Settings.database_url)
+    return Settings(
+        raw=raw, path=path,
+        currency=plat.get("currency", "CNY"), timezone=plat.get("timezone", "Asia/Shanghai"),
+        region=plat.get("region", "CN"), default_language=plat.get("default_language", "zh"),
+        service_number=str(plat.get("service_number", "10658888")),
+        database_url=db_url, auto_upgrade=bool(db.get("auto_upgrade", True)),
+        sessions_url=ses.get("url", "memory://"), sessions_prefix=ses.get("prefix", "tp:"),
+        pin_key=key.encode() if isinstance(key, str) else key,
+        pin_max_failures=int(sec.get("pin_max_failures", 3)),
+        pin_lock_minutes=int(sec.get("pin_lock_minutes", 30)),
+        confirm_minutes=int(sec.get("confirm_minutes", 10)),
+        pending_payment_minutes=int(sec.get("pending_payment_minutes", 5)),
+        velocity_per_minute=int(sec.get("velocity_payments_per_minute", 5)),
+        limits=limits, fees=fees,
+        merchants=list(raw.get("merchants", [])), agents=list(raw.get("agents", [])),
+    )
+
+
+def _money(v, where: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ConfigError(f"{where} must be a non-negative integer in minor units")
+    return v

@@ -1,0 +1,1041 @@
+"""PaymentService: the one API every channel calls (SMS, USSD, IVR, web,
+the agent console). Channel-neutral: it takes MSISDNs, amounts in minor
+units and idempotency keys, and returns typed `Result`s; channels render.
+
+Every money operation is booked through the ledger's group commit, with its
+checks (PIN, limits, account state) inside the same write job, so a check
+and the booking it guards are one atomic step. Results are returned only
+after the commit.
+"""
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Awaitable, Callable
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from twisted.logger import Logger
+
+from telecom_pay import accounts as acct
+from telecom_pay.bank_port import BankPort, BankStatus, CardRef
+from telecom_pay.config import Settings
+from telecom_pay.ledger.chart import ensure_system_accounts, insert_account
+from telecom_pay.ledger.ledger import (
+    AccountUnavailable, AlreadyResolved, IdempotencyConflict, InsufficientFunds, Leg, Ledger, LedgerError,
+    NotWithdrawable, OperationRecord, OperationRequest, UnknownOperation, utcnow)
+from telecom_pay.ledger.tables import (
+    ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, operations, transfers)
+from telecom_pay.msisdn import MsisdnError, local_form, mask, normalize
+from telecom_pay.outcomes import BankDecline, Outcome, Result, StatementLine
+from telecom_pay.security import PasswordHasher, PinHasher, check_limits, generate_password, generate_pin, \
+    is_pin_format, is_weak_pin
+from telecom_pay.sessions import SessionStore
+
+log = Logger(namespace="telecom_pay.service")
+
+Notifier = Callable[[str, Result], Awaitable[None] | None]
+
+_STATUS_OUTCOME = {PENDING: Outcome.ACCOUNT_PENDING, FROZEN: Outcome.ACCOUNT_FROZEN,
+                   CLOSED: Outcome.ACCOUNT_CLOSED}
+
+
+class _Refusal(Exception):
+    """Raised inside a write job to roll it back and answer with `result`."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.outcome.value)
+        self.result = result
+
+
+def _refuse(outcome: Outcome, **params) -> _Refusal:
+    return _Refusal(Result(outcome, params=params))
+
+
+class PaymentService:
+    def __init__(self, ledger: Ledger, sessions: SessionStore, settings: Settings, *,
+                 bank: BankPort | None = None, clock: Callable[[], datetime] = utcnow,
+                 password_hasher: PasswordHasher | None = None):
+        self.ledger = ledger
+        self.sessions = sessions
+        self.settings = settings
+        self.bank = bank
+        self.clock = clock
+        self.pins = PinHasher(settings.pin_key)
+        self.passwords = password_hasher or PasswordHasher()
+        self.tz = ZoneInfo(settings.timezone)
+        self.system: dict[str, int] = {}
+        self.merchant_names: dict[str, dict[str, str]] = {}
+        self.notifiers: list[Notifier] = []
+        if bank is not None:
+            bank.set_resolver(self)
+
+    # ------------------------------------------------------------ set-up
+
+    async def start(self) -> None:
+        """Create the system accounts and the merchants/agents from config."""
+        self.system = await ensure_system_accounts(self.ledger)
+        for m in self.settings.merchants:
+            await self.register_merchant(m["code"], m.get("name", m["code"]), name_en=m.get("name_en"))
+        for a in self.settings.agents:
+            await self.register_agent(a["code"], a.get("name", a["code"]))
+
+    async def register_merchant(self, code: str, name: str, *, name_en: str | None = None) -> int:
+        code = code.upper()
+        self.merchant_names[code] = {"zh": name, "en": name_en or name}
+
+        async def job(conn):
+            row = await acct.find_merchant(conn, code)
+            if row is not None:
+                if row.name != name:
+                    await conn.execute(accounts.update().where(accounts.c.id == row.id).values(name=name))
+                return row.id
+            mid = await insert_account(conn, kind=MERCHANT, code=code, name=name)
+            await acct.audit(conn, actor="admin", channel="config", action="merchant_registered",
+                             account_id=mid, code=code)
+            return mid
+        return await self.ledger.write(job)
+
+    async def register_agent(self, code: str, name: str) -> int:
+        async def job(conn):
+            row = await acct.find_agent(conn, code)
+            if row is not None:
+                return row.id
+            aid = await insert_account(conn, kind=AGENT, code=code, name=name)
+            await acct.audit(conn, actor="admin", channel="config", action="agent_registered",
+                             account_id=aid, code=code)
+            return aid
+        return await self.ledger.write(job)
+
+    def add_notifier(self, fn: Notifier) -> None:
+        """Channels register to tell subscribers of events they did not ask
+        about in that moment (P2P received, a delayed bank answer)."""
+        self.notifiers.append(fn)
+
+    async def _notify(self, msisdn: str, result: Result) -> None:
+        for fn in self.notifiers:
+            try:
+                r = fn(msisdn, result)
+                if r is not None:
+                    await r
+            except Exception:
+                log.failure("notifier failed for {msisdn}", msisdn=mask(msisdn))
+
+    # ------------------------------------------------------------ helpers
+
+    def _norm(self, msisdn: str) -> str:
+        return normalize(msisdn, self.settings.region)
+
+    def _key(self, key: str | None, kind: str) -> str:
+        return key or f"{kind}:{uuid.uuid4().hex}"
+
+    def merchant_display(self, code: str, row_name: str, lang: str = "zh") -> str:
+        names = self.merchant_names.get(code)
+        return names.get(lang, row_name) if names else row_name
+
+    async def _run(self, job) -> Result:
+        """Run a write job that returns a Result or raises _Refusal /
+        LedgerError; refusals roll the job back and become Results."""
+        try:
+            return await self.ledger.write(job)
+        except _Refusal as r:
+            return r.result
+        except IdempotencyConflict as e:
+            return Result(Outcome.IDEMPOTENCY_CONFLICT, params={"differs": e.differs})
+        except InsufficientFunds as e:
+            return Result(Outcome.INSUFFICIENT_FUNDS, balance=e.available)
+        except NotWithdrawable as e:
+            return Result(Outcome.NOT_WITHDRAWABLE, params={"withdrawable": e.withdrawable})
+        except AccountUnavailable as e:
+            return Result(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
+
+    async def _wallet(self, conn, msisdn: str, *, need_active: bool = True):
+        w = await acct.find_wallet(conn, msisdn)
+        if w is None:
+            raise _refuse(Outcome.NO_ACCOUNT)
+        if need_active and w.status != ACTIVE:
+            raise _refuse(_STATUS_OUTCOME[w.status])
+        return w
+
+    async def _check_pin(self, conn, wallet, pin: str | None) -> None:
+        """Verifies the PIN; a wrong one is counted (committed even though
+        the payment is refused) and locks payments after N failures."""
+        if not is_pin_format(pin):
+            raise _refuse(Outcome.PIN_FORMAT)
+        cred = await acct.get_credentials(conn, wallet.id)
+        now = self.clock()
+        if cred is not None and cred.pin_locked_until is not None and _aware(cred.pin_locked_until) > now:
+            minutes = max(1, int((_aware(cred.pin_locked_until) - now).total_seconds() // 60) + 1)
+            raise _refuse(Outcome.PIN_LOCKED, locked_minutes=minutes)
+        ok = self.pins.verify(wallet.id, pin, cred.pin_hash if cred else None)
+        if not ok:
+            raise _PinFailed(wallet)
+        if cred.pin_failures:
+            await acct.record_pin_attempt(conn, wallet.id, ok=True, max_failures=self.settings.pin_max_failures,
+                                          lock_until=now)
+
+    async def _count_pin_failure(self, conn, wallet) -> Result:
+        """Runs outside the refused job's savepoint, so the count commits."""
+        now = self.clock()
+        failures = await acct.record_pin_attempt(
+            conn, wallet.id, ok=False, max_failures=self.settings.pin_max_failures,
+            lock_until=now + timedelta(minutes=self.settings.pin_lock_minutes))
+        left = self.settings.pin_max_failures - failures
+        if left > 0:
+            return Result(Outcome.PIN_WRONG, params={"attempts_left": left})
+        await acct.audit(conn, actor=f"msisdn:{wallet.msisdn}", channel="-", action="pin_locked",
+                         account_id=wallet.id)
+        return Result(Outcome.PIN_LOCKED, params={"locked_minutes": self.settings.pin_lock_minutes})
+
+    async def _check_limits(self, conn, wallet, amount: int) -> None:
+        limits = self.settings.limits.get(wallet.kyc_tier) or self.settings.limits[min(self.settings.limits)]
+        now_local = self.clock().astimezone(self.tz)
+        day = now_local.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        day_total = await acct.spent_since(conn, wallet.id, day)
+        month_total = await acct.spent_since(conn, wallet.id, month)
+        refusal = check_limits(limits, amount, day_total, month_total)
+        if refusal is not None:
+            raise _refuse(refusal.outcome, limit=refusal.limit)
+
+    def _velocity_key(self, wallet_id: int) -> str:
+        return f"velocity:{wallet_id}:{int(self.clock().timestamp() // 60)}"
+
+    async def _velocity(self, wallet_id: int) -> Result | None:
+        """Holds a payment when the wallet already made N this minute."""
+        n = self.settings.velocity_per_minute
+        if n <= 0:
+            return None
+        count = await self.sessions.incr(self._velocity_key(wallet_id), ttl=61, amount=0)
+        if count >= n:
+            return Result(Outcome.VELOCITY_HOLD, params={"retry_after": 60 - int(self.clock().timestamp()) % 60})
+        return None
+
+    def _money_result(self, action: str, rec: OperationRecord, account_id: int, **params) -> Result:
+        bal = rec.balance_of(account_id)
+        return Result(Outcome.OK, ref=rec.ref, amount=rec.amount, fee=rec.fee or None,
+                      balance=bal.available if bal else None, params={"action": action, **params})
+
+    async def _guarded_payment(self, msisdn: str, pin: str | None, amount: int, build, *, key: str,
+                               channel: str, action: str, check_limits: bool = True, **params) -> Result:
+        """The common path of a PIN-guarded spend: velocity, wallet, PIN,
+        limits and the booking, the last four in one atomic job."""
+        if amount <= 0:
+            return Result(Outcome.INVALID_AMOUNT)
+        replay = await self.ledger.get_operation(key) is not None
+        wallet = await self.account_info(msisdn)
+        if wallet is not None and not replay:
+            held = await self._velocity(wallet.id)
+            if held is not None:
+                return held
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn)
+            await self._check_pin(conn, w, pin)
+            if check_limits:
+                await self._check_limits(conn, w, amount)
+            req, extra = await build(conn, w)
+            rec = await self.ledger.book(conn, req)
+            return self._money_result(action, rec, w.id, **params, **extra)
+        result = await self._run_keeping(job)
+        if result.outcome is Outcome.OK and wallet is not None and not replay:
+            await self.sessions.incr(self._velocity_key(wallet.id), ttl=61)
+            log.info("{action} ok {msisdn} {ref} amount={amount} channel={channel}", action=action,
+                     msisdn=mask(msisdn), ref=result.ref, amount=result.amount, channel=channel)
+        return result
+
+    async def _run_keeping(self, job) -> Result:
+        """Like _run, for PIN-guarded jobs: a wrong PIN rolls the job back
+        but its failure count is committed."""
+        async def wrapped(conn):
+            try:
+                async with conn.begin_nested():
+                    return await job(conn)
+            except _PinFailed as f:
+                return await self._count_pin_failure(conn, f.wallet)
+        return await self._run(wrapped)
+
+    # ------------------------------------------------------------ opening
+
+    async def open_account(self, msisdn: str, *, channel: str, language: str | None = None) -> Result:
+        """KT: a pending account awaiting confirmation (A) within N minutes."""
+        msisdn = self._norm(msisdn)
+        lang = language or self.settings.default_language
+        ttl = self.settings.confirm_minutes
+
+        async def job(conn):
+            now = self.clock()
+            w = await acct.find_wallet(conn, msisdn)
+            if w is not None:
+                if w.status == PENDING and _aware(w.expires_at) > now:
+                    return Result(Outcome.CONFIRM_REQUIRED, params={"action": "open", "ttl_minutes": ttl})
+                if w.status == PENDING:   # expired: replace it
+                    await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel,
+                                          reason="confirmation expired")
+                else:
+                    return Result(Outcome.ACCOUNT_EXISTS, params={"status": w.status})
+            await acct.create_pending_wallet(conn, msisdn, language=lang, expires_at=now + timedelta(minutes=ttl),
+                                             actor=f"msisdn:{msisdn}", channel=channel)
+            return Result(Outcome.CONFIRM_REQUIRED, params={"action": "open", "ttl_minutes": ttl})
+        return await self._run(job)
+
+    async def confirm_open(self, msisdn: str, *, channel: str) -> Result:
+        """A: activates the pending account and issues the initial PIN and
+        password (returned once, for the channel to send; stored hashed)."""
+        msisdn = self._norm(msisdn)
+        pin, password = generate_pin(), generate_password()
+        pw_hash = self.passwords.hash(password)
+
+        async def job(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is None:
+                raise _refuse(Outcome.NOTHING_PENDING)
+            if w.status != PENDING:
+                raise _refuse(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
+            if _aware(w.expires_at) <= self.clock():
+                await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel,
+                                      reason="confirmation expired")
+                return Result(Outcome.CONFIRMATION_EXPIRED)
+            await acct.transition(conn, w, "confirm", actor=f"msisdn:{msisdn}", channel=channel)
+            await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), password_hash=pw_hash)
+            return Result(Outcome.OK, balance=0, params={"action": "confirm_open", "pin": pin,
+                                                         "password": password})
+        return await self._run(job)
+
+    async def agent_open(self, agent_code: str, msisdn: str, *, holder_name: str, id_type: str, id_number: str,
+                         language: str | None = None, kyc_tier: int = 2) -> Result:
+        """A call-center or counter agent opens an account for a caller with
+        ID data: active at once, higher KYC tier, credentials sent by SMS."""
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        pin, password = generate_pin(), generate_password()
+        pw_hash = self.passwords.hash(password)
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await acct.find_wallet(conn, msisdn)
+            if w is not None and w.status != PENDING:
+                raise _refuse(Outcome.ACCOUNT_EXISTS, status=w.status)
+            if w is not None:
+                await acct.transition(conn, w, "close", actor=f"agent:{agent_code}", channel="agent",
+                                      reason="replaced by agent opening")
+            wid = await acct.create_active_wallet(
+                conn, msisdn, language=language or self.settings.default_language, actor=f"agent:{agent_code}",
+                channel="agent", holder_name=holder_name, id_type=id_type, id_number=id_number, kyc_tier=kyc_tier)
+            await acct.set_credentials(conn, wid, pin_hash=self.pins.hash(wid, pin), password_hash=pw_hash)
+            return Result(Outcome.OK, balance=0, params={"action": "confirm_open", "pin": pin, "password": password,
+                                                         "msisdn": msisdn})
+        return await self._run(job)
+
+    async def _agent(self, conn, agent_code: str):
+        a = await acct.find_agent(conn, agent_code)
+        if a is None or a.status != ACTIVE:
+            raise _refuse(Outcome.NOT_AUTHORIZED)
+        return a
+
+    # ------------------------------------------------------------ queries
+
+    async def balance(self, msisdn: str, *, channel: str) -> Result:
+        msisdn = self._norm(msisdn)
+
+        async def q(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is None:
+                return Result(Outcome.NO_ACCOUNT)
+            if w.status in (PENDING, CLOSED):
+                return Result(_STATUS_OUTCOME[w.status])
+            available = w.balance - w.pending_out
+            withdrawable = max(0, available - w.consumption)
+            return Result(Outcome.OK, balance=available,
+                          params={"action": "balance", "withdrawable": withdrawable,
+                                  "pending_in": w.pending_in, "status": w.status, "language": w.language})
+        return await self.ledger.read(q)
+
+    async def account_info(self, msisdn: str):
+        """The wallet row (or None): language, status, tier; for channels."""
+        msisdn = self._norm(msisdn)
+        return await self.ledger.read(lambda conn: acct.find_wallet(conn, msisdn))
+
+    async def statement(self, msisdn: str, *, channel: str, page: int = 1, per_page: int = 5,
+                        lang: str = "zh") -> Result:
+        msisdn = self._norm(msisdn)
+        page = max(1, page)
+
+        async def q(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is None:
+                return Result(Outcome.NO_ACCOUNT)
+            if w.status in (PENDING, CLOSED):
+                return Result(_STATUS_OUTCOME[w.status])
+            lines, total = await self._statement_lines(conn, w.id, page, per_page, lang)
+            pages = max(1, -(-total // per_page))
+            return Result(Outcome.OK, balance=w.balance - w.pending_out,
+                          params={"action": "statement", "lines": lines, "page": page, "pages": pages})
+        return await self.ledger.read(q)
+
+    async def _statement_lines(self, conn, account_id: int, page: int, per_page: int, lang: str):
+        t = transfers
+        mine = sa.or_(t.c.debit_account_id == account_id, t.c.credit_account_id == account_id)
+        op_ids = sa.select(t.c.operation_id).where(mine, t.c.state != "voided").distinct()
+        total = (await conn.execute(sa.select(sa.func.count()).select_from(op_ids.subquery()))).scalar_one()
+        ops = (await conn.execute(sa.select(operations).where(operations.c.id.in_(op_ids))
+                                  .order_by(operations.c.id.desc()).limit(per_page)
+                                  .offset((page - 1) * per_page))).all()
+        if not ops:
+            return [], total
+        legs = (await conn.execute(sa.select(t).where(t.c.operation_id.in_([o.id for o in ops]), mine))).all()
+        others = {}
+        for leg in legs:
+            other = leg.credit_account_id if leg.debit_account_id == account_id else leg.debit_account_id
+            others.setdefault(leg.operation_id, []).append(other)
+        other_ids = {i for v in others.values() for i in v}
+        names = {r.id: r for r in (await conn.execute(sa.select(accounts).where(accounts.c.id.in_(other_ids))))}
+        lines = []
+        for op in ops:
+            signed = sum((l.amount if l.credit_account_id == account_id else -l.amount)
+                         for l in legs if l.operation_id == op.id)
+            cp = names.get(next((i for i in others.get(op.id, []) if names.get(i) is not None
+                                 and names[i].kind != "system"), None)) if op.id in others else None
+            if cp is None:
+                counterparty = {"topup": "bank card", "withdrawal": "bank card", "airtime": "airtime",
+                                "close_refund": "bank card"}.get(op.kind, op.kind)
+            elif cp.kind == WALLET:
+                counterparty = _masked_local(cp.msisdn)
+            elif cp.kind == MERCHANT:
+                counterparty = self.merchant_display(cp.code, cp.name, lang)
+            else:
+                counterparty = cp.name or cp.code or ""
+            kind = op.kind
+            if kind == "p2p":
+                kind = "p2p_in" if signed > 0 else "p2p_out"
+            lines.append(StatementLine(ref=op.ref, kind=kind, amount=signed, balance_after=None,
+                                       at=_aware(op.created_at).isoformat(), counterparty=counterparty,
+                                       state=op.state))
+        return lines, total
+
+    # ------------------------------------------------------------ payments
+
+    async def preview_payment(self, msisdn: str, merchant_code: str, amount: int, *, lang: str = "zh") -> Result:
+        """Checks a ZF before asking for the PIN, so the subscriber is not
+        asked for a PIN for a payment that cannot happen."""
+        msisdn = self._norm(msisdn)
+        code = merchant_code.upper()
+
+        async def q(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is None:
+                return Result(Outcome.NO_ACCOUNT)
+            if w.status != ACTIVE:
+                return Result(_STATUS_OUTCOME[w.status])
+            m = await acct.find_merchant(conn, code)
+            if m is None:
+                return Result(Outcome.UNKNOWN_MERCHANT, params={"merchant_code": code})
+            if m.status != ACTIVE:
+                return Result(Outcome.MERCHANT_INACTIVE, params={"merchant_code": code})
+            fee, payer = self.settings.fee("payment", amount)
+            need = amount + (fee if payer == "subscriber" else 0)
+            if w.balance - w.pending_out < need:
+                return Result(Outcome.INSUFFICIENT_FUNDS, balance=w.balance - w.pending_out)
+            return Result(Outcome.PIN_REQUIRED, amount=amount, params={
+                "action": "pay", "merchant_code": code, "merchant_name": self.merchant_display(code, m.name, lang)})
+        return await self.ledger.read(q)
+
+    async def pay(self, msisdn: str, merchant_code: str, amount: int, pin: str | None, *, channel: str,
+                  key: str | None = None, reference: str | None = None, lang: str = "zh") -> Result:
+        msisdn = self._norm(msisdn)
+        code = merchant_code.upper()
+        key = self._key(key, "pay")
+
+        async def build(conn, w):
+            m = await acct.find_merchant(conn, code)
+            if m is None:
+                raise _refuse(Outcome.UNKNOWN_MERCHANT, merchant_code=code)
+            if m.status != ACTIVE:
+                raise _refuse(Outcome.MERCHANT_INACTIVE, merchant_code=code)
+            fee, payer = self.settings.fee("payment", amount)
+            legs = [Leg(w.id, m.id, amount, "payment")]
+            if fee:
+                legs.append(Leg(m.id if payer == "merchant" else w.id, self.system["fee_income"], fee, "fee"))
+            req = OperationRequest(key=key, kind="payment", legs=tuple(legs), channel=channel,
+                                   actor=f"msisdn:{msisdn}", account_id=w.id, counterparty_id=m.id,
+                                   fee=fee if payer == "subscriber" else 0, memo=reference,
+                                   details={"merchant_fee": fee if payer == "merchant" else 0})
+            return req, {"merchant_code": code, "merchant_name": self.merchant_display(code, m.name, lang)}
+        return await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="pay")
+
+    async def preview_send(self, msisdn: str, to_msisdn: str, amount: int) -> Result:
+        msisdn = self._norm(msisdn)
+        try:
+            to = self._norm(to_msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        if to == msisdn:
+            return Result(Outcome.SELF_TRANSFER)
+
+        async def q(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is None:
+                return Result(Outcome.NO_ACCOUNT)
+            if w.status != ACTIVE:
+                return Result(_STATUS_OUTCOME[w.status])
+            r = await acct.find_wallet(conn, to)
+            if r is None or r.status != ACTIVE:
+                return Result(Outcome.UNKNOWN_RECIPIENT, params={"counterparty": _masked_local(to)})
+            withdrawable = max(0, w.balance - w.pending_out - w.consumption)
+            if w.balance - w.pending_out < amount:
+                return Result(Outcome.INSUFFICIENT_FUNDS, balance=w.balance - w.pending_out)
+            if withdrawable < amount:
+                return Result(Outcome.NOT_WITHDRAWABLE, params={"withdrawable": withdrawable})
+            return Result(Outcome.PIN_REQUIRED, amount=amount,
+                          params={"action": "send", "counterparty": _masked_local(to)})
+        return await self.ledger.read(q)
+
+    async def send(self, msisdn: str, to_msisdn: str, amount: int, pin: str | None, *, channel: str,
+                   key: str | None = None) -> Result:
+        """P2P: withdrawable funds only (never consumption-only credit-card money)."""
+        msisdn = self._norm(msisdn)
+        try:
+            to = self._norm(to_msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        if to == msisdn:
+            return Result(Outcome.SELF_TRANSFER)
+        key = self._key(key, "p2p")
+
+        async def build(conn, w):
+            r = await acct.find_wallet(conn, to)
+            if r is None or r.status != ACTIVE:
+                raise _refuse(Outcome.UNKNOWN_RECIPIENT, counterparty=_masked_local(to))
+            fee, _ = self.settings.fee("p2p", amount)
+            legs = [Leg(w.id, r.id, amount, "p2p", withdraw=True)]
+            if fee:
+                legs.append(Leg(w.id, self.system["fee_income"], fee, "fee"))
+            req = OperationRequest(key=key, kind="p2p", legs=tuple(legs), channel=channel, actor=f"msisdn:{msisdn}",
+                                   account_id=w.id, counterparty_id=r.id, fee=fee)
+            return req, {"counterparty": _masked_local(to), "recipient": to}
+        result = await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="send")
+        if result.outcome is Outcome.OK:
+            bal = await self.balance(to, channel=channel)
+            await self._notify(to, Result(Outcome.OK, ref=result.ref, amount=amount, balance=bal.balance,
+                                          params={"action": "receive", "counterparty": _masked_local(msisdn)}))
+        return result
+
+    async def airtime(self, msisdn: str, amount: int, pin: str | None, *, channel: str, key: str | None = None,
+                      for_msisdn: str | None = None) -> Result:
+        msisdn = self._norm(msisdn)
+        try:
+            target = self._norm(for_msisdn) if for_msisdn else msisdn
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        key = self._key(key, "airtime")
+
+        async def build(conn, w):
+            req = OperationRequest(key=key, kind="airtime", legs=(Leg(w.id, self.system["airtime"], amount, "airtime"),),
+                                   channel=channel, actor=f"msisdn:{msisdn}", account_id=w.id,
+                                   details={"for": target})
+            return req, {"counterparty": _masked_local(target)}
+        return await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="airtime")
+
+    # ------------------------------------------------------------ bank
+
+    async def topup(self, msisdn: str, amount: int, *, channel: str, key: str | None = None,
+                    pin: str | None = None, require_pin: bool = False) -> Result:
+        """CZ: pending credit, bank debit of the bound card, post or void.
+        Credit-card money is consumption-only."""
+        msisdn = self._norm(msisdn)
+        key = self._key(key, "topup")
+        if amount <= 0:
+            return Result(Outcome.INVALID_AMOUNT)
+        if self.bank is None:
+            return Result(Outcome.BANK_UNAVAILABLE)
+        existing = await self.ledger.get_operation(key)
+        if existing is not None and existing.state != "pending":
+            return await self._bank_replay(existing, "topup", msisdn)
+
+        card_holder: list[CardRef] = []
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn)
+            if require_pin:
+                await self._check_pin(conn, w, pin)
+            card = await acct.active_card(conn, w.id)
+            if card is None:
+                raise _refuse(Outcome.NO_CARD)
+            ref = CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code)
+            card_holder.append(ref)
+            req = OperationRequest(key=key, kind="topup", pending=True, channel=channel, actor=f"msisdn:{msisdn}",
+                                   account_id=w.id, legs=(Leg(self.system["bank_settlement"], w.id, amount, "topup",
+                                                              consumption_credit=card.card_type == "credit"),),
+                                   details={"card": card.last4})
+            rec = await self.ledger.book(conn, req)
+            return Result(Outcome.IN_PROGRESS, ref=rec.ref, amount=amount, params={"action": "topup", "key": key})
+        booked = await self._run_keeping(job)
+        if booked.outcome is not Outcome.IN_PROGRESS:
+            return booked
+        if not card_holder:   # a replay of a pending key: the bank call is already under way
+            return booked
+        return await self._bank_outcome("topup", key, msisdn, await self.bank.debit_card(
+            operation_key=key, card=card_holder[0], amount=amount))
+
+    async def withdraw(self, msisdn: str, amount: int, pin: str | None, *, channel: str,
+                       key: str | None = None) -> Result:
+        """TX: pending debit of withdrawable funds, bank credit to the card."""
+        msisdn = self._norm(msisdn)
+        key = self._key(key, "withdraw")
+        if amount <= 0:
+            return Result(Outcome.INVALID_AMOUNT)
+        if self.bank is None:
+            return Result(Outcome.BANK_UNAVAILABLE)
+        existing = await self.ledger.get_operation(key)
+        if existing is not None and existing.state != "pending":
+            return await self._bank_replay(existing, "withdraw", msisdn)
+        card_holder: list[CardRef] = []
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn)
+            await self._check_pin(conn, w, pin)
+            await self._check_limits(conn, w, amount)
+            card = await acct.active_card(conn, w.id)
+            if card is None:
+                raise _refuse(Outcome.NO_CARD)
+            if card.card_type != "debit":
+                raise _refuse(Outcome.NO_CARD, need="debit")
+            card_holder.append(CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code))
+            fee, _ = self.settings.fee("withdrawal", amount)
+            legs = [Leg(w.id, self.system["bank_settlement"], amount, "withdrawal", withdraw=True)]
+            if fee:
+                legs.append(Leg(w.id, self.system["fee_income"], fee, "fee"))
+            rec = await self.ledger.book(conn, OperationRequest(
+                key=key, kind="withdrawal", pending=True, legs=tuple(legs), channel=channel,
+                actor=f"msisdn:{msisdn}", account_id=w.id, fee=fee, details={"card": card.last4}))
+            return Result(Outcome.IN_PROGRESS, ref=rec.ref, amount=amount, fee=fee or None,
+                          params={"action": "withdraw", "key": key})
+        booked = await self._run_keeping(job)
+        if booked.outcome is not Outcome.IN_PROGRESS or not card_holder:
+            return booked
+        return await self._bank_outcome("withdraw", key, msisdn, await self.bank.credit_card(
+            operation_key=key, card=card_holder[0], amount=amount))
+
+    async def _bank_outcome(self, action: str, key: str, msisdn: str, answer) -> Result:
+        if answer.status is BankStatus.APPROVED:
+            rec = await self.ledger.post(key)
+            return self._money_result(action, rec, rec.account_id)
+        if answer.status is BankStatus.DECLINED:
+            await self.ledger.void(key)
+            reason = (answer.decline or BankDecline.OTHER).value
+            if answer.decline is BankDecline.ISSUER_UNAVAILABLE:
+                return Result(Outcome.BANK_UNAVAILABLE, params={"action": action, "reason": reason})
+            return Result(Outcome.BANK_DECLINED, params={"action": action, "reason": reason})
+        rec = await self.ledger.get_operation(key)
+        return Result(Outcome.IN_PROGRESS, ref=rec.ref if rec else None, amount=rec.amount if rec else None,
+                      params={"action": action})
+
+    async def _bank_replay(self, rec: OperationRecord, action: str, msisdn: str) -> Result:
+        if rec.state == "posted":
+            rec = await self.ledger.post(rec.key)      # replay: carries the balances
+            return self._money_result(action, rec, rec.account_id)
+        return Result(Outcome.BANK_DECLINED, ref=rec.ref, params={"action": action, "reason": "other"})
+
+    async def resolve_in_doubt(self, operation_key: str, approved: bool) -> None:
+        """The bank bridge settled an operation whose answer was unknown."""
+        try:
+            rec = await (self.ledger.post(operation_key) if approved else self.ledger.void(operation_key))
+        except (UnknownOperation, AlreadyResolved) as exc:
+            log.warn("in-doubt resolution of {key} ignored: {exc}", key=operation_key, exc=exc)
+            return
+        w = await self.ledger.read(lambda conn: acct.get_account(conn, rec.account_id)) if rec.account_id else None
+        if w is None or w.msisdn is None:
+            return
+        action = {"topup": "topup", "withdrawal": "withdraw", "close_refund": "close"}.get(rec.kind, rec.kind)
+        if approved:
+            await self._notify(w.msisdn, self._money_result(action, rec, rec.account_id))
+        else:
+            await self._notify(w.msisdn, Result(Outcome.BANK_UNAVAILABLE, ref=rec.ref,
+                                                params={"action": action, "reason": "issuer_unavailable"}))
+
+    async def bind_card(self, msisdn: str, pan: str, expiry: str, *, channel: str, actor: str | None = None) -> Result:
+        """Quick-pay binding after the bank verified the card (0100)."""
+        msisdn = self._norm(msisdn)
+        if self.bank is None:
+            return Result(Outcome.BANK_UNAVAILABLE)
+        w = await self.account_info(msisdn)
+        if w is None:
+            return Result(Outcome.NO_ACCOUNT)
+        if w.status != ACTIVE:
+            return Result(_STATUS_OUTCOME[w.status])
+        v = await self.bank.verify_card(pan=pan, expiry=expiry, holder_msisdn=msisdn)
+        if v.status is not BankStatus.APPROVED or v.card is None:
+            if v.status is BankStatus.UNKNOWN or v.decline is BankDecline.ISSUER_UNAVAILABLE:
+                return Result(Outcome.BANK_UNAVAILABLE, params={"action": "bind_card"})
+            return Result(Outcome.BANK_DECLINED, params={"action": "bind_card",
+                                                         "reason": (v.decline or BankDecline.OTHER).value})
+        card = v.card
+
+        async def job(conn):
+            ww = await self._wallet(conn, msisdn)
+            await acct.bind_card(conn, ww.id, token=card.token, last4=card.last4, bin=card.bin,
+                                 card_type=card.card_type, bank_code=card.bank_code,
+                                 actor=actor or f"msisdn:{msisdn}", channel=channel)
+            return Result(Outcome.OK, params={"action": "bind_card", "last4": card.last4, "card_type": card.card_type})
+        return await self._run(job)
+
+    async def unbind_card(self, msisdn: str, *, channel: str, actor: str | None = None) -> Result:
+        msisdn = self._norm(msisdn)
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if not await acct.unbind_card(conn, w.id, actor=actor or f"msisdn:{msisdn}", channel=channel):
+                raise _refuse(Outcome.NO_CARD)
+            return Result(Outcome.OK, params={"action": "unbind_card"})
+        return await self._run(job)
+
+    # ------------------------------------------------------------ PIN and state
+
+    async def change_pin(self, msisdn: str, old_pin: str, new_pin: str, *, channel: str) -> Result:
+        msisdn = self._norm(msisdn)
+        if not is_pin_format(new_pin) or is_weak_pin(new_pin):
+            return Result(Outcome.PIN_FORMAT, params={"weak": is_pin_format(new_pin)})
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.status in (PENDING, CLOSED):
+                raise _refuse(_STATUS_OUTCOME[w.status])
+            await self._check_pin(conn, w, old_pin)
+            await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, new_pin), must_change=False)
+            await acct.audit(conn, actor=f"msisdn:{msisdn}", channel=channel, action="pin_changed", account_id=w.id)
+            return Result(Outcome.OK, params={"action": "change_pin"})
+        return await self._run_keeping(job)
+
+    async def verify_password(self, msisdn: str, password: str) -> bool:
+        """Web login check (argon2id)."""
+        w = await self.account_info(msisdn)
+        if w is None or w.status == CLOSED:
+            return False
+        cred = await self.ledger.read(lambda conn: acct.get_credentials(conn, w.id))
+        return self.passwords.verify(cred.password_hash if cred else None, password)
+
+    async def freeze(self, msisdn: str, *, channel: str, actor: str | None = None) -> Result:
+        """DJ: immediate, no PIN (a lost phone must be stoppable)."""
+        return await self._transition(msisdn, "freeze", channel=channel, actor=actor)
+
+    async def unfreeze(self, msisdn: str, pin: str | None, *, channel: str) -> Result:
+        """JD: needs the PIN."""
+        msisdn = self._norm(msisdn)
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.status != FROZEN:
+                raise _refuse(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
+            await self._check_pin(conn, w, pin)
+            await acct.transition(conn, w, "unfreeze", actor=f"msisdn:{msisdn}", channel=channel)
+            return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "unfreeze"})
+        return await self._run_keeping(job)
+
+    async def _transition(self, msisdn: str, action: str, *, channel: str, actor: str | None, **details) -> Result:
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            try:
+                await acct.transition(conn, w, action, actor=actor or f"msisdn:{msisdn}", channel=channel, **details)
+            except acct.TransitionError as e:
+                if action == "unfreeze" and e.status == ACTIVE:
+                    raise _refuse(Outcome.ALREADY_ACTIVE)
+                raise _refuse(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
+            return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": action})
+        return await self._run(job)
+
+    async def close(self, msisdn: str, pin: str | None, *, channel: str, key: str | None = None) -> Result:
+        """XH: the balance goes back to the bound card first, then the
+        account closes. Nothing is closed while money is in flight."""
+        msisdn = self._norm(msisdn)
+        key = self._key(key, "close")
+        card_holder: list[CardRef] = []
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.status not in (ACTIVE, FROZEN):
+                raise _refuse(_STATUS_OUTCOME[w.status])
+            await self._check_pin(conn, w, pin)
+            if w.pending_out or w.pending_in:
+                raise _refuse(Outcome.BALANCE_NOT_ZERO, reason="in_flight")
+            if w.balance == 0:
+                await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel)
+                return Result(Outcome.OK, amount=0, balance=0, params={"action": "close"})
+            if w.status != ACTIVE:
+                raise _refuse(Outcome.ACCOUNT_FROZEN)
+            card = await acct.active_card(conn, w.id)
+            if card is None:
+                raise _refuse(Outcome.NO_CARD)
+            card_holder.append(CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code))
+            rec = await self.ledger.book(conn, OperationRequest(
+                key=key, kind="close_refund", pending=True, channel=channel, actor=f"msisdn:{msisdn}",
+                account_id=w.id, legs=(Leg(w.id, self.system["bank_settlement"], w.balance, "close_refund"),)))
+            return Result(Outcome.IN_PROGRESS, ref=rec.ref, amount=rec.amount, params={"action": "close"})
+        booked = await self._run_keeping(job)
+        if booked.outcome is not Outcome.IN_PROGRESS or not card_holder:
+            return booked
+        if self.bank is None:
+            await self.ledger.void(key)
+            return Result(Outcome.BANK_UNAVAILABLE, params={"action": "close"})
+        answer = await self.bank.credit_card(operation_key=key, card=card_holder[0], amount=booked.amount)
+        result = await self._bank_outcome("close", key, msisdn, answer)
+        if result.outcome is Outcome.OK:
+            return await self._finish_close(msisdn, channel, result)
+        return result
+
+    async def _finish_close(self, msisdn: str, channel: str, paid: Result) -> Result:
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.balance == 0 and not w.pending_out and not w.pending_in:
+                await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel)
+            return Result(Outcome.OK, ref=paid.ref, amount=paid.amount, balance=0, params={"action": "close"})
+        return await self._run(job)
+
+    async def set_language(self, msisdn: str, language: str) -> Result:
+        msisdn = self._norm(msisdn)
+        if language not in ("zh", "en"):
+            return Result(Outcome.MALFORMED, params={"usage": "lang"})
+
+        async def job(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is not None:
+                await conn.execute(accounts.update().where(accounts.c.id == w.id).values(language=language))
+            return Result(Outcome.OK, params={"action": "lang", "lang": language})
+        return await self._run(job)
+
+    # ------------------------------------------------------------ agents and operators
+
+    async def cash_in(self, agent_code: str, msisdn: str, amount: int, *, key: str | None = None) -> Result:
+        """Cash at a business-hall counter: the agent's float pays the wallet."""
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        if amount <= 0:
+            return Result(Outcome.INVALID_AMOUNT)
+        key = self._key(key, "cashin")
+
+        async def job(conn):
+            agent = await self._agent(conn, agent_code)
+            w = await self._wallet(conn, msisdn)
+            rec = await self.ledger.book(conn, OperationRequest(
+                key=key, kind="cash_in", legs=(Leg(agent.id, w.id, amount, "cash_in"),), channel="agent",
+                actor=f"agent:{agent_code}", account_id=w.id, counterparty_id=agent.id))
+            return self._money_result("cash_in", rec, w.id, agent_balance=rec.balance_of(agent.id).available)
+        result = await self._run(job)
+        if result.outcome is Outcome.OK:
+            await self._notify(msisdn, result)
+        return result
+
+    async def fund_agent(self, agent_code: str, amount: int, *, key: str | None = None) -> Result:
+        """Operations puts cash float on an agent's account (from `cash`)."""
+        key = self._key(key, "float")
+
+        async def job(conn):
+            agent = await self._agent(conn, agent_code)
+            rec = await self.ledger.book(conn, OperationRequest(
+                key=key, kind="agent_float", legs=(Leg(self.system["cash"], agent.id, amount, "agent_float"),),
+                channel="admin", actor="admin", account_id=agent.id))
+            return self._money_result("agent_float", rec, agent.id)
+        return await self._run(job)
+
+    async def agent_freeze(self, agent_code: str, msisdn: str) -> Result:
+        return await self._as_agent(agent_code, lambda: self._transition(
+            msisdn, "freeze", channel="agent", actor=f"agent:{agent_code}"))
+
+    async def agent_unfreeze(self, agent_code: str, msisdn: str) -> Result:
+        return await self._as_agent(agent_code, lambda: self._transition(
+            msisdn, "unfreeze", channel="agent", actor=f"agent:{agent_code}"))
+
+    async def _as_agent(self, agent_code: str, fn) -> Result:
+        ok = await self.ledger.read(lambda conn: acct.find_agent(conn, agent_code))
+        if ok is None or ok.status != ACTIVE:
+            return Result(Outcome.NOT_AUTHORIZED)
+        return await fn()
+
+    async def reset_pin(self, agent_code: str, msisdn: str) -> Result:
+        """Agent reset: a new random PIN, the lock lifted; sent to the phone."""
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        pin = generate_pin()
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.status in (PENDING, CLOSED):
+                raise _refuse(_STATUS_OUTCOME[w.status])
+            await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), must_change=True)
+            await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="pin_reset", account_id=w.id)
+            return Result(Outcome.OK, params={"action": "pin_reset", "pin": pin})
+        result = await self._run(job)
+        if result.outcome is Outcome.OK:
+            await self._notify(msisdn, result)
+        return result
+
+    async def set_kyc_tier(self, agent_code: str, msisdn: str, tier: int) -> Result:
+        if tier not in self.settings.limits:
+            return Result(Outcome.MALFORMED, params={"usage": "kyc"})
+        msisdn = self._norm(msisdn)
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await self._wallet(conn, msisdn, need_active=False)
+            await conn.execute(accounts.update().where(accounts.c.id == w.id).values(kyc_tier=tier))
+            await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="kyc_tier", account_id=w.id,
+                             **{"from": w.kyc_tier, "to": tier})
+            return Result(Outcome.OK, params={"action": "kyc_tier", "tier": tier})
+        return await self._run(job)
+
+    async def change_number(self, agent_code: str, old_msisdn: str, new_msisdn: str) -> Result:
+        """Operator event: the account moves to the subscriber's new number."""
+        try:
+            old, new = self._norm(old_msisdn), self._norm(new_msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await self._wallet(conn, old, need_active=False)
+            if await acct.find_wallet(conn, new) is not None:
+                raise _refuse(Outcome.ACCOUNT_EXISTS)
+            await conn.execute(accounts.update().where(accounts.c.id == w.id).values(msisdn=new, updated_at=utcnow()))
+            await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="number_change",
+                             account_id=w.id, **{"from": old, "to": new})
+            return Result(Outcome.OK, params={"action": "number_change", "msisdn": new})
+        return await self._run(job)
+
+    async def transfer_ownership(self, agent_code: str, msisdn: str, *, holder_name: str, id_type: str,
+                                 id_number: str) -> Result:
+        """Operator event: the number has a new holder. The old account is
+        closed; its balance is held in suspense for refund to the old holder
+        (never handed to the new one); a new account opens for the holder."""
+        msisdn = self._norm(msisdn)
+        pin, password = generate_pin(), generate_password()
+        pw_hash = self.passwords.hash(password)
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.pending_out or w.pending_in:
+                raise _refuse(Outcome.BALANCE_NOT_ZERO, reason="in_flight")
+            held = None
+            if w.balance:
+                if w.status != ACTIVE:
+                    await conn.execute(accounts.update().where(accounts.c.id == w.id).values(status=ACTIVE))
+                held = await self.ledger.book(conn, OperationRequest(
+                    key=f"ownership:{w.id}", kind="ownership_hold", channel="agent", actor=f"agent:{agent_code}",
+                    account_id=w.id, legs=(Leg(w.id, self.system["suspense"], w.balance, "ownership_hold"),),
+                    details={"previous_holder": w.holder_name or "", "msisdn": msisdn}))
+                w = await acct.get_account(conn, w.id)
+            await acct.transition(conn, w, "close", actor=f"agent:{agent_code}", channel="agent",
+                                  reason="ownership transfer", held_ref=held.ref if held else None)
+            wid = await acct.create_active_wallet(conn, msisdn, language=w.language, actor=f"agent:{agent_code}",
+                                                  channel="agent", holder_name=holder_name, id_type=id_type,
+                                                  id_number=id_number, kyc_tier=2)
+            await acct.set_credentials(conn, wid, pin_hash=self.pins.hash(wid, pin), password_hash=pw_hash)
+            return Result(Outcome.OK, ref=held.ref if held else None, amount=held.amount if held else 0, balance=0,
+                          params={"action": "ownership_transfer", "pin": pin, "password": password,
+                                  "held": held.amount if held else 0})
+        return await self._run(job)
+
+    async def cancel_number(self, agent_code: str, msisdn: str) -> Result:
+        """Operator event: the number is cancelled; the account is frozen and
+        its balance kept for refund."""
+        msisdn = self._norm(msisdn)
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await self._wallet(conn, msisdn, need_active=False)
+            try:
+                await acct.transition(conn, w, "cancel_number", actor=f"agent:{agent_code}", channel="agent")
+            except acct.TransitionError as e:
+                raise _refuse(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
+            return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "cancel_number"})
+        return await self._run(job)
+
+    # ------------------------------------------------------------ merchants
+
+    async def refund(self, merchant_code: str, ref: str, amount: int | None = None, *, actor: str,
+                     key: str | None = None) -> Result:
+        """A merchant refunds (part of) a payment it received. Consumption-only
+        money that paid for it comes back consumption-only."""
+        code = merchant_code.upper()
+        key = key or f"refund:{ref}:{uuid.uuid4().hex}"
+
+        async def job(conn):
+            m = await acct.find_merchant(conn, code)
+            if m is None:
+                raise _refuse(Outcome.UNKNOWN_MERCHANT)
+            op = (await conn.execute(sa.select(operations).where(operations.c.ref == ref))).first()
+            if op is None or op.kind != "payment" or op.counterparty_id != m.id or op.state != "posted":
+                raise _refuse(Outcome.NOT_FOUND)
+            refunded = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
+                operations.c.parent_id == op.id, operations.c.kind == "refund",
+                operations.c.state != "voided"))).scalar_one()
+            value = op.amount - refunded if amount is None else amount
+            if value <= 0 or refunded + value > op.amount:
+                raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
+            leg0 = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id,
+                                                                   transfers.c.leg == 0))).first()
+            consumption_left = max(0, leg0.consumption_part - refunded)
+            back_consumption = min(value, consumption_left)
+            legs = []
+            if back_consumption:
+                legs.append(Leg(m.id, op.account_id, back_consumption, "refund", consumption_credit=True))
+            if value - back_consumption:
+                legs.append(Leg(m.id, op.account_id, value - back_consumption, "refund"))
+            rec = await self.ledger.book(conn, OperationRequest(
+                key=key, kind="refund", legs=tuple(legs), channel="merchant", actor=actor,
+                account_id=op.account_id, counterparty_id=m.id, parent_id=op.id))
+            await acct.audit(conn, actor=actor, channel="merchant", action="refund", account_id=op.account_id,
+                             payment_ref=ref, amount=value)
+            w = await acct.get_account(conn, op.account_id)
+            return Result(Outcome.OK, ref=rec.ref, amount=value,
+                          balance=rec.balance_of(op.account_id).available,
+                          params={"action": "refund", "merchant_code": code, "msisdn": w.msisdn,
+                                  "merchant_name": self.merchant_display(code, m.name, w.language)})
+        result = await self._run(job)
+        if result.outcome is Outcome.OK:
+            await self._notify(result.params["msisdn"], result)
+        return result
+
+    # ------------------------------------------------------------ checks
+
+    async def check_books(self) -> list[str]:
+        from telecom_pay.ledger.invariants import check_invariants
+        return await self.ledger.read(check_invariants)
+
+
+class _PinFailed(Exception):
+    """A wrong PIN: the job is rolled back, the failure is then counted."""
+
+    def __init__(self, wallet):
+        super().__init__("wrong PIN")
+        self.wallet = wallet
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back; everything stored is UTC."""
+    if dt is None:
+        return None
+    from datetime import timezone
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _masked_local(msisdn: str | None) -> str:
+    if not msisdn:
+        return ""
+    try:
+        local = local_form(msisdn)
+    except Exception:
+        local = msisdn
+    return local[:3] + "****" + local[-4:] if len(local) >= 8 else local
