@@ -68,6 +68,7 @@ def test_amount_commands(spelling, amount_text, minor):
     ("充值100", "topup", 10000), ("提现50.5", "withdraw", 5050), ("CZ100", "topup", 10000),
     ("tx7", "withdraw", 700), ("充值：100", "topup", 10000), ("充值,100", "topup", 10000),
     ("ＣＺ１００", "topup", 10000), ("话费50", "airtime", 5000), ("充话费50", "airtime", 5000),
+    ("充值100块", "topup", 10000), ("CZ 100 块钱", "topup", 10000), ("提现 12.5元", "withdraw", 1250),
 ])
 def test_keyword_glued_to_argument(text, name, minor):
     cmd = parse(text)

@@ -195,6 +195,12 @@ def test_pending_states():
     assert render(progress, "zh") == ["R5 充值 100.00 元处理中, 结果将短信通知."]
 
 
+def test_bank_unavailable_names_the_operation():
+    result = Result(Outcome.BANK_UNAVAILABLE, amount=5000, params={"action": "withdraw"})
+    assert render(result, "zh")[0].startswith("提现 50.00 元未完成")
+    assert "withdraw 50.00" in render(result, "en")[0]
+
+
 def test_failure_params_are_shown():
     assert "5000.00" in render(Result(Outcome.LIMIT_DAILY, params={"limit": 500000}), "zh")[0]
     assert "5000.00" in render(Result(Outcome.LIMIT_PER_TXN, params={"limit": 500000}), "en")[0]

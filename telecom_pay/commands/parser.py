@@ -37,8 +37,9 @@ _SEPARATORS = re.compile(r"[\s、;:]+|(?<!\d),|,(?!\d)")
 _EDGE_PUNCTUATION = ".,;:!?'\"`~()[]{}<>·。、！？，；：“”‘’「」『』【】（）《》〈〉…—"
 _EDGES = re.compile(
     "^[\\s" + re.escape(_EDGE_PUNCTUATION) + "]+|[\\s" + re.escape(_EDGE_PUNCTUATION) + "]+$")
-_CURRENCY_SUFFIXES = frozenset({"元", "YUAN", "RMB", "CNY"})
+_CURRENCY_SUFFIXES = frozenset({"元", "YUAN", "RMB", "CNY", "块", "块钱", "元钱"})
 _CURRENCY_PREFIXES = frozenset({"¥", "￥", "RMB", "CNY"})
+_COLLOQUIAL_YUAN = ("块钱", "元钱", "块")
 
 _PIN_RE = re.compile(r"[0-9]{6}")
 _DIGITS_RE = re.compile(r"[0-9]+")
@@ -210,8 +211,13 @@ def _bare_digits(tokens: list[str], raw: str) -> Command:
 def _amount(name: str, args: list[str], i: int, raw: str) -> int:
     if i >= len(args):
         raise ParseError("malformed", command=name, detail="amount", missing=True, raw=raw)
+    text = args[i]
+    for colloquial in _COLLOQUIAL_YUAN:        # `100块`, `100块钱` mean `100元`
+        if text.endswith(colloquial) and len(text) > len(colloquial):
+            text = text[: -len(colloquial)] + "元"
+            break
     try:
-        return parse_amount(args[i])
+        return parse_amount(text)
     except AmountError:
         raise ParseError("malformed", command=name, detail="amount", value=args[i], raw=raw) from None
 

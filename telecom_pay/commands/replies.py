@@ -165,6 +165,7 @@ _T: dict[str, dict[str, str]] = {
         # failures
         "bank_declined": "{ref}{phrase}失败: {reason}.",
         "bank_declined_any": "{ref}银行拒绝交易: {reason}.",
+        "bank_unavailable": "{ref}{phrase}未完成: 银行系统暂时无法处理, 请稍后再试.",
         "decline.insufficient_funds": "银行卡余额不足",
         "decline.invalid_card": "银行卡无效",
         "decline.expired_card": "银行卡已过期",
@@ -264,6 +265,7 @@ _T: dict[str, dict[str, str]] = {
         "merchant": "the merchant", "counterparty": "the recipient",
         "bank_declined": "{ref}Could not {phrase}: {reason}.",
         "bank_declined_any": "{ref}Declined by the bank: {reason}.",
+        "bank_unavailable": "{ref}Could not {phrase}: the bank is not answering. Please try again later.",
         "decline.insufficient_funds": "insufficient funds on the card",
         "decline.invalid_card": "invalid card",
         "decline.expired_card": "card expired",
@@ -691,6 +693,12 @@ def _bank_declined(c: _Context) -> list[str]:
     return [c.text("bank_declined_any", ref=ref, reason=reason_text)]
 
 
+def _bank_unavailable(c: _Context) -> list[str]:
+    if c.action is None:
+        raise KeyError("action")
+    return [c.text("bank_unavailable", ref=c.fields()["ref"], phrase=c.phrase())]
+
+
 def _with_balance(key: str):
     def handler(c: _Context) -> list[str]:
         return [c.text(key, balance=c.money(c.result.balance))]
@@ -773,6 +781,7 @@ _HANDLERS = {
     Outcome.PIN_REQUIRED: _pin_required,
     Outcome.IN_PROGRESS: _in_progress,
     Outcome.BANK_DECLINED: _bank_declined,
+    Outcome.BANK_UNAVAILABLE: _bank_unavailable,
     Outcome.INSUFFICIENT_FUNDS: _with_balance("insufficient_funds"),
     Outcome.BALANCE_NOT_ZERO: _with_balance("balance_not_zero"),
     Outcome.NOT_WITHDRAWABLE: _not_withdrawable,
