@@ -1,0 +1,305 @@
+"""JSON control API of the SMSC simulator (Klein), for testers, the CLI and the web handset.
+
+    GET    /handsets                          registered handsets
+    POST   /handsets                          {"msisdn": ..., "language": ...}
+    GET    /handsets/{msisdn}                 one handset: inbox, sent, USSD screens
+    POST   /handsets/{msisdn}/mo              {"text": ..., "wait": s}: send an SMS, wait up to s for the ack
+    GET    /handsets/{msisdn}/inbox           ?since=N&wait=s: messages from index N, long-polling up to s
+    POST   /handsets/{msisdn}/ussd            {"text": ..., "wait": s}: dial (no open session) or answer
+    GET    /handsets/{msisdn}/ussd            the USSD screens and session
+    GET    /traffic                           ?limit=&bind_id=&command=&direction=
+    GET    /faults | POST /faults {...} | DELETE /faults[?kind=] | DELETE /faults/{id}
+           POST /faults {"kind": "close", "system_id"?: ..., "bind_id"?: ...} cuts connections now
+    GET    /binds
+
+Errors are JSON objects {"error": "..."} with 400 (bad request), 404, 409
+(USSD state) or 504 (timed out waiting for the platform).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from .faults import FAULT_KINDS
+from .handsets import UssdError
+from .simulator import DeliveryFailed, SmscSimulator
+
+__all__ = ["SmscControlApi", "control_site"]
+
+DEFAULT_WAIT = 10.0
+MAX_WAIT = 300.0
+
+
+class _HttpError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _json(request, body: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def _body(request) -> dict[str, Any]:
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _HttpError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _HttpError(400, "request body must be a JSON object")
+    return data
+
+
+def _arg(request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _number(value: Any, name: str, default: float, maximum: float = MAX_WAIT) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _HttpError(400, f"{name} must be a number") from None
+    if not 0 <= number <= maximum:
+        raise _HttpError(400, f"{name} must be between 0 and {maximum:g}")
+    return number
+
+
+def _text(data: dict[str, Any]) -> str:
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise _HttpError(400, "'text' (a string) is required")
+    return text
+
+
+class SmscControlApi:
+    """Routes over one `SmscSimulator`."""
+
+    app = Klein()
+
+    def __init__(self, simulator: SmscSimulator):
+        self.sim = simulator
+
+    @app.handle_errors(_HttpError)
+    def _http_error(self, request, failure):
+        return _json(request, {"error": str(failure.value)}, failure.value.code)
+
+    def _handset(self, msisdn: str):
+        try:
+            return self.sim.handset(msisdn)
+        except ValueError as exc:
+            raise _HttpError(400, str(exc)) from None
+
+    def _known_handset(self, msisdn: str):
+        try:
+            key = self.sim.canonical_msisdn(msisdn)
+        except ValueError as exc:
+            raise _HttpError(400, str(exc)) from None
+        handset = self.sim.handsets.get(key)
+        if handset is None:
+            raise _HttpError(404, f"no handset {msisdn}")
+        return handset
+
+    # --- handsets -------------------------------------------------------------------
+
+    @app.route("/handsets", methods=["GET"])
+    def list_handsets(self, request):
+        return _json(request, {"handsets": [h.to_json() for h in self.sim.handsets.values()]})
+
+    @app.route("/handsets", methods=["POST"])
+    def add_handset(self, request):
+        data = _body(request)
+        msisdn = data.get("msisdn")
+        language = data.get("language")
+        if not isinstance(msisdn, str) or (language is not None and not isinstance(language, str)):
+            raise _HttpError(400, "'msisdn' (a string) is required; 'language' is optional")
+        try:
+            handset = self.sim.handset(msisdn, language)
+        except ValueError as exc:
+            raise _HttpError(400, str(exc)) from None
+        return _json(request, handset.to_json(), 201)
+
+    @app.route("/handsets/<msisdn>", methods=["GET"])
+    def show_handset(self, request, msisdn):
+        handset = self._known_handset(msisdn)
+        body = handset.to_json()
+        body["inbox"] = [m.to_json() for m in handset.inbox]
+        body["sent"] = [m.to_json() for m in handset.sent]
+        body["ussd"] = [s.to_json() for s in handset.ussd_screens]
+        return _json(request, body)
+
+    @app.route("/handsets/<msisdn>/mo", methods=["POST"])
+    @defer.inlineCallbacks
+    def send_mo(self, request, msisdn):
+        data = _body(request)
+        text = _text(data)
+        wait = _number(data.get("wait"), "wait", DEFAULT_WAIT)
+        destination = data.get("destination_addr")
+        if destination is not None and not (isinstance(destination, str) and destination.isdigit()):
+            raise _HttpError(400, "destination_addr must be digits")
+        handset = self._handset(msisdn)
+        index = len(handset.inbox)
+        try:
+            sending = handset.send(text, destination)
+        except ValueError as exc:
+            raise _HttpError(400, str(exc)) from None
+        record = handset.sent[-1]
+        try:
+            yield _within(self.sim, sending, wait)
+        except defer.TimeoutError:
+            return _json(request, {"acked": False, "queued": True, "inbox_index": index, "sent": record.to_json()}, 202)
+        except DeliveryFailed as exc:
+            return _json(request, {"acked": False, "error": str(exc), "sent": record.to_json()}, 502)
+        return _json(request, {"acked": True, "inbox_index": index, "sent": record.to_json()})
+
+    @app.route("/handsets/<msisdn>/inbox", methods=["GET"])
+    @defer.inlineCallbacks
+    def inbox(self, request, msisdn):
+        handset = self._handset(msisdn)
+        try:
+            since = int(_arg(request, "since") or 0)
+        except ValueError:
+            raise _HttpError(400, "since must be an integer") from None
+        wait = _number(_arg(request, "wait"), "wait", 0.0)
+        if since < 0:
+            raise _HttpError(400, "since must not be negative")
+        if wait and len(handset.inbox) <= since:
+            yield _until(self.sim, lambda: len(handset.inbox) > since, wait)
+        messages = handset.inbox[since:]
+        return _json(request, {"msisdn": handset.msisdn, "since": since, "next": since + len(messages),
+                               "inbox": [m.to_json() for m in messages]})
+
+    @app.route("/handsets/<msisdn>/ussd", methods=["POST"])
+    @defer.inlineCallbacks
+    def ussd(self, request, msisdn):
+        data = _body(request)
+        text = _text(data)
+        wait = _number(data.get("wait"), "wait", DEFAULT_WAIT)
+        handset = self._handset(msisdn)
+        session = handset.ussd_session
+        try:
+            if session is None or not session.open:
+                screen = handset.dial_ussd(text, timeout=wait or DEFAULT_WAIT)
+            else:
+                screen = handset.ussd_reply(text, timeout=wait or DEFAULT_WAIT)
+        except UssdError as exc:
+            raise _HttpError(409, str(exc)) from None
+        try:
+            text = yield screen
+        except defer.TimeoutError:
+            return _json(request, {"error": f"no USSD reply within {wait:g}s"}, 504)
+        last = handset.ussd_screens[-1]
+        return _json(request, {"text": text, "ended": last.ended, "screen": last.to_json()})
+
+    @app.route("/handsets/<msisdn>/ussd", methods=["GET"])
+    def ussd_screens(self, request, msisdn):
+        handset = self._known_handset(msisdn)
+        session = handset.ussd_session
+        return _json(request, {
+            "msisdn": handset.msisdn,
+            "session": None if session is None else {"code": session.code, "open": session.open,
+                                                     "number": session.number},
+            "screens": [s.to_json() for s in handset.ussd_screens],
+        })
+
+    # --- traffic, faults, binds -------------------------------------------------------
+
+    @app.route("/traffic", methods=["GET"])
+    def traffic(self, request):
+        try:
+            limit = int(_arg(request, "limit") or 100)
+        except ValueError:
+            raise _HttpError(400, "limit must be an integer") from None
+        records = self.sim.traffic.records(limit=max(limit, 0), bind_id=_arg(request, "bind_id"),
+                                           command=_arg(request, "command"), direction=_arg(request, "direction"))
+        return _json(request, {"total": self.sim.traffic.total, "records": [r.to_json() for r in records]})
+
+    @app.route("/faults", methods=["GET"])
+    def list_faults(self, request):
+        return _json(request, {"faults": [f.to_json() for f in self.sim.faults.active()],
+                               "kinds": list(FAULT_KINDS) + ["close"]})
+
+    @app.route("/faults", methods=["POST"])
+    def add_fault(self, request):
+        data = _body(request)
+        if data.get("kind") == "close":
+            unknown = set(data) - {"kind", "system_id", "bind_id"}
+            if unknown:
+                raise _HttpError(400, f"unknown fields for close: {', '.join(sorted(unknown))}")
+            closed = self.sim.close_binds(system_id=data.get("system_id"), bind_id=data.get("bind_id"))
+            return _json(request, {"kind": "close", "closed": closed})
+        try:
+            fault = self.sim.faults.add_from_json(data)
+        except (TypeError, ValueError) as exc:
+            raise _HttpError(400, str(exc)) from None
+        return _json(request, fault.to_json(), 201)
+
+    @app.route("/faults", methods=["DELETE"])
+    def clear_faults(self, request):
+        kind = _arg(request, "kind")
+        return _json(request, {"cleared": self.sim.faults.clear(kind)})
+
+    @app.route("/faults/<int:fault_id>", methods=["DELETE"])
+    def remove_fault(self, request, fault_id):
+        if not self.sim.faults.remove(fault_id):
+            raise _HttpError(404, f"no fault {fault_id}")
+        return _json(request, {"removed": fault_id})
+
+    @app.route("/binds", methods=["GET"])
+    def binds(self, request):
+        return _json(request, {"binds": [b.to_json() for b in self.sim.binds]})
+
+
+def _within(sim: SmscSimulator, d: defer.Deferred, timeout: float) -> defer.Deferred:
+    """``d``, or a TimeoutError after ``timeout`` seconds, without cancelling ``d``."""
+    result: defer.Deferred = defer.Deferred()
+
+    def fire(value):
+        if not result.called:
+            if timer.active():
+                timer.cancel()
+            if isinstance(value, Failure):
+                result.errback(value)
+            else:
+                result.callback(value)
+        return None
+
+    def time_out():
+        if not result.called:
+            result.errback(defer.TimeoutError(f"no answer within {timeout:g}s"))
+
+    timer = sim.clock.callLater(timeout, time_out)
+    d.addBoth(fire)
+    return result
+
+
+def _until(sim: SmscSimulator, condition, timeout: float, step: float = 0.05) -> defer.Deferred:
+    """Poll ``condition`` every ``step`` seconds until true or ``timeout``; never fails."""
+    result: defer.Deferred = defer.Deferred()
+    deadline = sim.clock.seconds() + timeout
+
+    def check():
+        if condition() or sim.clock.seconds() >= deadline:
+            result.callback(None)
+        else:
+            sim.clock.callLater(step, check)
+
+    check()
+    return result
+
+
+def control_site(simulator: SmscSimulator) -> Site:
+    """A twisted.web Site serving the control API of ``simulator``."""
+    return Site(SmscControlApi(simulator).app.resource())
