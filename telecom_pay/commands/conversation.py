@@ -135,9 +135,10 @@ class Conversation:
                 return Result(Outcome.NO_ACCOUNT)
             if cmd.name == kw.UNFREEZE and account.status == "active":
                 return Result(Outcome.ALREADY_ACTIVE)
+            if account.status == "pending":
+                return Result(Outcome.ACCOUNT_PENDING)
             if cmd.name not in (kw.UNFREEZE, kw.CLOSE) and account.status != "active":
-                return await svc.balance(msisdn, channel="sms") if account.status in ("pending", "closed") \
-                    else Result(Outcome.ACCOUNT_FROZEN)
+                return Result(Outcome.ACCOUNT_FROZEN)
             if cmd.amount is not None:
                 pending["amount"] = cmd.amount
             if cmd.name == kw.AIRTIME and cmd.msisdn:

@@ -1,0 +1,143 @@
+"""The SMS conversation: text in, replies out, against a real service."""
+import re
+
+import pytest
+
+from telecom_pay.commands.conversation import Conversation
+from tests.aio import aio_test
+from tests.servicekit import MSISDN, OTHER, PAN_CREDIT, PAN_DEBIT, make_service, shutdown
+
+
+@pytest.fixture(params=["sqlite+memory", "postgres+redis"])
+def stack(request):
+    if request.param == "sqlite+memory":
+        return {"database_url": request.getfixturevalue("sqlite_url"), "sessions_url": "memory://"}
+    return {"database_url": request.getfixturevalue("pg_url"), "sessions_url": request.getfixturevalue("redis_url"),
+            "prefix": request.getfixturevalue("redis_prefix")}
+
+
+async def conv_for(stack):
+    svc = await make_service(stack["database_url"], sessions_url=stack["sessions_url"],
+                             prefix=stack.get("prefix", "tp:"))
+    return Conversation(svc), svc
+
+
+def pin_in(messages):
+    found = re.findall(r"(?<!\d)(\d{6})(?!\d)", " ".join(messages))
+    assert found, messages
+    return found[0]
+
+
+def ref_in(messages):
+    found = re.findall(r"\bT[2-9A-HJ-NP-Z]{7}\b", " ".join(messages))
+    assert found, messages
+    return found[0]
+
+
+async def opened(conv, svc, msisdn=MSISDN, cash=10_000):
+    kt = await conv.handle(msisdn, "KT")
+    assert any("A" in m for m in kt)
+    pin = pin_in(await conv.handle(msisdn, "A"))
+    if cash:
+        await svc.fund_agent("AG001", cash, key=f"f-{msisdn}")
+        await svc.cash_in("AG001", msisdn, cash, key=f"c-{msisdn}")
+    return pin
+
+
+@aio_test
+async def test_kt_a_ye_zf_pin_mx(stack):
+    conv, svc = await conv_for(stack)
+    replies = await conv.handle("13800138000", "KT")
+    assert len(replies) == 1 and "A" in replies[0]
+    welcome = await conv.handle("13800138000", "a")
+    assert len(welcome) >= 2
+    pin = pin_in(welcome)
+    await svc.fund_agent("AG001", 10_000)
+    await svc.cash_in("AG001", MSISDN, 10_000)
+    assert "100.00" in " ".join(await conv.handle(MSISDN, "YE"))
+    ask = await conv.handle(MSISDN, "ZF M001 12.50")
+    assert "12.50" in ask[0] and "福彩中心" in ask[0]
+    paid = await conv.handle(MSISDN, pin)
+    text = " ".join(paid)
+    assert "12.50" in text and "87.50" in text and "福彩中心" in text
+    ref = ref_in(paid)
+    # the same PIN again pays nothing: nothing is pending
+    again = await conv.handle(MSISDN, pin)
+    assert "87.50" not in " ".join(again) and ref not in " ".join(again)
+    assert (await svc.balance(MSISDN, channel="t")).balance == 8750
+    stmt = " ".join(await conv.handle(MSISDN, "MX"))
+    assert "12.50" in stmt and "100.00" in stmt
+    await shutdown(svc)
+
+
+@aio_test
+async def test_english_and_wrong_pin_retry_and_cancel(stack):
+    conv, svc = await conv_for(stack)
+    pin = await opened(conv, svc)
+    assert "English" in " ".join(await conv.handle(MSISDN, "LANG EN")) or \
+        await conv.language(MSISDN) == "en"
+    assert await conv.language(MSISDN) == "en"
+    ask = " ".join(await conv.handle(MSISDN, "pay m001 10"))
+    assert "PIN" in ask
+    wrong = "000000" if pin != "000000" else "111111"
+    bad = " ".join(await conv.handle(MSISDN, wrong))
+    assert "2" in bad                                   # attempts left
+    ok = " ".join(await conv.handle(MSISDN, pin))       # still pending: the right PIN pays
+    assert "10.00" in ok and "90.00" in ok
+    await conv.handle(MSISDN, "SEND 13900139000 5")     # recipient has no account
+    assert (await svc.balance(MSISDN, channel="t")).balance == 9000
+    await conv.handle(MSISDN, "TX 5")
+    cancelled = " ".join(await conv.handle(MSISDN, "N"))
+    nothing = " ".join(await conv.handle(MSISDN, "N"))
+    assert "cancel" in cancelled.lower() and cancelled != nothing
+    assert nothing == " ".join(await conv.handle(MSISDN, pin))  # cancelled: the PIN does nothing
+    assert (await svc.balance(MSISDN, channel="t")).balance == 9000
+    await shutdown(svc)
+
+
+@aio_test
+async def test_stray_confirmation_and_pin_and_garbage(stack):
+    conv, svc = await conv_for(stack)
+    for text in ("A", "123456", "", "  ", "ZF", "ZF M001 1.234", "hello there", "💸💸", "ＹＥ"):
+        replies = await conv.handle(MSISDN, text)
+        assert replies and all(r.strip() for r in replies), text
+    await shutdown(svc)
+
+
+@aio_test
+async def test_send_topup_withdraw_airtime_freeze_close(stack):
+    conv, svc = await conv_for(stack)
+    pin = await opened(conv, svc)
+    await opened(conv, svc, OTHER, cash=0)
+    notes = []
+    svc.add_notifier(lambda m, r: notes.append((m, r)))
+    await conv.handle(MSISDN, "ZZ 13900139000 20")
+    sent = " ".join(await conv.handle(MSISDN, pin))
+    assert "20.00" in sent and "80.00" in sent
+    assert notes and notes[-1][0] == OTHER
+    received = " ".join(await conv.render_for(OTHER, notes[-1][1]))
+    assert "20.00" in received
+    await svc.bind_card(MSISDN, PAN_DEBIT, "2912", channel="t")
+    await conv.handle(MSISDN, "充值50")
+    topped = " ".join(await conv.handle(MSISDN, pin))
+    assert "50.00" in topped and "130.00" in topped
+    await conv.handle(MSISDN, "TX 30")
+    withdrawn = " ".join(await conv.handle(MSISDN, pin))
+    assert "30.00" in withdrawn
+    assert (await svc.balance(MSISDN, channel="t")).balance == 9900      # 130 - 30 - 1.00 fee
+    await conv.handle(MSISDN, "HF 10")
+    assert "10.00" in " ".join(await conv.handle(MSISDN, pin))
+    assert (await svc.balance(MSISDN, channel="t")).balance == 8900
+    await conv.handle(MSISDN, "DJ")
+    frozen = " ".join(await conv.handle(MSISDN, "ZF M001 1"))
+    assert frozen and (await svc.balance(MSISDN, channel="t")).params["status"] == "frozen"
+    await conv.handle(MSISDN, "JD")
+    await conv.handle(MSISDN, pin)
+    assert (await svc.balance(MSISDN, channel="t")).params["status"] == "active"
+    await conv.handle(MSISDN, "MM %s 583920" % pin)
+    await conv.handle(MSISDN, "XH")
+    closed = " ".join(await conv.handle(MSISDN, "583920"))
+    assert "89.00" in closed
+    assert (await svc.balance(MSISDN, channel="t")).outcome.value == "no_account"
+    assert await svc.check_books() == []
+    await shutdown(svc)
