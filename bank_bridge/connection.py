@@ -79,11 +79,11 @@ class BankLinkProtocol(Protocol):
     def _dispatch(self, events: list) -> None:
         for event in events:
             if isinstance(event, L.ResponseReceived):
-                event.request.tag.callback(event.response)
+                _fire(event.request.tag, event.response)
             elif isinstance(event, L.RequestTimedOut):
-                event.request.tag.errback(RequestTimeout(event.request.message["t"]))
+                _fire(event.request.tag, RequestTimeout(event.request.message["t"]))
             elif isinstance(event, L.RequestLost):
-                event.request.tag.errback(ConnectionLostInFlight(event.request.message["t"]))
+                _fire(event.request.tag, ConnectionLostInFlight(event.request.message["t"]))
             elif isinstance(event, L.SignedOn):
                 self.owner._signed_on(self)
             elif isinstance(event, L.LinkDead):
@@ -104,6 +104,16 @@ class BankLinkProtocol(Protocol):
         self._timer = None
         if deadline is not None and self.link.state != L.Link.CLOSED:
             self._timer = self.clock.callLater(max(0.0, deadline - self.clock.seconds()), self._tick)
+
+
+def _fire(d: defer.Deferred, result) -> None:
+    """Fire a request's Deferred unless its waiter gave up (cancelled it)."""
+    if d.called:
+        return
+    if isinstance(result, Exception):
+        d.errback(result)
+    else:
+        d.callback(result)
 
 
 class _LinkFactory(Factory):

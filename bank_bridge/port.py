@@ -427,10 +427,18 @@ class IsoBankPort:
                                   stan=event.stan, terminal_id=route.terminal_id, detail=event.reason[:200])
         else:
             return
-        task = asyncio.ensure_future(self.store.journal(entry))
+        task = asyncio.ensure_future(self._journal_link_event(entry))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+    async def _journal_link_event(self, entry: dict[str, Any]) -> None:
+        if entry.get("rrn"):            # a late answer: file it under its operation
+            operation = await self.store.operation_by_rrn(entry["rrn"])
+            if operation is not None:
+                entry = dict(entry, operation_key=operation["operation_key"], pan_token=operation["pan_token"],
+                             last4=operation["last4"])
+        await self.store.journal(entry)
 
     # -- helpers ----------------------------------------------------------------
 

@@ -53,6 +53,12 @@ class BankStore:
                                       .where(bank_operations.c.operation_key == operation_key))).first()
         return dict(row._mapping) if row is not None else None
 
+    async def operation_by_rrn(self, rrn: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(bank_operations)
+                                      .where(bank_operations.c.rrn == rrn))).first()
+        return dict(row._mapping) if row is not None else None
+
     async def insert_operation(self, operation: dict[str, Any], journal: dict[str, Any]) -> bool:
         """Record a new operation (and its journal line) before anything is
         sent. False if the operation_key is already known."""

@@ -44,6 +44,15 @@ async def eventually(predicate, timeout: float = 10.0):
         await asyncio.sleep(0.02)
 
 
+async def eventually_async(predicate, timeout: float = 10.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.05)
+
+
 class Harness:
     def __init__(self, database_url: str, *, timeout: float = 0.5):
         self.database_url = database_url
@@ -53,6 +62,7 @@ class Harness:
         self.sim.add_card(CREDIT_PAN, "3012", "credit", balance=0, limit=500_00)
         self.sim.add_card("6222020000009999", "3012", "debit", balance=100_00, status="blocked")
         self.sim.add_card("6222020000008888", "2001", "debit", balance=100_00)
+        self.opening = {pan: card.balance for pan, card in self.sim.issuer.cards.items()}
         self.listening = None
         self.services: list[BankBridgeService] = []
         self.resolver = RecordingResolver()
@@ -92,6 +102,20 @@ class Harness:
         assert result.status is BankStatus.APPROVED, result
         return result.card
 
+    async def assert_books_agree(self):
+        """The issuer's standing movements are exactly the approved operations
+        the port recorded, and every card balance is its opening balance plus
+        its movements (reversals included)."""
+        ops = await self.rows("bank_operations")
+        assert not [o for o in ops if o["status"] in ("sent", "reversing")], "operations left in doubt"
+        approved = {o["rrn"]: (o["kind"], o["amount"]) for o in ops if o["status"] == "approved"}
+        standing = {}
+        for pan, card in self.sim.issuer.cards.items():
+            standing.update({m.rrn: (m.kind, abs(m.amount)) for m in card.movements
+                             if m.kind in ("debit", "credit") and not m.reversed})
+            assert card.balance == self.opening[pan] + sum(m.amount for m in card.movements)
+        assert standing == approved
+
     async def rows(self, table: str) -> list[dict]:
         engine = create_async_engine(async_url(self.database_url))
         try:
@@ -117,6 +141,7 @@ def harness_test(timeout: float = 0.5):
             try:
                 service = await h.start_bridge()
                 await fn(h, service.port)
+                await h.assert_books_agree()
             finally:
                 await h.close()
         wrapper.__name__ = fn.__name__
@@ -225,6 +250,7 @@ async def test_declines_map_to_bank_declines(bank_db, setup, decline, code):
         assert h.sim.card(DEBIT_PAN).balance == 100_00 and h.sim.card(DEBIT_PAN).movements == []
         again = await port.debit_card(operation_key=f"op-{setup}", card=card, amount=amount)
         assert (again.status, again.decline) == (BankStatus.DECLINED, decline)
+        await h.assert_books_agree()
     finally:
         await h.close()
 
@@ -275,15 +301,16 @@ async def test_late_approval_after_reversal_never_approves(h, port):
     await eventually(lambda: h.sim.card(DEBIT_PAN).balance == 100_00)
     kinds = [(m.kind, m.amount, m.reversed) for m in h.sim.card(DEBIT_PAN).movements]
     assert kinds == [("debit", -40_00, True), ("reversal", 40_00, False)]
-    await eventually(lambda: len(h.sim.messages) > 0 and _late_journalled(h))
+    await eventually_async(lambda: _late_journalled(h, "op-late"))
     h.sim.faults.clear()
     final = await port.debit_card(operation_key="op-late", card=card, amount=40_00)
     assert final.status is not BankStatus.APPROVED
     assert h.resolver.calls == [("op-late", False)]
 
 
-def _late_journalled(h) -> bool:
-    return True
+async def _late_journalled(h, key) -> bool:
+    return any(r["event"] == "late_response" and r["operation_key"] == key and r["response_code"] == "00"
+               for r in await h.rows("bank_journal"))
 
 
 @harness_test(timeout=5.0)
@@ -325,6 +352,7 @@ async def test_reversal_queue_survives_a_restart(bank_db):
         ops = await h.rows("bank_operations")
         assert len({o["stan"] for o in ops}) == len(ops) and len({o["rrn"] for o in ops}) == len(ops)
         assert ok.status is BankStatus.APPROVED
+        await h.assert_books_agree()
     finally:
         await h.close()
 
