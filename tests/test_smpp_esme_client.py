@@ -338,3 +338,36 @@ def test_log_keyword_never_shows_digits():
     assert log_keyword("123456") == "-"
     assert log_keyword("余额") == "余额"
     assert log_keyword("") == "-"
+
+
+@pytest_twisted.inlineCallbacks
+def test_logs_mask_the_msisdn_and_never_show_the_content(smsc, started):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from telecom_pay.msisdn import mask
+
+    lines = []
+
+    def observe(event):
+        if event.get("log_namespace") == "telecom_pay.smpp":
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        app = App()
+        svc = started(EsmeService(endpoint_of(smsc), bind_config(), app, reactor=reactor))
+        yield until(lambda: svc.is_bound and smsc.connections)
+        smsc.connections[0].deliver("MM 123456 654321")
+        yield until(lambda: app.mo)
+        app.pending[0].callback(None)
+        yield svc.submit(A, "Your new PIN is 834211")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    mo = [line for line in lines if line.startswith("smpp mo ")]
+    mt = [line for line in lines if line.startswith("smpp mt ")]
+    assert len(mo) == 1 and len(mt) == 1
+    assert mask(A) in mo[0] and "keyword=MM" in mo[0] and "length=16" in mo[0]
+    assert mask(A) in mt[0] and "keyword=YOUR" in mt[0]
+    for line in lines:
+        assert A not in line
+        assert "123456" not in line and "654321" not in line and "834211" not in line

@@ -461,6 +461,21 @@ def test_nacked_multipart_is_whole_again_when_the_smsc_retries_the_last_part():
     assert again.text == "pay now" and again.smsc_message_key == mo.smsc_message_key
 
 
+def test_multipart_unanswered_when_the_link_drops_is_whole_on_redelivery():
+    session, smsc, _ = bound()
+    udh = lambda seq: bytes([5, 0, 3, 2, 2, seq])
+    smsc.deliver(udh(1) + b"ZZ 13900139000 ", esm_class=0x40)
+    [mo] = smsc.deliver(udh(2) + b"5", esm_class=0x40, seq=40)
+    session.connection_lost()
+    session.connection_made()
+    smsc.reader = P.PduReader()
+    smsc.respond(smsc.one("bind_transceiver"))
+    [again] = smsc.deliver(udh(2) + b"5", esm_class=0x40, seq=1)
+    assert again.text == "ZZ 13900139000 5" and again.smsc_message_key == mo.smsc_message_key
+    assert session.ack_deliver(again.sequence, again.connection)
+    assert not session.ack_deliver(mo.sequence, mo.connection)
+
+
 def test_delivery_receipt_is_reported_as_a_receipt():
     session, smsc, _ = bound()
     text = b"id:0000A1B sub:001 dlvrd:001 submit date:2611231200 done date:2611231201 stat:DELIVRD err:000 text:hi"
@@ -518,3 +533,17 @@ def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown SMPP bind settings: windw"):
         EsmeConfig.from_dict({"system_id": "x", "windw": 3})
     assert EsmeConfig.from_dict({"system_id": "x", "window": 3}).window == 3
+
+
+@pytest.mark.parametrize("bad", [dict(source_addr="1" * 30), dict(service_type="toolong"),
+                                 dict(addr_ton=300), dict(window=0), dict(password="123456789"),
+                                 dict(response_timeout=0)])
+def test_config_errors_surface_at_load_time(bad):
+    with pytest.raises(ValueError):
+        EsmeConfig(system_id="telecompay", **bad)
+
+
+def test_ussd_text_must_fit_one_pdu():
+    session, _, _ = bound()
+    with pytest.raises(ValueError):
+        session.submit(A, "余" * 200, handle="u", ussd=UssdInfo(0x11, 1))

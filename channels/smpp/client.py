@@ -259,12 +259,15 @@ class EsmeBind:
         self._process(self.session.tick())
         self._flush()
 
-    def _call_app(self, method: str, *args) -> Any:
+    def _call_app(self, method: str, *args) -> bool:
+        """Call the application; its exceptions are logged, never propagated
+        into the protocol. Returns False when it raised."""
         try:
-            return getattr(self.application, method)(*args)
+            getattr(self.application, method)(*args)
         except Exception:
             log.failure("smpp application {method} failed bind={bind}", method=method, bind=self.name)
-            raise
+            return False
+        return True
 
     def _process(self, events: list[Event]) -> None:
         for event in events:
@@ -275,10 +278,7 @@ class EsmeBind:
         self._was_bound = True
         self.consecutive_failures = 0
         log.info("smpp bound bind={bind} smsc={smsc}", bind=self.name, smsc=event.system_id)
-        try:
-            self._call_app("link_up", self)
-        except Exception:
-            pass
+        self._call_app("link_up", self)
 
     def _event_BindFailed(self, event: BindFailed) -> None:
         log.warn("smpp bind failed bind={bind} status={status} reason={reason}",
@@ -311,10 +311,7 @@ class EsmeBind:
                  "parts={parts} ussd_op={ussd_op}", bind=self.name, msisdn=mask(event.msisdn),
                  length=len(event.text), keyword=log_keyword(event.text), parts=event.parts,
                  ussd_op=event.ussd.service_op if event.ussd else None)
-        try:
-            d = defer.maybeDeferred(self.application.message_received, self, event)
-        except Exception:  # pragma: no cover - maybeDeferred catches
-            d = defer.fail()
+        d = defer.maybeDeferred(self.application.message_received, self, event)
 
         def answer(result):
             if isinstance(result, Failure):
@@ -334,18 +331,13 @@ class EsmeBind:
         log.info("smpp dlr bind={bind} msisdn={msisdn} message_id={message_id} state={state} err={err}",
                  bind=self.name, msisdn=mask(event.msisdn), message_id=event.message_id,
                  state=event.state, err=event.error)
-        try:
-            self._call_app("receipt_received", self, event)
-        except Exception:
-            self.session.nack_deliver(event.sequence, P.ESME_RX_T_APPN, event.connection)
-        else:
+        if self._call_app("receipt_received", self, event):
             self.session.ack_deliver(event.sequence, event.connection)
+        else:
+            self.session.nack_deliver(event.sequence, P.ESME_RX_T_APPN, event.connection)
 
     def _event_SubmitResult(self, event: SubmitResult) -> None:
-        try:
-            self._call_app("submit_result", self, event)
-        except Exception:
-            pass
+        self._call_app("submit_result", self, event)
 
     def _event_MessageAccepted(self, event: MessageAccepted) -> None:
         sub = self._waiting.pop(event.handle, None)

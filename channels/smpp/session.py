@@ -74,6 +74,9 @@ class EsmeConfig:
     ``submit_burst`` the bucket size (default: one second's worth, at least 1).
     ``give_up`` is how long a submission may wait for the SMSC to accept it
     before it is reported failed (the application keeps it in its outbox).
+    ``multipart_retry_memory`` is how long the text of a concatenated MO whose
+    completing part was not acknowledged is kept, so that the SMSC's retry of
+    that one part yields the whole message again.
     """
     system_id: str
     password: str = ""
@@ -96,6 +99,7 @@ class EsmeConfig:
     submit_rate: float = 0.0
     submit_burst: int | None = None
     reassembly_timeout: float = 60.0
+    multipart_retry_memory: float = 900.0
     give_up: float = 3600.0
 
     def __post_init__(self):
@@ -106,11 +110,19 @@ class EsmeConfig:
         if self.window < 1:
             raise ValueError("window must be at least 1")
         for name in ("response_timeout", "enquire_link_interval", "unbind_timeout",
-                     "throttle_backoff_initial", "throttle_backoff_max", "reassembly_timeout", "give_up"):
+                     "throttle_backoff_initial", "throttle_backoff_max", "reassembly_timeout",
+                     "multipart_retry_memory", "give_up"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.submit_rate < 0:
             raise ValueError("submit_rate must not be negative")
+        # Every field that goes into each PDU is checked once, here (lengths, ranges).
+        P.encode_pdu("bind_transceiver", 1, system_id=self.system_id, password=self.password,
+                     system_type=self.system_type, interface_version=0x34, addr_ton=self.addr_ton,
+                     addr_npi=self.addr_npi, address_range=self.address_range)
+        P.encode_pdu("submit_sm", 1, service_type=self.service_type, source_addr=self.source_addr,
+                     source_addr_ton=self.source_addr_ton, source_addr_npi=self.source_addr_npi,
+                     dest_addr_ton=self.dest_addr_ton, dest_addr_npi=self.dest_addr_npi)
         for name in ("addr_ton", "addr_npi", "source_addr_ton", "source_addr_npi",
                      "dest_addr_ton", "dest_addr_npi"):
             if not 0 <= getattr(self, name) <= 0xFF:
@@ -408,6 +420,8 @@ class EsmeSession:
         self._enquire_outstanding = False
         self._submits_in_flight = 0
         self._pending_delivers.clear()
+        for concat_key, text in self._multipart_of.values():
+            self._remember_multipart(concat_key, text)
         self._multipart_of.clear()
 
     def unbind(self) -> None:
@@ -612,13 +626,15 @@ class EsmeSession:
             return False
         multipart = self._multipart_of.pop(sequence, None)
         if multipart is not None and status != P.ESME_ROK:
-            # The SMSC will retry only the completing part; keep the whole text
-            # so that the retry yields the whole message again.
-            concat_key, text = multipart
-            self._redeliver[concat_key] = (text, self._now() + self.config.reassembly_timeout)
+            self._remember_multipart(*multipart)
         if self.state in (SessionState.BOUND, SessionState.UNBINDING):
             self._send(command, sequence, status)
         return True
+
+    def _remember_multipart(self, concat_key: tuple, text: str) -> None:
+        """The SMSC will redeliver only the completing part (the earlier ones
+        were acknowledged): keep the whole text for that retry."""
+        self._redeliver[concat_key] = (text, self._now() + self.config.multipart_retry_memory)
 
     # ------------------------------------------------------------------ MT
 
@@ -637,6 +653,8 @@ class EsmeSession:
             raise TypeError("text must be str")
         if ussd is not None:
             parts = [encode_text(text)]     # USSD is never concatenated
+            if len(parts[0].short_message) > 254:
+                raise ValueError("USSD text too long for one message")
         else:
             self._ref = (self._ref + 1) % 256
             parts = split_message(text, self._ref)
@@ -661,8 +679,6 @@ class EsmeSession:
             f = dict(common, esm_class=part.esm_class, data_coding=part.data_coding,
                      short_message=part.short_message)
             msg.parts.append(_Part(PartHandle(handle, i, len(parts)), destination, f))
-        # Encode once now so that a bad message fails here, not at dispatch.
-        P.encode_pdu("submit_sm", 1, **msg.parts[0].fields)
         self._messages[handle] = msg
         queue = self._by_dest.get(destination)
         if queue is None:
