@@ -1,0 +1,230 @@
+"""The `telecom-pay` command.
+
+    telecom-pay console --msisdn 13800138000     type SMS commands, read replies (in process)
+    telecom-pay agent cash-in 13800138000 100    counter and call-center operations
+    telecom-pay db upgrade | db check            schema and ledger invariants
+    telecom-pay run | demo | smsc-sim | handset | bank-sim   (daemon, simulators)
+
+Everything runs against the config given with --config (default: the
+embedded config/telecom-pay.toml: SQLite under ./var, in-process sessions).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Callable
+
+from telecom_pay import config as config_mod
+from telecom_pay.commands.replies import render
+from telecom_pay.money import AmountError, parse_amount
+from telecom_pay.msisdn import MsisdnError, normalize
+from telecom_pay.outcomes import Result
+
+# Subcommands provided by other packages register here (daemon, simulators).
+EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def _settings(args) -> config_mod.Settings:
+    return config_mod.load(args.config)
+
+
+# ------------------------------------------------------------------ console
+
+async def _console(args) -> int:
+    from telecom_pay.core import open_core
+    settings = _settings(args)
+    core = await open_core(settings)
+    try:
+        msisdn = normalize(args.msisdn, settings.region)
+    except MsisdnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        await core.close()
+        return 2
+    pending: list[tuple[str, Result]] = []
+    core.service.add_notifier(lambda m, r: pending.append((m, r)))
+    interactive = sys.stdin.isatty()
+    try:
+        while True:
+            if interactive:
+                print("> ", end="", flush=True)
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            line = line.rstrip("\n")
+            if not line.strip() and not interactive:
+                continue
+            for reply in await core.conversation.handle(msisdn, line, channel="console"):
+                print(reply, flush=True)
+            while pending:
+                to, result = pending.pop(0)
+                for text in await core.conversation.render_for(to, result):
+                    print(f"[to {to}] {text}" if to != msisdn else text, flush=True)
+    finally:
+        await core.close()
+    return 0
+
+
+# ------------------------------------------------------------------ agent
+
+def _amount(text: str) -> int:
+    try:
+        return parse_amount(text)
+    except AmountError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+async def _agent(args) -> int:
+    from telecom_pay.core import open_core
+    core = await open_core(_settings(args))
+    svc, code = core.service, args.agent
+    notes: list[tuple[str, Result]] = []
+    svc.add_notifier(lambda m, r: notes.append((m, r)))
+    try:
+        op = args.op
+        if op == "open":
+            result = await svc.agent_open(code, args.msisdn, holder_name=args.name, id_type=args.id_type,
+                                          id_number=args.id_number, language=args.lang)
+        elif op == "cash-in":
+            result = await svc.cash_in(code, args.msisdn, args.amount, key=args.key)
+        elif op == "freeze":
+            result = await svc.agent_freeze(code, args.msisdn)
+        elif op == "unfreeze":
+            result = await svc.agent_unfreeze(code, args.msisdn)
+        elif op == "pin-reset":
+            result = await svc.reset_pin(code, args.msisdn)
+        elif op == "statement":
+            result = await svc.statement(args.msisdn, channel="agent", page=args.page, lang=args.lang)
+        elif op == "balance":
+            result = await svc.balance(args.msisdn, channel="agent")
+        elif op == "kyc":
+            result = await svc.set_kyc_tier(code, args.msisdn, args.tier)
+        elif op == "number-change":
+            result = await svc.change_number(code, args.msisdn, args.new_msisdn)
+        elif op == "transfer":
+            result = await svc.transfer_ownership(code, args.msisdn, holder_name=args.name, id_type=args.id_type,
+                                                  id_number=args.id_number)
+        elif op == "cancel-number":
+            result = await svc.cancel_number(code, args.msisdn)
+        elif op == "fund":
+            result = await svc.fund_agent(code, args.amount, key=args.key)
+        else:  # argparse prevents this
+            raise SystemExit(f"unknown agent operation {op}")
+        for text in render(result, args.lang):
+            print(text)
+        for to, note in notes:
+            for text in await core.conversation.render_for(to, note):
+                print(f"[SMS to {to}] {text}")
+        return 0 if result.ok else 1
+    finally:
+        await core.close()
+
+
+# ------------------------------------------------------------------ db
+
+async def _db(args) -> int:
+    from telecom_pay.ledger import schema
+    settings = _settings(args)
+    if args.op == "upgrade":
+        schema.upgrade(settings.database_url)
+        print("schema at", ", ".join(sorted(schema.current(settings.database_url))))
+        return 0
+    from telecom_pay.core import open_core
+    core = await open_core(settings)
+    try:
+        problems = await core.service.check_books()
+    finally:
+        await core.close()
+    for p in problems:
+        print(p)
+    print("books sound" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="telecom-pay", description="SMS/USSD/IVR micro-payment platform")
+    p.add_argument("--config", help="TOML config (default: the embedded config/telecom-pay.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("console", help="type SMS commands as a subscriber, in process")
+    c.add_argument("--msisdn", required=True)
+    c.set_defaults(run=_console)
+
+    a = sub.add_parser("agent", help="counter and call-center operations")
+    a.add_argument("--agent", default="AG001", help="agent code (default AG001)")
+    a.add_argument("--lang", default="en", choices=["en", "zh"])
+    ops = a.add_subparsers(dest="op", required=True)
+    o = ops.add_parser("open", help="open an account for a caller with ID data")
+    o.add_argument("msisdn")
+    o.add_argument("--name", required=True)
+    o.add_argument("--id-type", default="ID")
+    o.add_argument("--id-number", required=True)
+    ci = ops.add_parser("cash-in", help="cash at the counter, paid from the agent's float")
+    ci.add_argument("msisdn")
+    ci.add_argument("amount", type=_amount)
+    ci.add_argument("--key", help="idempotency key (a receipt number): the same key never books twice")
+    for name, helptext in (("freeze", "freeze an account"), ("unfreeze", "unfreeze an account"),
+                           ("pin-reset", "issue a new PIN by SMS and lift the lock"),
+                           ("balance", "show a balance"), ("cancel-number", "the number was cancelled")):
+        x = ops.add_parser(name, help=helptext)
+        x.add_argument("msisdn")
+    st = ops.add_parser("statement", help="last transactions")
+    st.add_argument("msisdn")
+    st.add_argument("--page", type=int, default=1)
+    k = ops.add_parser("kyc", help="set the KYC tier")
+    k.add_argument("msisdn")
+    k.add_argument("tier", type=int)
+    nc = ops.add_parser("number-change", help="move the account to a new number")
+    nc.add_argument("msisdn")
+    nc.add_argument("new_msisdn")
+    t = ops.add_parser("transfer", help="ownership transfer: close and reopen for a new holder")
+    t.add_argument("msisdn")
+    t.add_argument("--name", required=True)
+    t.add_argument("--id-type", default="ID")
+    t.add_argument("--id-number", required=True)
+    f = ops.add_parser("fund", help="put cash float on the agent's account (operations)")
+    f.add_argument("amount", type=_amount)
+    f.add_argument("--key")
+    a.set_defaults(run=_agent)
+
+    d = sub.add_parser("db", help="database schema and checks")
+    d.add_argument("op", choices=["upgrade", "check"])
+    d.set_defaults(run=_db)
+
+    for name, (helptext, configure, runner) in EXTRA_COMMANDS.items():
+        x = sub.add_parser(name, help=helptext)
+        configure(x)
+        x.set_defaults(run=runner)
+    return p
+
+
+def _load_extra_commands() -> None:
+    """The daemon and simulators add their subcommands when installed."""
+    import importlib
+    for module in ("telecom_pay.daemon", "simulators.smsc.cli", "simulators.bank.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_extra_commands()
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except config_mod.ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
