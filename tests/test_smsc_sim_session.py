@@ -215,3 +215,25 @@ def test_config_rejects_unknown_and_bad_settings():
     config = SmscConfig.from_mapping({"service_number": "10650000", "handsets": [{"msisdn": "13900139000"}]})
     sim = SmscSimulator(config, Clock())
     assert list(sim.handsets) == ["8613900139000"]
+
+
+def test_network_initiated_ussd_menu_is_answered_with_the_echoed_session_info():
+    clock, sim = clock_sim()
+    wire = Wire(sim)
+    wire.send("bind_transceiver", 1, system_id="telecom-pay", password="secret")
+    wire.read()
+    wire.send("submit_sm", 2, source_addr="10658888", destination_addr=CUSTOMER, short_message=b"Pay 5.00? 1 yes 2 no",
+              ussd_service_op=P.USSD_USSR_REQ, its_session_info=0x0504)
+    [resp] = wire.read()
+    assert resp.status == 0
+    phone = sim.handset(CUSTOMER)
+    assert phone.ussd_session.open and phone.ussd_screens[-1].text == "Pay 5.00? 1 yes 2 no"
+    phone.ussd_reply("1")
+    [answer] = wire.read()
+    assert (answer.ussd_service_op, answer.short_message, answer.its_session_info) == (
+        P.USSD_USSR_CONF, b"1", 0x0504)
+    wire.send("deliver_sm_resp", answer.sequence)
+    wire.send("submit_sm", 3, source_addr="10658888", destination_addr=CUSTOMER, short_message=b"Paid",
+              ussd_service_op=P.USSD_USSR_REQ, its_session_info=0x0505)  # end bit set
+    wire.read()
+    assert not phone.ussd_session.open and phone.ussd_screens[-1].ended

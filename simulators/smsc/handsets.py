@@ -82,15 +82,23 @@ class UssdScreen:
 
 @dataclass
 class UssdSession:
-    """The open USSD dialogue: its_session_info is session number << 8 | dialogue seq << 1 | end."""
+    """The open USSD dialogue.
+
+    its_session_info is session number << 8 | dialogue sequence << 1 | end
+    bit (SMPP 3.4, 5.3.2.43). Once the platform has sent a value, the handset
+    echoes it back unchanged (minus the end bit), as the convention asks.
+    """
 
     number: int
     code: str
     dialogue: int = 0
     open: bool = True
+    peer_session_info: int | None = None
 
-    def its_session_info(self, end: bool = False) -> int:
-        return (self.number & 0xFF) << 8 | (self.dialogue & 0x7F) << 1 | (1 if end else 0)
+    def its_session_info(self) -> int:
+        if self.peer_session_info is not None:
+            return self.peer_session_info & ~1
+        return (self.number & 0xFF) << 8 | (self.dialogue & 0x7F) << 1
 
 
 @dataclass
@@ -117,6 +125,7 @@ class Handset:
         self._ussd_read = 0
         self._inbox_waiters: list[_Waiter] = []
         self._ussd_waiters: list[_Waiter] = []
+        self._size_waiters: list[list] = []
 
     def to_json(self) -> dict[str, Any]:
         return {"msisdn": self.msisdn, "language": self.language, "inbox": len(self.inbox),
@@ -163,9 +172,33 @@ class Handset:
                 return defer.succeed(message.text)
         return self._wait(self._inbox_waiters, predicate, timeout)
 
+    def wait_for_inbox(self, size: int, timeout: float) -> defer.Deferred:
+        """Fires with True once the inbox holds more than ``size`` messages, False on timeout.
+
+        Unlike `wait_for_reply` it marks nothing as read (for observers such as the HTTP API).
+        """
+        if len(self.inbox) > size:
+            return defer.succeed(True)
+        d = defer.Deferred()
+        entry = [size, d, None]
+
+        def time_out():
+            if entry in self._size_waiters:
+                self._size_waiters.remove(entry)
+                d.callback(False)
+
+        entry[2] = self._sim.clock.callLater(timeout, time_out)
+        self._size_waiters.append(entry)
+        return d
+
     def _mt_arrived(self, message: InboxMessage) -> None:
         self.inbox.append(message)
         index = len(self.inbox) - 1
+        for entry in [e for e in self._size_waiters if len(self.inbox) > e[0]]:
+            self._size_waiters.remove(entry)
+            if entry[2].active():
+                entry[2].cancel()
+            entry[1].callback(True)
         for waiter in list(self._inbox_waiters):
             if waiter.predicate is None or waiter.predicate(message.text):
                 self._inbox_waiters.remove(waiter)
@@ -223,12 +256,30 @@ class Handset:
             op != P.USSD_USSN_REQ and bool((its_session_info or 0) & 1))
         screen = UssdScreen(self._sim.clock.seconds(), text, op, ended)
         self.ussd_screens.append(screen)
-        if ended and self.ussd_session is not None:
-            self.ussd_session.open = False
+        session = self.ussd_session
+        if (session is None or not session.open) and op == P.USSD_USSR_REQ and not ended:
+            # Network-initiated menu: the platform opened a session the phone can answer.
+            number = ((its_session_info or 0) >> 8) & 0xFF
+            session = self.ussd_session = UssdSession(number, code="")
+        if session is not None and session.open:
+            if its_session_info is not None:
+                session.peer_session_info = its_session_info
+            if ended:
+                session.open = False
         if self._ussd_waiters:
             waiter = self._ussd_waiters.pop(0)
             self._ussd_read = len(self.ussd_screens)
             self._fire(waiter, text)
+
+    def cancel_waits(self) -> None:
+        """Cancel every pending wait (the simulator is stopping)."""
+        for entry in self._size_waiters:
+            if entry[2].active():
+                entry[2].cancel()
+            entry[1].callback(False)
+        self._size_waiters.clear()
+        for waiter in self._inbox_waiters + self._ussd_waiters:
+            waiter.deferred.cancel()
 
     # --- waiting ---------------------------------------------------------------
 

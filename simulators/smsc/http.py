@@ -175,8 +175,8 @@ class SmscControlApi:
         wait = _number(_arg(request, "wait"), "wait", 0.0)
         if since < 0:
             raise _HttpError(400, "since must not be negative")
-        if wait and len(handset.inbox) <= since:
-            yield _until(self.sim, lambda: len(handset.inbox) > since, wait)
+        if wait:
+            yield handset.wait_for_inbox(since, wait)
         messages = handset.inbox[since:]
         return _json(request, {"msisdn": handset.msisdn, "since": since, "next": since + len(messages),
                                "inbox": [m.to_json() for m in messages]})
@@ -282,21 +282,6 @@ def _within(sim: SmscSimulator, d: defer.Deferred, timeout: float) -> defer.Defe
 
     timer = sim.clock.callLater(timeout, time_out)
     d.addBoth(fire)
-    return result
-
-
-def _until(sim: SmscSimulator, condition, timeout: float, step: float = 0.05) -> defer.Deferred:
-    """Poll ``condition`` every ``step`` seconds until true or ``timeout``; never fails."""
-    result: defer.Deferred = defer.Deferred()
-    deadline = sim.clock.seconds() + timeout
-
-    def check():
-        if condition() or sim.clock.seconds() >= deadline:
-            result.callback(None)
-        else:
-            sim.clock.callLater(step, check)
-
-    check()
     return result
 
 

@@ -91,7 +91,9 @@ _PERMANENT_ERRORS = frozenset({P.ESME_RX_P_APPN, P.ESME_RX_R_APPN, P.ESME_RINVCM
 class SmscSimulator:
     """A simulated SMSC with handsets. ``reactor`` provides TCP and time (a task.Clock works for time)."""
 
-    def __init__(self, config: SmscConfig | None = None, reactor=None, rng: random.Random | None = None):
+    def __init__(self, config: SmscConfig | None = None, reactor=None, rng: random.Random | None = None,
+                 clock=None):
+        """``reactor`` listens (IReactorTCP) and, unless ``clock`` is given, keeps time (IReactorTime)."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -99,7 +101,7 @@ class SmscSimulator:
         self.config = config or SmscConfig()
         self.config.validate()
         self.reactor = reactor
-        self.clock = reactor
+        self.clock = clock if clock is not None else reactor
         self.rng = rng or random.Random()
         self.faults = FaultSet(self.clock, self.rng)
         self.traffic = TrafficLog(self.config.traffic_capacity)
@@ -141,6 +143,8 @@ class SmscSimulator:
             proto.abort()
         while self._waiting:
             self._fail(self._waiting.popleft(), "simulator stopped")
+        for handset in self.handsets.values():
+            handset.cancel_waits()
         ports, self._ports = self._ports, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
 
