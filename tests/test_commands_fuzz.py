@@ -213,7 +213,9 @@ PARAMS = st.fixed_dictionaries({}, optional={
     "action": st.one_of(st.sampled_from(["open", "confirm_open", "balance", "statement", "topup",
                                          "withdraw", "pay", "send", "airtime", "change_pin", "freeze",
                                          "unfreeze", "close", "lang", "cancel", "cash_in", "refund",
-                                         "receive"]), ANY),
+                                         "receive", "pin_reset", "bind_card", "unbind_card", "kyc_tier",
+                                         "number_change", "cancel_number", "agent_float",
+                                         "ownership_transfer"]), ANY),
     "merchant_name": st.one_of(st.text(max_size=30), ANY), "merchant_code": ANY,
     "counterparty": st.one_of(st.text(max_size=20), ANY),
     "lines": st.one_of(statement_lines(), ANY), "page": st.one_of(st.integers(0, 5), ANY),
@@ -221,7 +223,9 @@ PARAMS = st.fixed_dictionaries({}, optional={
     "ttl_minutes": ANY, "limit": ANY, "retry_after": ANY, "attempts_left": ANY,
     "locked_minutes": ANY, "reason": st.one_of(st.sampled_from(list(BankDecline)), ANY),
     "differs": ANY, "usage": st.one_of(st.sampled_from(sorted(COMMAND_NAMES)), ANY),
-    "withdrawable": ANY, "lang": ANY,
+    "withdrawable": ANY, "lang": ANY, "last4": ANY, "card_type": ANY, "tier": ANY,
+    "msisdn": st.one_of(st.from_regex(r"[0-9]{1,16}", fullmatch=True), ANY), "status": ANY,
+    "weak": ANY, "refundable": ANY,
 })
 MONEY = st.one_of(st.none(), st.integers(min_value=-10**12, max_value=10**12))
 

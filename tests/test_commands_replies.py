@@ -10,14 +10,16 @@ from tests.test_commands_parser import MALFORMED
 LANGS = ("zh", "en")
 ACTIONS = ["open", "confirm_open", "balance", "statement", "topup", "withdraw", "pay", "send",
            "airtime", "change_pin", "freeze", "unfreeze", "close", "lang", "cancel", "cash_in",
-           "refund", "receive", "confirm"]
+           "refund", "receive", "confirm", "pin_reset", "bind_card", "unbind_card", "kyc_tier",
+           "number_change", "cancel_number", "agent_float", "ownership_transfer"]
 
 FULL_PARAMS = {
     "merchant_name": "福彩中心", "merchant_code": "M001", "counterparty": "138****8000",
     "lines": [], "page": 1, "pages": 1, "pin": "482913", "password": "Xk29pQ7m",
     "ttl_minutes": 5, "limit": 500000, "retry_after": 90, "attempts_left": 2,
     "locked_minutes": 30, "reason": "insufficient_funds", "differs": ["amount"],
-    "usage": "pay", "withdrawable": 5000, "lang": "en",
+    "usage": "pay", "withdrawable": 5000, "lang": "en", "last4": "1234", "card_type": "debit",
+    "tier": 2, "msisdn": "8613900139000", "status": "frozen", "weak": True, "refundable": 500,
 }
 
 
@@ -199,6 +201,46 @@ def test_bank_unavailable_names_the_operation():
     result = Result(Outcome.BANK_UNAVAILABLE, amount=5000, params={"action": "withdraw"})
     assert render(result, "zh")[0].startswith("提现 50.00 元未完成")
     assert "withdraw 50.00" in render(result, "en")[0]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_operator_and_agent_events(lang):
+    reset = render(Result(Outcome.OK, params={"action": "pin_reset", "pin": "731904"}), lang)[0]
+    assert "731904" in reset and "MM 731904" in reset
+    card = render(Result(Outcome.OK, params={"action": "bind_card", "last4": "4321", "card_type": "credit"}), lang)[0]
+    assert "4321" in card and ("信用卡" in card if lang == "zh" else "credit card" in card)
+    moved = render(Result(Outcome.OK, params={"action": "number_change", "msisdn": "8613900139000"}), lang)[0]
+    assert "13900139000" in moved
+    cancelled = render(Result(Outcome.OK, balance=5000, params={"action": "cancel_number"}), lang)[0]
+    assert "50.00" in cancelled
+    tier = render(Result(Outcome.OK, params={"action": "kyc_tier", "tier": 3}), lang)[0]
+    assert "3" in tier
+    welcome, credentials = render(Result(Outcome.OK, balance=0, params={
+        "action": "ownership_transfer", "pin": "550011", "password": "pw9", "held": 100}), lang)
+    assert "550011" in credentials and "550011" not in welcome
+    closing = render(Result(Outcome.IN_PROGRESS, ref="C1", amount=5000, params={"action": "close"}), lang)[0]
+    assert "C1" in closing and "50.00" in closing
+
+
+def test_refusals_with_reasons():
+    assert "处理中" in render(Result(Outcome.BALANCE_NOT_ZERO, params={"reason": "in_flight"}), "zh")[0]
+    assert "12.00" in render(Result(Outcome.BALANCE_NOT_ZERO, balance=1200), "en")[0]
+    assert "123456" in render(Result(Outcome.PIN_FORMAT, params={"weak": True}), "en")[0]
+    assert render(Result(Outcome.PIN_FORMAT, params={"weak": False}), "zh") == ["支付密码须为6位数字."]
+    assert "5.00" in render(Result(Outcome.INVALID_AMOUNT, params={"refundable": 500}), "zh")[0]
+    assert "JD" in render(Result(Outcome.ACCOUNT_EXISTS, params={"status": "frozen"}), "zh")[0]
+    assert render(Result(Outcome.ACCOUNT_EXISTS, params={"status": "active"}), "en") == [
+        "You already have a mobile wallet. Send HELP for commands."]
+
+
+def test_statement_dates_are_local_and_placeholders_translated():
+    lines = [StatementLine("R1", "airtime", -5000, None, "2026-03-20T23:30:00+00:00", "airtime"),
+             StatementLine("R2", "topup", 5000, None, "2026-03-20T10:30:00Z", "bank card")]
+    [zh] = render(Result(Outcome.OK, params={"action": "statement", "lines": lines}), "zh")
+    assert zh.split("\n")[1:] == ["03-21 话费 -50.00", "03-20 充值 +50.00 银行卡"]
+    from datetime import timezone
+    [utc] = render(Result(Outcome.OK, params={"action": "statement", "lines": lines}), "en", tz=timezone.utc)
+    assert utc.split("\n")[1:] == ["03-20 Airtime -50.00", "03-20 Topup +50.00 card"]
 
 
 def test_failure_params_are_shown():

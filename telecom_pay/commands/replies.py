@@ -19,9 +19,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from telecom_pay.money import format_amount
+from telecom_pay.msisdn import local_form
 from telecom_pay.outcomes import BankDecline, Outcome, Result
 
 from . import keywords as kw
@@ -33,6 +35,10 @@ LANGS = (ZH, EN)
 # written to fit; texts carrying names and amounts aim to.
 SMS_CHARS = {ZH: 70, EN: 160}
 STATEMENT_LINES_PER_MESSAGE = 5
+# Statement dates are shown in the subscribers' time zone, not UTC: a payment
+# at 07:00 Beijing time belongs to that day. China (UTC+8, no DST) is the
+# default deployment, as msisdn.DEFAULT_REGION is CN; pass `tz=` to change it.
+DEFAULT_TZ: tzinfo = timezone(timedelta(hours=8), "CST")
 
 
 def normalize_lang(lang: object) -> str:
@@ -131,6 +137,15 @@ _T: dict[str, dict[str, str]] = {
         "ok.lang": "已切换为中文.",
         "ok.cancel": "已取消.",
         "ok.confirm": "已确认.",
+        "ok.pin_reset": "您的支付密码已重置为 {pin}. 请立即发送 MM {pin} 新密码 修改.",
+        "ok.bind_card": "尾号 {last4} 的{card}已绑定.",
+        "ok.unbind_card": "银行卡已解绑.",
+        "ok.kyc_tier": "账户等级已调整为 {tier} 级, 交易限额随之调整.",
+        "ok.number_change": "您的手机支付账户已转到号码 {number}.",
+        "ok.cancel_number": "号码已注销, 手机支付账户已冻结{held}.",
+        "ok.cancel_number_held": ", 余额 {balance} 元将退还给您",
+        "ok.agent_float": "{ref}备付金增加 {amount} 元{bal}.",
+        "card.debit": "借记卡", "card.credit": "信用卡", "card.any": "银行卡",
         # statement
         "stmt.header": "交易明细 {page}/{pages}:",
         "stmt.header_1": "交易明细:",
@@ -138,12 +153,14 @@ _T: dict[str, dict[str, str]] = {
         "stmt.empty": "暂无交易记录.",
         "stmt.pending": "(处理中)",
         "stmt.voided": "(已撤销)",
+        "stmt.card": "银行卡",
         # pending states
         "confirm.open": "您正在开通手机支付, 请{within}回复 A 确认, 回复 N 取消.",
         "confirm.any": "确认{phrase}? 请{within}回复 A 确认, 回复 N 取消.",
         "within": "在 {ttl} 分钟内",
         "pin.any": "{phrase}, 请{within}回复6位支付密码确认, 回复 N 取消.",
         "progress.any": "{ref}{phrase}处理中, 结果将短信通知.",
+        "progress.close": "{ref}销户处理中, 余额 {amount} 元正退回银行卡, 结果将短信通知.",
         # action phrases (used by pending states and bank declines)
         "phrase.topup": "充值 {amount} 元",
         "phrase.withdraw": "提现 {amount} 元",
@@ -153,6 +170,7 @@ _T: dict[str, dict[str, str]] = {
         "phrase.airtime_own": "充话费 {amount} 元",
         "phrase.cash_in": "现金存入 {amount} 元",
         "phrase.refund": "退款 {amount} 元",
+        "phrase.close": "销户并退回 {amount} 元到银行卡",
         "bare.topup": "充值", "bare.withdraw": "提现", "bare.pay": "支付",
         "bare.send": "转账", "bare.airtime": "充话费", "bare.cash_in": "现金存入",
         "bare.refund": "退款", "bare.receive": "收款", "bare.open": "开通手机支付",
@@ -160,7 +178,8 @@ _T: dict[str, dict[str, str]] = {
         "bare.change_pin": "修改支付密码", "bare.freeze": "冻结账户",
         "bare.unfreeze": "解冻账户", "bare.balance": "查询余额",
         "bare.statement": "查询明细", "bare.lang": "切换语言", "bare.cancel": "取消",
-        "bare.confirm": "确认", "bare.any": "该操作",
+        "bare.confirm": "确认", "bare.any": "该操作", "bare.bind_card": "绑定银行卡",
+        "bare.unbind_card": "解绑银行卡",
         "merchant": "商户", "counterparty": "对方",
         # failures
         "bank_declined": "{ref}{phrase}失败: {reason}.",
@@ -186,6 +205,11 @@ _T: dict[str, dict[str, str]] = {
         "merchant_inactive": "商户 {merchant} 暂停收款.",
         "unknown_recipient": "{counterparty} 未开通手机支付, 无法转账.",
         "balance_not_zero": "账户尚有余额 {balance} 元, 请先提现 (TX 金额) 再销户.",
+        "balance_in_flight": "有交易正在处理中, 请稍后再销户.",
+        "pin_weak": "新密码太简单 (如 123456, 111111), 请换一个6位数字.",
+        "invalid_refund": "金额无效, 最多可退 {refundable} 元.",
+        "exists_frozen": "您已开通手机支付, 账户已冻结, 发送 JD 解冻.",
+        "exists_pending": "您的开户申请待确认, 请回复 A 确认.",
         "idempotency_conflict": "该请求编号已用于另一笔交易 (不同: {differs}).",
         "malformed": "指令格式有误. 格式: {usage}",
         "parse.empty": "请发送指令, 如 YE 查询余额. 发送 BZ 查看帮助.",
@@ -235,17 +259,29 @@ _T: dict[str, dict[str, str]] = {
         "ok.lang": "Language set to English.",
         "ok.cancel": "Cancelled.",
         "ok.confirm": "Confirmed.",
+        "ok.pin_reset": "Your PIN was reset to {pin}. Change it now: send MM {pin} <new PIN>.",
+        "ok.bind_card": "Your {card} ending {last4} is now linked.",
+        "ok.unbind_card": "Your card is unlinked.",
+        "ok.kyc_tier": "Your account tier is now {tier}; your limits changed accordingly.",
+        "ok.number_change": "Your mobile wallet has moved to number {number}.",
+        "ok.cancel_number": "Your number was cancelled and your wallet frozen{held}.",
+        "ok.cancel_number_held": "; the balance {balance} will be refunded to you",
+        "ok.agent_float": "{ref}Float credited {amount}.{bal}",
+        "card.debit": "debit card", "card.credit": "credit card", "card.any": "card",
         "stmt.header": "Statement {page}/{pages}:",
         "stmt.header_1": "Statement:",
         "stmt.more": "Send STMT {next} for more",
         "stmt.empty": "No transactions yet.",
         "stmt.pending": " (pending)",
         "stmt.voided": " (void)",
+        "stmt.card": "card",
         "confirm.open": "Reply A {within}to open your mobile wallet, N to cancel.",
         "confirm.any": "Reply A {within}to {phrase}, N to cancel.",
         "within": "within {ttl} min ",
         "pin.any": "To {phrase}, reply {within}with your 6-digit PIN (N to cancel).",
         "progress.any": "{ref}Request to {phrase} is in progress. We will text you the result.",
+        "progress.close": "{ref}Closing your wallet: {amount} is on its way to your card. "
+                          "We will text you the result.",
         "phrase.topup": "top up {amount}",
         "phrase.withdraw": "withdraw {amount}",
         "phrase.pay": "pay {amount} to {merchant}",
@@ -254,6 +290,7 @@ _T: dict[str, dict[str, str]] = {
         "phrase.airtime_own": "buy airtime {amount}",
         "phrase.cash_in": "deposit {amount}",
         "phrase.refund": "refund {amount}",
+        "phrase.close": "close your wallet and return {amount} to your card",
         "bare.topup": "top up", "bare.withdraw": "withdraw", "bare.pay": "pay",
         "bare.send": "send money", "bare.airtime": "buy airtime", "bare.cash_in": "deposit cash",
         "bare.refund": "refund", "bare.receive": "receive money", "bare.open": "open a wallet",
@@ -261,7 +298,8 @@ _T: dict[str, dict[str, str]] = {
         "bare.change_pin": "change your PIN", "bare.freeze": "freeze your wallet",
         "bare.unfreeze": "unfreeze your wallet", "bare.balance": "check your balance",
         "bare.statement": "get a statement", "bare.lang": "change language", "bare.cancel": "cancel",
-        "bare.confirm": "confirm", "bare.any": "go ahead",
+        "bare.confirm": "confirm", "bare.any": "go ahead", "bare.bind_card": "link your card",
+        "bare.unbind_card": "unlink your card",
         "merchant": "the merchant", "counterparty": "the recipient",
         "bank_declined": "{ref}Could not {phrase}: {reason}.",
         "bank_declined_any": "{ref}Declined by the bank: {reason}.",
@@ -288,6 +326,11 @@ _T: dict[str, dict[str, str]] = {
         "merchant_inactive": "{merchant} is not taking payments now.",
         "unknown_recipient": "{counterparty} has no mobile wallet.",
         "balance_not_zero": "Your balance {balance} must be withdrawn first (WITHDRAW <amount>).",
+        "balance_in_flight": "A transaction is still in progress. Try closing again later.",
+        "pin_weak": "That PIN is too easy to guess (like 123456 or 111111). Choose another 6 digits.",
+        "invalid_refund": "Invalid amount; at most {refundable} can be refunded.",
+        "exists_frozen": "You already have a wallet and it is frozen. Send UNFREEZE to unfreeze it.",
+        "exists_pending": "Your wallet is awaiting confirmation: reply A.",
         "idempotency_conflict": "This request id was already used for another transaction "
                                 "(differs: {differs}).",
         "malformed": "Wrong format. Use: {usage}",
@@ -395,16 +438,17 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
 }
 
 _MONEY_ACTIONS = frozenset({"topup", "withdraw", "pay", "send", "receive", "airtime",
-                            "cash_in", "refund"})
+                            "cash_in", "refund", "agent_float"})
 
 
 # --- public API --------------------------------------------------------------
 
-def render(result: Result, lang: str) -> list[str]:
-    """The reply messages (usually one) for a service Result. Never raises."""
+def render(result: Result, lang: str, *, tz: tzinfo | None = None) -> list[str]:
+    """The reply messages (usually one) for a service Result. Never raises.
+    `tz` is the time zone statement dates are shown in (DEFAULT_TZ)."""
     lg = normalize_lang(lang)
     try:
-        messages = _render(result, lg)
+        messages = _render(result, lg, tz or DEFAULT_TZ)
         if messages and all(isinstance(m, str) and m.strip() for m in messages):
             return messages
     except Exception:  # noqa: BLE001 - a reply must always be produced
@@ -453,10 +497,10 @@ def _fallback(result: object, lg: str) -> str:
     return _T[lg]["generic.ok" if ok else "generic.fail"]
 
 
-def _render(result: Result, lg: str) -> list[str]:
+def _render(result: Result, lg: str, tz: tzinfo) -> list[str]:
     outcome = result.outcome
     params = result.params if isinstance(result.params, Mapping) else {}
-    ctx = _Context(result, params, lg)
+    ctx = _Context(result, params, lg, tz)
     handler = _HANDLERS.get(outcome)
     if handler is not None:
         try:
@@ -472,10 +516,11 @@ class _Context:
     """One Result being rendered in one language, with its fields formatted.
     Properties raise KeyError when a value the template needs is absent."""
 
-    def __init__(self, result: Result, params: Mapping[str, Any], lg: str) -> None:
+    def __init__(self, result: Result, params: Mapping[str, Any], lg: str, tz: tzinfo) -> None:
         self.result = result
         self.params = params
         self.lg = lg
+        self.tz = tz
         self.t = _T[lg]
         action = params.get("action")
         self.action = action if isinstance(action, str) else None
@@ -570,9 +615,44 @@ def _ok(c: _Context) -> list[str]:
         if action == "refund" and not (_clean(p.get("merchant_name")) or _clean(p.get("merchant_code"))):
             key = "ok.refund_anon"
         return [c.text(key, **c.fields())]
+    if action == "ownership_transfer":
+        return _welcome(c)
+    if action == "pin_reset":
+        pin = p["pin"]
+        if not isinstance(pin, str) or not pin:
+            raise ValueError("pin")
+        return [c.text("ok.pin_reset", pin=pin)]
+    if action == "bind_card":
+        last4 = _clean(p["last4"])
+        if not last4:
+            raise ValueError("last4")
+        card = c.t.get(f"card.{p.get('card_type')}", c.t["card.any"])
+        return [c.text("ok.bind_card", last4=last4, card=card)]
+    if action == "kyc_tier":
+        tier = p["tier"]
+        if not _is_count(tier):
+            raise ValueError("tier")
+        return [c.text("ok.kyc_tier", tier=tier)]
+    if action == "number_change":
+        return [c.text("ok.number_change", number=_display_number(p["msisdn"]))]
+    if action == "cancel_number":
+        held = ""
+        if _is_count(r.balance) and r.balance > 0:
+            held = c.text("ok.cancel_number_held", balance=format_amount(r.balance))
+        return [c.text("ok.cancel_number", held=held)]
     if action is not None and f"ok.{action}" in c.t:
-        return [c.t[f"ok.{action}"]]
+        return [c.text(f"ok.{action}", **c.fields())]
     raise KeyError("action")
+
+
+def _display_number(msisdn: Any) -> str:
+    """E.164 digits -> the national form the subscriber knows."""
+    if not isinstance(msisdn, str) or not msisdn.isdigit():
+        raise ValueError("msisdn")
+    try:
+        return local_form(msisdn)
+    except Exception:  # noqa: BLE001 - phonenumbers parse errors: show the digits
+        return msisdn
 
 
 def _welcome(c: _Context) -> list[str]:
@@ -591,12 +671,14 @@ _STATEMENT_KINDS = {
     ZH: {"topup": "充值", "withdrawal": "提现", "withdraw": "提现", "payment": "支付",
          "pay": "支付", "p2p_in": "转入", "p2p_out": "转出", "receive": "转入",
          "send": "转出", "airtime": "话费", "fee": "手续费", "cash_in": "存现",
-         "refund": "退款", "reversal": "冲正", "close": "销户"},
+         "refund": "退款", "reversal": "冲正", "close": "销户", "close_refund": "销户退款",
+         "ownership_hold": "过户暂存", "agent_float": "备付金"},
     EN: {"topup": "Topup", "withdrawal": "Withdraw", "withdraw": "Withdraw",
          "payment": "Pay", "pay": "Pay", "p2p_in": "Recv", "p2p_out": "Sent",
          "receive": "Recv", "send": "Sent", "airtime": "Airtime", "fee": "Fee",
          "cash_in": "Cash in", "refund": "Refund", "reversal": "Reversal",
-         "close": "Close"},
+         "close": "Close", "close_refund": "Close", "ownership_hold": "Held",
+         "agent_float": "Float"},
 }
 _DATE_RE = re.compile(r"\d{4}-(\d{2})-(\d{2})")
 
@@ -607,17 +689,37 @@ def _line_field(line: Any, name: str) -> Any:
     return getattr(line, name, None)
 
 
-def _statement_line(line: Any, lg: str) -> str:
+def _local_date(at: Any, tz: tzinfo) -> str:
+    """ISO 8601 (UTC when no offset is given) -> `MM-DD` in the display zone."""
+    if not isinstance(at, str):
+        return ""
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        m = _DATE_RE.match(at)
+        return f"{m.group(1)}-{m.group(2)}" if m else ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        return when.astimezone(tz).strftime("%m-%d")
+    except (OverflowError, ValueError):
+        return when.strftime("%m-%d")
+
+
+def _statement_line(line: Any, lg: str, tz: tzinfo = DEFAULT_TZ) -> str:
     """`03-21 支付 -12.50 福彩中心`: date, kind, signed amount, other party."""
     t = _T[lg]
-    at = _line_field(line, "at")
-    m = _DATE_RE.match(at) if isinstance(at, str) else None
-    date = f"{m.group(1)}-{m.group(2)}" if m else ""
+    date = _local_date(_line_field(line, "at"), tz)
     kind = str(_line_field(line, "kind") or "")
     label = _STATEMENT_KINDS[lg].get(kind, kind)
     amount = _line_field(line, "amount")
     signed = (("+" if amount > 0 else "") + format_amount(amount)) if _is_count(amount) else ""
-    counterparty = _clean(_line_field(line, "counterparty"))[:16]
+    counterparty = _clean(_line_field(line, "counterparty"))
+    if counterparty.lower() == "bank card":
+        counterparty = t["stmt.card"]
+    elif counterparty.lower() in (kind.lower(), label.lower()):
+        counterparty = ""              # `话费 -50.00 airtime` says it twice
+    counterparty = counterparty[:16]
     state = _line_field(line, "state")
     mark = t["stmt.pending"] if state == "pending" else t["stmt.voided"] if state in ("voided", "void") else ""
     parts = [p for p in (date, label, signed + mark, counterparty) if p]
@@ -640,7 +742,7 @@ def _statement(c: _Context) -> list[str]:
         at = _line_field(line, "at")
         return at if isinstance(at, str) else ""
     ordered = sorted(lines, key=newest_first, reverse=True)
-    rows = [_statement_line(line, c.lg) for line in ordered]
+    rows = [_statement_line(line, c.lg, c.tz) for line in ordered]
     if _is_count(page) and _is_count(pages) and pages > 1:
         header = c.text("stmt.header", page=page, pages=pages)
     else:
@@ -677,6 +779,8 @@ def _pin_required(c: _Context) -> list[str]:
 def _in_progress(c: _Context) -> list[str]:
     if c.action is None:
         raise KeyError("action")
+    if c.action == "close" and c.result.amount:
+        return [c.text("progress.close", **c.fields())]
     return [c.text("progress.any", ref=c.fields()["ref"], phrase=c.phrase())]
 
 
@@ -697,6 +801,29 @@ def _bank_unavailable(c: _Context) -> list[str]:
     if c.action is None:
         raise KeyError("action")
     return [c.text("bank_unavailable", ref=c.fields()["ref"], phrase=c.phrase())]
+
+
+def _balance_not_zero(c: _Context) -> list[str]:
+    if c.params.get("reason") == "in_flight":
+        return [c.t["balance_in_flight"]]
+    return [c.text("balance_not_zero", balance=c.money(c.result.balance))]
+
+
+def _pin_format(c: _Context) -> list[str]:
+    if c.params.get("weak") is True:
+        return [c.t["pin_weak"]]
+    raise KeyError("weak")
+
+
+def _invalid_amount(c: _Context) -> list[str]:
+    return [c.text("invalid_refund", refundable=c.money(c.params["refundable"]))]
+
+
+def _account_exists(c: _Context) -> list[str]:
+    status = c.params["status"]
+    if status in ("frozen", "pending"):
+        return [c.t[f"exists_{status}"]]
+    raise KeyError("status")
 
 
 def _with_balance(key: str):
@@ -783,7 +910,10 @@ _HANDLERS = {
     Outcome.BANK_DECLINED: _bank_declined,
     Outcome.BANK_UNAVAILABLE: _bank_unavailable,
     Outcome.INSUFFICIENT_FUNDS: _with_balance("insufficient_funds"),
-    Outcome.BALANCE_NOT_ZERO: _with_balance("balance_not_zero"),
+    Outcome.BALANCE_NOT_ZERO: _balance_not_zero,
+    Outcome.PIN_FORMAT: _pin_format,
+    Outcome.INVALID_AMOUNT: _invalid_amount,
+    Outcome.ACCOUNT_EXISTS: _account_exists,
     Outcome.NOT_WITHDRAWABLE: _not_withdrawable,
     Outcome.LIMIT_PER_TXN: _with_limit("limit_per_txn"),
     Outcome.LIMIT_DAILY: _with_limit("limit_daily"),
