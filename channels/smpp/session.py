@@ -347,7 +347,7 @@ class EsmeSession:
         self._tokens_at = clock.seconds()
         # inbound
         self._pending_delivers: dict[int, str] = {}        # seq -> response command
-        self._multipart_of: dict[int, tuple] = {}          # seq -> (concat key, text, expiry)
+        self._multipart_of: dict[int, tuple] = {}          # seq -> (concat key, whole text)
         self._redeliver: dict[tuple, tuple[str, float]] = {}
         self._reassembler = Reassembler(clock, config.reassembly_timeout)
         self._partial_started: dict[tuple, float] = {}     # concat key -> first part time
@@ -417,6 +417,7 @@ class EsmeSession:
             if req.part is not None:
                 self._requeue_front(req.part)
         self._requests.clear()
+        self._busy.clear()
         self._enquire_outstanding = False
         self._submits_in_flight = 0
         self._pending_delivers.clear()
@@ -467,7 +468,12 @@ class EsmeSession:
                 else:
                     self._requests.pop(pdu.sequence, None)
                 continue
-            handler(pdu, events)
+            try:
+                handler(pdu, events)
+            except Exception as exc:   # a PDU we cannot handle must not take the link down
+                if pdu.is_request() and pdu.sequence not in self._pending_delivers:
+                    self._send(P.response_name(pdu.command), pdu.sequence, P.ESME_RSYSERR)
+                events.append(ProtocolWarning(f"{pdu.command} seq {pdu.sequence} not handled: {exc!r}"))
             if self.should_close:
                 break
         self._dispatch(events)
@@ -726,7 +732,8 @@ class EsmeSession:
         dest = part.destination
         self._busy.discard(dest)
         msg = self._messages.get(part.handle.handle)
-        if msg is None:
+        if msg is None:         # given up or cancelled meanwhile: drop the part
+            self._release_dest(dest)
             return
         msg.in_flight = max(0, msg.in_flight - 1)
         queue = self._by_dest.get(dest)
