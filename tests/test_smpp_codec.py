@@ -156,6 +156,36 @@ def test_error_responses_may_have_no_body():
     assert (pdu.command, pdu.status, pdu.message_id) == ("submit_sm_resp", 0x58, None)
 
 
+KNOWN_IDS = [0x80000000, 1, 2, 3, 4, 5, 6, 9, 0x15, 0x102, 0x103, 0x80000001, 0x80000004, 0x80000005,
+             0x80000009, 0x80000103, 0x21, 0x77]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(KNOWN_IDS), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.binary(max_size=120))
+def test_decode_never_fails_except_with_pdu_error(command_id, status, sequence, body):
+    raw = struct.pack(">LLLL", 16 + len(body), command_id, status, sequence) + body
+    try:
+        pdu = decode_pdu(raw)
+    except PduError as err:
+        assert err.sequence == sequence and err.command_id == command_id
+        assert err.status in (P.ESME_RINVCMDLEN, P.ESME_RINVCMDID, P.ESME_RINVOPTPARSTREAM, P.ESME_RINVPARLEN)
+    else:
+        assert pdu.sequence == sequence and pdu.status == status
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=40))
+def test_valid_pdu_with_trailing_junk_tlvs_never_crashes(junk):
+    base = encode_pdu("deliver_sm", 1, source_addr="1", destination_addr="2", short_message=b"x")
+    raw = struct.pack(">L", len(base) + len(junk)) + base[4:] + junk
+    try:
+        pdu = decode_pdu(raw)
+    except PduError as err:
+        assert err.status in (P.ESME_RINVOPTPARSTREAM, P.ESME_RINVPARLEN)
+    else:
+        assert pdu.short_message == b"x"
+
+
 def test_reader_frames_and_rejects_bad_lengths():
     reader = PduReader()
     assert reader.feed(b"\x00\x00\x00") == []

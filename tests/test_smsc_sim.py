@@ -261,6 +261,16 @@ def test_unbind_answers_and_closes(make_sim):
 
 
 @pytest_twisted.inlineCallbacks
+def test_smsc_initiated_unbind(make_sim):
+    sim, port = yield make_sim()
+    esme = yield bound_esme(port)
+    assert sim.unbind_binds(system_id="telecom-pay") == 1
+    unbind = yield esme.next_request("unbind")
+    esme.transport.write(P.encode_pdu("unbind_resp", unbind.sequence))
+    yield esme.lost.addTimeout(5, reactor)
+
+
+@pytest_twisted.inlineCallbacks
 def test_garbage_gets_generic_nack_and_the_link_stays_up(make_sim):
     sim, port = yield make_sim()
     esme = yield bound_esme(port)

@@ -106,7 +106,7 @@ def test_faults_traffic_binds(make_sim):  # noqa: F811
     [bind] = yield control.binds()
     assert bind["system_id"] == "telecom-pay" and bind["state"] == "bound"
     closed = yield control.add_fault("close")
-    assert closed["closed"] == 1
+    assert closed["binds"] == 1
     yield esme.lost.addTimeout(5, reactor)
 
 

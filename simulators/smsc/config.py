@@ -29,7 +29,7 @@ class SmscConfig:
     #: A connection that has not bound after this long is closed; 0 disables.
     bind_timeout: float = 30.0
     traffic_capacity: int = 10_000
-    default_language: str = "zh-CN"
+    default_language: str = "zh"
     #: Handsets registered at start: [{"msisdn": ..., "language": ...}].
     handsets: list[dict[str, str]] = field(default_factory=list)
 

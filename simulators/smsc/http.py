@@ -9,7 +9,8 @@
     GET    /handsets/{msisdn}/ussd            the USSD screens and session
     GET    /traffic                           ?limit=&bind_id=&command=&direction=
     GET    /faults | POST /faults {...} | DELETE /faults[?kind=] | DELETE /faults/{id}
-           POST /faults {"kind": "close", "system_id"?: ..., "bind_id"?: ...} cuts connections now
+           POST /faults {"kind": "close" | "unbind", "system_id"?, "bind_id"?}: cut connections now,
+           or ask the ESMEs to unbind
     GET    /binds
 
 Errors are JSON objects {"error": "..."} with 400 (bad request), 404, 409
@@ -167,7 +168,7 @@ class SmscControlApi:
     @app.route("/handsets/<msisdn>/inbox", methods=["GET"])
     @defer.inlineCallbacks
     def inbox(self, request, msisdn):
-        handset = self._handset(msisdn)
+        handset = self._known_handset(msisdn)
         try:
             since = int(_arg(request, "since") or 0)
         except ValueError:
@@ -229,17 +230,19 @@ class SmscControlApi:
     @app.route("/faults", methods=["GET"])
     def list_faults(self, request):
         return _json(request, {"faults": [f.to_json() for f in self.sim.faults.active()],
-                               "kinds": list(FAULT_KINDS) + ["close"]})
+                               "kinds": list(FAULT_KINDS) + ["close", "unbind"]})
 
     @app.route("/faults", methods=["POST"])
     def add_fault(self, request):
         data = _body(request)
-        if data.get("kind") == "close":
+        if data.get("kind") in ("close", "unbind"):
+            kind = data["kind"]
             unknown = set(data) - {"kind", "system_id", "bind_id"}
             if unknown:
-                raise _HttpError(400, f"unknown fields for close: {', '.join(sorted(unknown))}")
-            closed = self.sim.close_binds(system_id=data.get("system_id"), bind_id=data.get("bind_id"))
-            return _json(request, {"kind": "close", "closed": closed})
+                raise _HttpError(400, f"unknown fields for {kind}: {', '.join(sorted(unknown))}")
+            action = self.sim.close_binds if kind == "close" else self.sim.unbind_binds
+            count = action(system_id=data.get("system_id"), bind_id=data.get("bind_id"))
+            return _json(request, {"kind": kind, "binds": count})
         try:
             fault = self.sim.faults.add_from_json(data)
         except (TypeError, ValueError) as exc:

@@ -162,6 +162,9 @@ class SmscProtocol(Protocol):
         request = self.session.outstanding.pop(sequence, None)
         if request is None:
             return
+        if request.command == "unbind":
+            self.abort()  # no unbind_resp: close anyway
+            return
         if request.command == "enquire_link":
             log.warn("SMSC sim {bind}: enquire_link unanswered; dropping the link", bind=self.bind_id)
             self.sim.traffic.record(self.sim.clock.seconds(), "out", self.bind_id, "enquire_link", sequence, 0,

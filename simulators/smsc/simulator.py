@@ -187,6 +187,19 @@ class SmscSimulator:
             proto.abort()
         return len(doomed)
 
+    def unbind_binds(self, system_id: str | None = None, bind_id: str | None = None) -> int:
+        """Ask matching bound ESMEs to unbind (an SMSC going down for maintenance).
+
+        The connection closes when the unbind_resp arrives, or after the response
+        timeout. Returns how many unbinds were sent.
+        """
+        count = 0
+        for proto in list(self._protocols.values()):
+            if (bind_id is None or proto.bind_id == bind_id) and (system_id is None or proto.system_id == system_id):
+                if proto.bound_at is not None and proto.send_request("unbind") is not None:
+                    count += 1
+        return count
+
     def deliver_mo(self, handset: Handset, parts: list[dict[str, Any]]) -> defer.Deferred:
         """Deliver the deliver_sm of one MO (all its parts); fires when every part was acked."""
         kind = "ussd" if parts and parts[0].get("ussd_service_op") is not None else "mo"
@@ -236,6 +249,8 @@ class SmscSimulator:
         elif isinstance(event, SubmitReceived):
             self._on_submit(proto, event.pdu)
         elif isinstance(event, ResponseReceived):
+            if event.pdu.command == "unbind_resp":
+                proto.transport.loseConnection()
             self._on_response(proto, event)
         elif isinstance(event, (BindRefused, MalformedPdu, RequestRejected, UnbindReceived)):
             pass  # the session has answered; the record says what happened
