@@ -9,6 +9,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from twisted.internet import reactor
+from twisted.internet.protocol import Protocol
+
+from bank_bridge import spec
+from bank_bridge.framing import FrameDecoder, encode_frame
 
 from bank_bridge.cards import card_token
 from bank_bridge.service import BankBridgeService
@@ -367,3 +371,88 @@ async def test_money_not_sent_while_the_bank_is_unreachable(h, port):
     result = await port.debit_card(operation_key="op-down", card=card, amount=10_00)
     assert (result.status, result.decline) == (BankStatus.DECLINED, BankDecline.ISSUER_UNAVAILABLE)
     assert h.sim.card(DEBIT_PAN).balance == 100_00
+
+
+@aio_test
+async def test_sign_on_first_then_echo_keeps_the_link(bank_db):
+    h = await Harness(bank_db).start_sim()
+    try:
+        config = h.config()
+        config["banks"][0]["echo_interval"] = 0.1
+        service = BankBridgeService(config, database_url=bank_db, reactor=reactor)
+        await wait_deferred(service.startService())
+        h.services.append(service)
+        await service.port.wait_ready()
+        await eventually(lambda: len([m for m in h.sim.messages if m.get("fields", {}).get("70") == "301"
+                                      and m["direction"] == "in"]) >= 2)
+        inbound = [m for m in h.sim.messages if m["direction"] == "in"]
+        assert (inbound[0]["mti"], inbound[0]["fields"]["70"]) == ("0800", "001")
+        assert service.port.connections["icbc"].ready
+        card = await h.verified(service.port)
+        assert (await service.port.debit_card(operation_key="e-1", card=card, amount=1)).status is BankStatus.APPROVED
+        await h.assert_books_agree()
+    finally:
+        await h.close()
+
+
+class MisbehavingHost(Protocol):
+    """An issuer at the seam that signs on, then sends malformed messages
+    before the real answer to each 0200, and a malformed request of its own."""
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.decoder = FrameDecoder()
+        self.factory.received.append(self)
+        self.answers = []
+
+    def dataReceived(self, data):
+        for raw in self.decoder.feed(data):
+            message = spec.decode_message(raw)
+            self.answers.append(message)
+            base = {"11": message["11"], "41": message["41"]}
+            if message["t"] == "0800":
+                self.write({"t": "0810", **base, "70": message["70"], "39": "00"})
+            elif message["t"] == "0200":
+                good = spec.encode_message({"t": "0210", **base, "39": "00", "37": message["37"]})
+                self.transport.write(encode_frame(good[:4] + b"ZZZZ" + good[8:]))       # bad bitmap
+                self.transport.write(encode_frame(good[:-3]))                          # truncated
+                self.transport.write(encode_frame(b"\x01\x02garbage"))                  # garbage
+                self.transport.write(encode_frame(spec.encode_message(
+                    {"t": "0800", "11": "777777", "41": message["41"], "70": "3X1"})))  # non-numeric
+                self.write({"t": "0210", **base, "39": "00", "37": message["37"]})
+
+    def write(self, message):
+        self.transport.write(encode_frame(spec.encode_message(message)))
+
+
+@aio_test
+async def test_malformed_messages_from_the_host_do_not_lose_the_request(bank_db):
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.protocol import Factory
+    factory = Factory.forProtocol(MisbehavingHost)
+    factory.received = []
+    listening = await wait_deferred(serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory))
+    config = {"card_token_key": "k", "banks": [{
+        "code": "odd", "endpoint": f"tcp:host=127.0.0.1:port={listening.getHost().port}", "bins": ["999999"],
+        "terminal_id": "TP000002", "acquirer_id": "1", "timeout": 5}]}
+    service = BankBridgeService(config, database_url=bank_db, reactor=reactor)
+    try:
+        await wait_deferred(service.startService())
+        await service.port.wait_ready()
+        card = CardRef(token="a" * 64, last4="0001", bin="999999", card_type="debit", bank_code="odd")
+        result = await service.port.debit_card(operation_key="m-1", card=card, amount=1_00)
+        assert result.status is BankStatus.APPROVED
+        host = factory.received[0]
+        await eventually(lambda: any(m["t"] == "0810" and m["11"] == "777777" for m in host.answers))
+        refused = [m for m in host.answers if m["11"] == "777777"]
+        assert refused[0]["39"] == "30"
+        assert service.port.connections["odd"].ready
+        store = service.port.store
+        await eventually_async(lambda: _count_refused(store, 3))
+    finally:
+        await wait_deferred(service.stopService())
+        await wait_deferred(listening.stopListening())
+
+
+async def _count_refused(store, n) -> bool:
+    return len(await store.journal_entries(event="refused")) >= n
