@@ -1,14 +1,17 @@
 """The Alembic migrations are the only way the schema is made; the table
 definitions the code uses must match what they create, on both backends."""
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from telecom_pay.ledger import schema
-from telecom_pay.ledger.tables import metadata
+from telecom_pay.ledger.tables import metadata as core_metadata
+from telecom_pay.messaging import metadata as messaging_metadata
 
 
-def test_migrations_match_tables(database_url):
+@pytest.mark.parametrize("metadata", [core_metadata, messaging_metadata], ids=["core", "messaging"])
+def test_migrations_match_tables(database_url, metadata):
     schema.upgrade(database_url)
     eng = sa.create_engine(schema.sync_url(database_url))
     with eng.connect() as conn:
