@@ -371,3 +371,61 @@ def test_logs_mask_the_msisdn_and_never_show_the_content(smsc, started):
     for line in lines:
         assert A not in line
         assert "123456" not in line and "654321" not in line and "834211" not in line
+
+
+@pytest_twisted.inlineCallbacks
+def test_pool_holds_submissions_until_a_bind_is_up(smsc, started):
+    app = App()
+    pool = started(EsmePool([dict(bind_config(), endpoint=endpoint_of(smsc))], app, reactor=reactor))
+    early = pool.submit(A, "before any bind")
+    assert pool.held == 1
+    ids = yield early
+    assert len(ids) == 1 and pool.held == 0
+    assert [s.destination_addr for s in smsc.submits] == [A]
+
+
+@pytest_twisted.inlineCallbacks
+def test_pool_moves_pending_messages_off_a_bind_that_goes_down(started):
+    first, second = FakeSmsc(), FakeSmsc()
+    for f in (first, second):
+        f.port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(f)
+    try:
+        app = App()
+        pool = started(EsmePool([dict(bind_config(), endpoint=endpoint_of(first)),
+                                 dict(bind_config(), endpoint=endpoint_of(second))], app, reactor=reactor))
+        yield until(lambda: len(pool.bound) == 2)
+        first.hold_submits = True
+        pending = [pool.submit(A, f"to A #{i}") for i in range(3)]   # one destination: one bind
+        yield until(lambda: first.held)
+        assert len(first.submits) == 1 and second.submits == []
+        yield first.port.stopListening()
+        first.connections[0].transport.abortConnection()
+        results = yield defer.gatherResults(pending)
+        assert all(len(ids) == 1 for ids in results)
+        texts = [decode_short_message(s.short_message, s.data_coding, s.esm_class).text for s in second.submits]
+        assert texts == ["to A #0", "to A #1", "to A #2"]
+    finally:
+        for f in (first, second):
+            for c in list(f.connections):
+                c.transport.abortConnection()
+            if f.port.connected:
+                yield f.port.stopListening()
+
+
+def test_reconnect_delay_grows_with_failures_and_is_capped():
+    import random as _random
+
+    from channels.smpp.client import EsmeBind, EsmeClientFactory
+    from channels.smpp.session import EsmeConfig
+
+    clock = task.Clock()
+    bind = EsmeBind(EsmeConfig(system_id="x"), App(), clock)
+    factory = EsmeClientFactory(bind, initial_delay=1, max_delay=8, rng=_random.Random(7))
+    delays = [factory.retry_delay(n) for n in range(1, 7)]
+    for n, delay in enumerate(delays, start=1):
+        base = min(2 ** (n - 1), 8)
+        assert 0.8 * base <= delay <= 1.2 * base
+    assert len({round(d, 6) for d in delays}) == len(delays)      # jittered
+    # connections that never got bound count like failed attempts
+    bind.consecutive_failures = 4
+    assert 6.4 <= factory.retry_delay(1) <= 9.6

@@ -547,3 +547,22 @@ def test_ussd_text_must_fit_one_pdu():
     session, _, _ = bound()
     with pytest.raises(ValueError):
         session.submit(A, "余" * 200, handle="u", ussd=UssdInfo(0x11, 1))
+
+
+def test_take_movable_keeps_what_must_stay_and_per_destination_order():
+    session, smsc, _ = bound()
+    session.submit(A, "a" * 200, handle="a-long")   # 2 parts; the first gets accepted
+    session.submit(A, "a2", handle="a2")
+    session.submit(B, "b1", handle="b1")
+    session.submit(B, "b2", handle="b2")
+    session.submit(C, "c1", handle="c1")
+    sent = {p.destination_addr: p for p in smsc.pdus()}
+    smsc.respond(sent[A], message_id="1")            # A: part 1/2 accepted, part 2 now in flight
+    session.connection_lost()                          # B and C were in flight: requeued
+    moved = session.take_movable()
+    assert moved == [("b1", B), ("b2", B), ("c1", C)]
+    assert session.pending_messages == 2               # a-long (partly accepted) and a2 behind it
+    session.connection_made()
+    smsc.reader = P.PduReader()
+    smsc.respond(smsc.one("bind_transceiver"))
+    assert [submit_text(p)[:2] for p in smsc.pdus()] == ["aa"]

@@ -160,11 +160,11 @@ class EsmeBind:
         self._flush()
         return d
 
-    def take_unstarted(self) -> list[_Submission]:
-        """Remove the queued submissions none of whose parts was sent, with
-        their Deferreds (the pool re-routes them to a bind that is up)."""
+    def take_movable(self) -> list[_Submission]:
+        """Remove the pending submissions that can go over another bind (see
+        `EsmeSession.take_movable`), with their Deferreds, oldest first."""
         out = []
-        for handle, _destination, _parts in self.session.take_unstarted():
+        for handle, _destination in self.session.take_movable():
             sub = self._waiting.pop(handle, None)
             if sub is not None:
                 out.append(sub)

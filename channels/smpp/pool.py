@@ -9,8 +9,10 @@ runs one `EsmeService` per configured bind and:
   their order;
 * holds submissions while no bind is up and hands them out at the next
   ``link_up``;
-* when a bind goes down, moves its queued submissions that never started to
-  the binds still up (those partly sent stay and finish after its reconnect);
+* when a bind goes down, moves its pending submissions to the binds still up
+  (or, when none is, to the first that comes up) -- except messages already
+  partly accepted, which finish on their bind after its reconnect, and
+  anything else to the same destination, which stays behind them;
 * sends MO, receipts and results from every bind to the one application.
 
 USSD replies should go back over the bind the session arrived on: pass it as
@@ -99,6 +101,11 @@ class EsmePool(MultiService):
     def bound(self) -> list[EsmeBind]:
         return [b for b in self.binds if b.is_bound]
 
+    @property
+    def held(self) -> int:
+        """Submissions waiting for any bind to come up."""
+        return len(self._backlog)
+
     def submit(self, destination: str, text: str, *, handle: Any = None, ussd: UssdInfo | None = None,
                registered_delivery: bool | None = None, prefer: EsmeBind | None = None) -> defer.Deferred:
         """Like `EsmeBind.submit`, on a bind chosen by the pool (``prefer`` when it is up)."""
@@ -157,11 +164,16 @@ class EsmePool(MultiService):
                      count=len(backlog), bind=bind.name)
         for (destination, text), kwargs, d in backlog:
             self.submit(destination, text, **kwargs).chainDeferred(d)
+        for other in self.binds:
+            if other is not bind and not other.is_bound:
+                self._move_off(other)
 
     def _link_down(self, bind: EsmeBind) -> None:
-        if not self.bound:
-            return      # nowhere better to go: they wait for this bind's reconnect
-        moved = bind.take_unstarted()
+        if self.bound:  # else nowhere better to go: they wait for a reconnect
+            self._move_off(bind)
+
+    def _move_off(self, bind: EsmeBind) -> None:
+        moved = bind.take_movable()
         if moved:
             log.info("smpp pool: {count} submissions moved off bind={bind}", count=len(moved), bind=bind.name)
         for sub in moved:

@@ -695,19 +695,26 @@ class EsmeSession:
         self._dispatch([])
         return [p.handle for p in msg.parts]
 
-    def take_unstarted(self) -> list[tuple[Any, str, list[_Part]]]:
-        """Remove and return queued messages none of whose parts was ever sent
-        (for handing them to another bind): ``[(handle, destination, parts)]``."""
+    def take_movable(self) -> list[tuple[Any, str]]:
+        """Remove and return, oldest first, the pending submissions that may be
+        re-sent over another bind: ``[(handle, destination)]``.
+
+        Movable: nothing in flight and no part accepted yet. A destination with
+        a message that must stay (partly accepted, or in flight) keeps all its
+        messages here, so that moving never reorders one handset's messages.
+        """
+        staying = {m.destination for m in self._messages.values()
+                   if m.in_flight or any(p.message_id is not None for p in m.parts)}
         out = []
         for handle, msg in list(self._messages.items()):
-            if msg.in_flight or any(p.sent for p in msg.parts):
+            if msg.destination in staying:
                 continue
             del self._messages[handle]
-            q = self._by_dest.get(msg.destination)
-            if q is not None:
-                remaining = deque(p for p in q if p.handle.handle != handle)
-                self._set_dest_queue(msg.destination, remaining)
-            out.append((handle, msg.destination, msg.parts))
+            self._by_dest.pop(msg.destination, None)
+            out.append((handle, msg.destination))
+        if out:
+            moved = {dest for _, dest in out}
+            self._ready = deque(d for d in self._ready if d not in moved)
         return out
 
     def cancel_all(self, reason: str) -> list[Event]:
