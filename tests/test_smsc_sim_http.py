@@ -134,6 +134,16 @@ def test_bad_requests(make_sim):  # noqa: F811
 
 
 @pytest_twisted.inlineCallbacks
+def test_web_handset_page(make_sim):  # noqa: F811
+    sim, port = yield make_sim()
+    http = yield sim.listen_http("tcp:0:interface=127.0.0.1")
+    response = yield treq.get(f"http://127.0.0.1:{http.getHost().port}/")
+    page = yield response.text()
+    assert response.code == 200 and b"text/html" in response.headers.getRawHeaders(b"content-type")[0]
+    assert "/handsets/" in page and "textContent" in page
+
+
+@pytest_twisted.inlineCallbacks
 def test_mo_without_receiver_is_queued(make_sim):  # noqa: F811
     sim, port = yield make_sim()
     http = yield sim.listen_http("tcp:0:interface=127.0.0.1")
@@ -141,3 +151,20 @@ def test_mo_without_receiver_is_queued(make_sim):  # noqa: F811
     code, body = yield call("POST", f"{base}/handsets/{CUSTOMER}/mo", {"text": "KT", "wait": 0.1})
     assert code == 202 and body["queued"] is True
     assert sim.waiting_deliveries == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_service_starts_both_endpoints_and_stops():
+    from simulators.smsc.config import SmscConfig
+    from simulators.smsc.service import SmscSimulatorService
+
+    service = SmscSimulatorService(SmscConfig(), reactor, "tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1")
+    yield service.startService()
+    try:
+        esme = yield bound_esme(service.smpp_port.getHost().port)
+        control = SmscControl(f"http://127.0.0.1:{service.http_port.getHost().port}")
+        [bind] = yield control.binds()
+        assert bind["state"] == "bound"
+    finally:
+        yield service.stopService()
+    yield esme.lost.addTimeout(5, reactor)

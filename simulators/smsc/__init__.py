@@ -11,9 +11,10 @@ from .config import SmscConfig
 from .faults import Fault, FaultSet
 from .handsets import Handset, InboxMessage, SentMessage, UssdError, UssdScreen
 from .simulator import BindInfo, DeliveryFailed, SmscSimulator, SubmittedMessage
+from .service import SmscSimulatorService
 from .traffic import TrafficLog, TrafficRecord
 
 __all__ = [
-    "SmscConfig", "SmscSimulator", "Handset", "InboxMessage", "SentMessage", "UssdScreen", "UssdError",
+    "SmscConfig", "SmscSimulator", "SmscSimulatorService", "Handset", "InboxMessage", "SentMessage", "UssdScreen", "UssdError",
     "Fault", "FaultSet", "TrafficLog", "TrafficRecord", "BindInfo", "DeliveryFailed", "SubmittedMessage",
 ]

@@ -1,5 +1,6 @@
 """JSON control API of the SMSC simulator (Klein), for testers, the CLI and the web handset.
 
+    GET    /                                  the web handset (an HTML page over this API)
     GET    /handsets                          registered handsets
     POST   /handsets                          {"msisdn": ..., "language": ...}
     GET    /handsets/{msisdn}                 one handset: inbox, sent, USSD screens
@@ -29,6 +30,7 @@ from twisted.web.server import Site
 from .faults import FAULT_KINDS
 from .handsets import UssdError
 from .simulator import DeliveryFailed, SmscSimulator
+from .webpage import HANDSET_PAGE
 
 __all__ = ["SmscControlApi", "control_site"]
 
@@ -112,6 +114,12 @@ class SmscControlApi:
         if handset is None:
             raise _HttpError(404, f"no handset {msisdn}")
         return handset
+
+    @app.route("/", methods=["GET"])
+    def handset_page(self, request):
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", b"default-src 'self' 'unsafe-inline'")
+        return HANDSET_PAGE.encode("utf-8")
 
     # --- handsets -------------------------------------------------------------------
 
