@@ -566,3 +566,16 @@ def test_take_movable_keeps_what_must_stay_and_per_destination_order():
     smsc.reader = P.PduReader()
     smsc.respond(smsc.one("bind_transceiver"))
     assert [submit_text(p)[:2] for p in smsc.pdus()] == ["aa"]
+
+
+def test_give_up_waits_for_the_part_in_flight_then_decides():
+    session, smsc, clock = bound(give_up=10, response_timeout=30, enquire_link_interval=1000)
+    session.submit(A, "slow", handle="late-ok")
+    session.submit(B, "slow", handle="late-throttled")
+    ok, throttled = smsc.pdus()
+    assert advance(clock, session, 10) == []
+    assert session.next_deadline() > clock.seconds()       # no busy loop while waiting
+    assert smsc.respond(ok, message_id="5")[-1] == MessageAccepted("late-ok", ("5",))
+    events = smsc.respond(throttled, status=P.ESME_RTHROTTLED)
+    assert [type(e) for e in events] == [SubmitResult, SubmitFailed]
+    assert session.pending_messages == 0

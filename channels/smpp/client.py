@@ -185,6 +185,7 @@ class EsmeBind:
     def cancel_pending(self, reason: str) -> None:
         """Fail every submission still waiting (service shutdown)."""
         self._process(self.session.cancel_all(reason))
+        self._schedule()
 
     # ------------------------------------------------------------------ protocol hooks
 

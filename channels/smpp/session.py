@@ -299,6 +299,7 @@ class _Message:
     parts: list[_Part]
     created: float
     in_flight: int = 0
+    expired: bool = False       # past give-up while a part was in flight
 
 
 @dataclass(eq=False)
@@ -790,7 +791,7 @@ class EsmeSession:
     def _submit_answered(self, part: _Part, status: int, message_id: str | None, events: list[Event]) -> None:
         self._submits_in_flight -= 1
         msg = self._messages.get(part.handle.handle)
-        if status in RETRYABLE_STATUSES and msg is not None:
+        if status in RETRYABLE_STATUSES and msg is not None and not msg.expired:
             delay = self._backoff
             self._backoff = min(self._backoff * 2, self.config.throttle_backoff_max)
             self._paused_until = max(self._paused_until, self._now() + delay)
@@ -854,13 +855,13 @@ class EsmeSession:
                 self._requeue_front(req.part)
                 events.append(ProtocolWarning(f"submit_sm seq {seq} timed out; will retry"))
                 probe = True
+        self._expire_offline(now, events)
         if self.should_close:
             return events
         if self.state == SessionState.BOUND and not self._enquire_outstanding and (
                 probe or now - self._last_rx >= self.config.enquire_link_interval):
             self._enquire_outstanding = True
             self._request("enquire_link", self.config.response_timeout)
-        self._expire_offline(now, events)
         self._dispatch(events)
         return events
 
@@ -876,14 +877,17 @@ class EsmeSession:
             if msg.created + give_up > now:
                 break
             if msg.in_flight:
+                msg.expired = True      # decided when that part is answered or times out
                 continue
             self._fail_message(msg, None, f"not accepted within {give_up:g}s", events)
 
     def next_deadline(self) -> float | None:
         """When `tick` must run next (absolute clock time), or None."""
         candidates: list[float] = []
-        if self._messages:
-            candidates.append(next(iter(self._messages.values())).created + self.config.give_up)
+        for msg in self._messages.values():
+            if not (msg.expired and msg.in_flight):
+                candidates.append(msg.created + self.config.give_up)
+                break
         if self._partial_started:
             candidates.append(min(self._partial_started.values()) + self.config.reassembly_timeout)
         if self._redeliver:
