@@ -1,6 +1,7 @@
 """Reply texts: every Outcome in both languages, the exact shape of the main
 ones, and that odd Results still produce a sensible text."""
 import pytest
+from smpplib.gsm import gsm_encode
 
 from telecom_pay.commands import COMMAND_NAMES, ParseError, parse, render, render_help, render_parse_error, usage
 from telecom_pay.commands.replies import FALLBACK, SMS_CHARS, normalize_lang
@@ -307,3 +308,31 @@ def test_usage_for_every_command(lang):
 def test_language_codes():
     assert normalize_lang("en") == normalize_lang("EN") == normalize_lang("en-GB") == "en"
     assert normalize_lang("zh") == normalize_lang("zh-CN") == normalize_lang(None) == "zh"
+
+
+def sms_length(text: str, lang: str) -> int:
+    """Characters for UCS2 (zh), septets for GSM 03.38 (en: must encode)."""
+    return len(text) if lang == "zh" else len(gsm_encode(text))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_fixed_texts_fit_one_sms(lang):
+    texts = list(FALLBACK[lang].values()) + render_help(lang) + [usage(n, lang) for n in COMMAND_NAMES]
+    for text in texts:
+        assert sms_length(text, lang) <= SMS_CHARS[lang], text
+
+
+@pytest.mark.parametrize("text", [text for text, *_ in MALFORMED] + ["hello", ""])
+def test_parse_error_replies_fit_one_sms(text):
+    with pytest.raises(ParseError) as info:
+        parse(text)
+    for lang in LANGS:
+        for reply in render_parse_error(info.value, lang):
+            assert sms_length(reply, lang) <= SMS_CHARS[lang], reply
+
+
+def test_english_money_replies_stay_in_the_gsm_alphabet():
+    result = Result(Outcome.OK, ref="T8K2P9QX", amount=1250, fee=50, balance=8700,
+                    params={"action": "pay", "merchant_name": "Lottery Centre"})
+    [text] = render(result, "en")
+    assert sms_length(text, "en") <= 160

@@ -186,6 +186,8 @@ def _split_glued(head: str) -> tuple[str, str, str] | None:
     """`充值100` -> (`充值`, topup, `100`); `CZ100` -> (`CZ`, topup, `100`).
     Latin keywords only split before a digit, so `ZFM001` is not guessed at."""
     up = head.upper()
+    if len(up) != len(head):      # `ß` -> `SS`: offsets would not line up
+        return None
     for word, name in kw.GLUED_PREFIXES:
         if len(up) > len(word) and up.startswith(word):
             rest = head[len(word):]

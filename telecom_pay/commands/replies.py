@@ -22,12 +22,17 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from twisted.logger import Logger
+
 from telecom_pay.money import format_amount
 from telecom_pay.msisdn import local_form
 from telecom_pay.outcomes import BankDecline, Outcome, Result
 
 from . import keywords as kw
 from .parser import ParseError
+
+# Only outcome and action are ever logged: params can hold a PIN or password.
+log = Logger(namespace="telecom_pay.commands.replies")
 
 ZH, EN = "zh", "en"
 LANGS = (ZH, EN)
@@ -452,7 +457,8 @@ def render(result: Result, lang: str, *, tz: tzinfo | None = None) -> list[str]:
         if messages and all(isinstance(m, str) and m.strip() for m in messages):
             return messages
     except Exception:  # noqa: BLE001 - a reply must always be produced
-        pass
+        log.failure("reply for {outcome} failed; sending the fallback text",
+                    outcome=getattr(result, "outcome", None))
     return [_fallback(result, lg)]
 
 
@@ -507,8 +513,10 @@ def _render(result: Result, lg: str, tz: tzinfo) -> list[str]:
             out = handler(ctx)
             if out:
                 return out
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-            pass
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # Params missing or of the wrong type: the fixed text still helps.
+            log.debug("reply for {outcome}/{action} fell back: {exc!r}",
+                      outcome=outcome, action=ctx.action, exc=exc)
     return [_fallback(result, lg)]
 
 
