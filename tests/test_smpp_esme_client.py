@@ -101,6 +101,7 @@ class App:
         self.results = []
         self.up = []
         self.down = []
+        self.fail_receipts = False
 
     def message_received(self, bind, event):
         d = defer.Deferred()
@@ -109,6 +110,8 @@ class App:
         return d
 
     def receipt_received(self, bind, event):
+        if self.fail_receipts:
+            raise RuntimeError("outbox unavailable")
         self.receipts.append(event)
 
     def submit_result(self, bind, event):
@@ -218,7 +221,12 @@ def test_receipt_reaches_the_application_and_is_acked(smsc, started):
     seq = smsc.connections[0].deliver("id:1F1 sub:001 dlvrd:001 submit date:2611231200 "
                                       "done date:2611231201 stat:DELIVRD err:000 text:", esm_class=4)
     yield until(lambda: smsc.response_to(seq))
+    assert smsc.response_to(seq)[0].status == 0
     assert app.mo == [] and [(r.message_id, r.state) for r in app.receipts] == [("1F1", "DELIVRD")]
+    app.fail_receipts = True
+    seq2 = smsc.connections[0].deliver("", receipted_message_id="1F2", message_state=2)
+    yield until(lambda: smsc.response_to(seq2))
+    assert smsc.response_to(seq2)[0].status == P.ESME_RX_T_APPN
 
 
 @pytest_twisted.inlineCallbacks

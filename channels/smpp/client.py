@@ -64,7 +64,9 @@ class SmsApplication(TypingProtocol):
         """Record the message durably; fire the Deferred to ack, errback to nack
         (temporary: the SMSC redelivers). None means recorded already."""
 
-    def receipt_received(self, bind: "EsmeBind", event: ReceiptReceived) -> None: ...
+    def receipt_received(self, bind: "EsmeBind", event: ReceiptReceived) -> defer.Deferred | None:
+        """Match the receipt to the submitted part; like `message_received`, a
+        Deferred delays the ack until it fires (errback: nack, SMSC retries)."""
 
     def submit_result(self, bind: "EsmeBind", event: SubmitResult) -> None: ...
 
@@ -213,7 +215,7 @@ class EsmeBind:
         if not was_bound:
             self.consecutive_failures += 1
         log.info("smpp disconnected bind={bind} reason={reason}", bind=self.name,
-                 reason=reason.getErrorMessage())
+                 reason=reason.getErrorMessage() if reason is not None else "closed")
         self._schedule()
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
@@ -313,29 +315,28 @@ class EsmeBind:
                  length=len(event.text), keyword=log_keyword(event.text), parts=event.parts,
                  ussd_op=event.ussd.service_op if event.ussd else None)
         d = defer.maybeDeferred(self.application.message_received, self, event)
+        d.addBoth(self._answer_deliver, event, "mo")
 
-        def answer(result):
-            if isinstance(result, Failure):
-                log.failure("smpp mo not recorded, nack bind={bind} msisdn={msisdn}", result,
-                            bind=self.name, msisdn=mask(event.msisdn))
-                done = self.session.nack_deliver(event.sequence, P.ESME_RX_T_APPN, event.connection)
-            else:
-                done = self.session.ack_deliver(event.sequence, event.connection)
-            if not done:
-                log.info("smpp mo answer after link loss bind={bind} msisdn={msisdn}: the SMSC redelivers",
-                         bind=self.name, msisdn=mask(event.msisdn))
-            self._flush()
-
-        d.addBoth(answer)
+    def _answer_deliver(self, result, event, kind: str) -> None:
+        """Ack the deliver_sm once the application recorded it; nack (temporary,
+        the SMSC retries) when it failed."""
+        if isinstance(result, Failure):
+            log.failure("smpp {kind} not recorded, nack bind={bind} msisdn={msisdn}", result,
+                        kind=kind, bind=self.name, msisdn=mask(event.msisdn))
+            done = self.session.nack_deliver(event.sequence, P.ESME_RX_T_APPN, event.connection)
+        else:
+            done = self.session.ack_deliver(event.sequence, event.connection)
+        if not done:
+            log.info("smpp {kind} answered after link loss bind={bind} msisdn={msisdn}: the SMSC redelivers",
+                     kind=kind, bind=self.name, msisdn=mask(event.msisdn))
+        self._flush()
 
     def _event_ReceiptReceived(self, event: ReceiptReceived) -> None:
         log.info("smpp dlr bind={bind} msisdn={msisdn} message_id={message_id} state={state} err={err}",
                  bind=self.name, msisdn=mask(event.msisdn), message_id=event.message_id,
                  state=event.state, err=event.error)
-        if self._call_app("receipt_received", self, event):
-            self.session.ack_deliver(event.sequence, event.connection)
-        else:
-            self.session.nack_deliver(event.sequence, P.ESME_RX_T_APPN, event.connection)
+        d = defer.maybeDeferred(self.application.receipt_received, self, event)
+        d.addBoth(self._answer_deliver, event, "dlr")
 
     def _event_SubmitResult(self, event: SubmitResult) -> None:
         self._call_app("submit_result", self, event)
