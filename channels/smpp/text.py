@@ -330,12 +330,16 @@ class Reassembler:
     the sender (its MSISDN, say). Duplicates are ignored; parts may arrive in
     any order. Incomplete messages older than ``timeout`` seconds (from their
     first part, on ``clock``, an IReactorTime) are dropped by `expire`.
+    A message once completed is remembered for ``timeout`` seconds so that a
+    part the SMSC re-delivers late (its ack was lost) is ignored instead of
+    opening a new message that could only expire.
     """
 
     def __init__(self, clock: _Clock, timeout: float = 60.0):
         self._clock = clock
         self._timeout = timeout
         self._pending: dict[tuple, tuple[float, dict[int, str]]] = {}
+        self._completed: dict[tuple, float] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -350,11 +354,18 @@ class Reassembler:
         if not 1 <= seq <= total:
             raise ValueError(f"part {seq} of {total} out of range")
         slot = (key, ref, total)
-        started, parts = self._pending.setdefault(slot, (self._clock.seconds(), {}))
+        now = self._clock.seconds()
+        done_at = self._completed.get(slot)
+        if done_at is not None:
+            if now - done_at < self._timeout:
+                return None  # a late re-delivery of a message already returned
+            del self._completed[slot]
+        started, parts = self._pending.setdefault(slot, (now, {}))
         parts.setdefault(seq, text)
         if len(parts) < total:
             return None
         del self._pending[slot]
+        self._completed[slot] = now
         return "".join(parts[i] for i in range(1, total + 1))
 
     def expire(self) -> list[tuple]:
@@ -363,6 +374,9 @@ class Reassembler:
         Returns ``(key, ref, parts_received)`` for each one dropped.
         """
         now = self._clock.seconds()
+        for slot, done_at in list(self._completed.items()):
+            if now - done_at >= self._timeout:
+                del self._completed[slot]
         dropped = []
         for slot, (started, parts) in list(self._pending.items()):
             if now - started >= self._timeout:
