@@ -1,0 +1,72 @@
+"""The newcomer's path through the CLI, before any channel exists:
+KT -> A -> YE, agent cash-in, ZF + PIN -> YE -> MX (real processes)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from telecom_pay.config import DEFAULT_CONFIG
+from tests.aio import aio_test
+from tests.servicekit import MSISDN, make_service, shutdown
+
+
+def write_config(tmp_path: Path) -> Path:
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    text = text.replace('url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"',
+                        f'url = "sqlite+aiosqlite:///{tmp_path}/tp.sqlite3"')
+    path = tmp_path / "tp.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "telecom_pay.cli", "--config", str(cfg), *args],
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_newcomer_path(tmp_path):
+    cfg = write_config(tmp_path)
+    out = cli(cfg, "console", "--msisdn", "13800138000", stdin="KT\nA\nYE\n")
+    assert out.returncode == 0, out.stderr
+    pin = re.findall(r"(?<!\d)(\d{6})(?!\d)", out.stdout)[0]
+    assert "0.00" in out.stdout
+    cash = cli(cfg, "agent", "cash-in", "13800138000", "100")
+    assert cash.returncode == 0, cash.stderr
+    assert "100.00" in cash.stdout
+    pay = cli(cfg, "console", "--msisdn", "13800138000", stdin=f"ZF M001 12.50\n{pin}\nYE\nMX\n")
+    assert pay.returncode == 0, pay.stderr
+    assert re.search(r"T[2-9A-Z]{7}", pay.stdout) and "87.50" in pay.stdout
+    assert "福彩中心" in pay.stdout
+    check = cli(cfg, "db", "check")
+    assert check.returncode == 0 and "books sound" in check.stdout
+
+
+def test_agent_operations_and_errors(tmp_path):
+    cfg = write_config(tmp_path)
+    opened = cli(cfg, "agent", "open", "13900139000", "--name", "Li Lei", "--id-number", "110101199001011234")
+    assert opened.returncode == 0, opened.stderr
+    assert re.search(r"\d{6}", opened.stdout)
+    assert cli(cfg, "agent", "freeze", "13900139000").returncode == 0
+    assert cli(cfg, "agent", "freeze", "13900139000").returncode == 1     # already frozen: refused
+    assert cli(cfg, "agent", "unfreeze", "13900139000").returncode == 0
+    assert cli(cfg, "agent", "pin-reset", "13900139000").returncode == 0
+    stmt = cli(cfg, "agent", "statement", "13900139000")
+    assert stmt.returncode == 0
+    bad = cli(cfg, "agent", "cash-in", "13900139000", "12.345")
+    assert bad.returncode == 2 and "amount" in bad.stderr
+    nobody = cli(cfg, "--config", str(cfg), "agent", "--agent", "NOPE", "cash-in", "13900139000", "5")
+    assert nobody.returncode != 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=80))
+@aio_test
+async def test_every_message_gets_a_reply(sqlite_url, text):
+    from telecom_pay.commands.conversation import Conversation
+    svc = await make_service(sqlite_url)
+    conv = Conversation(svc)
+    replies = await conv.handle(MSISDN, text)
+    assert replies and all(isinstance(r, str) and r.strip() for r in replies)
+    await shutdown(svc)
