@@ -29,6 +29,17 @@ Rules it implements (DESIGN 4 and 8, and the complaints in NOTES-packages):
   retry) -- except parts of a concatenated message that do not complete it:
   they are acknowledged at once (an SMSC with a window of one would never
   send the next part otherwise) and the completing part carries the ack.
+  If the completing part is nacked or the link drops first, the whole text
+  is remembered (``multipart_retry_memory``) so the SMSC's retry of that one
+  part yields the whole message again.
+* ``MessageReceived.smsc_message_key`` identifies the content (source,
+  destination, text, concatenation reference, USSD session), not the PDU:
+  an SMSC retry carries a new sequence number but the same key. A subscriber
+  who really sends the same text twice also gets the same key, so the
+  application dedups within a window (the SMSC's retry horizon), not forever.
+* A submit_sm unanswered within ``response_timeout`` is sent again (the
+  SMSC may have accepted it: at-least-once, like every SMPP gateway) and an
+  enquire_link checks the link.
 * Malformed or unknown requests get generic_nack and the link stays up; a
   framing error (impossible command_length) drops it.
 """
@@ -38,7 +49,7 @@ import hashlib
 import random
 import re
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, fields as dc_fields
+from dataclasses import dataclass, fields as dc_fields
 from typing import Any, Protocol
 
 from channels.smpp import pdu as P
