@@ -43,6 +43,17 @@ def test_bind_flow_and_state():
     assert isinstance(event, BindRefused) and event.status == P.ESME_RALYBND
 
 
+def test_smpp33_bind_gets_no_tlv():
+    s = SmscSession(ACCOUNTS)
+    s.receive_pdu(P.encode_pdu("bind_transceiver", 1, system_id="telecom-pay", password="secret",
+                               interface_version=0x33))
+    out = s.accept_bind()
+    assert out.raw[-1:] == b"\x00" and P.decode_pdu(out.raw).sc_interface_version is None
+    s = SmscSession(ACCOUNTS)
+    bind(s)
+    assert P.decode_pdu(s.accept_bind().raw).sc_interface_version == 0x34
+
+
 def test_wrong_password_and_refused_bind():
     s = SmscSession(ACCOUNTS)
     event = bind(s, password="nope")

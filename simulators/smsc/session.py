@@ -166,6 +166,7 @@ class SmscSession:
     _output: list[Outgoing] = field(default_factory=list)
     _next_sequence: int = 1
     _pending_bind: tuple[int, str] | None = None
+    interface_version: int = 0x34
 
     # --- inbound -----------------------------------------------------------
 
@@ -220,6 +221,7 @@ class SmscSession:
             return BindRefused(pdu, raw, P.ESME_RINVPASWD, system_id)
         self.state = SessionState.BINDING
         self._pending_bind = (pdu.sequence, pdu.command)
+        self.interface_version = pdu.interface_version or 0
         self.mode = mode
         self.esme_system_id = system_id
         return BindRequested(pdu, raw, mode, system_id)
@@ -229,8 +231,10 @@ class SmscSession:
     def accept_bind(self) -> Outgoing:
         sequence, command = self._take_pending_bind()
         self.state = SessionState.BOUND
-        return self._queue(command + "_resp", sequence, P.ESME_ROK, system_id=self.system_id,
-                           sc_interface_version=0x34)
+        fields: dict[str, Any] = {"system_id": self.system_id}
+        if self.interface_version >= 0x34:  # an SMPP 3.3 ESME gets no TLVs
+            fields["sc_interface_version"] = 0x34
+        return self._queue(command + "_resp", sequence, P.ESME_ROK, **fields)
 
     def refuse_bind(self, status: int = P.ESME_RBINDFAIL) -> Outgoing:
         sequence, command = self._take_pending_bind()

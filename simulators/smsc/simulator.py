@@ -113,6 +113,7 @@ class SmscSimulator:
         self._round_robin = itertools.count()
         self._waiting: deque[_Delivery] = deque()  # no receiver bound yet
         self._timers: set[Any] = set()
+        self._stopped = False
         self._ports: list[Any] = []
         self._reassembler = Reassembler(self.clock, timeout=60.0)
         self._mt_parts: dict[tuple, dict[int, InboxPart]] = {}
@@ -135,6 +136,7 @@ class SmscSimulator:
 
     def stop(self) -> defer.Deferred:
         """Stop listening, cut every connection, cancel timers and fail undelivered MOs."""
+        self._stopped = True
         for call in list(self._timers):
             if call.active():
                 call.cancel()
@@ -336,6 +338,9 @@ class SmscSimulator:
                 and (system_id is None or p.system_id == system_id)]
 
     def _dispatch(self, item: _Delivery) -> None:
+        if self._stopped:
+            self._fail(item, "simulator stopped")
+            return
         receivers = self._receivers(item.system_id)
         if not receivers:
             self._waiting.append(item)
@@ -372,6 +377,9 @@ class SmscSimulator:
             self._retry_or_fail(item, f"status 0x{status:02x} from {proto.bind_id}")
 
     def _retry_or_fail(self, item: _Delivery, reason: str) -> None:
+        if self._stopped:
+            self._fail(item, f"{reason}; simulator stopped")
+            return
         if item.attempts >= self.config.max_delivery_attempts:
             self._fail(item, f"{reason}; gave up after {item.attempts} attempts")
             return
