@@ -88,6 +88,7 @@ class BankLinkProtocol(Protocol):
                 self.owner._signed_on(self)
             elif isinstance(event, L.LinkDead):
                 log.warning("bank %s: link dead (%s), closing the connection", self.owner.code, event.reason)
+                self.owner._event(event)
                 if self.transport is not None:
                     self.transport.abortConnection()
             else:

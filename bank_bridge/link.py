@@ -59,6 +59,15 @@ class SignedOn:
 
 
 @dataclass(frozen=True)
+class NetworkExchange:
+    """A network management exchange (sign-on, echo), for the journal.
+    `by_host` when the host asked and the link answered."""
+    request: dict[str, str]
+    response: dict[str, str]
+    by_host: bool = False
+
+
+@dataclass(frozen=True)
 class ResponseReceived:
     request: Request
     response: dict[str, str]
@@ -96,7 +105,7 @@ class LinkDead:
     reason: str
 
 
-Event = SignedOn | ResponseReceived | RequestTimedOut | RequestLost | UnmatchedResponse | MessageRefused | LinkDead
+Event = SignedOn | NetworkExchange | ResponseReceived | RequestTimedOut | RequestLost | UnmatchedResponse | MessageRefused | LinkDead
 
 
 def transmission_fields(now: float) -> dict[str, str]:
@@ -270,7 +279,7 @@ class Link:
         if message["t"] == spec.NETWORK_REQUEST:
             answer["39"] = spec.RC_APPROVED
             self._queue(answer)
-            return []
+            return [NetworkExchange(message, answer, by_host=True)]
         # An issuer host has no business sending financial requests to us.
         answer["39"] = spec.RC_INVALID_TRANSACTION
         self._queue(answer)
@@ -287,13 +296,14 @@ class Link:
             log.warning("bank link %s: response %s stan=%s matches no pending request",
                         self.name, message["t"], message.get("11"))
             return [UnmatchedResponse(message)]
+        exchange = NetworkExchange(request.message, message)
         if request.kind == "sign_on":
             if message.get("39") == spec.RC_APPROVED:
                 self.state = self.READY
                 log.info("bank link %s: signed on", self.name)
-                return [SignedOn()]
+                return [exchange, SignedOn()]
             self.state = self.CLOSED
-            return [LinkDead(f"sign-on refused with response code {message.get('39')!r}")]
+            return [exchange, LinkDead(f"sign-on refused with response code {message.get('39')!r}")]
         if request.kind == "echo":
-            return []
+            return [exchange]
         return [ResponseReceived(request, message)]

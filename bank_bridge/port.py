@@ -116,6 +116,7 @@ class IsoBankPort:
         self._wakeup: defer.Deferred | None = None
         self._wake_call = None
         self._running = False
+        self._dirty = False
         self._background: set[asyncio.Future] = set()
 
     # -- lifecycle --------------------------------------------------------------
@@ -309,11 +310,13 @@ class IsoBankPort:
     # -- reversal worker -------------------------------------------------------
 
     def _wake(self) -> None:
+        self._dirty = True
         if self._wakeup is not None and not self._wakeup.called:
             self._wakeup.callback(None)
 
     async def _reversal_worker(self) -> None:
         while self._running:
+            self._dirty = False         # set by _wake: new work arrived during the round
             try:
                 next_due = await self._reversal_round()
             except asyncio.CancelledError:
@@ -323,6 +326,8 @@ class IsoBankPort:
                 next_due = self.reactor.seconds() + self.reversal_policy.initial_delay
             if not self._running:
                 break
+            if self._dirty:
+                continue
             self._wakeup = defer.Deferred()
             delay = 3600.0 if next_due is None else max(0.0, next_due - self.reactor.seconds())
             self._wake_call = self.reactor.callLater(delay, self._wake)
@@ -425,6 +430,18 @@ class IsoBankPort:
         elif isinstance(event, L.MessageRefused):
             entry = self._journal(now, "in", "refused", bank_code=bank_code, mti=event.mti,
                                   stan=event.stan, terminal_id=route.terminal_id, detail=event.reason[:200])
+        elif isinstance(event, L.NetworkExchange):
+            # One line per exchange: the request's direction, the answer's code.
+            request, response = event.request, event.response
+            kind = {spec.NET_SIGN_ON: "sign_on", spec.NET_SIGN_OFF: "sign_off",
+                    spec.NET_ECHO: "echo"}.get(request.get("70", ""), "network")
+            entry = self._journal(now, "in" if event.by_host else "out", kind, bank_code=bank_code,
+                                  mti=request["t"], stan=request.get("11"), terminal_id=route.terminal_id,
+                                  response_code=_short(response.get("39"), 2),
+                                  detail="asked by the host" if event.by_host else None)
+        elif isinstance(event, L.LinkDead):
+            entry = self._journal(now, "in", "link_dead", bank_code=bank_code, terminal_id=route.terminal_id,
+                                  detail=event.reason[:200])
         else:
             return
         task = asyncio.ensure_future(self._journal_link_event(entry))

@@ -21,6 +21,7 @@ The schema comes from the Alembic revision 0002_bank (`telecom_pay.ledger.schema
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -69,23 +70,33 @@ class BankBridgeService(Service):
             engine = create_async_engine(async_url(database_url))
         self.engine = engine
         self.port = port_from_config(config, engine, reactor)
-        self._started: defer.Deferred | None = None
+        self._start_task: asyncio.Task | None = None
 
     def startService(self) -> defer.Deferred:
         super().startService()
-        self._started = as_deferred(self.port.start())
-        self._started.addErrback(self._start_failed)
-        return self._started
+        self._start_task = asyncio.ensure_future(self.port.start())
+        self._start_task.add_done_callback(self._start_done)
+        return self.when_started()
 
-    def _start_failed(self, failure):
-        log.error("bank bridge failed to start: %s", failure.getErrorMessage())
-        return failure
+    def when_started(self) -> defer.Deferred:
+        """Fires once the port has started (numbers reserved, orphaned
+        operations queued for reversal, connections under way)."""
+        if self._start_task is None:
+            return defer.fail(RuntimeError("the service has not been started"))
+        return defer.Deferred.fromFuture(asyncio.shield(self._start_task))
+
+    @staticmethod
+    def _start_done(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("bank bridge failed to start: %r", task.exception())
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
         return as_deferred(self._stop())
 
     async def _stop(self) -> None:
+        if self._start_task is not None and not self._start_task.done():
+            await asyncio.wait([self._start_task])
         await self.port.stop()
         if self._owns_engine:
             await self.engine.dispose()

@@ -225,38 +225,42 @@ async def test_same_operation_key_never_sends_a_second_0200(h, port):
     assert h.sim.card(DEBIT_PAN).balance == 90_00
 
 
-@pytest.mark.parametrize("setup, decline, code", [
+DECLINES = [
     ("insufficient", BankDecline.INSUFFICIENT_FUNDS, "51"),
     ("unknown_token", BankDecline.INVALID_CARD, "14"),
     ("expired", BankDecline.EXPIRED_CARD, "54"),
     ("blocked", BankDecline.RESTRICTED, "62"),
     ("issuer_down", BankDecline.ISSUER_UNAVAILABLE, "91"),
-])
-@aio_test
-async def test_declines_map_to_bank_declines(bank_db, setup, decline, code):
-    h = await Harness(bank_db).start_sim()
-    try:
-        port = (await h.start_bridge()).port
-        card = await h.verified(port)
-        amount = 10_00
+    ("odd_code", BankDecline.OTHER, "05"),
+]
+
+
+@harness_test()
+async def test_declines_map_to_bank_declines(h, port):
+    card = await h.verified(port)
+    sim_card = h.sim.card(DEBIT_PAN)
+    for setup, decline, code in DECLINES:
+        used, amount = card, 10_00
+        sim_card.expiry, sim_card.status = "3012", "active"
+        h.sim.faults.clear()
         if setup == "insufficient":
             amount = 100_01
         elif setup == "unknown_token":
-            card = CardRef(token="f" * 64, last4="0000", bin="622202", card_type="debit", bank_code="icbc")
+            used = CardRef(token="f" * 64, last4="0000", bin="622202", card_type="debit", bank_code="icbc")
         elif setup == "expired":
-            h.sim.card(DEBIT_PAN).expiry = "2001"
+            sim_card.expiry = "2001"
         elif setup == "blocked":
-            h.sim.card(DEBIT_PAN).status = "blocked"
+            sim_card.status = "blocked"
         elif setup == "issuer_down":
             h.sim.faults.update({"decline_all": "91"})
-        result = await port.debit_card(operation_key=f"op-{setup}", card=card, amount=amount)
-        assert (result.status, result.decline, result.response_code) == (BankStatus.DECLINED, decline, code)
-        assert h.sim.card(DEBIT_PAN).balance == 100_00 and h.sim.card(DEBIT_PAN).movements == []
-        again = await port.debit_card(operation_key=f"op-{setup}", card=card, amount=amount)
+        elif setup == "odd_code":
+            h.sim.faults.update({"decline_all": "05"})
+        result = await port.debit_card(operation_key=f"op-{setup}", card=used, amount=amount)
+        assert (result.status, result.decline, result.response_code) == (BankStatus.DECLINED, decline, code), setup
+        again = await port.debit_card(operation_key=f"op-{setup}", card=used, amount=amount)
         assert (again.status, again.decline) == (BankStatus.DECLINED, decline)
-        await h.assert_books_agree()
-    finally:
-        await h.close()
+    assert sim_card.balance == 100_00 and sim_card.movements == []
+    assert len([m for m in h.sim.messages if m["mti"] == "0200" and not m["note"]]) == len(DECLINES)
 
 
 @harness_test()
@@ -388,6 +392,9 @@ async def test_sign_on_first_then_echo_keeps_the_link(bank_db):
         inbound = [m for m in h.sim.messages if m["direction"] == "in"]
         assert (inbound[0]["mti"], inbound[0]["fields"]["70"]) == ("0800", "001")
         assert service.port.connections["icbc"].ready
+        journal = await service.port.store.journal_entries()
+        assert [(r["event"], r["mti"], r["response_code"]) for r in journal[:2]] == [
+            ("sign_on", "0800", "00"), ("echo", "0800", "00")]
         card = await h.verified(service.port)
         assert (await service.port.debit_card(operation_key="e-1", card=card, amount=1)).status is BankStatus.APPROVED
         await h.assert_books_agree()

@@ -39,7 +39,7 @@ def signed_on_link(now: float = 0.0, **kw) -> L.Link:
     assert (sign_on["t"], sign_on["70"]) == ("0800", "001")
     events = link.receive_data(frame({"t": "0810", "11": sign_on["11"], "41": TERMINAL, "70": "001",
                                       "39": "00"}), now)
-    assert events == [L.SignedOn()]
+    assert [type(e) for e in events] == [L.NetworkExchange, L.SignedOn]
     return link
 
 
@@ -168,7 +168,8 @@ def test_echo_sent_when_idle_and_missing_answer_kills_the_link():
 def test_host_echo_is_answered():
     link = signed_on_link()
     link.data_to_send()
-    assert link.receive_data(frame({"t": "0800", "11": "555555", "70": "301", "7": "1123120000"}), 1.0) == []
+    (event,) = link.receive_data(frame({"t": "0800", "11": "555555", "70": "301", "7": "1123120000"}), 1.0)
+    assert event.by_host and event.response["39"] == "00"
     (answer,) = frames_of(link.data_to_send())
     assert (answer["t"], answer["11"], answer["39"], answer["70"]) == ("0810", "555555", "00", "301")
 
