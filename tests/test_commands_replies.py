@@ -176,6 +176,8 @@ def test_long_statement_is_split_five_lines_a_message(lang):
 def test_empty_statement():
     assert render(Result(Outcome.OK, params={"action": "statement", "lines": []}), "zh") == ["暂无交易记录."]
     assert render(Result(Outcome.OK, params={"action": "statement", "lines": []}), "en") == ["No transactions yet."]
+    past_the_end = Result(Outcome.OK, params={"action": "statement", "lines": [], "page": 3, "pages": 1})
+    assert "STMT" in render(past_the_end, "en")[0] and "MX" in render(past_the_end, "zh")[0]
 
 
 def test_balance_shows_withdrawable_only_when_it_differs():

@@ -156,6 +156,7 @@ _T: dict[str, dict[str, str]] = {
         "stmt.header_1": "交易明细:",
         "stmt.more": "回复 MX {next} 看下一页",
         "stmt.empty": "暂无交易记录.",
+        "stmt.no_more": "没有更多记录. 发送 MX 查看最近交易.",
         "stmt.pending": "(处理中)",
         "stmt.voided": "(已撤销)",
         "stmt.card": "银行卡",
@@ -179,7 +180,7 @@ _T: dict[str, dict[str, str]] = {
         "bare.topup": "充值", "bare.withdraw": "提现", "bare.pay": "支付",
         "bare.send": "转账", "bare.airtime": "充话费", "bare.cash_in": "现金存入",
         "bare.refund": "退款", "bare.receive": "收款", "bare.open": "开通手机支付",
-        "bare.confirm_open": "开通手机支付", "bare.close": "销户",
+        "bare.confirm_open": "开通手机支付", "bare.close": "销户 (余额退回银行卡)",
         "bare.change_pin": "修改支付密码", "bare.freeze": "冻结账户",
         "bare.unfreeze": "解冻账户", "bare.balance": "查询余额",
         "bare.statement": "查询明细", "bare.lang": "切换语言", "bare.cancel": "取消",
@@ -277,6 +278,7 @@ _T: dict[str, dict[str, str]] = {
         "stmt.header_1": "Statement:",
         "stmt.more": "Send STMT {next} for more",
         "stmt.empty": "No transactions yet.",
+        "stmt.no_more": "No more transactions. Send STMT for the latest.",
         "stmt.pending": " (pending)",
         "stmt.voided": " (void)",
         "stmt.card": "card",
@@ -299,7 +301,7 @@ _T: dict[str, dict[str, str]] = {
         "bare.topup": "top up", "bare.withdraw": "withdraw", "bare.pay": "pay",
         "bare.send": "send money", "bare.airtime": "buy airtime", "bare.cash_in": "deposit cash",
         "bare.refund": "refund", "bare.receive": "receive money", "bare.open": "open a wallet",
-        "bare.confirm_open": "open a wallet", "bare.close": "close your wallet",
+        "bare.confirm_open": "open a wallet", "bare.close": "close your wallet (balance back to your card)",
         "bare.change_pin": "change your PIN", "bare.freeze": "freeze your wallet",
         "bare.unfreeze": "unfreeze your wallet", "bare.balance": "check your balance",
         "bare.statement": "get a statement", "bare.lang": "change language", "bare.cancel": "cancel",
@@ -744,7 +746,7 @@ def _statement(c: _Context) -> list[str]:
         raise TypeError("lines")
     page, pages = p.get("page", 1), p.get("pages")
     if not lines:
-        return [c.t["stmt.empty"]]
+        return [c.t["stmt.no_more" if _is_count(page) and page > 1 else "stmt.empty"]]
 
     def newest_first(line: Any) -> str:
         at = _line_field(line, "at")
