@@ -579,3 +579,14 @@ def test_give_up_waits_for_the_part_in_flight_then_decides():
     events = smsc.respond(throttled, status=P.ESME_RTHROTTLED)
     assert [type(e) for e in events] == [SubmitResult, SubmitFailed]
     assert session.pending_messages == 0
+
+
+def test_data_sm_mo_is_handled_like_deliver_sm():
+    session, smsc, _ = bound()
+    [mo] = smsc.send("data_sm", seq=88, source_addr=A, destination_addr=SERVICE, data_coding=0,
+                     message_payload=b"1", ussd_service_op=0x12, its_session_info=0x0302)
+    assert (mo.text, mo.ussd.service_op, mo.ussd.session_info) == ("1", 0x12, 0x0302)
+    assert smsc.pdus() == []
+    session.ack_deliver(88)
+    resp = smsc.one("data_sm_resp")
+    assert (resp.sequence, resp.status) == (88, 0)

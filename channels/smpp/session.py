@@ -558,18 +558,19 @@ class EsmeSession:
         pass  # no response is defined for alert_notification
 
     def _on_data_sm(self, pdu, events):
-        self._send("data_sm_resp", pdu.sequence, P.ESME_RINVCMDID)
-        events.append(ProtocolWarning("data_sm refused; configure the SMSC for deliver_sm"))
+        # Some SMSCs deliver MO and USSD as data_sm: same handling, data_sm_resp.
+        self._on_deliver_sm(pdu, events, "data_sm_resp")
 
-    def _on_deliver_sm(self, pdu, events):
+    def _on_deliver_sm(self, pdu, events, response: str = "deliver_sm_resp"):
         if self.state != SessionState.BOUND:
-            self._send("deliver_sm_resp", pdu.sequence, P.ESME_RINVBNDSTS)
+            self._send(response, pdu.sequence, P.ESME_RINVBNDSTS)
             return
         esm_class = pdu.esm_class or 0
         source = pdu.source_addr or ""
         destination = pdu.destination_addr or ""
+        body = getattr(pdu, "short_message", None) or pdu.message_payload or b""
         if esm_class & P.ESM_CLASS_DELIVERY_RECEIPT or pdu.receipted_message_id:
-            self._receipt(pdu, source, pdu.short_message or pdu.message_payload or b"", events)
+            self._receipt(pdu, source, body, events, response)
             return
         decoded = decode_message(pdu)   # never raises: bad octets become U+FFFD
         ussd = None
@@ -590,7 +591,7 @@ class EsmeSession:
                 if full is None:
                     # Not the completing part: acknowledge now (see module docstring).
                     self._partial_started.setdefault(concat_key, self._now())
-                    self._send("deliver_sm_resp", pdu.sequence)
+                    self._send(response, pdu.sequence)
                     return
                 self._partial_started.pop(concat_key, None)
                 text = full
@@ -598,7 +599,7 @@ class EsmeSession:
                            concat_key[2] if concat_key else "",
                            ussd.session_info if ussd else "",
                            pdu.user_message_reference if pdu.user_message_reference is not None else "")
-        self._pending_delivers[pdu.sequence] = "deliver_sm_resp"
+        self._pending_delivers[pdu.sequence] = response
         if concat_key is not None:
             self._multipart_of[pdu.sequence] = (concat_key, text)
         events.append(MessageReceived(
@@ -606,16 +607,16 @@ class EsmeSession:
             destination=destination, text=text, data_coding=pdu.data_coding or 0,
             smsc_message_key=key, ussd=ussd, parts=parts))
 
-    def _receipt(self, pdu, source: str, payload: bytes, events: list[Event]) -> None:
+    def _receipt(self, pdu, source: str, payload: bytes, events: list[Event], response: str) -> None:
         try:
             receipt = receipt_from_tlvs(pdu.receipted_message_id, pdu.message_state,
                                         pdu.network_error_code, payload)
         except ReceiptFormatError as exc:
             # A receipt we cannot read stays unreadable on retry: take it off the SMSC.
-            self._send("deliver_sm_resp", pdu.sequence)
+            self._send(response, pdu.sequence)
             events.append(ProtocolWarning(f"unreadable delivery receipt acknowledged: {exc}"))
             return
-        self._pending_delivers[pdu.sequence] = "deliver_sm_resp"
+        self._pending_delivers[pdu.sequence] = response
         events.append(ReceiptReceived(
             sequence=pdu.sequence, connection=self.connection, message_id=receipt.message_id,
             state=receipt.state, error=receipt.error, receipt=receipt,
