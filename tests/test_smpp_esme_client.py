@@ -186,6 +186,9 @@ def test_bind_and_submit(smsc, started):
     assert ids == ["000001F1", "000001F2"]
     assert [s.destination_addr for s in smsc.submits] == [A, A]
     assert [r.message_id for r in app.results] == ids
+    status = svc.bind.status()
+    assert status["bound"] and status["pending_messages"] == 0
+    assert status["counters"]["mt_accepted"] == 1 and status["counters"]["mt_parts"] == 2
 
 
 @pytest_twisted.inlineCallbacks
@@ -289,6 +292,7 @@ def test_dead_smsc_is_detected_by_enquire_link_and_replaced(smsc, started):
     mute.dataReceived = lambda data: None      # the SMSC process hangs
     yield until(lambda: len(smsc.binds) == 2 and svc.is_bound)
     assert app.down == [svc.bind]
+    assert svc.bind.counters["link_dead"] == 1
 
 
 @pytest_twisted.inlineCallbacks

@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol as TypingProtocol
 
@@ -127,6 +128,9 @@ class EsmeBind:
         self._waiting: dict[Any, _Submission] = {}
         self._closed_waiters: list[defer.Deferred] = []
         self._was_bound = False
+        #: Running totals for operations pages: mo, dlr, mt_accepted, mt_parts,
+        #: mt_failed, throttled, binds, bind_failures, link_dead, disconnects.
+        self.counters: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"<EsmeBind {self.name} {self.session.state}>"
@@ -140,6 +144,12 @@ class EsmeBind:
     @property
     def connected(self) -> bool:
         return self._protocol is not None
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for operations (no message content)."""
+        return {"name": self.name, "state": self.session.state, "bound": self.is_bound,
+                "pending_messages": self.session.pending_messages, "queued_parts": self.session.queued,
+                "counters": dict(self.counters)}
 
     def submit(self, destination: str, text: str, *, handle: Any = None, ussd: UssdInfo | None = None,
                registered_delivery: bool | None = None) -> defer.Deferred:
@@ -214,6 +224,7 @@ class EsmeBind:
         self.session.connection_lost()
         if not was_bound:
             self.consecutive_failures += 1
+        self.counters["disconnects"] += 1
         log.info("smpp disconnected bind={bind} reason={reason}", bind=self.name,
                  reason=reason.getErrorMessage() if reason is not None else "closed")
         self._schedule()
@@ -280,15 +291,18 @@ class EsmeBind:
     def _event_Bound(self, event: Bound) -> None:
         self._was_bound = True
         self.consecutive_failures = 0
+        self.counters["binds"] += 1
         log.info("smpp bound bind={bind} smsc={smsc}", bind=self.name, smsc=event.system_id)
         self._call_app("link_up", self)
 
     def _event_BindFailed(self, event: BindFailed) -> None:
+        self.counters["bind_failures"] += 1
         log.warn("smpp bind failed bind={bind} status={status} reason={reason}",
                  bind=self.name, status=event.status, reason=event.reason)
 
     def _event_LinkDead(self, event: LinkDead) -> None:
         self._abort = True
+        self.counters["link_dead"] += 1
         log.warn("smpp link dead bind={bind} reason={reason}", bind=self.name, reason=event.reason)
 
     def _event_Unbound(self, event: Unbound) -> None:
@@ -298,6 +312,7 @@ class EsmeBind:
                  bind=self.name, by_smsc=event.by_smsc, reason=event.reason)
 
     def _event_Throttled(self, event: Throttled) -> None:
+        self.counters["throttled"] += 1
         log.warn("smpp throttled bind={bind} status=0x{status:02x} delay={delay}",
                  bind=self.name, status=event.status, delay=event.delay)
 
@@ -310,6 +325,7 @@ class EsmeBind:
                  total=event.total_parts)
 
     def _event_MessageReceived(self, event: MessageReceived) -> None:
+        self.counters["mo"] += 1
         log.info("smpp mo bind={bind} msisdn={msisdn} length={length} keyword={keyword} "
                  "parts={parts} ussd_op={ussd_op}", bind=self.name, msisdn=mask(event.msisdn),
                  length=len(event.text), keyword=log_keyword(event.text), parts=event.parts,
@@ -332,6 +348,7 @@ class EsmeBind:
         self._flush()
 
     def _event_ReceiptReceived(self, event: ReceiptReceived) -> None:
+        self.counters["dlr"] += 1
         log.info("smpp dlr bind={bind} msisdn={msisdn} message_id={message_id} state={state} err={err}",
                  bind=self.name, msisdn=mask(event.msisdn), message_id=event.message_id,
                  state=event.state, err=event.error)
@@ -342,6 +359,8 @@ class EsmeBind:
         self._call_app("submit_result", self, event)
 
     def _event_MessageAccepted(self, event: MessageAccepted) -> None:
+        self.counters["mt_accepted"] += 1
+        self.counters["mt_parts"] += len(event.message_ids)
         sub = self._waiting.pop(event.handle, None)
         if sub is None:
             return
@@ -352,6 +371,7 @@ class EsmeBind:
         sub.deferred.callback(list(event.message_ids))
 
     def _event_SubmitFailed(self, event: SubmitFailed) -> None:
+        self.counters["mt_failed"] += 1
         sub = self._waiting.pop(event.handle, None)
         if sub is None:
             return

@@ -101,6 +101,10 @@ class EsmePool(MultiService):
     def bound(self) -> list[EsmeBind]:
         return [b for b in self.binds if b.is_bound]
 
+    def status(self) -> list[dict[str, Any]]:
+        """Per-bind snapshots for operations pages."""
+        return [b.status() for b in self.binds]
+
     @property
     def held(self) -> int:
         """Submissions waiting for any bind to come up."""
