@@ -103,7 +103,7 @@ class EsmeConfig:
     service_type: str = ""
     window: int = 10
     response_timeout: float = 10.0
-    enquire_link_interval: float = 30.0
+    enquire_link_interval: float = 15.0
     unbind_timeout: float = 2.0
     throttle_backoff_initial: float = 1.0
     throttle_backoff_max: float = 30.0
