@@ -590,3 +590,27 @@ def test_data_sm_mo_is_handled_like_deliver_sm():
     session.ack_deliver(88)
     resp = smsc.one("data_sm_resp")
     assert (resp.sequence, resp.status) == (88, 0)
+
+
+def test_unknown_tlv_does_not_abort_the_parse():
+    session, smsc, _ = bound()
+    raw = P.encode_pdu("deliver_sm", 70, source_addr=A, destination_addr=SERVICE, short_message=b"YE")
+    raw += bytes.fromhex("1400 0003 abcdef".replace(" ", ""))   # vendor TLV
+    raw = (len(raw)).to_bytes(4, "big") + raw[4:]
+    [mo] = smsc.send_raw(raw)
+    assert mo.text == "YE" and mo.sequence == 70
+
+
+def test_long_ucs2_mt_splits_on_whole_characters():
+    session, smsc, _ = bound()
+    text = "付款成功😀" * 30                      # surrogate pairs included
+    handles = session.submit(A, text, handle="zh")
+    assert len(handles) > 1
+    joined = []
+    for _ in handles:
+        sm = smsc.one("submit_sm")
+        assert sm.data_coding == 8 and sm.esm_class & 0x40
+        decoded = decode_short_message(sm.short_message, sm.data_coding, sm.esm_class)
+        joined.append(decoded.text)
+        smsc.respond(sm, message_id=str(sm.sequence))
+    assert "".join(joined) == text
