@@ -196,6 +196,7 @@ class BankConnection:
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.callback(self)
+        self._event(L.SignedOn())
 
     def _protocol_gone(self, protocol: BankLinkProtocol) -> None:
         if self._protocol is protocol:

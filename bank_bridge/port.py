@@ -171,7 +171,7 @@ class IsoBankPort:
             expiry = validate_expiry(expiry)
         except InvalidCardData:
             return CardVerification(BankStatus.DECLINED, decline=BankDecline.INVALID_CARD)
-        route = self._route(pan[:6])
+        route = self._route(pan)
         if route is None:
             log.info("verify_card: no bank for card %s", mask_pan(pan))
             return CardVerification(BankStatus.DECLINED, decline=BankDecline.INVALID_CARD)
@@ -416,6 +416,9 @@ class IsoBankPort:
     # -- link events ----------------------------------------------------------
 
     def _link_event(self, bank_code: str, event: object) -> None:
+        if isinstance(event, L.SignedOn):
+            self._wake()                # queued reversals go out as soon as the link is back
+            return
         now = self.reactor.seconds()
         route = self.routes[bank_code]
         if isinstance(event, L.UnmatchedResponse):
@@ -459,12 +462,13 @@ class IsoBankPort:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _route(self, bin_: str) -> BankRoute | None:
+    def _route(self, number: str) -> BankRoute | None:
+        """The bank whose longest configured BIN prefix matches `number`."""
         best: BankRoute | None = None
         best_len = 0
         for route in self.routes.values():
             for prefix in route.bins:
-                if bin_.startswith(prefix) and len(prefix) > best_len:
+                if number.startswith(prefix) and len(prefix) > best_len:
                     best, best_len = route, len(prefix)
         return best
 

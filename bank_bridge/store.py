@@ -59,6 +59,27 @@ class BankStore:
                                       .where(bank_operations.c.rrn == rrn))).first()
         return dict(row._mapping) if row is not None else None
 
+    async def operations_by_rrn(self, rrns: list[str]) -> list[dict[str, Any]]:
+        if not rrns:
+            return []
+        found: list[dict[str, Any]] = []
+        async with self.engine.connect() as conn:
+            for i in range(0, len(rrns), 500):
+                rows = (await conn.execute(sa.select(bank_operations)
+                                           .where(bank_operations.c.rrn.in_(rrns[i:i + 500])))).all()
+                found.extend(dict(r._mapping) for r in rows)
+        return found
+
+    async def operations_created_between(self, bank_code: str, start: datetime,
+                                         end: datetime) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(bank_operations)
+                .where(bank_operations.c.bank_code == bank_code, bank_operations.c.created_at >= start,
+                       bank_operations.c.created_at < end)
+                .order_by(bank_operations.c.created_at))).all()
+        return [dict(r._mapping) for r in rows]
+
     async def insert_operation(self, operation: dict[str, Any], journal: dict[str, Any]) -> bool:
         """Record a new operation (and its journal line) before anything is
         sent. False if the operation_key is already known."""

@@ -463,3 +463,30 @@ async def test_malformed_messages_from_the_host_do_not_lose_the_request(bank_db)
 
 async def _count_refused(store, n) -> bool:
     return len(await store.journal_entries(event="refused")) >= n
+
+
+@harness_test(timeout=0.3)
+async def test_settlement_file_reconciles_with_the_bridge_records(h, port):
+    from datetime import datetime, timezone
+
+    from bank_bridge.reconciliation import SettlementFileError, parse_settlement_file, reconcile
+    card = await h.verified(port)
+    assert (await port.debit_card(operation_key="r-1", card=card, amount=10_00)).status is BankStatus.APPROVED
+    assert (await port.credit_card(operation_key="r-2", card=card, amount=3_00)).status is BankStatus.APPROVED
+    assert (await port.debit_card(operation_key="r-3", card=card, amount=999_00)).status is BankStatus.DECLINED
+    h.sim.faults.update({"answer_after": 0.6, "mtis": ["0200"]})
+    assert (await port.debit_card(operation_key="r-4", card=card, amount=7_00)).status is BankStatus.UNKNOWN
+    await eventually(lambda: h.resolver.calls == [("r-4", False)])
+    h.sim.faults.clear()
+    today = datetime.now(timezone.utc).date()
+    rows = parse_settlement_file(h.sim.settlement_csv(today.isoformat()))
+    report = await reconcile(port.store, rows, bank_code="icbc", business_date=today)
+    assert report.ok and len(report.matched) == 2
+    # a row the bank lost and a row we never approved both show up
+    tampered = parse_settlement_file(h.sim.settlement_csv(today.isoformat()))[1:]
+    stranger = tampered[0].__class__(**{**tampered[0].__dict__, "rrn": "000000000000"})
+    report = await reconcile(port.store, tampered + [stranger], bank_code="icbc", business_date=today)
+    assert [op["operation_key"] for op in report.missing_at_bank] == ["r-1"]
+    assert report.unknown_to_us == [stranger] and not report.ok
+    with pytest.raises(SettlementFileError):
+        parse_settlement_file("date,stan\n1,2\n")
