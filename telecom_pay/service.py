@@ -68,6 +68,7 @@ class PaymentService:
         self.system: dict[str, int] = {}
         self.merchant_names: dict[str, dict[str, str]] = {}
         self.notifiers: list[Notifier] = []
+        self.in_doubt_listeners: list[Callable[[OperationRecord, bool], Awaitable[None]]] = []
         if bank is not None:
             bank.set_resolver(self)
 
@@ -112,6 +113,11 @@ class PaymentService:
         """Channels register to tell subscribers of events they did not ask
         about in that moment (P2P received, a delayed bank answer)."""
         self.notifiers.append(fn)
+
+    def add_in_doubt_listener(self, fn: Callable[[OperationRecord, bool], Awaitable[None]]) -> None:
+        """Components that started bank operations of their own (settlement)
+        hear how an in-doubt one ended."""
+        self.in_doubt_listeners.append(fn)
 
     async def _notify(self, msisdn: str, result: Result) -> None:
         for fn in self.notifiers:
@@ -646,6 +652,8 @@ class PaymentService:
         except (UnknownOperation, AlreadyResolved) as exc:
             log.warn("in-doubt resolution of {key} ignored: {exc}", key=operation_key, exc=exc)
             return
+        for listener in self.in_doubt_listeners:
+            await listener(rec, approved)
         w = await self.ledger.read(lambda conn: acct.get_account(conn, rec.account_id)) if rec.account_id else None
         if w is None or w.msisdn is None:
             return
@@ -680,6 +688,26 @@ class PaymentService:
                                  card_type=card.card_type, bank_code=card.bank_code,
                                  actor=actor or f"msisdn:{msisdn}", channel=channel)
             return Result(Outcome.OK, params={"action": "bind_card", "last4": card.last4, "card_type": card.card_type})
+        return await self._run(job)
+
+    async def bind_merchant_account(self, merchant_code: str, pan: str, expiry: str) -> Result:
+        """The account settlement pays a merchant into, verified by its bank."""
+        code = merchant_code.upper()
+        if self.bank is None:
+            return Result(Outcome.BANK_UNAVAILABLE)
+        m = await self.ledger.read(lambda conn: acct.find_merchant(conn, code))
+        if m is None:
+            return Result(Outcome.UNKNOWN_MERCHANT)
+        v = await self.bank.verify_card(pan=pan, expiry=expiry, holder_msisdn="")
+        if v.status is not BankStatus.APPROVED or v.card is None:
+            return Result(Outcome.BANK_DECLINED, params={"action": "bind_card",
+                                                         "reason": (v.decline or BankDecline.OTHER).value})
+        card = v.card
+
+        async def job(conn):
+            await acct.bind_card(conn, m.id, token=card.token, last4=card.last4, bin=card.bin,
+                                 card_type=card.card_type, bank_code=card.bank_code, actor="admin", channel="admin")
+            return Result(Outcome.OK, params={"action": "bind_card", "last4": card.last4})
         return await self._run(job)
 
     async def unbind_card(self, msisdn: str, *, channel: str, actor: str | None = None) -> Result:

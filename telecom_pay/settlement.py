@@ -1,0 +1,241 @@
+"""Merchant / SP settlement: for a business day (T+1 by default) each
+merchant gets one batch netting its payments minus refunds minus its fees,
+with a statement, paid out through the bank port to the merchant's bound
+settlement account, or marked for a file payout.
+
+Exactly once: a batch is unique per (merchant, day); its payout is a pending
+ledger operation (merchant -> bank settlement) whose key names the attempt;
+a new attempt is made only after the previous one was definitively declined
+(voided), never while one is in doubt.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from twisted.logger import Logger
+
+from telecom_pay import accounts as acct
+from telecom_pay.bank_port import BankStatus, CardRef
+from telecom_pay.ledger.ledger import Leg, OperationRequest, utcnow
+from telecom_pay.ledger.tables import MERCHANT, T_POSTED, accounts, operations, transfers
+from telecom_pay.service import PaymentService
+
+log = Logger(namespace="telecom_pay.settlement")
+
+metadata = sa.MetaData()
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+settlement_batches = sa.Table(
+    "settlement_batches", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("merchant_id", Id, nullable=False),
+    sa.Column("business_date", sa.Date, nullable=False),
+    sa.Column("payments", sa.Integer, nullable=False),
+    sa.Column("gross", sa.BigInteger, nullable=False),
+    sa.Column("refunds", sa.BigInteger, nullable=False),
+    sa.Column("fees", sa.BigInteger, nullable=False),
+    sa.Column("net", sa.BigInteger, nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),      # bank | file
+    sa.Column("state", sa.String(10), nullable=False),      # created | paying | paid | failed | file | empty
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("operation_key", sa.String(160)),
+    sa.Column("payout_ref", sa.String(12)),
+    sa.Column("error", sa.String(200)),
+    sa.Column("statement", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("merchant_id", "business_date", name="uq_settlement_merchant_day"),
+)
+# the FK to accounts lives in the migration; here the column is enough
+settlement_batches.c.merchant_id.append_foreign_key(sa.ForeignKey(accounts.c.id))
+
+CREATED, PAYING, PAID, FAILED, FILE, EMPTY = "created", "paying", "paid", "failed", "file", "empty"
+
+
+class SettlementError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    merchant_code: str
+    business_date: date
+    state: str
+    payments: int
+    gross: int
+    refunds: int
+    fees: int
+    net: int
+    payout_ref: str | None
+    note: str = ""
+
+
+class Settlement:
+    def __init__(self, service: PaymentService, *, delay_days: int = 1, file_dir: str | Path = "var/settlement"):
+        self.service = service
+        self.ledger = service.ledger
+        self.delay_days = delay_days
+        self.file_dir = Path(file_dir)
+        service.add_in_doubt_listener(self._in_doubt_resolved)
+
+    def window(self, day: date) -> tuple[datetime, datetime]:
+        start = datetime.combine(day, time(0), tzinfo=self.service.tz)
+        return start, start + timedelta(days=1)
+
+    async def run(self, day: date, *, merchant_code: str | None = None) -> list[BatchReport]:
+        """Settle `day` for every merchant (or one). Safe to run again: paid
+        batches are reported, failed ones retried, in-doubt ones left alone."""
+        today = self.service.clock().astimezone(self.service.tz).date()
+        if day > today - timedelta(days=self.delay_days):
+            raise SettlementError(f"{day} is not settleable yet (T+{self.delay_days}: from "
+                                  f"{day + timedelta(days=self.delay_days)})")
+        async def merchants(conn):
+            q = sa.select(accounts).where(accounts.c.kind == MERCHANT)
+            if merchant_code:
+                q = q.where(accounts.c.code == merchant_code.upper())
+            return (await conn.execute(q.order_by(accounts.c.code))).all()
+        rows = await self.ledger.read(merchants)
+        if merchant_code and not rows:
+            raise SettlementError(f"unknown merchant {merchant_code}")
+        reports = []
+        for m in rows:
+            batch = await self._batch(m, day)
+            reports.append(await self._pay(m, batch))
+        return reports
+
+    async def _batch(self, merchant, day: date):
+        """The day's batch, created from the ledger on first run."""
+        start, end = self.window(day)
+
+        async def job(conn):
+            existing = (await conn.execute(sa.select(settlement_batches).where(
+                settlement_batches.c.merchant_id == merchant.id,
+                settlement_batches.c.business_date == day))).first()
+            if existing is not None:
+                return existing
+            t, o = transfers, operations
+            in_window = sa.and_(o.c.created_at >= start, o.c.created_at < end, t.c.state == T_POSTED,
+                                o.c.kind.in_(("payment", "refund")))
+            legs = (await conn.execute(sa.select(t.c.kind, t.c.amount, t.c.debit_account_id, t.c.credit_account_id,
+                                                 o.c.ref, o.c.kind.label("op_kind"))
+                                       .join(o, o.c.id == t.c.operation_id).where(
+                in_window, sa.or_(t.c.debit_account_id == merchant.id, t.c.credit_account_id == merchant.id))
+                .order_by(o.c.id))).all()
+            gross = sum(l.amount for l in legs if l.kind == "payment" and l.credit_account_id == merchant.id)
+            refunds = sum(l.amount for l in legs if l.kind == "refund" and l.debit_account_id == merchant.id)
+            fees = sum(l.amount for l in legs if l.kind == "fee" and l.debit_account_id == merchant.id)
+            payments = len({l.ref for l in legs if l.kind == "payment"})
+            net = gross - refunds - fees
+            method = "file" if self._merchant_config(merchant.code).get("payout") == "file" else "bank"
+            now = utcnow()
+            statement = {"merchant": merchant.code, "business_date": day.isoformat(), "payments": payments,
+                         "gross": gross, "refunds": refunds, "fees": fees, "net": net,
+                         "refs": sorted({l.ref for l in legs})}
+            await conn.execute(settlement_batches.insert().values(
+                merchant_id=merchant.id, business_date=day, payments=payments, gross=gross, refunds=refunds,
+                fees=fees, net=net, method=method, state=CREATED if net > 0 else EMPTY, statement=statement,
+                created_at=now, updated_at=now))
+            return (await conn.execute(sa.select(settlement_batches).where(
+                settlement_batches.c.merchant_id == merchant.id,
+                settlement_batches.c.business_date == day))).first()
+        return await self.ledger.write(job)
+
+    def _merchant_config(self, code: str) -> dict:
+        return next((m for m in self.service.settings.merchants if m.get("code", "").upper() == code), {})
+
+    async def _pay(self, merchant, batch) -> BatchReport:
+        if batch.state in (CREATED, FAILED):
+            if batch.method == "file":
+                batch = await self._file_payout(merchant, batch)
+            else:
+                batch = await self._bank_payout(merchant, batch)
+        note = {PAID: "paid", FILE: "in payout file", EMPTY: "nothing to pay", PAYING: "bank answer pending",
+                FAILED: f"payout failed: {batch.error}"}.get(batch.state, batch.state)
+        return BatchReport(merchant.code, batch.business_date, batch.state, batch.payments, batch.gross,
+                           batch.refunds, batch.fees, batch.net, batch.payout_ref, note)
+
+    async def _start_attempt(self, merchant, batch, *, pending: bool):
+        """Book the payout (pending for the bank, posted for a file) under a
+        key naming the attempt, and mark the batch, in one job."""
+        key = f"settle:{merchant.code}:{batch.business_date.isoformat()}:{batch.attempts + 1}"
+
+        async def job(conn):
+            rec = await self.ledger.book(conn, OperationRequest(
+                key=key, kind="settlement", pending=pending, channel="settlement", actor="settlement",
+                account_id=merchant.id, legs=(Leg(merchant.id, self.service.system["bank_settlement"], batch.net,
+                                                  "settlement"),),
+                details={"business_date": batch.business_date.isoformat()}))
+            await conn.execute(settlement_batches.update().where(settlement_batches.c.id == batch.id).values(
+                state=PAYING if pending else FILE, attempts=batch.attempts + 1, operation_key=key,
+                payout_ref=rec.ref, error=None, updated_at=utcnow()))
+            return rec
+        return key, await self.ledger.write(job)
+
+    async def _bank_payout(self, merchant, batch):
+        card = await self.ledger.read(lambda conn: acct.active_card(conn, merchant.id))
+        if card is None:
+            return await self._set_state(batch.id, FAILED, "no settlement account bound")
+        if self.service.bank is None:
+            return await self._set_state(batch.id, FAILED, "bank unavailable")
+        try:
+            key, _ = await self._start_attempt(merchant, batch, pending=True)
+        except Exception as exc:       # e.g. the merchant account no longer holds the net
+            return await self._set_state(batch.id, FAILED, str(exc))
+        answer = await self.service.bank.credit_card(
+            operation_key=key, card=CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code),
+            amount=batch.net)
+        if answer.status is BankStatus.APPROVED:
+            await self.ledger.post(key)
+            return await self._set_state(batch.id, PAID)
+        if answer.status is BankStatus.DECLINED:
+            await self.ledger.void(key)
+            return await self._set_state(batch.id, FAILED, f"declined {answer.response_code or answer.decline}")
+        return await self._get(batch.id)        # in doubt: the bridge resolves it
+
+    async def _file_payout(self, merchant, batch):
+        _, rec = await self._start_attempt(merchant, batch, pending=False)
+        self.file_dir.mkdir(parents=True, exist_ok=True)
+        path = self.file_dir / f"payouts-{batch.business_date.isoformat()}.csv"
+        new = not path.exists()
+        with path.open("a", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(["business_date", "merchant_code", "merchant_name", "net", "reference"])
+            w.writerow([batch.business_date.isoformat(), merchant.code, merchant.name, batch.net, rec.ref])
+        return await self._get(batch.id)
+
+    async def _in_doubt_resolved(self, rec, approved: bool) -> None:
+        if rec.kind != "settlement":
+            return
+        async def job(conn):
+            await conn.execute(settlement_batches.update().where(
+                settlement_batches.c.operation_key == rec.key).values(
+                state=PAID if approved else FAILED, error=None if approved else "bank did not answer; reversed",
+                updated_at=utcnow()))
+        await self.ledger.write(job)
+
+    async def _set_state(self, batch_id: int, state: str, error: str | None = None):
+        async def job(conn):
+            await conn.execute(settlement_batches.update().where(settlement_batches.c.id == batch_id).values(
+                state=state, error=error[:200] if error else None, updated_at=utcnow()))
+        await self.ledger.write(job)
+        return await self._get(batch_id)
+
+    async def _get(self, batch_id: int):
+        return await self.ledger.read(lambda conn: _first(conn, sa.select(settlement_batches).where(
+            settlement_batches.c.id == batch_id)))
+
+    async def batches(self, day: date) -> list:
+        return await self.ledger.read(lambda conn: _all(conn, sa.select(settlement_batches).where(
+            settlement_batches.c.business_date == day).order_by(settlement_batches.c.id)))
+
+
+async def _first(conn, q):
+    return (await conn.execute(q)).first()
+
+
+async def _all(conn, q):
+    return (await conn.execute(q)).all()
