@@ -614,3 +614,17 @@ def test_long_ucs2_mt_splits_on_whole_characters():
         joined.append(decoded.text)
         smsc.respond(sm, message_id=str(sm.sequence))
     assert "".join(joined) == text
+
+
+def test_late_redelivery_of_a_completed_multipart_is_acked_and_forgotten():
+    session, smsc, clock = bound(reassembly_timeout=20, enquire_link_interval=1000)
+    udh = lambda seq: bytes([5, 0, 3, 7, 2, seq])
+    smsc.deliver(udh(1) + b"one ", esm_class=0x40)
+    [mo] = smsc.deliver(udh(2) + b"two", esm_class=0x40, seq=31)
+    session.ack_deliver(31)
+    smsc.pdus()
+    assert smsc.deliver(udh(1) + b"one ", esm_class=0x40, seq=32) == []   # the SMSC missed our ack
+    assert smsc.one("deliver_sm_resp").sequence == 32
+    assert advance(clock, session, 20) == []
+    deadline = session.next_deadline()
+    assert deadline is None or deadline > clock.seconds()

@@ -882,6 +882,13 @@ class EsmeSession:
         for (source, destination, total), ref, received in self._reassembler.expire():
             self._partial_started.pop((source, destination, ref, total), None)
             events.append(IncompleteMessage(source, destination, received, total))
+        # Entries for parts the reassembler ignored (late re-deliveries of a
+        # completed message) never expire there: prune them here.
+        timeout = self.config.reassembly_timeout
+        if not len(self._reassembler):
+            self._partial_started.clear()
+        for key in [k for k, t in self._partial_started.items() if now - t >= timeout]:
+            del self._partial_started[key]
         for key in [k for k, (_, exp) in self._redeliver.items() if exp <= now]:
             del self._redeliver[key]
         give_up = self.config.give_up
