@@ -261,7 +261,8 @@ class EsmeBind:
                 self._timer.cancel()
             self._timer = None
             return
-        delay = max(0.0, deadline - self.clock.seconds())
+        # A deadline already due runs after 1 ms, never in a tight loop.
+        delay = max(0.001, deadline - self.clock.seconds())
         if self._timer is not None and self._timer.active():
             if abs(self._timer.getTime() - deadline) < 1e-6:
                 return
