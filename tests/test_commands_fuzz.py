@@ -184,6 +184,24 @@ def test_pin_round_trip(data, old, new):
 
 
 @FUZZ
+@given(st.data(), st.sampled_from(sorted(w for w, n in SPELLINGS.items()
+                                         if n not in ("help", "lang") and w != "?")))
+def test_bare_keyword_round_trip(data, spelling):
+    """Every keyword alone, typed any which way, names its command (or, for
+    a command that needs arguments, is refused as that command)."""
+    draw = data.draw
+    text = layout(draw, [spell(draw, [spelling])])
+    if draw(st.booleans()):
+        text = draw(st.sampled_from(["【", "“", "\u200b", "  "])) + text
+    try:
+        cmd = parse(text)
+    except ParseError as err:
+        assert (err.kind, err.command) == ("malformed", SPELLINGS[spelling])
+    else:
+        assert cmd.name == SPELLINGS[spelling]
+
+
+@FUZZ
 @given(st.data(), st.integers(min_value=1, max_value=999))
 def test_statement_page_round_trip(data, page):
     draw = data.draw

@@ -93,6 +93,20 @@ def test_pay_chinese_keyword_without_space():
     assert (cmd.name, cmd.merchant_code, cmd.amount) == ("pay", "M001", 1250)
 
 
+@pytest.mark.parametrize("text", ["支付M001，12.5", "支付，M001，12。5", "ZF M001,12.50", "ZF:M001:12.5",
+                                  "支付M001、12.5元。", "ZF M001 12。50"])
+def test_pay_with_chinese_punctuation(text):
+    cmd = parse(text)
+    assert (cmd.name, cmd.merchant_code, cmd.amount, cmd.reference) == ("pay", "M001", 1250, None)
+
+
+@pytest.mark.parametrize("text", ["ZF M001 1,000", "ZF M001 1，000", "ZF M001,1,000", "CZ 1,000.50"])
+def test_thousands_separators_are_refused_not_split(text):
+    with pytest.raises(ParseError) as info:
+        parse(text)
+    assert info.value.detail == "amount"
+
+
 def test_pay_reference_keeps_case_and_limit():
     assert parse("ZF M001 1 AbC").reference == "AbC"
     assert parse("ZF M001 1 " + "x" * 32).reference == "x" * 32

@@ -28,10 +28,13 @@ MAX_REFERENCE = 32
 MAX_PAGE = 999
 
 # Separators between words: whitespace (NFKC already made U+3000 a space),
-# the ideographic enumeration comma, semicolons, colons, and commas that are
-# not inside a number (`1,000` stays one token and is refused as an amount,
-# never read as 1 and 000).
-_SEPARATORS = re.compile(r"[\s、;:]+|(?<!\d),|,(?!\d)")
+# the ideographic comma and full stop, semicolons, colons, and commas, except
+# a comma that looks like a thousands separator (`1,000` stays one token and
+# is refused as an amount, never read as 1 and 000; `M001,12.5` splits).
+_SEPARATORS = re.compile(r"[\s、;:。]+|(?<!\d),|,(?!\d{3}(?!\d))")
+# A Chinese IME in Chinese-punctuation mode types `。` for `.`: between two
+# digits it can only be a decimal point (`12。50`).
+_IME_DECIMAL = re.compile(r"(?<=\d)。(?=\d)")
 # Punctuation dropped around the whole message: sentence ends, quotes,
 # brackets. Never digits, letters, `+` or `-`, which carry meaning.
 _EDGE_PUNCTUATION = ".,;:!?'\"`~()[]{}<>·。、！？，；：“”‘’「」『』【】（）《》〈〉…—"
@@ -134,7 +137,7 @@ def parse(text: str) -> Command:
     raw = text
     folded = fold(text)
     asked = folded.startswith(("?", "¿"))          # `?`, `? ZF`: help
-    body = _EDGES.sub("", folded)
+    body = _EDGES.sub("", _IME_DECIMAL.sub(".", folded))
     tokens = _glue_currency([t for t in _SEPARATORS.split(body) if t])
     if asked:
         return _help(tokens, raw)
