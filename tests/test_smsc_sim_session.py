@@ -248,3 +248,26 @@ def test_network_initiated_ussd_menu_is_answered_with_the_echoed_session_info():
               ussd_service_op=P.USSD_USSR_REQ, its_session_info=0x0505)  # end bit set
     wire.read()
     assert not phone.ussd_session.open and phone.ussd_screens[-1].ended
+
+
+def test_deliver_sm_window_holds_back_the_rest_until_acks_come():
+    clock, sim = clock_sim(window=2)
+    wire = Wire(sim)
+    wire.send("bind_transceiver", 1, system_id="telecom-pay", password="secret")
+    wire.read()
+    acked = []
+    for i in range(5):
+        sim.handset(CUSTOMER).send(f"MSG {i}").addCallback(acked.append)
+    first = wire.read()
+    assert [decode_message(p).text for p in first] == ["MSG 0", "MSG 1"]
+    assert sim.waiting_deliveries == 3
+    wire.send("deliver_sm_resp", first[0].sequence)
+    [third] = wire.read()
+    assert decode_message(third).text == "MSG 2"
+    for pdu in (first[1], third):
+        wire.send("deliver_sm_resp", pdu.sequence)
+    rest = wire.read()
+    assert [decode_message(p).text for p in rest] == ["MSG 3", "MSG 4"]
+    for pdu in rest:
+        wire.send("deliver_sm_resp", pdu.sequence)
+    assert len(acked) == 5 and sim.waiting_deliveries == 0

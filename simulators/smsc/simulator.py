@@ -9,6 +9,7 @@ deliver_sm was not acknowledged (timeout, error status, lost connection).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time as _time
@@ -111,7 +112,7 @@ class SmscSimulator:
         self._bind_numbers = itertools.count(1)
         self._message_numbers = itertools.count(self.rng.randrange(1 << 32))
         self._round_robin = itertools.count()
-        self._waiting: deque[_Delivery] = deque()  # no receiver bound yet
+        self._waiting: deque[_Delivery] = deque()  # no receiver bound, or windows full
         self._timers: set[Any] = set()
         self._stopped = False
         self._ports: list[Any] = []
@@ -162,6 +163,7 @@ class SmscSimulator:
         return handset
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def canonical_msisdn(msisdn: str) -> str:
         """E.164 digits of a mobile number; other all-digit addresses are kept as they are."""
         try:
@@ -254,6 +256,7 @@ class SmscSimulator:
             if event.pdu.command == "unbind_resp":
                 proto.transport.loseConnection()
             self._on_response(proto, event)
+            self._pump()  # the window has room again
         elif isinstance(event, (BindRefused, MalformedPdu, RequestRejected, UnbindReceived)):
             pass  # the session has answered; the record says what happened
 
@@ -261,6 +264,7 @@ class SmscSimulator:
         item = request.context
         if isinstance(item, _Delivery):
             self._retry_or_fail(item, f"{reason} on {proto.bind_id}")
+        self._pump()
 
     # --- MT (submit_sm from the platform) -----------------------------------------------
 
@@ -333,27 +337,45 @@ class SmscSimulator:
     # --- deliver_sm towards the platform ------------------------------------------------------
 
     def _receivers(self, system_id: str | None) -> list[SmscProtocol]:
+        """Bound receivers (of ``system_id`` if given) with room in their window."""
+        window = self.config.window
         return [p for p in self._protocols.values()
-                if p.bound_at is not None and p.session.can_deliver
+                if p.bound_at is not None and p.session.can_deliver and len(p.session.outstanding) < window
                 and (system_id is None or p.system_id == system_id)]
 
-    def _dispatch(self, item: _Delivery) -> None:
+    def _dispatch(self, item: _Delivery, first: bool = False) -> None:
+        """Queue a deliver_sm (a retry at the front) and send what the windows allow."""
         if self._stopped:
             self._fail(item, "simulator stopped")
             return
-        receivers = self._receivers(item.system_id)
-        if not receivers:
+        if first:
+            self._waiting.appendleft(item)
+        else:
             self._waiting.append(item)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send waiting deliver_sm, oldest first, while some bind has room in its window."""
+        if not self._waiting:
             return
-        proto = receivers[next(self._round_robin) % len(receivers)]
-        item.attempts += 1
-        if proto.send_request("deliver_sm", item, **item.fields) is None:
-            self._waiting.append(item)
+        kept: deque[_Delivery] = deque()
+        while self._waiting:
+            item = self._waiting.popleft()
+            receivers = self._receivers(item.system_id)
+            if not receivers:
+                kept.append(item)
+                if item.system_id is None or not self._receivers(None):
+                    break  # every window is full (or nobody is bound): wait for a response
+                continue  # this account is busy; others may take the next item
+            proto = receivers[next(self._round_robin) % len(receivers)]
+            item.attempts += 1
+            if proto.send_request("deliver_sm", item, **item.fields) is None:
+                item.attempts -= 1
+                kept.append(item)
+        self._waiting.extendleft(reversed(kept))  # kept items are few: they stay first in line
 
     def _flush_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, deque()
-        for item in waiting:
-            self._dispatch(item)
+        self._pump()
 
     def _on_response(self, proto: SmscProtocol, event: ResponseReceived) -> None:
         request = event.request
@@ -383,7 +405,7 @@ class SmscSimulator:
         if item.attempts >= self.config.max_delivery_attempts:
             self._fail(item, f"{reason}; gave up after {item.attempts} attempts")
             return
-        self._call_later(self.config.redelivery_delay, self._dispatch, item)
+        self._call_later(self.config.redelivery_delay, self._dispatch, item, True)
 
     def _fail(self, item: _Delivery, reason: str) -> None:
         log.warn("SMSC sim: deliver_sm to {dest} failed: {reason}", dest=item.fields.get("destination_addr"),
