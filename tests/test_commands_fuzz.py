@@ -63,6 +63,8 @@ def check_any_text(text: str) -> None:
 @example("?\u3000")
 @example("支付" + "9" * 300)
 @example("ZZ " + "1" * 400 + " 5")
+@example("a" + "." * 17000 + "x")          # once took seconds: keep long inputs linear
+@example("a" + "\u3000" * 17000 + "x")
 def test_any_text_parses_or_is_refused(text):
     check_any_text(text)
 

@@ -37,9 +37,7 @@ _SEPARATORS = re.compile(r"[\s、;:。]+|(?<!\d),|,(?!\d{3}(?!\d))")
 _IME_DECIMAL = re.compile(r"(?<=\d)。(?=\d)")
 # Punctuation dropped around the whole message: sentence ends, quotes,
 # brackets. Never digits, letters, `+` or `-`, which carry meaning.
-_EDGE_PUNCTUATION = ".,;:!?'\"`~()[]{}<>·。、！？，；：“”‘’「」『』【】（）《》〈〉…—"
-_EDGES = re.compile(
-    "^[\\s" + re.escape(_EDGE_PUNCTUATION) + "]+|[\\s" + re.escape(_EDGE_PUNCTUATION) + "]+$")
+_EDGE_PUNCTUATION = frozenset(".,;:!?'\"`~()[]{}<>·。、！？，；：“”‘’「」『』【】（）《》〈〉…—")
 _CURRENCY_SUFFIXES = frozenset({"元", "YUAN", "RMB", "CNY", "块", "块钱", "元钱"})
 _CURRENCY_PREFIXES = frozenset({"¥", "￥", "RMB", "CNY"})
 _COLLOQUIAL_YUAN = ("块钱", "元钱", "块")
@@ -137,7 +135,7 @@ def parse(text: str) -> Command:
     raw = text
     folded = fold(text)
     asked = folded.startswith(("?", "¿"))          # `?`, `? ZF`: help
-    body = _EDGES.sub("", _IME_DECIMAL.sub(".", folded))
+    body = _strip_edges(_IME_DECIMAL.sub(".", folded))
     tokens = _glue_currency([t for t in _SEPARATORS.split(body) if t])
     if asked:
         return _help(tokens, raw)
@@ -162,6 +160,18 @@ def parse(text: str) -> Command:
     if name is None:
         return _bare_digits(tokens, raw)
     return _BUILDERS[name](name, word, args, raw)
+
+
+def _strip_edges(text: str) -> str:
+    """Drop whitespace and edge punctuation at both ends, in linear time (a
+    regex anchored at the end rescans from every position: a long message
+    with a run of blanks in the middle would take seconds)."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or text[start] in _EDGE_PUNCTUATION):
+        start += 1
+    while end > start and (text[end - 1].isspace() or text[end - 1] in _EDGE_PUNCTUATION):
+        end -= 1
+    return text[start:end]
 
 
 def _glue_currency(tokens: list[str]) -> list[str]:
