@@ -117,6 +117,7 @@ class IsoBankPort:
         self._wake_call = None
         self._running = False
         self._dirty = False
+        self._resolve_failures: dict[str, int] = {}
         self._background: set[asyncio.Future] = set()
 
     # -- lifecycle --------------------------------------------------------------
@@ -343,8 +344,8 @@ class IsoBankPort:
             if not self._running:
                 return None
             if row["state"] == "acknowledged":
-                if not await self._resolve(row):
-                    due = self.reactor.seconds() + self.reversal_policy.initial_delay
+                due = await self._resolve(row)
+                if due is not None:
                     next_due = due if next_due is None else min(next_due, due)
                 continue
             if row["next_attempt_at"] > self.reactor.seconds():
@@ -357,7 +358,7 @@ class IsoBankPort:
 
     async def _attempt_reversal(self, row: dict[str, Any]) -> float | None:
         """Send 0420 (first) or 0421 (repeat). Returns when to try again, or
-        None when acknowledged."""
+        None when acknowledged and the resolver has been told."""
         key = row["operation_key"]
         route = self.routes.get(row["bank_code"])
         attempts = row["attempts"] + 1
@@ -395,23 +396,25 @@ class IsoBankPort:
             key, response_code=code, now=now,
             journal=self._journal(now, "in", "response", **dict(base, mti=response["t"]), response_code=code))
         log.info("reversal %s acknowledged (response %s)", key, code)
-        row = dict(row, state="acknowledged")
-        await self._resolve(row)
-        return None
+        return await self._resolve(dict(row, state="acknowledged"))
 
-    async def _resolve(self, row: dict[str, Any]) -> bool:
-        """Tell the resolver; at-least-once (it must be idempotent)."""
+    async def _resolve(self, row: dict[str, Any]) -> float | None:
+        """Tell the resolver; at-least-once (it must be idempotent). Returns
+        when to try again, or None once it has been told."""
+        key = row["operation_key"]
         resolver = self._resolver
         if resolver is None:
-            log.warning("reversal %s acknowledged but no resolver is set yet", row["operation_key"])
-            return False
+            log.warning("reversal %s acknowledged but no resolver is set yet", key)
+            return self.reactor.seconds() + self.reversal_policy.initial_delay
         try:
-            await resolver.resolve_in_doubt(row["operation_key"], approved=False)
+            await resolver.resolve_in_doubt(key, approved=False)
         except Exception:
-            log.exception("resolver failed for %s; will retry", row["operation_key"])
-            return False
-        await self.store.reversal_resolved(row["operation_key"], self.reactor.seconds())
-        return True
+            failures = self._resolve_failures[key] = self._resolve_failures.get(key, 0) + 1
+            log.exception("resolver failed for %s (%d times); will retry", key, failures)
+            return self.reactor.seconds() + self.reversal_policy.delay(failures)
+        self._resolve_failures.pop(key, None)
+        await self.store.reversal_resolved(key, self.reactor.seconds())
+        return None
 
     # -- link events ----------------------------------------------------------
 

@@ -110,7 +110,10 @@ class Harness:
         """The issuer's standing movements are exactly the approved operations
         the port recorded, and every card balance is its opening balance plus
         its movements (reversals included)."""
-        ops = await self.rows("bank_operations")
+        await self.assert_books_agree_except(set())
+
+    async def assert_books_agree_except(self, forged: set[str]):
+        ops = [o for o in await self.rows("bank_operations") if o["operation_key"] not in forged]
         assert not [o for o in ops if o["status"] in ("sent", "reversing")], "operations left in doubt"
         approved = {o["rrn"]: (o["kind"], o["amount"]) for o in ops if o["status"] == "approved"}
         standing = {}
@@ -490,3 +493,99 @@ async def test_settlement_file_reconciles_with_the_bridge_records(h, port):
     assert report.unknown_to_us == [stranger] and not report.ok
     with pytest.raises(SettlementFileError):
         parse_settlement_file("date,stan\n1,2\n")
+
+
+class FlakyResolver(RecordingResolver):
+    """Fails the first call, as a ledger briefly unavailable would."""
+
+    def __init__(self):
+        super().__init__()
+        self.failures = 0
+
+    async def resolve_in_doubt(self, operation_key: str, approved: bool) -> None:
+        if self.failures == 0:
+            self.failures += 1
+            raise RuntimeError("ledger briefly unavailable")
+        await super().resolve_in_doubt(operation_key, approved)
+
+
+@harness_test(timeout=0.3)
+async def test_resolver_failure_is_retried_until_it_succeeds(h, port):
+    h.resolver = FlakyResolver()
+    port.set_resolver(h.resolver)
+    card = await h.verified(port)
+    h.sim.faults.update({"no_answer": True, "mtis": ["0200"]})
+    assert (await port.debit_card(operation_key="f-1", card=card, amount=1_00)).status is BankStatus.UNKNOWN
+    await eventually(lambda: h.resolver.calls == [("f-1", False)])
+    assert h.resolver.failures == 1
+    await eventually_async(lambda: _reversal_state(h, "f-1", "resolved"))
+    h.sim.faults.clear()
+
+
+async def _reversal_state(h, key, state) -> bool:
+    return [r["state"] for r in await h.rows("bank_reversals") if r["operation_key"] == key] == [state]
+
+
+@aio_test
+async def test_operation_in_flight_at_a_crash_is_reversed_on_start(bank_db):
+    """A row left 'sent' (the process died between sending and recording the
+    answer) may have moved money: the next start reverses it."""
+    from bank_bridge.tables import bank_operations
+    from bank_bridge.store import utcnow
+    h = await Harness(bank_db).start_sim()
+    try:
+        service = await h.start_bridge()
+        card = await h.verified(service.port)
+        assert (await service.port.debit_card(operation_key="c-ok", card=card, amount=2_00)).status \
+            is BankStatus.APPROVED
+        await h.stop_bridge(service)
+        # Forge the crash: the issuer approved a debit whose answer we never recorded.
+        client_sim_card = h.sim.card(DEBIT_PAN)
+        from simulators.bank.accounts import Movement
+        engine = create_async_engine(async_url(bank_db))
+        async with engine.begin() as conn:
+            op = dict((await conn.execute(sa.select(bank_operations))).first()._mapping)
+            op.update(operation_key="c-crash", stan="900001", rrn="900000000001", status="sent",
+                      response_code=None, created_at=utcnow(), updated_at=utcnow())
+            await conn.execute(sa.insert(bank_operations).values(**op))
+        await engine.dispose()
+        h.sim.issuer.handle({"t": "0200", "11": "900001", "41": "TP000001", "48": card.token, "3": "000000",
+                             "4": "000000000500", "37": "900000000001", "7": op["transmitted_at"]},
+                            reactor.seconds())
+        assert client_sim_card.balance == 100_00 - 2_00 - 5_00
+        h.opening[DEBIT_PAN] = 100_00
+        await h.start_bridge()
+        await eventually(lambda: h.resolver.calls == [("c-crash", False)])
+        assert client_sim_card.balance == 100_00 - 2_00
+        await h.assert_books_agree_except({"c-crash"})
+    finally:
+        await h.close()
+
+
+@aio_test
+async def test_cards_are_routed_to_their_bank_by_bin(bank_db):
+    h = await Harness(bank_db).start_sim()
+    other = BankSimulator({"bank_code": "abc"}, reactor)
+    other.add_card("6228480000004321", "3012", "debit", balance=50_00)
+    other_port = await wait_deferred(other.listen("tcp:0:interface=127.0.0.1"))
+    try:
+        config = h.config()
+        config["banks"].append({"code": "abc", "endpoint": f"tcp:host=127.0.0.1:port={other_port.getHost().port}",
+                                "bins": ["622848"], "terminal_id": "TP000077", "acquirer_id": "1030000",
+                                "timeout": 2})
+        service = BankBridgeService(config, database_url=bank_db, reactor=reactor)
+        service.port.set_resolver(h.resolver)
+        h.services.append(service)
+        await wait_deferred(service.startService())
+        await service.port.wait_ready()
+        card_a = await h.verified(service.port)
+        card_b = await h.verified(service.port, "6228480000004321")
+        assert (card_a.bank_code, card_b.bank_code) == ("icbc", "abc")
+        assert (await service.port.debit_card(operation_key="b-1", card=card_b, amount=5_00)).status \
+            is BankStatus.APPROVED
+        assert other.card("6228480000004321").balance == 45_00 and h.sim.card(DEBIT_PAN).balance == 100_00
+        assert {m["fields"].get("41") for m in other.messages if m["direction"] == "in"} == {"TP000077"}
+    finally:
+        other.drop_connections()
+        await wait_deferred(other_port.stopListening())
+        await h.close()
