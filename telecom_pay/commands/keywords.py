@@ -35,7 +35,7 @@ COMMAND_NAMES: frozenset[str] = frozenset({
 })
 
 # Every accepted spelling of a command word -> command name. The first
-# spelling listed per command in `CANONICAL` is what replies show.
+# spelling per command is the short code replies and help show.
 SPELLINGS: dict[str, str] = {
     # open
     "KT": OPEN, "OPEN": OPEN, "开通": OPEN, "开户": OPEN,
@@ -75,22 +75,6 @@ LANG_WORDS: dict[str, str] = {
 LANG_VALUES: dict[str, str] = {
     **LANG_WORDS, "ZH": "zh", "CN": "zh", "ZH-CN": "zh", "ZH_CN": "zh",
     "EN": "en", "ENG": "en",
-}
-
-# Shown in replies: the short letter code (zh) and the English word (en).
-CANONICAL: dict[str, dict[str, str]] = {
-    "zh": {
-        OPEN: "KT", CONFIRM: "A", BALANCE: "YE", STATEMENT: "MX", TOPUP: "CZ",
-        WITHDRAW: "TX", PAY: "ZF", SEND: "ZZ", AIRTIME: "HF", CHANGE_PIN: "MM",
-        FREEZE: "DJ", UNFREEZE: "JD", CLOSE: "XH", HELP: "BZ", LANG: "LANG",
-        CANCEL: "N", PIN_REPLY: "",
-    },
-    "en": {
-        OPEN: "OPEN", CONFIRM: "A", BALANCE: "BAL", STATEMENT: "STMT", TOPUP: "TOPUP",
-        WITHDRAW: "WITHDRAW", PAY: "PAY", SEND: "SEND", AIRTIME: "AIRTIME",
-        CHANGE_PIN: "PIN", FREEZE: "FREEZE", UNFREEZE: "UNFREEZE", CLOSE: "CLOSE",
-        HELP: "HELP", LANG: "LANG", CANCEL: "N", PIN_REPLY: "",
-    },
 }
 
 # Commands whose arguments may follow the keyword without a space: every
