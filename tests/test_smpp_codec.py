@@ -342,3 +342,10 @@ def test_reassembler_ignores_duplicates_and_expires():
     assert r.expire() == [("c", 5, 1)]
     assert len(r) == 0
     assert r.add("a", (1, 2, 1), "new message, same ref") is None  # memory expired with the timeout
+
+
+def test_reassembler_add_part_keeps_any_values_in_order():
+    r = T.Reassembler(Clock())
+    assert r.add_part("k", None, "solo") == ["solo"]
+    assert r.add_part("k", (9, 2, 2), {"n": 2}) is None
+    assert r.add_part("k", (9, 2, 1), {"n": 1}) == [{"n": 1}, {"n": 2}]

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from channels.smpp import pdu as P
-from channels.smpp.text import decode_message
+from channels.smpp.text import decode_message, split_message
 from simulators.smsc import SmscConfig, SmscSimulator
 from simulators.smsc.server import SmscFactory
 from simulators.smsc.session import (BindMode, BindRefused, BindRequested, EnquireLinkReceived, MalformedPdu,
@@ -271,3 +271,17 @@ def test_deliver_sm_window_holds_back_the_rest_until_acks_come():
     for pdu in rest:
         wire.send("deliver_sm_resp", pdu.sequence)
     assert len(acked) == 5 and sim.waiting_deliveries == 0
+
+
+def test_incomplete_long_mt_expires_into_the_traffic_record():
+    clock, sim = clock_sim()
+    wire = Wire(sim)
+    wire.send("bind_transceiver", 1, system_id="telecom-pay", password="secret")
+    parts = split_message("x" * 200, 7)
+    wire.send("submit_sm", 2, source_addr="10658888", destination_addr=CUSTOMER, esm_class=parts[0].esm_class,
+              short_message=parts[0].short_message)
+    clock.advance(61)
+    wire.send("submit_sm", 3, source_addr="10658888", destination_addr=CUSTOMER, short_message=b"later")
+    assert [m.text for m in sim.handset(CUSTOMER).inbox] == ["later"]
+    [note] = [r.note for r in sim.traffic if r.note and "incomplete" in r.note]
+    assert "ref 7, 1 part(s)" in note

@@ -14,7 +14,7 @@ half. Splitting here works on whole characters, so neither can happen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "Part",
@@ -338,7 +338,7 @@ class Reassembler:
     def __init__(self, clock: _Clock, timeout: float = 60.0):
         self._clock = clock
         self._timeout = timeout
-        self._pending: dict[tuple, tuple[float, dict[int, str]]] = {}
+        self._pending: dict[tuple, tuple[float, dict[int, Any]]] = {}
         self._completed: dict[tuple, float] = {}
 
     def __len__(self) -> int:
@@ -346,11 +346,16 @@ class Reassembler:
 
     def add(self, key, concat: tuple[int, int, int] | None, text: str) -> str | None:
         """Add one part; return the whole text once every part is in, else None."""
+        parts = self.add_part(key, concat, text)
+        return None if parts is None else "".join(parts)
+
+    def add_part(self, key, concat: tuple[int, int, int] | None, value) -> list | None:
+        """Like `add` for any per-part value: returns all values in part order once complete."""
         if concat is None:
-            return text
+            return [value]
         ref, total, seq = concat
         if total <= 1:
-            return text
+            return [value]
         if not 1 <= seq <= total:
             raise ValueError(f"part {seq} of {total} out of range")
         slot = (key, ref, total)
@@ -361,12 +366,12 @@ class Reassembler:
                 return None  # a late re-delivery of a message already returned
             del self._completed[slot]
         started, parts = self._pending.setdefault(slot, (now, {}))
-        parts.setdefault(seq, text)
+        parts.setdefault(seq, value)
         if len(parts) < total:
             return None
         del self._pending[slot]
         self._completed[slot] = now
-        return "".join(parts[i] for i in range(1, total + 1))
+        return [parts[i] for i in range(1, total + 1)]
 
     def expire(self) -> list[tuple]:
         """Drop incomplete messages older than the timeout.

@@ -7,7 +7,7 @@ testers wait for the platform's replies.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet import defer

@@ -117,7 +117,6 @@ class SmscSimulator:
         self._stopped = False
         self._ports: list[Any] = []
         self._reassembler = Reassembler(self.clock, timeout=60.0)
-        self._mt_parts: dict[tuple, dict[int, InboxPart]] = {}
         for entry in self.config.handsets:
             self.handset(entry["msisdn"], entry.get("language"))
 
@@ -300,21 +299,15 @@ class SmscSimulator:
         body = pdu.short_message or pdu.message_payload or b""
         part = InboxPart(message_id, pdu.data_coding or 0, pdu.esm_class or 0, body, decoded.text)
         key = (handset.msisdn, pdu.source_addr or "")
-        for dropped_key, ref, _count in self._reassembler.expire():
-            self._mt_parts = {k: v for k, v in self._mt_parts.items() if k[:2] != (dropped_key, ref)}
-        if decoded.concat is None or decoded.concat[1] <= 1:
-            parts = (part,)
-            text = decoded.text
-        else:
-            ref, total, seq = decoded.concat
-            slot = (key, ref, total)
-            self._mt_parts.setdefault(slot, {}).setdefault(seq, part)
-            text = self._reassembler.add(key, decoded.concat, decoded.text)
-            if text is None:
-                return
-            collected = self._mt_parts.pop(slot)
-            parts = tuple(collected[i] for i in sorted(collected))
-        handset._mt_arrived(InboxMessage(now, pdu.source_addr or "", text, parts[0].data_coding, parts))
+        for (msisdn, source), ref, received in self._reassembler.expire():
+            self.traffic.record(now, "in", "-", "submit_sm", 0, 0,
+                                {"source_addr": source, "destination_addr": msisdn},
+                                note=f"incomplete long MT dropped: ref {ref}, {received} part(s) arrived")
+        parts = self._reassembler.add_part(key, decoded.concat, part)
+        if parts is None:
+            return
+        text = "".join(p.text for p in parts)
+        handset._mt_arrived(InboxMessage(now, pdu.source_addr or "", text, parts[0].data_coding, tuple(parts)))
 
     # --- receipts ------------------------------------------------------------------------
 
