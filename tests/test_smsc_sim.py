@@ -60,8 +60,8 @@ class EsmeDouble(Protocol):
             self.unread.append(pdu)
             if pdu.command == "enquire_link":
                 self.transport.write(P.encode_pdu("enquire_link_resp", pdu.sequence))
-            elif pdu.command == "deliver_sm" and self.ack:
-                self.transport.write(P.encode_pdu("deliver_sm_resp", pdu.sequence, self.ack_status))
+            elif pdu.command in ("deliver_sm", "data_sm") and self.ack:
+                self.transport.write(P.encode_pdu(pdu.command + "_resp", pdu.sequence, self.ack_status))
             if pdu.command == "deliver_sm" and self.on_deliver is not None:
                 self.on_deliver(pdu)
             for waiter in list(self._waiters):
@@ -317,6 +317,17 @@ def test_mo_reaches_the_bound_esme(make_sim):
     assert decode_message(mo).text == "YE"
     records = sim.traffic.records(command="deliver_sm")
     assert records[-1].text == "YE" and records[-1].direction == "out"
+    esme.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_mo_as_data_sm(make_sim):
+    sim, port = yield make_sim(mo_command="data_sm")
+    esme = yield bound_esme(port)
+    yield sim.handset(CUSTOMER).send("余额").addTimeout(5, reactor)
+    mo = yield esme.next_request("data_sm")
+    assert mo.message_payload == "余额".encode("utf-16-be") and mo.data_coding == 8
+    assert decode_message(mo).text == "余额"
     esme.transport.loseConnection()
 
 

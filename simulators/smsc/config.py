@@ -26,6 +26,8 @@ class SmscConfig:
     #: Wait before re-delivering an MO that was not acknowledged.
     redelivery_delay: float = 2.0
     max_delivery_attempts: int = 5
+    #: How MOs and USSD reach the ESME: "deliver_sm" or "data_sm" (receipts are always deliver_sm).
+    mo_command: str = "deliver_sm"
     #: Outstanding deliver_sm per bind, as a real SMSC windows them; the rest wait.
     window: int = 10
     #: A connection that has not bound after this long is closed; 0 disables.
@@ -59,6 +61,8 @@ class SmscConfig:
                 raise ValueError(f"smsc_sim.{name} must not be negative")
         if self.response_timeout == 0:
             raise ValueError("smsc_sim.response_timeout must be positive")
+        if self.mo_command not in ("deliver_sm", "data_sm"):
+            raise ValueError("smsc_sim.mo_command must be 'deliver_sm' or 'data_sm'")
         if self.window < 1:
             raise ValueError("smsc_sim.window must be at least 1")
         if self.max_delivery_attempts < 1:

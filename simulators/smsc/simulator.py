@@ -362,10 +362,19 @@ class SmscSimulator:
                 continue  # this account is busy; others may take the next item
             proto = receivers[next(self._round_robin) % len(receivers)]
             item.attempts += 1
-            if proto.send_request("deliver_sm", item, **item.fields) is None:
+            command, fields = self._mo_pdu(item)
+            if proto.send_request(command, item, **fields) is None:
                 item.attempts -= 1
                 kept.append(item)
         self._waiting.extendleft(reversed(kept))  # kept items are few: they stay first in line
+
+    def _mo_pdu(self, item: _Delivery) -> tuple[str, dict[str, Any]]:
+        """deliver_sm, or data_sm (body in message_payload) when config.mo_command says so."""
+        if item.kind == "receipt" or self.config.mo_command == "deliver_sm":
+            return "deliver_sm", item.fields
+        fields = dict(item.fields)
+        fields["message_payload"] = fields.pop("short_message", b"")
+        return "data_sm", fields
 
     def _flush_waiting(self) -> None:
         self._pump()
