@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+import iso8583
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
@@ -154,13 +155,13 @@ class BankConnection:
 
     def request(self, message: dict[str, str], timeout: float | None = None) -> defer.Deferred:
         """Send a request (fields 11 and 41 filled in by the caller) and fire
-        with the response, or fail with RequestTimeout, ConnectionLostInFlight
-        or link.LinkNotReady (then nothing was sent)."""
+        with the response, or fail with RequestTimeout, ConnectionLostInFlight,
+        or link.LinkNotReady / iso8583.EncodeError (then nothing was sent)."""
         if not self.ready:
             return defer.fail(L.LinkNotReady(f"bank {self.code} is not signed on"))
         try:
             return self._protocol.request(message, timeout)
-        except L.LinkNotReady as exc:
+        except (L.LinkNotReady, iso8583.EncodeError) as exc:     # nothing was sent
             return defer.fail(exc)
 
     def when_ready(self) -> defer.Deferred:

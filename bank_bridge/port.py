@@ -20,6 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import iso8583
 from twisted.internet import defer
 
 from bank_bridge import link as L
@@ -189,7 +190,7 @@ class IsoBankPort:
         await self.store.journal(self._journal(now, "out", "sent", **base))
         try:
             response = await wait_deferred(conn.request(message, route.timeout))
-        except L.LinkNotReady:
+        except (L.LinkNotReady, iso8583.EncodeError):
             await self.store.journal(self._journal(self.reactor.seconds(), "out", "not_sent", **base))
             return CardVerification(BankStatus.DECLINED, decline=BankDecline.ISSUER_UNAVAILABLE)
         except (RequestTimeout, ConnectionLostInFlight) as exc:
@@ -254,7 +255,9 @@ class IsoBankPort:
         stan, rrn = operation["stan"], operation["rrn"]
         try:
             response = await wait_deferred(conn.request(message, route.timeout))
-        except L.LinkNotReady:
+        except (L.LinkNotReady, iso8583.EncodeError) as exc:
+            if isinstance(exc, iso8583.EncodeError):
+                log.error("%s %s: message could not be encoded (%s); not sent", operation["kind"], key, exc)
             now = self.reactor.seconds()
             await self.store.finish_operation(
                 key, status="declined", response_code=None, decline=BankDecline.ISSUER_UNAVAILABLE.value,

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from twisted.application.service import Service
 from twisted.internet import defer
 
@@ -64,10 +64,12 @@ class BankBridgeService(Service):
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
-        self._owns_engine = engine is None
+        self._database = None
         if engine is None:
-            from telecom_pay.ledger.schema import async_url
-            engine = create_async_engine(async_url(database_url))
+            # The ledger's engine settings: WAL, busy timeout and BEGIN IMMEDIATE on SQLite.
+            from telecom_pay.ledger.database import open_database
+            self._database = open_database(database_url, pool_size=5)
+            engine = self._database.write
         self.engine = engine
         self.port = port_from_config(config, engine, reactor)
         self._start_task: asyncio.Task | None = None
@@ -98,5 +100,5 @@ class BankBridgeService(Service):
         if self._start_task is not None and not self._start_task.done():
             await asyncio.wait([self._start_task])
         await self.port.stop()
-        if self._owns_engine:
-            await self.engine.dispose()
+        if self._database is not None:
+            await self._database.dispose()

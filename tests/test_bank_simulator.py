@@ -299,3 +299,42 @@ def test_cards_from_fixture_files(tmp_path):
     sim = BankSimulator({"cards_file": str(tmp_path / "cards.json")}, reactor)
     sim.load_cards(tmp_path / "cards.toml")
     assert sim.card(PAN).balance == 5 and sim.card("6222089999990000").available == 100
+
+
+def test_command_line_simulator_serves_iso_and_http(tmp_path):
+    """`python -m simulators.bank` as a tester starts it."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    iso_port, http_port = free_port(), free_port()
+    (tmp_path / "cards.json").write_text(json.dumps([{"pan": PAN, "expiry": "3012", "balance": 7}]))
+    proc = subprocess.Popen([sys.executable, "-m", "simulators.bank", "--iso", f"tcp:{iso_port}:interface=127.0.0.1",
+                             "--http", f"tcp:{http_port}:interface=127.0.0.1", "--cards", str(tmp_path / "cards.json")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/cards/{PAN}", timeout=2) as r:
+                    assert json.loads(r.read())["balance"] == 7
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", iso_port), timeout=5) as conn:
+            conn.sendall(encode_frame(spec.encode_message({"t": "0800", "11": "000001", "70": "301"})))
+            decoder, frames = FrameDecoder(), []
+            while not frames:
+                frames = decoder.feed(conn.recv(4096))
+            assert spec.decode_message(frames[0])["39"] == "00"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
