@@ -263,9 +263,29 @@ def test_gsm_escape_pair_never_split():
 
 
 def test_surrogate_pair_never_split():
-    text = "汉" * 66 + "😀" + "x"
+    text = "汉" * 66 + "😀" + "x" * 10  # the pair would straddle octet 134 of the first part
     parts = T.split_message(text, ref=3)
+    assert len(parts) == 2
     assert len(parts[0].short_message) == 6 + 132
+    assert parts[1].short_message[6:10] == "😀".encode("utf-16-be")
+    assert _reassemble(parts) == text
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(140, 320), st.sampled_from("€{}[]~^|\\"), st.integers(1, 4), st.text("ab", max_size=20))
+def test_gsm_boundaries_with_escapes_round_trip(prefix, ext, count, tail):
+    text = "a" * prefix + ext * count + tail
+    parts = T.split_message(text, ref=1)
+    assert all(not p.short_message.endswith(b"\x1b") for p in parts)
+    assert _reassemble(parts) == text
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(60, 140), st.sampled_from("😀𠀀🎉"), st.integers(1, 3), st.text("汉x", max_size=20))
+def test_ucs2_boundaries_with_surrogates_round_trip(prefix, astral, count, tail):
+    text = "汉" * prefix + astral * count + tail
+    parts = T.split_message(text, ref=1)
+    assert all(len(p.short_message) % 2 == 0 for p in parts)
     assert _reassemble(parts) == text
 
 
