@@ -133,7 +133,7 @@ class BankConnection:
     def __init__(self, *, code: str, endpoint: str, terminal_id: str, reactor,
                  stan_source: Callable[[], str | None], response_timeout: float = 10.0,
                  echo_interval: float = 30.0, on_event: Callable[[str, object], None] | None = None,
-                 initial_delay: float = 0.1, max_delay: float = 30.0):
+                 initial_delay: float = 1.0, max_delay: float = 30.0):
         self.code = code
         self.endpoint = endpoint
         self.terminal_id = terminal_id

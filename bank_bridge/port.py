@@ -94,7 +94,7 @@ class IsoBankPort:
 
     def __init__(self, *, store: BankStore, routes: Iterable[BankRoute], reactor, card_key: bytes,
                  currency: str = spec.CURRENCY_CNY, reversal_policy: ReversalPolicy = ReversalPolicy(),
-                 connect_initial_delay: float = 0.1, connect_max_delay: float = 30.0):
+                 connect_initial_delay: float = 1.0, connect_max_delay: float = 30.0):
         self.store = store
         self.reactor = reactor
         self.card_key = card_key

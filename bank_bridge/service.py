@@ -7,6 +7,8 @@ Config (the `[bank]` table):
     currency = "156"                      # ISO 4217 numeric, field 49
     reversal_retry_initial = 1.0          # seconds before the first 0421
     reversal_retry_max = 300.0
+    reconnect_initial = 1.0               # reconnect back-off (exponential, with jitter)
+    reconnect_max = 30.0
     [[bank.banks]]
     code = "icbc"
     endpoint = "tcp:host=10.1.2.3:port=8583"
@@ -46,7 +48,7 @@ def port_from_config(config: dict[str, Any], engine: AsyncEngine, reactor) -> Is
     return IsoBankPort(store=BankStore(engine), routes=routes, reactor=reactor,
                        card_key=key.encode("utf-8") if isinstance(key, str) else bytes(key),
                        currency=str(config.get("currency", "156")), reversal_policy=policy,
-                       connect_initial_delay=float(config.get("reconnect_initial", 0.1)),
+                       connect_initial_delay=float(config.get("reconnect_initial", 1.0)),
                        connect_max_delay=float(config.get("reconnect_max", 30.0)))
 
 

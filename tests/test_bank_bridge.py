@@ -541,7 +541,6 @@ async def test_operation_in_flight_at_a_crash_is_reversed_on_start(bank_db):
         await h.stop_bridge(service)
         # Forge the crash: the issuer approved a debit whose answer we never recorded.
         client_sim_card = h.sim.card(DEBIT_PAN)
-        from simulators.bank.accounts import Movement
         engine = create_async_engine(async_url(bank_db))
         async with engine.begin() as conn:
             op = dict((await conn.execute(sa.select(bank_operations))).first()._mapping)
@@ -589,3 +588,23 @@ async def test_cards_are_routed_to_their_bank_by_bin(bank_db):
         other.drop_connections()
         await wait_deferred(other_port.stopListening())
         await h.close()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"card_token_key": ""}, "card_token_key"),
+    ({"banks": []}, "at least one bank"),
+    ({"banks": [{"code": "x", "endpoint": "tcp:host=h:port=1", "bins": ["6222"], "terminal_id": "SHORT",
+                 "acquirer_id": "1"}]}, "terminal_id"),
+    ({"banks": [{"code": "x", "endpoint": "tcp:host=h:port=1", "bins": ["6222"], "terminal_id": "TP000001",
+                 "acquirer_id": "ABC"}]}, "acquirer_id"),
+    ({"banks": [{"code": "x", "endpoint": "tcp:host=h:port=1", "bins": [], "terminal_id": "TP000001",
+                 "acquirer_id": "1"}]}, "bins"),
+])
+def test_bad_config_is_refused_with_a_clear_error(change, message):
+    from bank_bridge.service import port_from_config
+    config = {"card_token_key": "k", "banks": [{"code": "x", "endpoint": "tcp:host=h:port=1", "bins": ["6222"],
+                                                "terminal_id": "TP000001", "acquirer_id": "1"}]}
+    config.update(change)
+    engine = create_async_engine("sqlite+aiosqlite://")
+    with pytest.raises(ValueError, match=message):
+        port_from_config(config, engine, reactor)

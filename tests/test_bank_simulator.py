@@ -9,7 +9,6 @@ import io
 import json
 import time
 
-import pytest
 import treq
 from hypothesis import given, settings, strategies as st
 from twisted.internet import reactor

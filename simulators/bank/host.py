@@ -35,6 +35,8 @@ class IssuerProtocol(Protocol):
         self.sim.connections.discard(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.decoder.error is not None:         # closing already; ignore the rest
+            return
         for frame in self.decoder.feed(data):
             try:
                 self._frame(frame)
