@@ -37,6 +37,13 @@ class Issuer:
         self._transactions: dict[tuple[str, str, str], Transaction] = {}       # (terminal, mti, stan)
         self._reversed: set[tuple[str, str, str]] = set()
         self._auth_ids = 0
+        self._day = ""
+
+    def _new_day(self, day: str) -> None:
+        """Duplicate detection is per day: forget older answers so a
+        long-running simulator does not grow without bound."""
+        self._day = day
+        self._answers = {k: v for k, v in self._answers.items() if k[3] == day}
 
     # -- cards ------------------------------------------------------------------
 
@@ -62,6 +69,8 @@ class Issuer:
     def handle(self, message: dict[str, str], now: float, *, decline_all: str | None = None) -> dict[str, str]:
         mti = message["t"]
         day = time.strftime("%Y-%m-%d", time.localtime(now))
+        if day != self._day:
+            self._new_day(day)
         dup_key = (mti[:2], message.get("41", ""), message["11"], day)
         if mti in (spec.AUTH_REQUEST, spec.FINANCIAL_REQUEST) and dup_key in self._answers:
             return dict(self._answers[dup_key])
