@@ -8,6 +8,10 @@ advice: 0420, repeated as 0421 with back-off until a 0430 arrives (also
 across restarts), after which the resolver hears `approved=False`. A late
 0210 after that never approves anything: it is journalled and ignored.
 
+The resolver is told at least once (again after a crash between the 0430
+and its return, or if it raised), never before the caller has received
+UNKNOWN; it must be idempotent. Reversals go out one at a time per round.
+
 Cards: `verify_card` sends PAN, expiry and the card token in an 0100; the
 issuer registers the token and later 0200s name the card by token (field 48)
 only, so no PAN is ever stored. See bank_bridge/spec.py.
@@ -119,6 +123,7 @@ class IsoBankPort:
         self._running = False
         self._dirty = False
         self._resolve_failures: dict[str, int] = {}
+        self._in_flight: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Future] = set()
 
     # -- lifecycle --------------------------------------------------------------
@@ -246,7 +251,9 @@ class IsoBankPort:
         # The exchange finishes (and records its outcome) even if our caller is cancelled.
         exchange = asyncio.ensure_future(self._exchange(conn, route, message, operation, base))
         self._background.add(exchange)
+        self._in_flight[operation_key] = exchange
         exchange.add_done_callback(self._background.discard)
+        exchange.add_done_callback(lambda _: self._in_flight.pop(operation_key, None))
         return await asyncio.shield(exchange)
 
     async def _exchange(self, conn: BankConnection, route: BankRoute, message: dict[str, str],
@@ -405,6 +412,10 @@ class IsoBankPort:
         """Tell the resolver; at-least-once (it must be idempotent). Returns
         when to try again, or None once it has been told."""
         key = row["operation_key"]
+        exchange = self._in_flight.get(key)
+        if exchange is not None:        # the caller hears UNKNOWN before the resolver hears the end
+            await asyncio.wait([exchange])
+            await asyncio.sleep(0)
         resolver = self._resolver
         if resolver is None:
             log.warning("reversal %s acknowledged but no resolver is set yet", key)
