@@ -10,7 +10,7 @@ across restarts), after which the resolver hears `approved=False`. A late
 
 The resolver is told at least once (again after a crash between the 0430
 and its return, or if it raised), never before the caller has received
-UNKNOWN; it must be idempotent. Reversals go out one at a time per round.
+UNKNOWN; it must be idempotent.
 
 Cards: `verify_card` sends PAN, expiry and the card token in an 0100; the
 issuer registers the token and later 0200s name the card by token (field 48)
@@ -37,6 +37,8 @@ from telecom_pay.bank_port import BankResult, BankStatus, CardRef, CardVerificat
 from telecom_pay.outcomes import BankDecline
 
 log = logging.getLogger(__name__)
+
+REVERSAL_CONCURRENCY = 32
 
 DECLINE_BY_CODE = {
     spec.RC_INSUFFICIENT_FUNDS: BankDecline.INSUFFICIENT_FUNDS,
@@ -349,22 +351,31 @@ class IsoBankPort:
                     self._wake_call.cancel()
 
     async def _reversal_round(self) -> float | None:
-        next_due: float | None = None
-        for row in await self.store.open_reversals():
-            if not self._running:
-                return None
-            if row["state"] == "acknowledged":
-                due = await self._resolve(row)
-                if due is not None:
-                    next_due = due if next_due is None else min(next_due, due)
-                continue
-            if row["next_attempt_at"] > self.reactor.seconds():
-                next_due = row["next_attempt_at"] if next_due is None else min(next_due, row["next_attempt_at"])
-                continue
-            due = await self._attempt_reversal(row)
-            if due is not None:
-                next_due = due if next_due is None else min(next_due, due)
-        return next_due
+        """One pass over the queue: every due reversal is sent (up to
+        `REVERSAL_CONCURRENCY` at a time, so one silent bank does not hold
+        up the others); returns when the next one falls due."""
+        now = self.reactor.seconds()
+        rows = await self.store.open_reversals()
+        waiting = [r["next_attempt_at"] for r in rows if r["state"] == "pending" and r["next_attempt_at"] > now]
+        due_rows = [r for r in rows if r["state"] == "acknowledged" or r["next_attempt_at"] <= now]
+        limit = asyncio.Semaphore(REVERSAL_CONCURRENCY)
+
+        async def work(row: dict[str, Any]) -> float | None:
+            async with limit:
+                if not self._running:
+                    return None
+                if row["state"] == "acknowledged":
+                    return await self._resolve(row)
+                return await self._attempt_reversal(row)
+
+        results = await asyncio.gather(*(work(r) for r in due_rows), return_exceptions=True)
+        for row, result in zip(due_rows, results):
+            if isinstance(result, BaseException):
+                log.error("reversal %s: %r; will retry", row["operation_key"], result)
+                waiting.append(self.reactor.seconds() + self.reversal_policy.initial_delay)
+            elif result is not None:
+                waiting.append(result)
+        return min(waiting) if waiting else None
 
     async def _attempt_reversal(self, row: dict[str, Any]) -> float | None:
         """Send 0420 (first) or 0421 (repeat). Returns when to try again, or

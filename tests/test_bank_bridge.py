@@ -608,3 +608,19 @@ def test_bad_config_is_refused_with_a_clear_error(change, message):
     engine = create_async_engine("sqlite+aiosqlite://")
     with pytest.raises(ValueError, match=message):
         port_from_config(config, engine, reactor)
+
+
+@harness_test(timeout=0.3)
+async def test_many_concurrent_operations_some_in_doubt(h, port):
+    card = await h.verified(port)
+    approved = await asyncio.gather(*(port.debit_card(operation_key=f"ok-{i}", card=card, amount=1_00)
+                                      for i in range(10)))
+    assert {r.status for r in approved} == {BankStatus.APPROVED}
+    assert len({r.stan for r in approved}) == 10
+    h.sim.faults.update({"answer_after": 0.5, "mtis": ["0200"]})
+    in_doubt = await asyncio.gather(*(port.debit_card(operation_key=f"late-{i}", card=card, amount=2_00)
+                                      for i in range(6)))
+    assert {r.status for r in in_doubt} == {BankStatus.UNKNOWN}
+    await eventually(lambda: sorted(h.resolver.calls) == [(f"late-{i}", False) for i in range(6)])
+    h.sim.faults.clear()
+    await eventually(lambda: h.sim.card(DEBIT_PAN).balance == 100_00 - 10 * 1_00)
