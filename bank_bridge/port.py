@@ -160,6 +160,10 @@ class IsoBankPort:
         for conn in self.connections.values():
             await wait_deferred(conn.when_ready())
 
+    def link_status(self) -> dict[str, bool]:
+        """Bank code -> signed on, for health checks and the admin pages."""
+        return {code: conn.ready for code, conn in self.connections.items()}
+
     def set_resolver(self, resolver: InDoubtResolver) -> None:
         self._resolver = resolver
         self._wake()

@@ -394,7 +394,7 @@ async def test_sign_on_first_then_echo_keeps_the_link(bank_db):
                                       and m["direction"] == "in"]) >= 2)
         inbound = [m for m in h.sim.messages if m["direction"] == "in"]
         assert (inbound[0]["mti"], inbound[0]["fields"]["70"]) == ("0800", "001")
-        assert service.port.connections["icbc"].ready
+        assert service.port.link_status() == {"icbc": True}
         journal = await service.port.store.journal_entries()
         assert [(r["event"], r["mti"], r["response_code"]) for r in journal[:2]] == [
             ("sign_on", "0800", "00"), ("echo", "0800", "00")]
