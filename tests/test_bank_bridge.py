@@ -127,7 +127,8 @@ class Harness:
         engine = create_async_engine(async_url(self.database_url))
         try:
             async with engine.connect() as conn:
-                rows = (await conn.execute(sa.text(f"SELECT * FROM {table}"))).mappings().all()
+                order = " ORDER BY id" if table == "bank_journal" else ""
+                rows = (await conn.execute(sa.text(f"SELECT * FROM {table}{order}"))).mappings().all()
             return [dict(r) for r in rows]
         finally:
             await engine.dispose()
