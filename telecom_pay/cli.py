@@ -212,6 +212,10 @@ def _load_extra_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything can import twisted.internet.reactor: the daemon, the
+    # simulators and the handset all run Twisted on the asyncio loop.
+    from telecom_pay.daemon import install_asyncio_reactor
+    install_asyncio_reactor()
     _load_extra_commands()
     args = build_parser().parse_args(argv)
     try:

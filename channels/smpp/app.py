@@ -1,0 +1,260 @@
+"""The SMS (and USSD) channel: the ESME pool on one side, the core on the
+other.
+
+Path of one message (DESIGN section 3): deliver_sm -> dedup (session store,
+within a window) -> durable inbound record -> deliver_sm_resp -> the
+conversation (PaymentService) -> replies queued in the outbox in the same
+transaction that marks the message processed -> submit_sm until the SMSC
+accepts -> delivery receipt matched to the outbox record.
+
+Messages of one subscriber are handled in arrival order; different
+subscribers in parallel. A restart requeues what was being sent and answers
+what was recorded but not yet answered.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from channels.smpp.client import SubmitError
+from channels.smpp.pool import EsmePool
+from channels.smpp.session import MessageReceived, ReceiptReceived, UssdInfo
+from channels.smpp.text import is_gsm
+from telecom_pay.aio import as_deferred, wait_deferred
+from telecom_pay.core import Core
+from telecom_pay.messaging import MessageStore
+from telecom_pay.msisdn import MsisdnError, mask, normalize
+from telecom_pay.outcomes import Result
+
+log = Logger(namespace="telecom_pay.sms")
+
+# USSD: ussd_service_op values (SMPP 3.4 / NOTES-packages.md)
+PSSR_IND, USSR_CONF, USSN_CONF, PSSR_RESP, USSR_REQ = 0x01, 0x12, 0x13, 0x11, 0x02
+USSD_END_WORDS = {"0", "00", "#", "EXIT", "退出"}
+USSD_WELCOME = {
+    "zh": "手机支付: 输入指令, 如 YE 余额, MX 明细, ZF 商户 金额. 0 退出",
+    "en": "Mobile pay: type a command, e.g. BAL, STMT, PAY M001 10, HELP. 0 to exit",
+}
+
+
+def fit_ussd(text: str) -> str:
+    """A USSD screen is one PDU: 182 GSM characters or 70 UCS2 ones."""
+    limit = 182 if is_gsm(text) else 70
+    return text if len(text) <= limit else text[: limit - 1] + "…" if limit == 70 else text[: limit - 3] + "..."
+
+
+class SmsChannel(MultiService):
+    def __init__(self, core: Core, binds: list[dict], *, reactor=None, channel: str = "sms",
+                 dedup_window: float = 600.0, retry_poll: float = 1.0, batch: int = 200):
+        super().__init__()
+        self.core = core
+        self.channel = channel
+        self.dedup_window = dedup_window
+        self.retry_poll = retry_poll
+        self.batch = batch
+        self.messages = MessageStore(core.ledger)
+        self.pool = EsmePool(binds, self, reactor=reactor)
+        self.pool.setServiceParent(self)
+        self._chains: dict[str, asyncio.Future] = {}
+        self._wake = asyncio.Event()
+        self._pump_task: asyncio.Task | None = None
+        self._in_flight: set[asyncio.Future] = set()
+        self._stopping = False
+        core.service.add_notifier(self._notify)
+        self.stats = {"mo": 0, "duplicates": 0, "mt_accepted": 0, "mt_retry": 0, "receipts": 0}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def startService(self):
+        super().startService()
+        self._stopping = False
+        self._pump_task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        requeued = await self.messages.requeue_sending(self.channel)
+        if requeued:
+            log.info("outbox: {n} message(s) from before the restart requeued", n=requeued)
+        for inbound in await self.messages.unprocessed(self.channel):
+            log.info("answering {msisdn}: recorded before the restart", msisdn=mask(inbound.msisdn))
+            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None))
+        await self._pump()
+
+    def stopService(self):
+        self._stopping = True
+        self._wake.set()
+        d = defer.maybeDeferred(super().stopService)
+        task = self._pump_task
+
+        async def drain():
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight), timeout=5)
+        d.addCallback(lambda _: as_deferred(drain()))
+        return d
+
+    # ------------------------------------------------------------ inbound
+
+    def message_received(self, bind, event: MessageReceived):
+        """Fires (-> deliver_sm_resp) once the message is durably recorded."""
+        return as_deferred(self._receive(bind, event))
+
+    async def _receive(self, bind, event: MessageReceived) -> None:
+        try:
+            msisdn = normalize(event.msisdn, self.core.settings.region)
+        except MsisdnError:
+            msisdn = "".join(ch for ch in event.msisdn if ch.isdigit()) or event.msisdn
+        now = self.core.service.clock().timestamp()
+        bucket = int(now // self.dedup_window)
+        dedup = f"mo:{event.smsc_message_key}"
+        fresh = await self.core.sessions.put_if_absent(dedup, {"at": now}, ttl=self.dedup_window)
+        if not fresh:
+            self.stats["duplicates"] += 1
+            log.info("sms in {msisdn}: duplicate delivery ignored", msisdn=mask(msisdn))
+            return
+        try:
+            inbound = await self.messages.record_inbound(
+                self.channel, msisdn, f"{event.smsc_message_key}:{bucket}", event.text)
+        except BaseException:
+            # not recorded: the SMSC's retry must not look like a duplicate
+            await self.core.sessions.delete(dedup)
+            raise
+        if not inbound.is_new:
+            self.stats["duplicates"] += 1
+            return
+        self.stats["mo"] += 1
+        log.info("sms in {msisdn} len={n} parts={parts}", msisdn=mask(msisdn), n=len(event.text), parts=event.parts)
+        ussd = event.ussd if event.ussd is not None and event.ussd.service_op in (PSSR_IND, USSR_CONF) else None
+        self._serialize(msisdn, self._answer(inbound.id, msisdn, event.text, ussd, bind))
+
+    def _serialize(self, msisdn: str, coro) -> None:
+        """Run `coro` after the previous message of the same subscriber."""
+        previous = self._chains.get(msisdn)
+
+        async def chained():
+            if previous is not None:
+                try:
+                    await previous
+                except Exception:
+                    pass
+            await coro
+        fut = asyncio.ensure_future(chained())
+        self._chains[msisdn] = fut
+        self._in_flight.add(fut)
+
+        def done(f):
+            self._in_flight.discard(f)
+            if self._chains.get(msisdn) is f:
+                del self._chains[msisdn]
+            if not f.cancelled() and f.exception() is not None:
+                log.failure("answering {msisdn} failed", failure=_failure(f.exception()), msisdn=mask(msisdn))
+        fut.add_done_callback(done)
+
+    async def _answer(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None) -> None:
+        conv = self.core.conversation
+        meta = None
+        if ussd is not None:
+            texts, end = await self._ussd_turn(msisdn, text, ussd)
+            meta = {"ussd_op": PSSR_RESP if end else USSR_REQ,
+                    "its_session_info": ussd.reply(end=end).session_info,
+                    "user_message_reference": ussd.user_message_reference,
+                    "bind": bind.name if bind is not None else None}
+            texts = [fit_ussd("\n".join(texts))]
+        else:
+            texts = await conv.handle(msisdn, text, channel=self.channel)
+        await self.messages.complete(inbound_id, self.channel, msisdn, texts, meta)
+        self._wake.set()
+
+    async def _ussd_turn(self, msisdn: str, text: str, ussd: UssdInfo) -> tuple[list[str], bool]:
+        """USSD offers the same operations as SMS: the dialled code opens a
+        session showing the commands; each answer is a command line; `0`
+        ends the session."""
+        conv = self.core.conversation
+        lang = await conv.language(msisdn)
+        stripped = text.strip()
+        if ussd.service_op == PSSR_IND and (stripped.startswith("*") or not stripped):
+            return [USSD_WELCOME[lang]], False
+        if stripped.upper() in USSD_END_WORDS:
+            return ["再见." if lang == "zh" else "Goodbye."], True
+        replies = await conv.handle(msisdn, stripped, channel="ussd")
+        return replies, False
+
+    async def _notify(self, msisdn: str, result: Result) -> None:
+        texts = await self.core.conversation.render_for(msisdn, result)
+        await self.messages.complete(None, self.channel, msisdn, texts)
+        self._wake.set()
+
+    # ------------------------------------------------------------ outbound
+
+    async def _pump(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            due = await self.messages.claim_due(self.channel, limit=self.batch)
+            for out in due:
+                fut = asyncio.ensure_future(self._send(out))
+                self._in_flight.add(fut)
+                fut.add_done_callback(self._in_flight.discard)
+            if len(due) == self.batch:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.retry_poll)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _send(self, out) -> None:
+        ussd = None
+        prefer = None
+        meta = out.meta or {}
+        if "ussd_op" in meta:
+            ussd = UssdInfo(meta["ussd_op"], meta.get("its_session_info"), meta.get("user_message_reference"))
+            prefer = next((b for b in self.pool.binds if b.name == meta.get("bind")), None)
+        try:
+            ids = await wait_deferred(self.pool.submit(out.msisdn, out.text, handle=out.id, ussd=ussd, prefer=prefer))
+        except SubmitError as exc:
+            self.stats["mt_retry"] += 1
+            log.warn("sms out {msisdn} not accepted ({reason}); retrying", msisdn=mask(out.msisdn), reason=exc.reason)
+            await self.messages.retry_later(out.id, exc.reason, out.attempts)
+            return
+        except Exception as exc:
+            self.stats["mt_retry"] += 1
+            await self.messages.retry_later(out.id, repr(exc), out.attempts)
+            return
+        self.stats["mt_accepted"] += 1
+        await self.messages.accepted(out.id, list(ids))
+        log.info("sms out {msisdn} len={n} parts={parts}", msisdn=mask(out.msisdn), n=len(out.text), parts=len(ids))
+
+    # ------------------------------------------------------------ receipts and links
+
+    def receipt_received(self, bind, event: ReceiptReceived):
+        self.stats["receipts"] += 1
+        return as_deferred(self.messages.receipt(event.message_id_candidates | {event.message_id}, event.state))
+
+    def submit_result(self, bind, event) -> None:
+        pass
+
+    def link_up(self, bind) -> None:
+        log.info("smpp bind {name} up", name=bind.name)
+        self._wake.set()
+
+    def link_down(self, bind) -> None:
+        log.warn("smpp bind {name} down", name=bind.name)
+
+
+def _failure(exc: BaseException):
+    from twisted.python.failure import Failure
+    return Failure(exc)
+
+
+def make_channel(core: Core, config: dict[str, Any], reactor) -> SmsChannel:
+    """Factory named in config: `[sms] factory = "channels.smpp.app:make_channel"`."""
+    binds = config.get("binds") or []
+    return SmsChannel(core, binds, reactor=reactor, dedup_window=float(config.get("dedup_window", 600)),
+                      retry_poll=float(config.get("retry_poll", 1.0)))

@@ -1,0 +1,154 @@
+"""CLI for the SMSC simulator and its handsets:
+
+    telecom-pay smsc-sim                          the simulator alone
+    telecom-pay handset send 13800138000 KT [--expect A] [--timeout 10]
+    telecom-pay handset chat 13800138000          type SMS, see replies
+    telecom-pay handset ussd 13800138000 '*188#'  dial, then answer the menu
+    telecom-pay handset inbox 13800138000
+
+`handset` talks to a running simulator's control API (default
+http://127.0.0.1:8025, as `telecom-pay demo` starts it).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from telecom_pay import config as config_mod
+from telecom_pay.aio import as_deferred, wait_deferred
+from telecom_pay.cli import EXTRA_COMMANDS
+
+DEFAULT_CONTROL = "http://127.0.0.1:8025"
+
+
+def _configure_sim(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smpp", default=None, help="SMPP endpoint (default from [demo] smsc_smpp)")
+    p.add_argument("--http", default=None, help="control API endpoint (default from [demo] smsc_http)")
+
+
+def _sim(args) -> int:
+    from telecom_pay.daemon import _start_logging, install_asyncio_reactor, run_until_stopped
+    from simulators.smsc.config import SmscConfig
+    from simulators.smsc.simulator import SmscSimulator
+    reactor = install_asyncio_reactor()
+    _start_logging("info")
+    settings = config_mod.load(args.config)
+    demo = settings.section("demo")
+    smsc = SmscSimulator(SmscConfig.from_mapping(settings.section("smsc_sim")), reactor)
+
+    async def start():
+        smpp = args.smpp or demo.get("smsc_smpp", "tcp:2775:interface=127.0.0.1")
+        http = args.http or demo.get("smsc_http", "tcp:8025:interface=127.0.0.1")
+        await wait_deferred(smsc.listen(smpp))
+        await wait_deferred(smsc.listen_http(http))
+        for msisdn in demo.get("handsets", []):
+            smsc.handset(str(msisdn))
+        print(f"SMSC simulator: SMPP {smpp}, control API {http}", flush=True)
+        print("ready", flush=True)
+    return run_until_stopped(reactor, lambda: as_deferred(start()), smsc.stop)
+
+
+def _configure_handset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--control", default=DEFAULT_CONTROL, help=f"simulator control API (default {DEFAULT_CONTROL})")
+    ops = p.add_subparsers(dest="op", required=True)
+    s = ops.add_parser("send", help="send one SMS and print the replies")
+    s.add_argument("msisdn")
+    s.add_argument("text")
+    s.add_argument("--expect", help="exit 1 unless a reply contains this text")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for replies")
+    s.add_argument("--quiet-after", type=float, default=1.0,
+                   help="stop this long after the last reply (default 1 s)")
+    c = ops.add_parser("chat", help="interactive: type SMS, see replies")
+    c.add_argument("msisdn")
+    u = ops.add_parser("ussd", help="dial a USSD code, then answer the menu interactively")
+    u.add_argument("msisdn")
+    u.add_argument("code", nargs="?", default="*188#")
+    i = ops.add_parser("inbox", help="print a handset's inbox")
+    i.add_argument("msisdn")
+
+
+def _handset(args) -> int:
+    from twisted.internet import task
+    from telecom_pay.daemon import install_asyncio_reactor
+    install_asyncio_reactor()
+    from simulators.smsc.control import ControlError, SmscControl
+    control = SmscControl(args.control)
+    status = {"code": 0}
+
+    async def send_and_collect(msisdn: str, text: str, timeout: float, quiet_after: float) -> list[str]:
+        sent = await wait_deferred(control.send_mo(msisdn, text, wait=timeout))
+        index = sent.get("inbox_index", 0)
+        replies: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            wait = min(left, quiet_after) if replies else left
+            data = await wait_deferred(control.inbox(msisdn, since=index, wait=wait))
+            if not data["inbox"]:
+                if replies:
+                    break
+                continue
+            for m in data["inbox"]:
+                replies.append(m["text"])
+                print(m["text"], flush=True)
+            index = data["next"]
+        return replies
+
+    async def main():
+        try:
+            if args.op == "send":
+                replies = await send_and_collect(args.msisdn, args.text, args.timeout, args.quiet_after)
+                if not replies:
+                    print("(no reply)", file=sys.stderr)
+                if args.expect is not None and not any(args.expect in r for r in replies):
+                    print(f"no reply contains {args.expect!r}", file=sys.stderr)
+                    status["code"] = 1
+            elif args.op == "inbox":
+                data = await wait_deferred(control.inbox(args.msisdn))
+                for m in data["inbox"]:
+                    print(m.get("received_at", ""), m["text"])
+            elif args.op == "chat":
+                loop = asyncio.get_running_loop()
+                while True:
+                    print("> ", end="", flush=True)
+                    line = await loop.run_in_executor(None, sys.stdin.readline)
+                    if not line:
+                        break
+                    if line.strip():
+                        await send_and_collect(args.msisdn, line.rstrip("\n"), 10.0, 1.0)
+            elif args.op == "ussd":
+                screen = await wait_deferred(control.ussd(args.msisdn, args.code))
+                loop = asyncio.get_running_loop()
+                while True:
+                    print(screen.get("text", ""), flush=True)
+                    if screen.get("ended"):
+                        break
+                    print("> ", end="", flush=True)
+                    line = await loop.run_in_executor(None, sys.stdin.readline)
+                    if not line:
+                        break
+                    screen = await wait_deferred(control.ussd(args.msisdn, line.strip()))
+        except ControlError as exc:
+            print(f"simulator refused: {exc}", file=sys.stderr)
+            status["code"] = 2
+        except ConnectionRefusedError:
+            print(f"no simulator at {args.control} (start one with `make run`)", file=sys.stderr)
+            status["code"] = 2
+        except Exception as exc:  # connection problems and the like: say so, no traceback
+            print(f"error: {exc!r}", file=sys.stderr)
+            status["code"] = 2
+
+    try:
+        task.react(lambda reactor: as_deferred(main()))
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            return int(exc.code)
+    return status["code"]
+
+
+EXTRA_COMMANDS["smsc-sim"] = ("the SMSC simulator alone", _configure_sim, _sim)
+EXTRA_COMMANDS["handset"] = ("a simulated phone: send SMS, dial USSD, read the inbox", _configure_handset, _handset)

@@ -1,0 +1,168 @@
+"""The daemon: services composed with twisted.application from one config.
+
+The core (database, sessions, PaymentService) opens first; then the
+components named in config are wired in by name (`factory = "module:fn"`),
+so `telecom_pay` imports no channel, bank bridge or simulator:
+
+    [sms]    factory = "channels.smpp.app:make_channel"      SMPP binds
+    [bank]   factory = "bank_bridge.wiring:make_bank"         ISO 8583 banks
+
+`telecom-pay run` runs it; `telecom-pay demo` runs it beside the simulators.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from telecom_pay import config as config_mod
+from telecom_pay.aio import as_deferred, wait_deferred
+
+log = Logger(namespace="telecom_pay.daemon")
+
+
+def load_factory(spec: str):
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise config_mod.ConfigError(f"factory must be 'module:function', not {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise config_mod.ConfigError(f"cannot load factory {spec!r}: {exc}") from exc
+
+
+def install_asyncio_reactor():
+    """Twisted on the asyncio loop, so the core's asyncio clients share it."""
+    from twisted.internet import asyncioreactor
+    if "twisted.internet.reactor" not in sys.modules:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        asyncioreactor.install(loop)
+    from twisted.internet import reactor
+    return reactor
+
+
+class Daemon(MultiService):
+    """Opens the core, then starts the configured components. `ready` fires
+    once everything accepts traffic."""
+
+    def __init__(self, settings: config_mod.Settings, reactor, *, sections: tuple[str, ...] = ("bank", "sms")):
+        super().__init__()
+        self.settings = settings
+        self.reactor = reactor
+        self.sections = sections
+        self.core = None
+        self.bank = None
+        self.components: dict[str, Any] = {}
+        self.ready: defer.Deferred = defer.Deferred()
+
+    def startService(self):
+        super().startService()
+        d = as_deferred(self._start())
+        d.addCallbacks(lambda _: self.ready.callback(self), self.ready.errback)
+
+    async def _start(self) -> None:
+        from telecom_pay.core import open_core
+        bank_cfg = self.settings.section("bank")
+        if "bank" in self.sections and bank_cfg.get("factory") and bank_cfg.get("enabled", True):
+            self.bank = await _maybe_await(load_factory(bank_cfg["factory"])(self.settings, bank_cfg, self.reactor))
+            self.components["bank"] = self.bank
+        self.core = await open_core(self.settings, bank=getattr(self.bank, "port", self.bank))
+        for name in self.sections:
+            if name == "bank":
+                continue
+            cfg = dict(self.settings.section(name))
+            if not cfg.get("factory") or not cfg.get("enabled", True):
+                continue
+            if name == "sms":
+                for b in cfg.get("binds", []):
+                    b.setdefault("source_addr", self.settings.service_number)
+            component = await _maybe_await(load_factory(cfg["factory"])(self.core, cfg, self.reactor))
+            self.components[name] = component
+            component.setServiceParent(self)
+        log.info("telecom-pay ready ({components})", components=", ".join(self.components) or "core only")
+
+    def stopService(self):
+        d = defer.maybeDeferred(super().stopService)
+
+        async def close():
+            bank = self.components.get("bank")
+            if bank is not None and hasattr(bank, "stop"):
+                await _maybe_await(bank.stop())
+            if self.core is not None:
+                await self.core.close()
+        d.addCallback(lambda _: as_deferred(close()))
+        return d
+
+
+async def _maybe_await(value):
+    if isinstance(value, defer.Deferred):
+        return await wait_deferred(value)
+    if asyncio.iscoroutine(value):
+        return await value
+    return value
+
+
+def run_until_stopped(reactor, start, stop) -> int:
+    """Run the reactor: `start()` (Deferred) then wait for SIGINT/SIGTERM,
+    then `stop()`; exit status 1 if starting failed."""
+    status = {"code": 0}
+
+    def started_failed(failure):
+        log.failure("start failed", failure)
+        print(f"error: {failure.getErrorMessage()}", file=sys.stderr, flush=True)
+        status["code"] = 1
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: start().addErrback(started_failed))
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.run(installSignalHandlers=True)
+    return status["code"]
+
+
+def _start_logging(level: str = "info") -> None:
+    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
+                                globalLogBeginner, textFileLogObserver)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
+                                     redirectStandardIO=False)
+
+
+def _run(args) -> int:
+    reactor = install_asyncio_reactor()
+    _start_logging(args.log_level)
+    settings = config_mod.load(args.config)
+    daemon = Daemon(settings, reactor)
+
+    def start():
+        daemon.startService()
+        return daemon.ready.addCallback(lambda _: print("ready", flush=True))
+    return run_until_stopped(reactor, start, daemon.stopService)
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+
+
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    _configure_run(p)
+    p.add_argument("--fresh", action="store_true", help="start from an empty demo database")
+
+
+def _demo(args) -> int:
+    from telecom_pay.demo import run_demo
+    return run_demo(args)
+
+
+from telecom_pay.cli import EXTRA_COMMANDS  # noqa: E402  (registration)
+
+EXTRA_COMMANDS["run"] = ("run the daemon (channels, bank bridge) from the config", _configure_run, _run)
+EXTRA_COMMANDS["demo"] = ("daemon plus SMSC and bank simulators on the embedded default", _configure_demo, _demo)
+_ = signal  # signals are installed by reactor.run

@@ -1,0 +1,94 @@
+"""`telecom-pay demo`: the daemon on the embedded default beside the SMSC
+and bank simulators, in one process, for newcomers and testers.
+
+It prints the ports, the service number and the test MSISDNs, then a line
+`ready` once the daemon's SMPP bind is up; Ctrl-C stops everything cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+from twisted.internet import defer
+
+from telecom_pay import config as config_mod
+from telecom_pay.aio import as_deferred, wait_deferred
+from telecom_pay.daemon import Daemon, _start_logging, install_asyncio_reactor, run_until_stopped
+
+
+def _port_of(endpoint: str) -> str:
+    return endpoint.split(":")[1]
+
+
+async def _wait_bound(daemon: Daemon, timeout: float = 30.0) -> None:
+    sms = daemon.components.get("sms")
+    if sms is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not sms.pool.bound:
+        if loop.time() > deadline:
+            raise RuntimeError("the SMPP bind did not come up")
+        await asyncio.sleep(0.05)
+
+
+def run_demo(args) -> int:
+    reactor = install_asyncio_reactor()
+    _start_logging(args.log_level)
+    settings = config_mod.load(args.config)
+    demo = settings.section("demo")
+    handsets = [str(h) for h in demo.get("handsets", [])]
+    stoppers = []
+    daemon = Daemon(settings, reactor)
+
+    async def start():
+        from simulators.smsc.config import SmscConfig
+        from simulators.smsc.simulator import SmscSimulator
+        smsc = SmscSimulator(SmscConfig.from_mapping(settings.section("smsc_sim")), reactor)
+        await wait_deferred(smsc.listen(demo.get("smsc_smpp", "tcp:2775:interface=127.0.0.1")))
+        await wait_deferred(smsc.listen_http(demo.get("smsc_http", "tcp:8025:interface=127.0.0.1")))
+        stoppers.append(smsc.stop)
+        for msisdn in handsets:
+            smsc.handset(msisdn)
+        lines = [f"SMSC simulator: SMPP on port {_port_of(demo.get('smsc_smpp', 'tcp:2775'))}, "
+                 f"control and web handset on http://127.0.0.1:{_port_of(demo.get('smsc_http', 'tcp:8025'))}/"]
+        bank_sim = await _start_bank_simulator(settings, demo, reactor, handsets, stoppers)
+        if bank_sim:
+            lines.append(bank_sim)
+        daemon.startService()
+        await wait_deferred(daemon.ready)
+        await _wait_bound(daemon)
+        await _bind_demo_cards(daemon, settings, handsets)
+        lines += [f"service number: {settings.service_number}",
+                  f"test handsets: {', '.join(handsets)}",
+                  f"database: {settings.database_url}",
+                  "try, in another terminal:",
+                  f"  telecom-pay handset send {handsets[0] if handsets else '13800138000'} KT --expect A"]
+        for line in lines:
+            print(line, flush=True)
+        print("ready", flush=True)
+
+    def stop():
+        d = daemon.stopService() if daemon.running else defer.succeed(None)
+        for s in reversed(stoppers):
+            d.addBoth(lambda _, s=s: s())
+        return d
+
+    return run_until_stopped(reactor, lambda: as_deferred(start()), stop)
+
+
+async def _start_bank_simulator(settings, demo, reactor, handsets, stoppers) -> str | None:
+    """The bank simulator, when it is installed and configured ([bank_sim])."""
+    try:
+        bank_demo = importlib.import_module("simulators.bank.demo")
+    except ModuleNotFoundError:
+        return None
+    return await bank_demo.start(settings, demo, reactor, handsets, stoppers)
+
+
+async def _bind_demo_cards(daemon, settings, handsets) -> None:
+    try:
+        bank_demo = importlib.import_module("simulators.bank.demo")
+    except ModuleNotFoundError:
+        return
+    await bank_demo.bind_cards(daemon, settings, handsets)
