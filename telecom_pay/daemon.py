@@ -53,13 +53,14 @@ class Daemon(MultiService):
     """Opens the core, then starts the configured components. `ready` fires
     once everything accepts traffic."""
 
-    def __init__(self, settings: config_mod.Settings, reactor, *, sections: tuple[str, ...] = ("bank", "sms")):
+    def __init__(self, settings: config_mod.Settings, reactor, *, sections: tuple[str, ...] = ("bank", "sms"),
+                 bank=None):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
         self.sections = sections
         self.core = None
-        self.bank = None
+        self.bank = bank            # a BankPort given by the caller wins over [bank]
         self.components: dict[str, Any] = {}
         self.ready: defer.Deferred = defer.Deferred()
 
@@ -71,7 +72,7 @@ class Daemon(MultiService):
     async def _start(self) -> None:
         from telecom_pay.core import open_core
         bank_cfg = self.settings.section("bank")
-        if "bank" in self.sections and bank_cfg.get("factory") and bank_cfg.get("enabled", True):
+        if self.bank is None and "bank" in self.sections and bank_cfg.get("factory") and bank_cfg.get("enabled", True):
             self.bank = await _maybe_await(load_factory(bank_cfg["factory"])(self.settings, bank_cfg, self.reactor))
             self.components["bank"] = self.bank
         self.core = await open_core(self.settings, bank=getattr(self.bank, "port", self.bank))
