@@ -71,11 +71,14 @@ class Daemon(MultiService):
 
     async def _start(self) -> None:
         from telecom_pay.core import open_core
+        from telecom_pay.ledger import schema
+        if self.settings.auto_upgrade:
+            await asyncio.get_running_loop().run_in_executor(None, schema.upgrade, self.settings.database_url)
         bank_cfg = self.settings.section("bank")
         if self.bank is None and "bank" in self.sections and bank_cfg.get("factory") and bank_cfg.get("enabled", True):
             self.bank = await _maybe_await(load_factory(bank_cfg["factory"])(self.settings, bank_cfg, self.reactor))
             self.components["bank"] = self.bank
-        self.core = await open_core(self.settings, bank=getattr(self.bank, "port", self.bank))
+        self.core = await open_core(self.settings, bank=getattr(self.bank, "port", self.bank), upgrade=False)
         for name in self.sections:
             if name == "bank":
                 continue

@@ -1,0 +1,19 @@
+"""How the daemon gets its bank: `[bank] factory = "bank_bridge.wiring:make_bank"`.
+
+Starts the bridge (its own engine on the platform's database, whose schema
+the daemon has already upgraded) and returns the running service; the
+daemon hands `service.port` to the PaymentService and stops the service
+last."""
+from __future__ import annotations
+
+from typing import Any
+
+from bank_bridge.service import BankBridgeService
+from telecom_pay.aio import wait_deferred
+
+
+async def make_bank(settings, config: dict[str, Any], reactor) -> BankBridgeService:
+    service = BankBridgeService(config, database_url=settings.database_url, reactor=reactor)
+    await wait_deferred(service.startService())
+    service.stop = lambda: service.stopService()     # the daemon's contract: stop() when closing
+    return service
