@@ -141,6 +141,49 @@ async def _db(args) -> int:
     return 0 if not problems else 1
 
 
+# ------------------------------------------------------------------ settle
+
+def _date(text: str):
+    from datetime import date
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}")
+
+
+def _settle(args) -> int:
+    from telecom_pay.daemon import run_job
+    from telecom_pay.money import format_amount
+    from telecom_pay.settlement import Settlement, SettlementError
+
+    async def job(daemon) -> int:
+        svc = daemon.core.service
+        for m in svc.settings.merchants:       # payout accounts from config, verified by the bank once
+            if m.get("payout_pan"):
+                from telecom_pay import accounts as acct
+                merchant = await svc.ledger.read(lambda c, code=m["code"]: acct.find_merchant(c, code.upper()))
+                card = await svc.ledger.read(lambda c: acct.active_card(c, merchant.id))
+                if card is None or card.last4 != str(m["payout_pan"])[-4:]:
+                    r = await svc.bind_merchant_account(m["code"], str(m["payout_pan"]), str(m.get("payout_expiry", "")))
+                    if not r.ok:
+                        print(f"{m['code']}: payout account not verified ({r.outcome.value})", file=sys.stderr)
+        settlement = Settlement(svc, delay_days=int(svc.settings.section("settlement").get("delay_days", 1)),
+                                file_dir=svc.settings.section("settlement").get("file_dir", "var/settlement"))
+        try:
+            reports = await settlement.run(args.date, merchant_code=args.merchant)
+        except SettlementError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        failed = 0
+        for r in reports:
+            print(f"{r.business_date} {r.merchant_code}: payments {r.payments} gross {format_amount(r.gross)} "
+                  f"refunds {format_amount(r.refunds)} fees {format_amount(r.fees)} net {format_amount(r.net)} "
+                  f"-> {r.state}{' ' + r.payout_ref if r.payout_ref else ''} ({r.note})")
+            failed += r.state == "failed"
+        return 1 if failed else 0
+    return run_job(args, job)
+
+
 # ------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("db", help="database schema and checks")
     d.add_argument("op", choices=["upgrade", "check"])
     d.set_defaults(run=_db)
+
+    se = sub.add_parser("settle", help="merchant settlement for a business day (T+1), paid through the bank")
+    se.add_argument("--date", type=_date, required=True)
+    se.add_argument("--merchant", help="only this merchant code")
+    se.set_defaults(run=_settle)
 
     for name, (helptext, configure, runner) in EXTRA_COMMANDS.items():
         x = sub.add_parser(name, help=helptext)

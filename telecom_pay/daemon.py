@@ -170,3 +170,36 @@ from telecom_pay.cli import EXTRA_COMMANDS  # noqa: E402  (registration)
 EXTRA_COMMANDS["run"] = ("run the daemon (channels, bank bridge) from the config", _configure_run, _run)
 EXTRA_COMMANDS["demo"] = ("daemon plus SMSC and bank simulators on the embedded default", _configure_demo, _demo)
 _ = signal  # signals are installed by reactor.run
+
+
+def run_job(args, job, *, sections: tuple[str, ...] = ("bank",)) -> int:
+    """For one-shot commands that need the running components (the bank
+    bridge for `settle` and `reconcile`): start them, run `await job(daemon)`
+    (its int is the exit status), stop them."""
+    from twisted.internet import task
+    install_asyncio_reactor()
+    _start_logging(getattr(args, "log_level", "warn"))
+    settings = config_mod.load(args.config)
+    outcome = {"code": 0}
+
+    async def main(reactor):
+        daemon = Daemon(settings, reactor, sections=sections)
+        daemon.startService()
+        try:
+            await wait_deferred(daemon.ready)
+            bank = daemon.components.get("bank")
+            if bank is not None and hasattr(bank.port, "wait_ready"):
+                try:
+                    await asyncio.wait_for(bank.port.wait_ready(), timeout=15)
+                except asyncio.TimeoutError:
+                    print("warning: the bank is not signed on yet", file=sys.stderr)
+            outcome["code"] = int(await job(daemon) or 0)
+        finally:
+            await wait_deferred(daemon.stopService())
+
+    try:
+        task.react(lambda reactor: as_deferred(main(reactor)))
+    except SystemExit as exc:
+        if exc.code not in (0, None) and not outcome["code"]:
+            outcome["code"] = int(exc.code) if isinstance(exc.code, int) else 1
+    return outcome["code"]
