@@ -199,6 +199,7 @@ _T: dict[str, dict[str, str]] = {
         "decline.other": "请联系发卡行",
         "insufficient_funds": "余额不足, 当前余额 {balance} 元.",
         "not_withdrawable": "信用卡充值的资金只能消费, 不能提现或转账, 可提现 {withdrawable} 元.",
+        "no_debit_card": "提现只能到借记卡, 您绑定的是信用卡. 请到营业厅或致电客服绑定借记卡.",
         "limit_per_txn": "超过单笔限额 {limit} 元.",
         "limit_daily": "超过每日限额 {limit} 元.",
         "limit_monthly": "超过每月限额 {limit} 元.",
@@ -318,6 +319,7 @@ _T: dict[str, dict[str, str]] = {
         "decline.issuer_unavailable": "card issuer unavailable, try later",
         "decline.other": "please contact your bank",
         "insufficient_funds": "Insufficient balance ({balance}).",
+        "no_debit_card": "Withdrawals go to a debit card only; yours is a credit card. Visit a shop or call us.",
         "not_withdrawable": "Funds topped up by credit card can be spent but not withdrawn "
                             "or sent. Withdrawable: {withdrawable}.",
         "limit_per_txn": "Over the per-transaction limit of {limit}.",
@@ -852,6 +854,12 @@ def _not_withdrawable(c: _Context) -> list[str]:
     return [c.text("not_withdrawable", withdrawable=c.money(c.params["withdrawable"]))]
 
 
+def _no_card(c: _Context) -> list[str]:
+    if c.params.get("need") == "debit":
+        return [c.text("no_debit_card")]
+    raise KeyError("need")          # the outcome's fixed text
+
+
 def _velocity(c: _Context) -> list[str]:
     seconds = c.params["retry_after"]
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds > 0:
@@ -925,6 +933,7 @@ _HANDLERS = {
     Outcome.INVALID_AMOUNT: _invalid_amount,
     Outcome.ACCOUNT_EXISTS: _account_exists,
     Outcome.NOT_WITHDRAWABLE: _not_withdrawable,
+    Outcome.NO_CARD: _no_card,
     Outcome.LIMIT_PER_TXN: _with_limit("limit_per_txn"),
     Outcome.LIMIT_DAILY: _with_limit("limit_daily"),
     Outcome.LIMIT_MONTHLY: _with_limit("limit_monthly"),
