@@ -630,11 +630,11 @@ class PaymentService:
             rec = await self.ledger.post(key)
             return self._money_result(action, rec, rec.account_id)
         if answer.status is BankStatus.DECLINED:
-            await self.ledger.void(key)
+            rec = await self.ledger.void(key)
             reason = (answer.decline or BankDecline.OTHER).value
-            if answer.decline is BankDecline.ISSUER_UNAVAILABLE:
-                return Result(Outcome.BANK_UNAVAILABLE, params={"action": action, "reason": reason})
-            return Result(Outcome.BANK_DECLINED, params={"action": action, "reason": reason})
+            outcome = Outcome.BANK_UNAVAILABLE if answer.decline is BankDecline.ISSUER_UNAVAILABLE \
+                else Outcome.BANK_DECLINED
+            return Result(outcome, amount=rec.amount, params={"action": action, "reason": reason})
         rec = await self.ledger.get_operation(key)
         return Result(Outcome.IN_PROGRESS, ref=rec.ref if rec else None, amount=rec.amount if rec else None,
                       params={"action": action})
