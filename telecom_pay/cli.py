@@ -74,6 +74,25 @@ def _amount(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc))
 
 
+def _agent_entry(args):
+    """Card operations need the bank (verification over ISO 8583)."""
+    if args.op in ("bind-card", "unbind-card"):
+        from telecom_pay.daemon import run_job
+
+        async def job(daemon) -> int:
+            svc = daemon.core.service
+            if args.op == "bind-card":
+                result = await svc.bind_card(args.msisdn, args.pan, args.expiry, channel="agent",
+                                             actor=f"agent:{args.agent}")
+            else:
+                result = await svc.unbind_card(args.msisdn, channel="agent", actor=f"agent:{args.agent}")
+            for text in render(result, args.lang):
+                print(text)
+            return 0 if result.ok else 1
+        return run_job(args, job)
+    return _agent(args)
+
+
 async def _agent(args) -> int:
     from telecom_pay.core import open_core
     core = await open_core(_settings(args))
@@ -227,10 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", required=True)
     t.add_argument("--id-type", default="ID")
     t.add_argument("--id-number", required=True)
+    bc = ops.add_parser("bind-card", help="bind (or change) the account's bank card after the bank verifies it")
+    bc.add_argument("msisdn")
+    bc.add_argument("pan")
+    bc.add_argument("expiry", help="YYMM")
+    ub = ops.add_parser("unbind-card", help="unbind the account's bank card")
+    ub.add_argument("msisdn")
     f = ops.add_parser("fund", help="put cash float on the agent's account (operations)")
     f.add_argument("amount", type=_amount)
     f.add_argument("--key")
-    a.set_defaults(run=_agent)
+    a.set_defaults(run=_agent_entry)
 
     d = sub.add_parser("db", help="database schema and checks")
     d.add_argument("op", choices=["upgrade", "check"])

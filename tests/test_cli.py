@@ -70,3 +70,39 @@ async def test_every_message_gets_a_reply(sqlite_url, text):
     replies = await conv.handle(MSISDN, text)
     assert replies and all(isinstance(r, str) and r.strip() for r in replies)
     await shutdown(svc)
+
+
+@aio_test
+async def test_agent_binds_a_card_through_the_bank(tmp_path):
+    """`agent bind-card` starts the bank bridge, which verifies the card (0100)
+    with a bank simulator running in this test, then binds it."""
+    import asyncio
+    from twisted.internet import reactor
+    from simulators.bank.simulator import BankSimulator
+    from telecom_pay.aio import wait_deferred
+    bank = BankSimulator({"bank_code": "simbank"}, reactor)
+    iso = await wait_deferred(bank.listen("tcp:0:interface=127.0.0.1"))
+    bank.add_card("6222020000001234", "3012", "debit", balance=1000)
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        'endpoint = "tcp:host=127.0.0.1:port=8583"', f'endpoint = "tcp:host=127.0.0.1:port={iso.getHost().port}"'),
+        encoding="utf-8")
+
+    async def run(*args):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "telecom_pay.cli", "--config", str(cfg), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = await run("agent", "open", "13800138000", "--name", "Li Lei", "--id-number", "1")
+    assert code == 0, err
+    code, out, err = await run("agent", "bind-card", "13800138000", "6222020000001234", "3012")
+    assert code == 0, err + out
+    assert "1234" in out
+    code, out, err = await run("agent", "bind-card", "13800138000", "6222020000009999", "3012")
+    assert code == 1                                      # unknown to the bank: declined
+    code, out, err = await run("agent", "unbind-card", "13800138000")
+    assert code == 0, err
+    bank.drop_connections()
+    await wait_deferred(iso.stopListening())

@@ -111,3 +111,50 @@ async def test_bank_timeout_is_reversed_and_the_subscriber_told(sqlite_url):
     assert bank.card(DEBIT).balance == 50_000                 # the reversal restored the card
     await books_agree_with_bank(daemon, bank)
     await down(bank, iso, sim, daemon)
+
+
+@aio_test
+async def test_credit_card_funds_never_withdrawn_after_changing_to_a_debit_card(sqlite_url):
+    bank, iso, sim, daemon = await up(sqlite_url)
+    phone = sim.handset("13800138000")
+    pin = await open_with_card(phone, daemon, CREDIT)
+    await say(phone, "CZ 100")
+    await say(phone, pin, expect="100.00")
+    svc = daemon.core.service
+    assert (await svc.bind_card(MSISDN, DEBIT, "3012", channel="test")).ok        # the card is changed
+    await say(phone, "TX 50")
+    refused = await say(phone, pin)
+    assert "信用卡" in refused and bank.card(DEBIT).balance == 50_000
+    await books_agree_with_bank(daemon, bank)
+    await down(bank, iso, sim, daemon)
+
+
+@aio_test
+async def test_settlement_pays_the_merchant_once_through_the_bank(database_url, tmp_path):
+    from datetime import timedelta
+    from telecom_pay.settlement import Settlement
+    bank, iso, sim, daemon = await up(database_url)
+    merchant_account = "6222020000000001"
+    bank.add_card(merchant_account, "3012", "debit", balance=0)
+    svc = daemon.core.service
+    assert (await svc.bind_merchant_account("M001", merchant_account, "3012")).ok
+    phone = sim.handset("13800138000")
+    pin = await open_with_card(phone, daemon, DEBIT)
+    await say(phone, "CZ 300")
+    await say(phone, pin, expect="300.00")
+    await say(phone, "ZF M001 120")
+    await say(phone, pin, expect="180.00")
+    day = svc.clock().astimezone(svc.tz).date()
+    real_clock = svc.clock
+    svc.clock = lambda: real_clock() + timedelta(days=1)
+    settlement = Settlement(svc, file_dir=tmp_path)
+    (first,) = [r for r in await settlement.run(day) if r.merchant_code == "M001"]
+    assert first.state == "paid" and first.net == 12_000 - 72          # 6 per mille fee
+    (again,) = [r for r in await settlement.run(day) if r.merchant_code == "M001"]
+    assert again.state == "paid" and again.payout_ref == first.payout_ref
+    assert bank.card(merchant_account).balance == first.net             # paid exactly once
+    svc.clock = real_clock
+    assert await svc.check_books() == []
+    moved = sum(m.amount for pan in (DEBIT, CREDIT, merchant_account) for m in bank.card(pan).movements)
+    assert (await svc.ledger.balance(svc.system["bank_settlement"])).balance == moved
+    await down(bank, iso, sim, daemon)
