@@ -9,17 +9,27 @@ the bridge makes unique.
 
 Result buckets:
 - matched: same RRN, amount, type and last 4 digits, and approved here;
-- missing_at_bank: approved here (created that UTC day) but not in the file;
+- missing_at_bank: approved here (created that business day) but not in the file;
 - unknown_to_us: in the file but not approved here (never sent, declined,
   in doubt or reversed here) - money the bank moved that our books do not;
 - mismatched: same RRN but different amount, type or card.
+
+The business day is a local calendar day: the bank's file is dated by its
+local date, which for a Chinese issuer is the platform's own zone
+(`[platform] timezone`, Asia/Shanghai). `reconcile(tz=...)` takes that zone;
+without one it uses the process's local zone, which is what the bank
+simulator dates its movements by. Bounds are converted to UTC before they
+reach SQL, because SQLite stores timestamps without their offset.
+
+The ledger side (what our books moved and the corrections through the
+suspense account) is `bank_bridge.ledger_reconciliation`.
 """
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import date as Date, datetime, time, timedelta, timezone
+from datetime import date as Date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 
 from bank_bridge.store import BankStore
@@ -42,22 +52,58 @@ class SettlementRow:
     response: str
 
 
-def parse_settlement_file(text: str) -> list[SettlementRow]:
-    reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise SettlementFileError(f"header must be {','.join(COLUMNS)}")
+def parse_settlement_file(text: str, *, business_date: Date | None = None) -> list[SettlementRow]:
+    """Rows of a settlement file. Refuses the whole file, naming the line,
+    when anything is off: header, field count, amount (a positive integer in
+    minor units), type, an empty or repeated RRN, or (when `business_date`
+    is given) a row dated another day."""
+    if text.startswith("\ufeff"):                    # a BOM from spreadsheet exports
+        text = text[1:]
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    try:
+        header = tuple(reader.fieldnames or ())
+    except csv.Error as exc:
+        raise SettlementFileError(f"line 1: {exc}") from None
+    if header != COLUMNS:
+        raise SettlementFileError(f"line 1: header must be {','.join(COLUMNS)}")
     rows = []
-    for line, raw in enumerate(reader, start=2):
-        try:
-            amount = int(raw["amount"])
-        except (TypeError, ValueError):
-            raise SettlementFileError(f"line {line}: amount must be an integer") from None
-        if raw["type"] not in ("debit", "credit") or amount <= 0 or not raw["rrn"]:
-            raise SettlementFileError(f"line {line}: bad type, amount or rrn")
-        rows.append(SettlementRow(date=raw["date"], stan=raw["stan"], rrn=raw["rrn"],
-                                  card_last4=raw["card_last4"], amount=amount, type=raw["type"],
-                                  response=raw["response"]))
+    seen: set[str] = set()
+    try:
+        for raw in reader:
+            line = reader.line_num
+            if None in raw or None in raw.values():
+                raise SettlementFileError(f"line {line}: expected {len(COLUMNS)} fields")
+            text_amount = raw["amount"].strip()
+            if not text_amount.isdigit() or not text_amount.isascii():
+                raise SettlementFileError(f"line {line}: amount must be an integer in minor units, "
+                                          f"not {raw['amount']!r}")
+            amount = int(text_amount)
+            rrn = raw["rrn"].strip()
+            if raw["type"] not in ("debit", "credit") or amount <= 0 or not rrn:
+                raise SettlementFileError(f"line {line}: bad type, amount or rrn")
+            if rrn in seen:
+                raise SettlementFileError(f"line {line}: rrn {rrn} appears twice")
+            seen.add(rrn)
+            if business_date is not None and raw["date"] != business_date.isoformat():
+                raise SettlementFileError(f"line {line}: dated {raw['date']!r}, not {business_date.isoformat()}")
+            rows.append(SettlementRow(date=raw["date"], stan=raw["stan"], rrn=rrn,
+                                      card_last4=raw["card_last4"], amount=amount, type=raw["type"],
+                                      response=raw["response"]))
+    except csv.Error as exc:
+        raise SettlementFileError(f"line {reader.line_num}: {exc}") from None
     return rows
+
+
+def business_day_bounds(business_date: Date, tz: tzinfo | None = None) -> tuple[datetime, datetime]:
+    """[start, end) of a local calendar day as UTC datetimes. `tz` None: the
+    process's local zone (the bank simulator's "local date")."""
+    if tz is None:
+        start = datetime.combine(business_date, time.min).astimezone()
+        end = datetime.combine(business_date + timedelta(days=1), time.min).astimezone()
+    else:
+        start = datetime.combine(business_date, time.min, tzinfo=tz)
+        end = datetime.combine(business_date + timedelta(days=1), time.min, tzinfo=tz)
+    return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
 
 
 @dataclass
@@ -73,9 +119,12 @@ class Reconciliation:
 
 
 async def reconcile(store: BankStore, rows: list[SettlementRow], *, bank_code: str,
-                    business_date: Date) -> Reconciliation:
-    start = datetime.combine(business_date, time.min, tzinfo=timezone.utc)
-    ours_that_day = await store.operations_created_between(bank_code, start, start + timedelta(days=1))
+                    business_date: Date, tz: tzinfo | None = None) -> Reconciliation:
+    """Bank-level matching of the file's rows with the bridge's records of
+    `bank_code`; operations belong to the day they were created (local day
+    in `tz`, see business_day_bounds)."""
+    start, end = business_day_bounds(business_date, tz)
+    ours_that_day = await store.operations_created_between(bank_code, start, end)
     by_rrn = {op["rrn"]: op for op in await store.operations_by_rrn([r.rrn for r in rows])}
     result = Reconciliation()
     seen: set[str] = set()
