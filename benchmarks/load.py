@@ -66,8 +66,10 @@ class RunRecord:
     payments: list[Payment] = field(default_factory=list)
     t0: float = 0.0
     t_end: float = 0.0
+    offered: int = 0            # payments due in the run (open loop) or started (closed loop)
     max_backlog: int = 0        # open loop: most arrivals waiting for an idle handset at once
     waited: int = 0             # open loop: arrivals that had to wait for one
+    dropped: int = 0            # open loop: arrivals still waiting when the last one was due
 
     @property
     def confirmed(self) -> list[Payment]:
@@ -167,46 +169,56 @@ class PaymentDriver:
 
     # ------------------------------------------------------------ closed loop
 
-    def run_closed(self, count: int, concurrency: int, mode: str = "full_speed") -> defer.Deferred:
-        """`count` payments from `concurrency` handsets paying back to back;
-        fires with a RunRecord."""
+    def run_closed(self, count: int, concurrency: int, *, limit: float | None = None,
+                   mode: str = "full_speed") -> defer.Deferred:
+        """`count` payments from `concurrency` handsets paying back to back,
+        none started after `limit` seconds; fires with a RunRecord."""
         lines = self.usable[:concurrency]
         run = RunRecord(mode, None, len(lines))
         if not lines or count <= 0:
             return defer.succeed(run)
         remaining = [count]
         run.t0 = self.clock()
+        deadline = run.t0 + limit if limit else float("inf")
 
         async def worker(line: _Line):
-            while remaining[0] > 0 and not line.retired:
+            while remaining[0] > 0 and not line.retired and self.clock() < deadline:
                 remaining[0] -= 1
                 p = await self.pay(line, self._payment(line.handset.msisdn, self.clock()))
                 run.payments.append(p)
 
         def finished(_):
+            run.offered = len(run.payments)
             run.t_end = max((p.done for p in run.payments), default=run.t0)
             return run
         return defer.DeferredList([defer.Deferred.fromCoroutine(worker(ln)) for ln in lines]).addCallback(finished)
 
     # ------------------------------------------------------------ open loop
 
-    def run_open(self, count: int, rate: float, reactor) -> defer.Deferred:
-        """`count` payments arriving at `rate` per second; fires with a
-        RunRecord."""
+    def run_open(self, count: int, rate: float, reactor, *, limit: float | None = None) -> defer.Deferred:
+        """Payments arriving at `rate` per second, `count` of them or as many
+        as arrive within `limit` seconds; fires with a RunRecord. Arrivals
+        still waiting for an idle handset when the last one arrived are
+        dropped (counted, never sent)."""
         idle = deque(self.usable)
         run = RunRecord("fixed_rate", rate, len(idle))
-        done = defer.Deferred()
+        if limit:
+            count = min(count, max(1, int(rate * limit)))
+        run.offered = count
         if not idle or count <= 0:
             return defer.succeed(run)
+        done = defer.Deferred()
         backlog: deque[Payment] = deque()
-        state = {"arrived": 0}
+        state = {"arrived": 0, "outstanding": 0}
         run.t0 = self.clock()
 
         def start(line: _Line, p: Payment) -> None:
             p.msisdn = line.handset.msisdn
+            state["outstanding"] += 1
             defer.Deferred.fromCoroutine(self.pay(line, p)).addCallback(finish, line)
 
         def finish(p: Payment, line: _Line) -> None:
+            state["outstanding"] -= 1
             run.payments.append(p)
             if not line.retired:
                 if backlog:
@@ -215,28 +227,27 @@ class PaymentDriver:
                     idle.append(line)
             elif not self.usable:
                 while backlog:       # every handset timed out: what waits can never start
-                    abandon(backlog.popleft())
-            if len(run.payments) == count:
-                run.t_end = max(q.done for q in run.payments)
-                done.callback(run)
+                    abandon(backlog.popleft(), "no_handset", "every handset had timed out")
+            check_done()
 
-        def abandon(p: Payment) -> None:
-            p.done, p.error, p.detail = self.clock(), "no_handset", "every handset had timed out"
+        def abandon(p: Payment, kind: str, detail: str) -> None:
+            p.done, p.error, p.detail = self.clock(), kind, detail
             run.payments.append(p)
-            if len(run.payments) == count:
-                run.t_end = p.done
+
+        def check_done() -> None:
+            if state["arrived"] == count and not backlog and not state["outstanding"] and not done.called:
+                run.t_end = max((q.done for q in run.payments), default=self.clock())
                 done.callback(run)
 
         def tick() -> None:
-            now = self.clock()
-            due = min(count, int((now - run.t0) * rate) + 1)
+            due = min(count, int((self.clock() - run.t0) * rate) + 1)
             while state["arrived"] < due:
                 p = self._payment("", run.t0 + state["arrived"] / rate)
                 state["arrived"] += 1
                 if idle:
                     start(idle.popleft(), p)
                 elif not self.usable:
-                    abandon(p)
+                    abandon(p, "no_handset", "every handset had timed out")
                 else:
                     backlog.append(p)
                     run.waited += 1
@@ -244,6 +255,10 @@ class PaymentDriver:
             if state["arrived"] < count:
                 next_due = run.t0 + state["arrived"] / rate
                 reactor.callLater(max(0.0, next_due - self.clock()), tick)
+                return
+            run.dropped = len(backlog)   # the platform could not take them within the run
+            backlog.clear()
+            check_done()
 
         tick()
         return done

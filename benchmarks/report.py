@@ -35,6 +35,7 @@ def run_figures(run: RunRecord, *, daemon_cpu_s: float, daemon_peak_rss_mb: floa
         "mode": run.mode,
         "rate": run.rate,
         "concurrency": run.concurrency,
+        "offered": run.offered,
         "confirmed": len(confirmed),
         "failed": len(run.failed),
         "errors": run.errors(),
@@ -49,6 +50,7 @@ def run_figures(run: RunRecord, *, daemon_cpu_s: float, daemon_peak_rss_mb: floa
         # including any wait for an idle handset: what an open-loop client really sees
         "end_to_end_ms": percentiles([(p.done - p.scheduled) * 1000 for p in confirmed]),
         "waited_for_handset": run.waited,
+        "dropped": run.dropped,
         "max_backlog": run.max_backlog,
         "daemon_cpu_s": round(daemon_cpu_s, 2),
         "daemon_cpu_per_payment_ms": round(daemon_cpu_s * 1000 / len(confirmed), 3) if confirmed else None,
@@ -93,7 +95,8 @@ def _ms(v) -> str:
 def summary_line(config: str, fig: dict) -> str:
     lat = fig["latency_ms"]
     what = "full speed" if fig["rate"] is None else f"{fig['rate']:g}/s"
-    return (f"{config:8s} {what:>10s}: {fig['confirmed']} confirmed, {fig['failed']} failed in "
+    dropped = f", {fig['dropped']} dropped" if fig.get("dropped") else ""
+    return (f"{config:8s} {what:>10s}: {fig['confirmed']} confirmed, {fig['failed']} failed{dropped} in "
             f"{fig['duration_s']:.2f} s = {fig['payments_per_s']:.0f} payments/s; latency ms "
             f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])} max {_ms(lat['max'])}; "
             f"daemon cpu {fig['daemon_cpu_s']:.1f} s ({fig['daemon_cpu_utilisation'] * 100:.0f}%), "
