@@ -40,9 +40,10 @@ Business day: the local calendar day in the platform's zone
 bank date things; the bridge's operations belong to the day they were
 created (see `reconciliation.business_day_bounds`).
 
-Known limit: a movement the bridge created just before midnight and the bank
-booked just after is missing_at_bank on the first day and matched on the
-next, so the first day's correction stays in suspense until reversed by hand.
+Cut-off: an operation the bridge created just before midnight that the bank
+booked just after is missing_at_bank on its own day (corrected there) and
+appears in the next day's file; that day takes the earlier correction back,
+so each day's report agrees with its file and the account with the bank.
 """
 from __future__ import annotations
 
@@ -183,7 +184,8 @@ class LedgerReconciliation:
         out = [f"Reconciliation of bank {self.bank_code} for {self.business_date.isoformat()} "
                f"(business day in {self.timezone})"]
         out.append("  " + "   ".join(f"{b.replace('_', ' ')}: {len(self.bucket(b))}" for b in BUCKETS))
-        problems = [line for line in self.lines if line.bucket != MATCHED]
+        problems = [line for line in self.lines
+                    if line.bucket != MATCHED or line.correction is not None or line.booked_before]
         if problems:
             out.append("")
             header = ("bucket", "rrn", "operation", "bank", "ledger", "correction", "status")
@@ -213,6 +215,10 @@ class LedgerReconciliation:
         booked = [line for line in self.lines if line.status == BOOKED]
         if booked:
             out.append(f"{len(booked)} correction(s) booked through suspense")
+        review = [line for line in self.lines if line.bucket == MISMATCHED and line.correction is None
+                  and not line.booked_before]
+        if review:
+            out.append(f"{len(review)} mismatch(es) with no money to book (card differs): review by hand")
         return "\n".join(out)
 
 
@@ -245,11 +251,20 @@ class Reconciler:
             by_rrn.setdefault(op["rrn"], op)
         ledger_ops = await self._ledger_movements([op["operation_key"] for op in by_rrn.values()])
         booked = await self._corrections_booked(business_date)
+        ours = {op["operation_key"] for op in ours_that_day}
+        late = [r.rrn for r in rows if r.rrn in by_rrn and by_rrn[r.rrn]["operation_key"] not in ours]
+        elsewhere = await self._corrections_booked(business_date, other_days_for=late)
 
         in_file: set[str] = set()
         for row in rows:
             in_file.add(row.rrn)
-            report.lines.append(self._classify(row, by_rrn.get(row.rrn), ledger_ops, booked, report))
+            line = self._classify(row, by_rrn.get(row.rrn), ledger_ops, booked, report)
+            if row.rrn in elsewhere:
+                # settled by the bank on another day than the one our operation belongs to:
+                # that day's correction (missing_at_bank) is taken back here
+                line.booked_before += elsewhere[row.rrn][0]
+                line.reason += f"; corrected {format_amount(elsewhere[row.rrn][0])} on another day"
+            report.lines.append(line)
         for op in ours_that_day:
             if op["rrn"] in in_file:
                 continue
@@ -378,11 +393,23 @@ class Reconciler:
             return found
         return await self.ledger.read(q)
 
-    async def _corrections_booked(self, business_date: Date) -> dict[str, tuple[int, int]]:
+    async def _corrections_booked(self, business_date: Date, *,
+                                  other_days_for: list[str] | None = None) -> dict[str, tuple[int, int]]:
         """rrn -> (net bank_settlement movement, number of corrections) of the
-        reconciliation operations already booked for this day."""
+        reconciliation operations already booked for this day; or, with
+        `other_days_for`, those booked for these RRNs on any other day."""
         bank = self.system["bank_settlement"]
-        prefix = f"recon:{business_date.isoformat()}:"
+        today = f"recon:{business_date.isoformat()}:"
+        if other_days_for is None:
+            conditions = [operations.c.idempotency_key.startswith(today, autoescape=True)]
+        elif not other_days_for:
+            return {}
+        else:
+            conditions = [~operations.c.idempotency_key.startswith(today, autoescape=True),
+                          sa.or_(*[sa.or_(operations.c.idempotency_key.endswith(f":{rrn}", autoescape=True),
+                                          operations.c.idempotency_key.contains(f":{rrn}:", autoescape=True))
+                                   for rrn in other_days_for])]
+        wanted = None if other_days_for is None else set(other_days_for)
 
         async def q(conn):
             rows = (await conn.execute(
@@ -390,11 +417,11 @@ class Reconciler:
                           transfers.c.credit_account_id, transfers.c.amount)
                 .join(transfers, transfers.c.operation_id == operations.c.id)
                 .where(operations.c.kind == KIND, operations.c.state == T_POSTED,
-                       operations.c.idempotency_key.startswith(prefix, autoescape=True)))).all()
+                       operations.c.idempotency_key.startswith("recon:"), *conditions))).all()
             result: dict[str, tuple[int, int]] = {}
             for r in rows:
                 rrn = (r.request.get("details") or {}).get("rrn")
-                if rrn is None:
+                if rrn is None or (wanted is not None and rrn not in wanted):
                     continue
                 move = r.amount if r.credit_account_id == bank else -r.amount if r.debit_account_id == bank else 0
                 total, count = result.get(rrn, (0, 0))

@@ -243,6 +243,47 @@ async def test_in_doubt_operation_is_held_not_corrected(sqlite_url, local_zone):
         await day.close()
 
 
+@aio_test
+async def test_cut_off_settled_by_the_bank_the_next_day(database_url, local_zone):
+    """Created here just before midnight, booked by the bank just after: the
+    first day corrects it as missing_at_bank, the next day takes that back."""
+    from datetime import timedelta
+
+    from bank_bridge.reconciliation import business_day_bounds
+    from bank_bridge.tables import bank_operations
+    day = await Day().start(database_url)
+    try:
+        await open_active(day.svc, A)
+        assert (await day.svc.bind_card(A, CARDS[A], "3012", channel="test")).ok
+        for key, amount in (("x1", 30_00), ("x2", 70_00)):
+            assert (await day.svc.topup(A, amount, channel="test", key=key)).outcome is Outcome.OK
+        date = datetime.fromisoformat(today(local_zone)).date()
+        yesterday = date - timedelta(days=1)
+        start, _ = business_day_bounds(date, local_zone)
+        async with day.bridge.engine.begin() as conn:
+            await conn.execute(sa.update(bank_operations).where(bank_operations.c.operation_key == "x2")
+                               .values(created_at=start - timedelta(seconds=1)))
+        reconciler = day.reconciler(local_zone)
+        first = await reconciler.run([], bank_code=BANK, business_date=yesterday, apply=True)
+        ((line, ),) = [first.lines]
+        assert (line.bucket, line.operation_key, line.correction.change, line.status) == (
+            MISSING_AT_BANK, "x2", 70_00, BOOKED)
+        rows = parse_settlement_file(day.sim.settlement_csv(date.isoformat()))
+        second = await reconciler.run(rows, bank_code=BANK, business_date=date, apply=True)
+        assert [(line.bucket, line.operation_key) for line in second.lines] == [(MATCHED, "x1"), (MATCHED, "x2")]
+        assert second.lines[1].correction.change == -70_00 and second.exit_status == 0
+        assert second.bank_net == second.ledger_net == -100_00
+        assert "on another day" in second.render()
+        assert await day.balance("bank_settlement") - day.settlement_opening == -100_00
+        assert await day.balance("suspense") == 0
+        for business_date, file_rows in ((yesterday, []), (date, rows)):      # reruns book nothing
+            again = await reconciler.run(file_rows, bank_code=BANK, business_date=business_date, apply=True)
+            assert again.corrections == [] and again.exit_status == 0 and again.bank_net == again.ledger_net
+        assert len(await day.corrections()) == 2 and await day.svc.check_books() == []
+    finally:
+        await day.close()
+
+
 # ------------------------------------------------------------------ the command
 
 def write_config(tmp_path: Path) -> Path:
