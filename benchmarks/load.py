@@ -198,7 +198,7 @@ class PaymentDriver:
     def run_open(self, count: int, rate: float, reactor, *, limit: float | None = None) -> defer.Deferred:
         """Payments arriving at `rate` per second, `count` of them or as many
         as arrive within `limit` seconds; fires with a RunRecord. Arrivals
-        still waiting for an idle handset when the last one arrived are
+        still waiting for an idle handset `limit` seconds into the run are
         dropped (counted, never sent)."""
         idle = deque(self.usable)
         run = RunRecord("fixed_rate", rate, len(idle))
@@ -256,6 +256,11 @@ class PaymentDriver:
                 next_due = run.t0 + state["arrived"] / rate
                 reactor.callLater(max(0.0, next_due - self.clock()), tick)
                 return
+            if backlog and limit:
+                reactor.callLater(max(0.0, run.t0 + limit - self.clock()), drop_backlog)
+            check_done()
+
+        def drop_backlog() -> None:
             run.dropped = len(backlog)   # the platform could not take them within the run
             backlog.clear()
             check_done()

@@ -18,7 +18,8 @@ RUN_FIELDS = {"config", "accounts", "payments", "mode", "rate", "confirmed", "fa
 def test_benchmark_runs_and_reconciles(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--configs", "sqlite", "--accounts", "8", "--payments", "20",
-         "--rates", "40", "--warmup", "4", "--timeout", "20", "--results-dir", str(tmp_path)],
+         "--rates", "40", "--warmup", "4", "--timeout", "20", "--max-run-seconds", "0",
+         "--results-dir", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
