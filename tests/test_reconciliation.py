@@ -11,7 +11,9 @@ platform share that zone, so these tests run with TZ set to it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +51,10 @@ def local_zone():
     old = os.environ.get("TZ")
     os.environ["TZ"] = ZONE
     time.tzset()
+    now = datetime.now(ZoneInfo(ZONE))
+    to_midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
+    if to_midnight < 30:          # a day's business must not straddle the date line
+        time.sleep(to_midnight + 1)
     try:
         yield ZoneInfo(ZONE)
     finally:
@@ -284,12 +290,34 @@ async def test_cut_off_settled_by_the_bank_the_next_day(database_url, local_zone
         await day.close()
 
 
+@pytest.mark.parametrize("body, message", [
+    ("date,stan,rrn\n", "line 1: header must be"),
+    ("{h}2026-11-23,1,632700000001,1234,12.5,debit,00\n", "line 2: amount must be an integer"),
+    ("{h}2026-11-23,1,632700000001,1234,-5,debit,00\n", "line 2: amount must be an integer"),
+    ("{h}2026-11-23,1,632700000001,1234,500,refund,00\n", "line 2: bad type"),
+    ("{h}2026-11-23,1,632700000001,1234,500,debit\n", "line 2: expected 7 fields"),
+    ("{h}2026-11-23,1,632700000001,1234,500,debit,00\n2026-11-23,2,632700000001,1234,9,debit,00\n",
+     "line 3: rrn 632700000001 appears twice"),
+    ("{h}2026-11-22,1,632700000001,1234,500,debit,00\n", "line 2: dated '2026-11-22', not 2026-11-23"),
+])
+def test_a_bad_file_is_refused_naming_the_line(body, message):
+    from datetime import date
+
+    from bank_bridge.reconciliation import SettlementFileError
+    header = "date,stan,rrn,card_last4,amount,type,response\n"
+    with pytest.raises(SettlementFileError, match=re.escape(message)):
+        parse_settlement_file(body.format(h=header), business_date=date(2026, 11, 23))
+    assert parse_settlement_file("\ufeff" + header) == []
+
+
 # ------------------------------------------------------------------ the command
 
 def write_config(tmp_path: Path) -> Path:
+    """The embedded config on a database under tmp_path, with the tests' bank."""
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     text = text.replace('url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"',
                         f'url = "sqlite+aiosqlite:///{tmp_path}/tp.sqlite3"')
+    text = re.sub(r'(?m)^code = "simbank"$', f'code = "{BANK}"', text)
     path = tmp_path / "tp.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -304,31 +332,47 @@ def run_cli(cfg: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_command_exit_status_for_bad_clean_and_unknown_rows(tmp_path):
+@aio_test
+async def test_command_on_a_bad_file_a_clean_file_and_a_doctored_one(tmp_path, local_zone):
     cfg = write_config(tmp_path)
-    header = "date,stan,rrn,card_last4,amount,type,response\n"
+    day = await Day().start(f"sqlite+aiosqlite:///{tmp_path}/tp.sqlite3")
+    try:
+        pin = await open_active(day.svc, A)
+        assert (await day.svc.bind_card(A, CARDS[A], "3012", channel="test")).ok
+        for key, amount in (("x1", 30_00), ("x2", 70_00)):
+            assert (await day.svc.topup(A, amount, channel="test", key=key)).outcome is Outcome.OK
+        assert (await day.svc.withdraw(A, 20_00, pin, channel="test", key="x3")).outcome is Outcome.OK
+        date = today(local_zone)
+        clean = day.sim.write_settlement_file(date, tmp_path)
+        lost = await day.rrn("x2")
+    finally:
+        await day.close()
+    # the database is left alone from here on: blocking on the subprocesses is harmless
+
+    r = run_cli(cfg, "--date", date, "--file", str(clean))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"Reconciliation of bank {BANK} for {date}" in r.stdout and "matched: 3" in r.stdout, r.stdout
+    assert "they agree" in r.stdout and "bank file -80.00, ledger -80.00" in r.stdout, r.stdout
+
+    header, *lines = clean.read_text(encoding="utf-8").splitlines()
     bad = tmp_path / "bad.csv"
-    bad.write_text(header + "2026-11-23,000001,632700000001,1234,12.50,debit,00\n", encoding="utf-8")
-    r = run_cli(cfg, "--date", "2026-11-23", "--file", str(bad))
-    assert r.returncode == 2 and "line 2" in r.stderr and "amount" in r.stderr, r.stderr
-    r = run_cli(cfg, "--date", "2026-11-23", "--file", str(tmp_path / "absent.csv"))
+    bad.write_text("\n".join([header, lines[0].replace(",3000,", ",30.00,")]) + "\n", encoding="utf-8")
+    r = run_cli(cfg, "--date", date, "--file", str(bad))
+    assert r.returncode == 2 and "line 2" in r.stderr and "amount" in r.stderr and not r.stdout, r.stderr
+    r = run_cli(cfg, "--date", date, "--file", str(tmp_path / "absent.csv"))
     assert r.returncode == 2 and "cannot read" in r.stderr
 
-    clean = tmp_path / "clean.csv"
-    clean.write_text(header, encoding="utf-8")                      # a quiet day: nothing moved anywhere
-    r = run_cli(cfg, "--date", "2026-11-23", "--file", str(clean))
+    doctored = tmp_path / "doctored.csv"
+    doctored.write_text("\n".join([header] + [line for line in lines if lost not in line]) + "\n", encoding="utf-8")
+    r = run_cli(cfg, "--date", date, "--file", str(doctored))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "missing_at_bank" in r.stdout and "suspense -> bank_settlement 70.00" in r.stdout, r.stdout
+    r = run_cli(cfg, "--date", date, "--file", str(doctored), "--apply", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "Reconciliation of bank simbank for 2026-11-23" in r.stdout and "they agree" in r.stdout
-
-    stranger = tmp_path / "stranger.csv"
-    stranger.write_text(header + "2026-11-23,000001,632700000001,1234,1250,debit,00\n", encoding="utf-8")
-    r = run_cli(cfg, "--date", "2026-11-23", "--file", str(stranger))
-    assert r.returncode == 1 and "bank_settlement -> suspense 12.50" in r.stdout, r.stdout + r.stderr
-    r = run_cli(cfg, "--date", "2026-11-23", "--file", str(stranger), "--apply", "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
-    import json
     report = json.loads(r.stdout)
-    assert report["counts"]["unknown_to_us"] == 1 and report["lines"][0]["status"] == "booked"
-    assert report["agrees"] is True
-    r = run_cli(cfg, "--date", "2026-11-23", "--file", str(stranger))
-    assert r.returncode == 0 and "booked earlier" in r.stdout, r.stdout
+    assert report["counts"] == {"matched": 2, "missing_at_bank": 1, "unknown_to_us": 0, "mismatched": 0}
+    (line,) = [line for line in report["lines"] if line["correction"]]
+    assert (line["rrn"], line["status"], line["correction"]["key"]) == (lost, "booked", f"recon:{date}:{lost}")
+    assert report["agrees"] and report["bank_net"] == -10_00
+    r = run_cli(cfg, "--date", date, "--file", str(doctored), "--apply")
+    assert r.returncode == 0 and "booked earlier" in r.stdout and "correction(s) booked" not in r.stdout, r.stdout
