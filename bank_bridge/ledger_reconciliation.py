@@ -44,6 +44,9 @@ Cut-off: an operation the bridge created just before midnight that the bank
 booked just after is missing_at_bank on its own day (corrected there) and
 appears in the next day's file; that day takes the earlier correction back,
 so each day's report agrees with its file and the account with the bank.
+The reverse (the bank dating a movement a day *before* the bridge created
+it, which takes clocks that disagree) leaves the later day's missing_at_bank
+correction in suspense, to be reversed by hand.
 """
 from __future__ import annotations
 
