@@ -163,10 +163,14 @@ async def unbind_card(conn, account_id: int, *, actor: str, channel: str) -> boo
 SPENDING_KINDS = ("payment", "p2p", "withdrawal", "airtime")
 
 
-async def spent_since(conn, account_id: int, since: datetime) -> int:
+async def spent_since(conn, account_id: int, day: datetime, month: datetime) -> tuple[int, int]:
     """What the account spent (payments, P2P, withdrawals, airtime; pending
-    included, voided not) since a moment: the base of daily/monthly limits."""
-    q = sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
-        operations.c.account_id == account_id, operations.c.kind.in_(SPENDING_KINDS),
-        operations.c.state != "voided", operations.c.created_at >= since)
-    return int((await conn.execute(q)).scalar_one())
+    included, voided not) since the start of the day and of the month: the
+    base of the daily and monthly limits, in one query."""
+    o = operations.c
+    q = sa.select(
+        sa.func.coalesce(sa.func.sum(sa.case((o.created_at >= day, o.amount), else_=0)), 0),
+        sa.func.coalesce(sa.func.sum(o.amount), 0),
+    ).where(o.account_id == account_id, o.kind.in_(SPENDING_KINDS), o.state != "voided", o.created_at >= month)
+    day_total, month_total = (await conn.execute(q)).one()
+    return int(day_total), int(month_total)

@@ -304,4 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Plug-ins register into the imported module `telecom_pay.cli`, not into
+    # this `__main__` copy: run that one.
+    from telecom_pay.cli import main as _main
+    sys.exit(_main())

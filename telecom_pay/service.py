@@ -199,8 +199,7 @@ class PaymentService:
         now_local = self.clock().astimezone(self.tz)
         day = now_local.replace(hour=0, minute=0, second=0, microsecond=0)
         month = day.replace(day=1)
-        day_total = await acct.spent_since(conn, wallet.id, day)
-        month_total = await acct.spent_since(conn, wallet.id, month)
+        day_total, month_total = await acct.spent_since(conn, wallet.id, day, month)
         refusal = check_limits(limits, amount, day_total, month_total)
         if refusal is not None:
             raise _refuse(refusal.outcome, limit=refusal.limit)

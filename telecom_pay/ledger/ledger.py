@@ -383,12 +383,9 @@ class Ledger:
                     c["consumption"] += leg.amount
 
         state = T_PENDING if req.pending else T_POSTED
-        op_id = None
-        for _ in range(5):
-            ref = new_ref()
-            exists = (await conn.execute(sa.select(operations.c.id).where(operations.c.ref == ref))).first()
-            if exists is None:
-                break
+        # 32^7 references: a collision is rare enough to be handled by the
+        # unique constraint (the job is retried with a new reference).
+        ref = new_ref()
         op_id = (await conn.execute(operations.insert().values(
             ref=ref, idempotency_key=req.key, kind=req.kind, channel=req.channel, actor=req.actor,
             account_id=req.account_id, counterparty_id=req.counterparty_id, amount=req.amount,
@@ -401,10 +398,7 @@ class Ledger:
                  consumption_credit=leg.consumption_credit, state=state, created_at=now,
                  resolved_at=None if req.pending else now)
             for i, leg in enumerate(req.legs)])
-        for acc in rows.values():
-            await conn.execute(accounts.update().where(accounts.c.id == acc["id"]).values(
-                balance=acc["balance"], pending_out=acc["pending_out"], pending_in=acc["pending_in"],
-                consumption=acc["consumption"], updated_at=now))
+        await _store_balances(conn, rows.values(), now)
         rec = OperationRecord(op_id, ref, req.key, req.kind, state, req.amount, req.fee, req.account_id,
                               req.counterparty_id, now, content)
         balances = {i: balance_from_row(_Row(rows[i])) for i in ids}
@@ -440,10 +434,7 @@ class Ledger:
                     c["consumption"] += leg.amount
             else:
                 d["consumption"] += leg.consumption_part
-        for acc in rows.values():
-            await conn.execute(accounts.update().where(accounts.c.id == acc["id"]).values(
-                balance=acc["balance"], pending_out=acc["pending_out"], pending_in=acc["pending_in"],
-                consumption=acc["consumption"], updated_at=now))
+        await _store_balances(conn, rows.values(), now)
         await conn.execute(transfers.update().where(transfers.c.operation_id == op.id)
                            .values(state=target, resolved_at=now))
         await conn.execute(operations.update().where(operations.c.id == op.id)
@@ -458,6 +449,19 @@ class Ledger:
             return rec
         rows = (await conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))).all()
         return _with(rec, {r.id: balance_from_row(r) for r in rows})
+
+
+_STORE_BALANCES = accounts.update().where(accounts.c.id == sa.bindparam("_id")).values(
+    balance=sa.bindparam("_balance"), pending_out=sa.bindparam("_pending_out"),
+    pending_in=sa.bindparam("_pending_in"), consumption=sa.bindparam("_consumption"),
+    updated_at=sa.bindparam("_now"))
+
+
+async def _store_balances(conn, rows, now) -> None:
+    """One executemany for every account an operation touched."""
+    await conn.execute(_STORE_BALANCES, [
+        {"_id": a["id"], "_balance": a["balance"], "_pending_out": a["pending_out"],
+         "_pending_in": a["pending_in"], "_consumption": a["consumption"], "_now": now} for a in rows])
 
 
 class _Row:
