@@ -308,6 +308,18 @@ class PaymentService:
                                                          "password": password})
         return await self._run(job)
 
+    async def cancel_open(self, msisdn: str, *, channel: str) -> Result:
+        """N after KT: the pending account is closed, nothing else changes."""
+        msisdn = self._norm(msisdn)
+
+        async def job(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is None or w.status != PENDING:
+                raise _refuse(Outcome.NOTHING_PENDING)
+            await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel, reason="cancelled")
+            return Result(Outcome.OK, params={"action": "cancel"})
+        return await self._run(job)
+
     async def agent_open(self, agent_code: str, msisdn: str, *, holder_name: str, id_type: str, id_number: str,
                          language: str | None = None, kyc_tier: int = 2) -> Result:
         """A call-center or counter agent opens an account for a caller with

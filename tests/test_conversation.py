@@ -141,3 +141,16 @@ async def test_send_topup_withdraw_airtime_freeze_close(stack):
     assert (await svc.balance(MSISDN, channel="t")).outcome.value == "no_account"
     assert await svc.check_books() == []
     await shutdown(svc)
+
+
+@aio_test
+async def test_n_after_kt_cancels_the_opening(stack):
+    conv, svc = await conv_for(stack)
+    await conv.handle(MSISDN, "KT")
+    cancelled = " ".join(await conv.handle(MSISDN, "N"))
+    assert (await svc.balance(MSISDN, channel="t")).outcome.value == "no_account"
+    confirm = " ".join(await conv.handle(MSISDN, "A"))          # nothing to confirm any more
+    assert cancelled and confirm
+    assert (await svc.balance(MSISDN, channel="t")).outcome.value == "no_account"
+    assert "A" in " ".join(await conv.handle(MSISDN, "KT"))     # and KT starts again
+    await shutdown(svc)

@@ -98,7 +98,9 @@ class Conversation:
             return await svc.confirm_open(msisdn, channel=channel)
         if name == kw.CANCEL:
             dropped = await self.sessions.take(self._pending_key(msisdn))
-            return Result(Outcome.OK, params={"action": "cancel"}) if dropped else Result(Outcome.NOTHING_PENDING)
+            if dropped is None or dropped.get("action") == kw.OPEN:
+                return await svc.cancel_open(msisdn, channel=channel)   # KT then N: no account
+            return Result(Outcome.OK, params={"action": "cancel"})
         if name == kw.BALANCE:
             return await svc.balance(msisdn, channel=channel)
         if name == kw.STATEMENT:
