@@ -562,79 +562,67 @@ class PaymentService:
                     pin: str | None = None, require_pin: bool = False) -> Result:
         """CZ: pending credit, bank debit of the bound card, post or void.
         Credit-card money is consumption-only."""
-        msisdn = self._norm(msisdn)
-        key = self._key(key, "topup")
-        if amount <= 0:
-            return Result(Outcome.INVALID_AMOUNT)
-        if self.bank is None:
-            return Result(Outcome.BANK_UNAVAILABLE)
-        existing = await self.ledger.get_operation(key)
-        if existing is not None and existing.state != "pending":
-            return await self._bank_replay(existing, "topup", msisdn)
-
-        card_holder: list[CardRef] = []
-
-        async def job(conn):
-            w = await self._wallet(conn, msisdn)
-            if require_pin:
-                await self._check_pin(conn, w, pin)
-            card = await acct.active_card(conn, w.id)
-            if card is None:
-                raise _refuse(Outcome.NO_CARD)
-            ref = CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code)
-            card_holder.append(ref)
-            req = OperationRequest(key=key, kind="topup", pending=True, channel=channel, actor=f"msisdn:{msisdn}",
-                                   account_id=w.id, legs=(Leg(self.system["bank_settlement"], w.id, amount, "topup",
-                                                              consumption_credit=card.card_type == "credit"),),
-                                   details={"card": card.last4})
-            rec = await self.ledger.book(conn, req)
-            return Result(Outcome.IN_PROGRESS, ref=rec.ref, amount=amount, params={"action": "topup", "key": key})
-        booked = await self._run_keeping(job)
-        if booked.outcome is not Outcome.IN_PROGRESS:
-            return booked
-        if not card_holder:   # a replay of a pending key: the bank call is already under way
-            return booked
-        return await self._bank_outcome("topup", key, msisdn, await self.bank.debit_card(
-            operation_key=key, card=card_holder[0], amount=amount))
+        def legs(w, card):
+            return [Leg(self.system["bank_settlement"], w.id, amount, "topup",
+                        consumption_credit=card.card_type == "credit")], 0
+        return await self._card_operation(
+            msisdn, amount, key=self._key(key, "topup"), kind="topup", action="topup", channel=channel,
+            pin=pin if require_pin else None, check_pin=require_pin, check_limits=False, debit_card_only=False,
+            legs=legs, bank_call=lambda k, card: self.bank.debit_card(operation_key=k, card=card, amount=amount))
 
     async def withdraw(self, msisdn: str, amount: int, pin: str | None, *, channel: str,
                        key: str | None = None) -> Result:
-        """TX: pending debit of withdrawable funds, bank credit to the card."""
+        """TX: pending debit of withdrawable funds, bank credit to a debit card."""
+        def legs(w, card):
+            fee, _ = self.settings.fee("withdrawal", amount)
+            out = [Leg(w.id, self.system["bank_settlement"], amount, "withdrawal", withdraw=True)]
+            if fee:
+                out.append(Leg(w.id, self.system["fee_income"], fee, "fee"))
+            return out, fee
+        return await self._card_operation(
+            msisdn, amount, key=self._key(key, "withdraw"), kind="withdrawal", action="withdraw", channel=channel,
+            pin=pin, check_pin=True, check_limits=True, debit_card_only=True,
+            legs=legs, bank_call=lambda k, card: self.bank.credit_card(operation_key=k, card=card, amount=amount))
+
+    async def _card_operation(self, msisdn: str, amount: int, *, key: str, kind: str, action: str, channel: str,
+                              pin: str | None, check_pin: bool, check_limits: bool, debit_card_only: bool,
+                              legs, bank_call) -> Result:
+        """The two-phase path to the bank: book pending (with the checks, in
+        one job), ask the bank, then post or void; an unknown answer leaves
+        it pending for the bridge to resolve. A replayed key never asks the
+        bank for a second movement (the bridge is idempotent on the key too)."""
         msisdn = self._norm(msisdn)
-        key = self._key(key, "withdraw")
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         if self.bank is None:
             return Result(Outcome.BANK_UNAVAILABLE)
         existing = await self.ledger.get_operation(key)
         if existing is not None and existing.state != "pending":
-            return await self._bank_replay(existing, "withdraw", msisdn)
-        card_holder: list[CardRef] = []
+            return await self._bank_replay(existing, action, msisdn)
+        cards: list[CardRef] = []
 
         async def job(conn):
             w = await self._wallet(conn, msisdn)
-            await self._check_pin(conn, w, pin)
-            await self._check_limits(conn, w, amount)
+            if check_pin:
+                await self._check_pin(conn, w, pin)
+            if check_limits:
+                await self._check_limits(conn, w, amount)
             card = await acct.active_card(conn, w.id)
             if card is None:
                 raise _refuse(Outcome.NO_CARD)
-            if card.card_type != "debit":
+            if debit_card_only and card.card_type != "debit":
                 raise _refuse(Outcome.NO_CARD, need="debit")
-            card_holder.append(CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code))
-            fee, _ = self.settings.fee("withdrawal", amount)
-            legs = [Leg(w.id, self.system["bank_settlement"], amount, "withdrawal", withdraw=True)]
-            if fee:
-                legs.append(Leg(w.id, self.system["fee_income"], fee, "fee"))
+            cards.append(CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code))
+            leg_list, fee = legs(w, card)
             rec = await self.ledger.book(conn, OperationRequest(
-                key=key, kind="withdrawal", pending=True, legs=tuple(legs), channel=channel,
-                actor=f"msisdn:{msisdn}", account_id=w.id, fee=fee, details={"card": card.last4}))
+                key=key, kind=kind, pending=True, legs=tuple(leg_list), channel=channel, actor=f"msisdn:{msisdn}",
+                account_id=w.id, fee=fee, details={"card": card.last4}))
             return Result(Outcome.IN_PROGRESS, ref=rec.ref, amount=amount, fee=fee or None,
-                          params={"action": "withdraw", "key": key})
+                          params={"action": action})
         booked = await self._run_keeping(job)
-        if booked.outcome is not Outcome.IN_PROGRESS or not card_holder:
+        if booked.outcome is not Outcome.IN_PROGRESS:
             return booked
-        return await self._bank_outcome("withdraw", key, msisdn, await self.bank.credit_card(
-            operation_key=key, card=card_holder[0], amount=amount))
+        return await self._bank_outcome(action, key, msisdn, await bank_call(key, cards[0]))
 
     async def _bank_outcome(self, action: str, key: str, msisdn: str, answer) -> Result:
         if answer.status is BankStatus.APPROVED:
