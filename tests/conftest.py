@@ -77,3 +77,14 @@ def redis_prefix(redis_url):
     if keys:
         r.delete(*keys)
     r.close()
+
+
+@pytest.fixture(params=["sqlite+memory", "postgres+redis"])
+def stack(request) -> dict:
+    """The two deployments the platform supports: the embedded default
+    (SQLite file, in-process sessions) and production (PostgreSQL, Redis)."""
+    if request.param == "sqlite+memory":
+        return {"database_url": request.getfixturevalue("sqlite_url"), "sessions_url": "memory://",
+                "prefix": "tp:"}
+    return {"database_url": request.getfixturevalue("pg_url"), "sessions_url": request.getfixturevalue("redis_url"),
+            "prefix": request.getfixturevalue("redis_prefix")}

@@ -1,19 +1,12 @@
 """The SMS conversation: text in, replies out, against a real service."""
 import re
 
-import pytest
 
 from telecom_pay.commands.conversation import Conversation
 from tests.aio import aio_test
 from tests.servicekit import MSISDN, OTHER, PAN_CREDIT, PAN_DEBIT, make_service, shutdown
 
 
-@pytest.fixture(params=["sqlite+memory", "postgres+redis"])
-def stack(request):
-    if request.param == "sqlite+memory":
-        return {"database_url": request.getfixturevalue("sqlite_url"), "sessions_url": "memory://"}
-    return {"database_url": request.getfixturevalue("pg_url"), "sessions_url": request.getfixturevalue("redis_url"),
-            "prefix": request.getfixturevalue("redis_prefix")}
 
 
 async def conv_for(stack):

@@ -4,7 +4,6 @@ Redis."""
 import asyncio
 import struct
 
-import pytest
 
 from channels.smpp import pdu as P
 from telecom_pay.aio import wait_deferred
@@ -16,12 +15,6 @@ from tests.servicekit import PAN_DEBIT
 MSISDN = "8613800138000"
 
 
-@pytest.fixture(params=["sqlite+memory", "postgres+redis"])
-def stack(request):
-    if request.param == "sqlite+memory":
-        return {"database_url": request.getfixturevalue("sqlite_url")}
-    return {"database_url": request.getfixturevalue("pg_url"), "sessions_url": request.getfixturevalue("redis_url"),
-            "prefix": request.getfixturevalue("redis_prefix")}
 
 
 async def up(stack, **smsc):

@@ -2,8 +2,6 @@
 SQLite + in-process sessions and on PostgreSQL + Redis."""
 from datetime import timedelta
 
-import pytest
-import pytest_twisted
 
 from telecom_pay.outcomes import BankDecline, Outcome
 from tests.aio import aio_test
@@ -11,12 +9,6 @@ from tests.bankdouble import InProcessBank
 from tests.servicekit import MSISDN, OTHER, PAN_CREDIT, PAN_DEBIT, funded, make_service, open_active, shutdown
 
 
-@pytest.fixture(params=["sqlite+memory", "postgres+redis"])
-def stack(request):
-    if request.param == "sqlite+memory":
-        return {"database_url": request.getfixturevalue("sqlite_url"), "sessions_url": "memory://"}
-    return {"database_url": request.getfixturevalue("pg_url"), "sessions_url": request.getfixturevalue("redis_url"),
-            "prefix": request.getfixturevalue("redis_prefix")}
 
 
 async def service(stack, **kw):
