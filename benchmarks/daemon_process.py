@@ -69,6 +69,13 @@ class DaemonProcess:
             proc.wait()
         return proc.returncode
 
+    def kill(self) -> None:
+        """At once, without waiting for a clean shutdown (the benchmark is
+        being interrupted)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the daemon has used so far."""
         stat = Path(f"/proc/{self.pid}/stat").read_text()

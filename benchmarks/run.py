@@ -112,7 +112,9 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
     result: dict = {"config": name, "accounts": args.accounts, "payments": args.payments,
                     "rates": args.rates, "concurrency": args.concurrency, "warmup": args.warmup,
                     "timeout_s": args.timeout, "started_at": stamp, **report.git_commit(), "host": report.host()}
+    result["invariants_ok"] = None    # unknown until the ledger was checked
     dep = deployment.prepare(name, keep_workdir=args.keep)
+    _on_interrupt.append(dep.close)
     sim = daemon = None
     ledger_ok = False
     try:
@@ -130,6 +132,7 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
         result["setup_s"] = round(time.perf_counter() - t, 2)
 
         daemon = DaemonProcess(config_path, dep.workdir, log_level=args.daemon_log_level)
+        _on_interrupt.insert(0, daemon.kill)
         t = time.perf_counter()
         await daemon.start()
         await _wait_bound(sim, args.binds)
@@ -157,10 +160,9 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
             warm = await measure(lambda: driver.run_closed(args.warmup, args.concurrency, limit=args.max_run_seconds,
                                                            mode="warmup"), "warmup")
             result["warmup_run"] = {k: warm[k] for k in ("confirmed", "failed", "errors", "error_samples")}
-        runs = []
+        runs = result["runs"] = []
         fig = await measure(lambda: driver.run_closed(args.payments, args.concurrency, limit=args.max_run_seconds),
-                            "full_speed",
-                            profile=args.profile)
+                            "full_speed", profile=args.profile)
         runs.append(fig)
         print(report.summary_line(name, fig), flush=True)
         for rate in args.rates:
@@ -177,35 +179,19 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
         await wait_deferred(sim.stop())
         sim = None
 
+        # late confirmations got their reference in collect_late: the money moved
         confirmed = [p for run in all_runs for p in run.confirmed]
-        ledger = await check_ledger(config_path)
-        expected_sum = sum(p.amount for p in confirmed)
-        refs = {p.ref for p in confirmed}
-        checks = {
-            "invariants_ok": ledger.invariants_ok,
-            "invariant_problems": ledger.problems[:20],
-            "confirmed_total": len(confirmed),
-            "late_confirmations": len([p for p in late if p not in confirmed]),
-            "distinct_refs": len(refs) == len(confirmed),
-            "ledger_payments": ledger.payments,
-            "ledger_paid_to_merchant": ledger.paid_to_merchant,
-            "confirmed_sum": expected_sum,
-            "merchant_fees": ledger.merchant_fees,
-            "merchant_balance": ledger.merchant_balance,
-        }
-        checks["merchant_ok"] = (ledger.payments == len(confirmed) and ledger.paid_to_merchant == expected_sum
-                                 and ledger.merchant_balance == ledger.paid_to_merchant - ledger.merchant_fees
-                                 and checks["distinct_refs"])
+        checks = reconcile(await check_ledger(config_path), confirmed, late)
         result["ledger"] = checks
         ledger_ok = checks["invariants_ok"] and checks["merchant_ok"]
         result["invariants_ok"] = ledger_ok
         for fig in runs:
             fig.update({"config": name, "accounts": args.accounts, "payments": args.payments,
                         "invariants_ok": ledger_ok, "git_commit": result["git_commit"]})
-        result["runs"] = runs
         print(f"{name:8s} ledger: invariants {'ok' if checks['invariants_ok'] else 'VIOLATED'}; merchant got "
-              f"{ledger.payments} payments = {ledger.paid_to_merchant} (confirmed {len(confirmed)} = "
-              f"{expected_sum}): {'ok' if checks['merchant_ok'] else 'MISMATCH'}", flush=True)
+              f"{checks['ledger_payments']} payments = {checks['ledger_paid_to_merchant']} (confirmed "
+              f"{checks['confirmed_total']} = {checks['confirmed_sum']}): "
+              f"{'ok' if checks['merchant_ok'] else 'MISMATCH'}", flush=True)
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
@@ -214,6 +200,8 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
     finally:
         if daemon is not None:
             await daemon.stop()
+            _on_interrupt.remove(daemon.kill)
+        _on_interrupt.remove(dep.close)
         if sim is not None:
             await wait_deferred(sim.stop())
         problems = dep.close()
@@ -222,6 +210,30 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
     path = report.write_result(result, args.results_dir, stamp)
     print(f"{name:8s} results: {path}", flush=True)
     return result, ledger_ok
+
+
+def reconcile(ledger, confirmed: list, late: list) -> dict:
+    """The ledger against what the handsets were told: every confirmed
+    payment (late ones included) booked once, nothing else booked, and the
+    merchant's balance is what it was paid less the fees it pays."""
+    expected_sum = sum(p.amount for p in confirmed)
+    distinct = len({p.ref for p in confirmed}) == len(confirmed)
+    checks = {
+        "invariants_ok": ledger.invariants_ok,
+        "invariant_problems": ledger.problems[:20],
+        "confirmed_total": len(confirmed),
+        "late_confirmations": len(late),
+        "distinct_refs": distinct,
+        "ledger_payments": ledger.payments,
+        "ledger_paid_to_merchant": ledger.paid_to_merchant,
+        "confirmed_sum": expected_sum,
+        "merchant_fees": ledger.merchant_fees,
+        "merchant_balance": ledger.merchant_balance,
+    }
+    checks["merchant_ok"] = (distinct and ledger.payments == len(confirmed)
+                             and ledger.paid_to_merchant == expected_sum
+                             and ledger.merchant_balance == ledger.paid_to_merchant - ledger.merchant_fees)
+    return checks
 
 
 def _count_log_errors(path: Path) -> int:
@@ -251,6 +263,19 @@ def _stop_py_spy(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+# Cleanups still due if the reactor stops under us (Ctrl-C, SIGTERM): the
+# coroutine's `finally` would never run, leaving a daemon and a database.
+_on_interrupt: list = []
+
+
+def _interrupted() -> None:
+    while _on_interrupt:
+        try:
+            _on_interrupt.pop(0)()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            traceback.print_exc()
+
+
 async def bench(reactor, args) -> int:
     status = 0
     for name in args.configs:
@@ -274,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         d.addCallbacks(done, lambda f: f.printTraceback())
         d.addBoth(lambda _: reactor.stop())
     reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", _interrupted)
     reactor.run()
     return outcome["status"]
 
