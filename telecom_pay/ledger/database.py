@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from telecom_pay.ledger.schema import async_url
+from telecom_pay.ledger.schema import async_url, sync_url
 
 
 @dataclass
 class Database:
+    """`write`/`read`: asyncio engines for the reactor thread. `sync_write`:
+    the blocking engine the ledger's writer thread commits batches with."""
     url: str
     write: AsyncEngine
     read: AsyncEngine
+    sync_write: Engine
 
     @property
     def is_sqlite(self) -> bool:
@@ -30,12 +33,15 @@ class Database:
         await self.write.dispose()
         if self.read is not self.write:
             await self.read.dispose()
+        self.sync_write.dispose()
 
 
-def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+def _sqlite_engine(url: str, begin: str, *, blocking: bool = False):
+    engine = (create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}) if blocking
+              else create_async_engine(url, connect_args={"timeout": 30}))
+    target = engine if blocking else engine.sync_engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(target, "connect")
     def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -43,7 +49,7 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(target, "begin")
     def _begin(conn):
         conn.exec_driver_sql(begin)
 
@@ -51,8 +57,9 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
 
 
 def open_database(url: str, *, pool_size: int = 10) -> Database:
-    url = async_url(url)
+    url, blocking_url = async_url(url), sync_url(url)
     if make_url(url).get_backend_name() == "sqlite":
-        return Database(url, _sqlite_engine(url, "BEGIN IMMEDIATE"), _sqlite_engine(url, "BEGIN"))
+        return Database(url, _sqlite_engine(url, "BEGIN IMMEDIATE"), _sqlite_engine(url, "BEGIN"),
+                        _sqlite_engine(blocking_url, "BEGIN IMMEDIATE", blocking=True))
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-    return Database(url, engine, engine)
+    return Database(url, engine, engine, create_engine(blocking_url, pool_size=2, pool_pre_ping=True))

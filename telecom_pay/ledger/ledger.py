@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from twisted.logger import Logger
 
@@ -217,6 +218,8 @@ class Ledger:
         self.clock = clock
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
+        self._in_flight = 0
         self.batches = 0
         self.jobs = 0
 
@@ -264,8 +267,9 @@ class Ledger:
         return await self.read(q)
 
     async def close(self) -> None:
+        """Finish what was queued (every caller gets its answer), then stop."""
         if self._worker is not None:
-            while self._queue is not None and not self._queue.empty():
+            while (self._queue is not None and not self._queue.empty()) or self._in_flight:
                 await asyncio.sleep(0.001)
             self._worker.cancel()
             try:
@@ -283,6 +287,7 @@ class Ledger:
             batch = [job]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._in_flight = len(batch)
             try:
                 await self._commit(batch)
             except Exception as exc:  # the database itself failed: retry alone, then give up
@@ -297,31 +302,12 @@ class Ledger:
                 else:
                     if not job.future.done():
                         job.future.set_exception(exc)
+            finally:
+                self._in_flight = 0
 
     async def _commit(self, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
-        async with self.db.write.connect() as conn:
-            async with conn.begin():
-                for job in batch:
-                    for attempt in range(3):
-                        sp = await conn.begin_nested()
-                        try:
-                            result = await job.apply(conn)
-                        except LedgerError as exc:
-                            await sp.rollback()
-                            outcomes.append((job, None, exc))
-                        except IntegrityError as exc:
-                            await sp.rollback()
-                            if attempt < 2:   # a racing writer took the key or ref: look again
-                                continue
-                            outcomes.append((job, None, exc))
-                        except (DBAPIError, Exception) as exc:
-                            await sp.rollback()
-                            outcomes.append((job, None, exc))
-                        else:
-                            await sp.commit()
-                            outcomes.append((job, result, None))
-                        break
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self._executor, self._commit_blocking, batch)
         # COMMIT has returned: the results are durable, answer the callers.
         self.batches += 1
         self.jobs += len(batch)
@@ -333,13 +319,40 @@ class Ledger:
             else:
                 job.future.set_result(result)
 
+    def _commit_blocking(self, batch: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
+        """In the writer thread: one transaction, a savepoint per job. A job
+        is a coroutine over the connection; here its awaits on the connection
+        complete at once, so it is driven to its end without an event loop
+        and the reactor thread never waits on the database."""
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        with self.db.sync_write.connect() as raw:
+            with raw.begin():
+                conn = _WriterConnection(raw)
+                for job in batch:
+                    for attempt in range(3):
+                        sp = raw.begin_nested()
+                        try:
+                            result = _drive(job.apply(conn))
+                        except IntegrityError as exc:
+                            sp.rollback()
+                            if attempt < 2:   # a racing writer took the key or ref: look again
+                                continue
+                            outcomes.append((job, None, exc))
+                        except Exception as exc:
+                            sp.rollback()
+                            outcomes.append((job, None, exc))
+                        else:
+                            sp.commit()
+                            outcomes.append((job, result, None))
+                        break
+        return outcomes
+
     # -- the jobs
 
     async def book(self, conn: AsyncConnection, req: OperationRequest) -> OperationRecord:
         """Book `req` on `conn` inside a running write job (see `write`)."""
         content = req.content()
-        row = (await conn.execute(
-            sa.select(operations).where(operations.c.idempotency_key == req.key))).first()
+        row = (await conn.execute(_OPERATION_BY_KEY, {"key": req.key})).first()
         if row is not None:
             differs = _differs(row.request, content)
             if differs:
@@ -349,10 +362,8 @@ class Ledger:
 
         now = self.clock()
         ids = sorted({leg.debit for leg in req.legs} | {leg.credit for leg in req.legs})
-        q = sa.select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id)
-        if not self.db.is_sqlite:
-            q = q.with_for_update()
-        rows = {r.id: dict(r._mapping) for r in (await conn.execute(q))}
+        q = _ACCOUNTS_BY_ID if self.db.is_sqlite else _ACCOUNTS_BY_ID_LOCKED
+        rows = {r.id: dict(r._mapping) for r in (await conn.execute(q, {"ids": ids}))}
         missing = [i for i in ids if i not in rows]
         if missing:
             raise UnknownAccount(f"no account {missing}")
@@ -386,13 +397,13 @@ class Ledger:
         # 32^7 references: a collision is rare enough to be handled by the
         # unique constraint (the job is retried with a new reference).
         ref = new_ref()
-        op_id = (await conn.execute(operations.insert().values(
+        op_id = (await conn.execute(_INSERT_OPERATION, dict(
             ref=ref, idempotency_key=req.key, kind=req.kind, channel=req.channel, actor=req.actor,
             account_id=req.account_id, counterparty_id=req.counterparty_id, amount=req.amount,
             fee=req.fee, state=state, request=content, memo=req.memo, parent_id=req.parent_id,
             created_at=now, resolved_at=None if req.pending else now,
-        ).returning(operations.c.id))).scalar_one()
-        await conn.execute(transfers.insert(), [
+        ))).scalar_one()
+        await conn.execute(_INSERT_TRANSFER, [
             dict(operation_id=op_id, leg=i, kind=leg.kind, debit_account_id=leg.debit,
                  credit_account_id=leg.credit, amount=leg.amount, consumption_part=parts[i],
                  consumption_credit=leg.consumption_credit, state=state, created_at=now,
@@ -451,6 +462,13 @@ class Ledger:
         return _with(rec, {r.id: balance_from_row(r) for r in rows})
 
 
+# Statements built once: constructing them per call costs more than running them.
+_OPERATION_BY_KEY = sa.select(operations).where(operations.c.idempotency_key == sa.bindparam("key"))
+_ACCOUNTS_BY_ID = (sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids", expanding=True)))
+                   .order_by(accounts.c.id))
+_ACCOUNTS_BY_ID_LOCKED = _ACCOUNTS_BY_ID.with_for_update()
+_INSERT_OPERATION = operations.insert().returning(operations.c.id)
+_INSERT_TRANSFER = transfers.insert()
 _STORE_BALANCES = accounts.update().where(accounts.c.id == sa.bindparam("_id")).values(
     balance=sa.bindparam("_balance"), pending_out=sa.bindparam("_pending_out"),
     pending_in=sa.bindparam("_pending_in"), consumption=sa.bindparam("_consumption"),
@@ -462,6 +480,58 @@ async def _store_balances(conn, rows, now) -> None:
     await conn.execute(_STORE_BALANCES, [
         {"_id": a["id"], "_balance": a["balance"], "_pending_out": a["pending_out"],
          "_pending_in": a["pending_in"], "_consumption": a["consumption"], "_now": now} for a in rows])
+
+
+class _WriterConnection:
+    """What a write job sees in the writer thread: the awaitable interface of
+    an AsyncConnection (execute, begin_nested, dialect) over a blocking one."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, statement, *args, **kwargs):
+        return self._conn.execute(statement, *args, **kwargs)
+
+    def begin_nested(self) -> "_Savepoint":
+        return _Savepoint(self._conn.begin_nested())
+
+
+class _Savepoint:
+    """Usable as `sp = await conn.begin_nested()` and `async with ...`."""
+
+    def __init__(self, sp):
+        self._sp = sp
+
+    def __await__(self):
+        return self
+        yield  # noqa: unreachable - makes __await__ a generator
+
+    async def commit(self) -> None:
+        self._sp.commit()
+
+    async def rollback(self) -> None:
+        self._sp.rollback()
+
+    async def __aenter__(self) -> "_Savepoint":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self._sp.commit()
+        else:
+            self._sp.rollback()
+        return False
+
+
+def _drive(coro):
+    """Run a write job's coroutine to its end; it may only await its connection."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("a ledger write job awaited something other than its connection")
 
 
 class _Row:
