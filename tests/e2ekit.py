@@ -67,3 +67,17 @@ async def say(handset, text: str, *, expect: str | None = None, timeout: float =
 async def reply(handset, *, expect: str | None = None, timeout: float = 10.0) -> str:
     pred = (lambda t: expect in t) if expect else None
     return await wait_deferred(handset.wait_for_reply(pred, timeout=timeout))
+
+
+async def eventually(predicate, timeout: float = 15.0, interval: float = 0.05):
+    """Wait until `await predicate()` (or predicate()) is true; fail after timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(interval)

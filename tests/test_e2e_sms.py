@@ -9,7 +9,7 @@ from channels.smpp import pdu as P
 from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
 from tests.bankdouble import InProcessBank
-from tests.e2ekit import PIN_RE, REF_RE, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
+from tests.e2ekit import PIN_RE, REF_RE, eventually, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
 from tests.servicekit import PAN_DEBIT
 
 MSISDN = "8613800138000"
@@ -88,11 +88,11 @@ async def test_duplicate_mo_moves_money_once(stack):
     await say(phone, "ZF M001 10")
     sim.faults.add("duplicate", count=1)
     paid = await say(phone, pin, expect="40.00")
-    await asyncio.sleep(1.0)                    # the re-delivery has been processed (or ignored)
+    await eventually(lambda: daemon.components["sms"].stats["duplicates"] >= 1)   # the re-delivery arrived
+    await asyncio.sleep(0.3)
     assert (await svc.balance(MSISDN, channel="t")).balance == 4000
     confirmations = [m.text for m in phone.inbox if REF_RE.search(m.text) and "10.00" in m.text]
     assert confirmations == [paid]
-    assert daemon.components["sms"].stats["duplicates"] >= 1
     await down(sim, daemon)
 
 
@@ -130,8 +130,8 @@ async def test_malformed_pdu_gets_generic_nack_and_link_stays_up(sqlite_url):
     (proto,) = [p for p in sim._protocols.values()]
     # an unknown command id 0x00000077 with sequence 4242
     proto.transport.write(struct.pack(">IIII", 16, 0x77, 0, 4242))
-    await asyncio.sleep(0.3)
-    nacks = [r for r in sim.traffic.records(1000) if r.command == "generic_nack" and r.sequence == 4242]
+    nacks = await eventually(lambda: [r for r in sim.traffic.records(1000)
+                                      if r.command == "generic_nack" and r.sequence == 4242])
     assert nacks and nacks[0].status == P.ESME_RINVCMDID
     assert "A" in await say(phone, "KT")                   # same link, still working
     assert len(sim.binds) == 1
@@ -145,9 +145,8 @@ async def test_restart_with_replies_pending_in_outbox(stack):
     await open_account(phone)
     sim.faults.add("throttle")                             # the SMSC accepts nothing for now
     await wait_deferred(phone.send("YE"))
-    await asyncio.sleep(0.5)
     sms = daemon.components["sms"]
-    assert await sms.messages.pending_count("sms") >= 1
+    await eventually(lambda: sms.messages.pending_count("sms"))          # the reply waits in the outbox
     await stop_daemon(daemon)                              # reply still in the outbox
     sim.faults.clear()
     settings = daemon.settings
