@@ -250,7 +250,7 @@ def _start_py_spy(pid: int, out: Path):
         print("--profile: py-spy not found (pip install py-spy into the venv); not profiling", file=sys.stderr)
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
                              "--nonblocking", "--gil", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
