@@ -16,7 +16,12 @@ payment per subscriber). Two ways to drive them:
   waits for one, and that wait counts in its end-to-end latency.
 
 A handset whose conversation timed out is retired: a late reply would
-otherwise be read as the answer to its next payment. Late confirmations are
+otherwise be read as the answer to its next payment. A handset is also
+rested once it sent `MO_LIMIT` messages: its 8-bit TP-MR (message reference)
+would wrap, and the platform, which identifies an SMSC re-delivery by sender,
+text and TP-MR within its dedup window (`[sms] dedup_window`, 10 minutes),
+would take the next identical PIN for a re-delivery of the earlier one. Give
+the benchmark enough accounts for the payments it makes (about one per 127). Late confirmations are
 collected at the end (`collect_late`) so the ledger can be reconciled.
 """
 from __future__ import annotations
@@ -30,13 +35,17 @@ from twisted.internet import defer
 
 from telecom_pay.money import format_amount
 
+MO_LIMIT = 254                          # under 256: TP-MR values before they repeat
 PROMPT = re.compile(r"6位支付密码|6-digit PIN")
 REFERENCE = re.compile(r"\bT[2-9A-HJ-NP-Z]{7}\b")
 
 
+MIN_AMOUNT, MAX_AMOUNT = 100, 2000     # 1.00 .. 20.00
+
+
 def amount_of(index: int) -> int:
     """Varied amounts from 1.00 to 20.00 (minor units), reproducible."""
-    return 100 + (index * 7919) % 1901
+    return MIN_AMOUNT + (index * 7919) % (MAX_AMOUNT - MIN_AMOUNT + 1)
 
 
 @dataclass
@@ -94,10 +103,16 @@ class RunRecord:
 class _Line:
     """One subscriber's handset and what the driver knows of it."""
 
+    @property
+    def usable(self) -> bool:
+        """Not retired, and room for a payment's two MOs before TP-MR repeats."""
+        return not self.retired and self.mos + 2 <= MO_LIMIT
+
     def __init__(self, handset, pin: str):
         self.handset = handset
         self.pin = pin
         self.retired = False
+        self.mos = 0                          # MO messages sent
         self.awaiting: Payment | None = None   # a payment whose PIN went out but whose answer is late
 
 
@@ -119,7 +134,7 @@ class PaymentDriver:
         try:
             payment.started = self.clock()
             prompt_wait = hs.wait_for_reply(timeout=self.timeout)
-            self._send(hs, f"ZF {self.merchant_code} {format_amount(payment.amount)}", payment)
+            self._send(line, f"ZF {self.merchant_code} {format_amount(payment.amount)}", payment)
             try:
                 prompt = await prompt_wait
             except defer.TimeoutError:
@@ -129,7 +144,7 @@ class PaymentDriver:
                 return self._fail(line, payment, "refused_at_prompt", prompt)
             answer_wait = hs.wait_for_reply(timeout=self.timeout)
             payment.pin_sent = self.clock()
-            self._send(hs, line.pin, payment)
+            self._send(line, line.pin, payment)
             try:
                 answer = await answer_wait
             except defer.TimeoutError:
@@ -145,10 +160,11 @@ class PaymentDriver:
         except Exception as exc:  # noqa: BLE001 - a driver bug must not hang the run
             return self._fail(line, payment, "driver_error", repr(exc))
 
-    def _send(self, handset, text: str, payment: Payment) -> None:
+    def _send(self, line: _Line, text: str, payment: Payment) -> None:
         def undelivered(failure):
             payment.detail = f"MO not delivered: {failure.getErrorMessage()}"
-        handset.send(text).addErrback(undelivered)
+        line.mos += 1
+        line.handset.send(text).addErrback(undelivered)
 
     def _fail(self, line: _Line, payment: Payment, kind: str, detail: str) -> Payment:
         payment.done = self.clock()
@@ -165,7 +181,12 @@ class PaymentDriver:
 
     @property
     def usable(self) -> list[_Line]:
-        return [ln for ln in self.lines if not ln.retired]
+        return [ln for ln in self.lines if ln.usable]
+
+    @property
+    def rested(self) -> int:
+        """Handsets taken out of use because their TP-MR would repeat."""
+        return sum(1 for ln in self.lines if not ln.retired and not ln.usable)
 
     # ------------------------------------------------------------ closed loop
 
@@ -182,7 +203,7 @@ class PaymentDriver:
         deadline = run.t0 + limit if limit else float("inf")
 
         async def worker(line: _Line):
-            while remaining[0] > 0 and not line.retired and self.clock() < deadline:
+            while remaining[0] > 0 and line.usable and self.clock() < deadline:
                 remaining[0] -= 1
                 p = await self.pay(line, self._payment(line.handset.msisdn, self.clock()))
                 run.payments.append(p)
@@ -220,14 +241,14 @@ class PaymentDriver:
         def finish(p: Payment, line: _Line) -> None:
             state["outstanding"] -= 1
             run.payments.append(p)
-            if not line.retired:
+            if line.usable:
                 if backlog:
                     start(line, backlog.popleft())
                 else:
                     idle.append(line)
             elif not self.usable:
-                while backlog:       # every handset timed out: what waits can never start
-                    abandon(backlog.popleft(), "no_handset", "every handset had timed out")
+                while backlog:       # no handset left: what waits can never start
+                    abandon(backlog.popleft(), "no_handset", "every handset timed out or was rested")
             check_done()
 
         def abandon(p: Payment, kind: str, detail: str) -> None:
@@ -247,7 +268,7 @@ class PaymentDriver:
                 if idle:
                     start(idle.popleft(), p)
                 elif not self.usable:
-                    abandon(p, "no_handset", "every handset had timed out")
+                    abandon(p, "no_handset", "every handset timed out or was rested")
                 else:
                     backlog.append(p)
                     run.waited += 1

@@ -30,6 +30,7 @@ from pathlib import Path
 from telecom_pay.daemon import install_asyncio_reactor
 
 from benchmarks import deployment, report
+from benchmarks.load import MAX_AMOUNT, MO_LIMIT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,10 +79,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def account_balance(args) -> int:
-    """Enough for the most payments one account may make (minor units)."""
-    total = args.warmup + args.payments * (1 + len(args.rates))
-    per_account = -(-total // args.accounts)
-    return max(10_000, per_account * 3 * 2_000)
+    """Enough for the most payments one account may make (minor units): a
+    closed loop spreads its payments over `concurrency` handsets, an open
+    loop over all of them (round robin while they keep up; 3x margin for
+    the faster ones taking more when they do not)."""
+    def share(payments: int, handsets: int) -> int:
+        return -(-payments // handsets)
+    most = (share(args.warmup, args.concurrency) + share(args.payments, args.concurrency)
+            + 3 * len(args.rates) * share(args.payments, args.accounts))
+    return max(10_000, (most + 1) * MAX_AMOUNT)
 
 
 async def _wait_bound(sim, binds: int, timeout: float = 30.0) -> None:
@@ -172,6 +178,10 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
             runs.append(fig)
             print(report.summary_line(name, fig), flush=True)
 
+        result["handsets_rested"] = driver.rested
+        if driver.rested:
+            print(f"{name:8s} warning: {driver.rested} handset(s) sent {MO_LIMIT} MOs and were rested (their "
+                  "TP-MR would repeat); give more --accounts", flush=True)
         await asyncio.sleep(0.5)
         result["daemon_exit_status"] = await daemon.stop()
         result["daemon_log_errors"] = _count_log_errors(daemon.log_path)
