@@ -78,7 +78,32 @@ class Outgoing:
     meta: dict | None
 
 
+def _insert_ignoring_duplicates(dialect: str, table, index_elements):
+    """INSERT ... ON CONFLICT DO NOTHING in the backend's own syntax."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+# Statements built once (building them costs more than running them).
+_INBOUND_BY_KEY = sa.select(inbound_messages).where(inbound_messages.c.dedup_key == sa.bindparam("k"))
+_INSERT_OUTBOX = outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True)
+_MARK_PROCESSED = inbound_messages.update().where(inbound_messages.c.id == sa.bindparam("_id")).values(
+    state="processed", processed_at=sa.bindparam("_at"))
+_ACCEPTED = outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
+    state=ACCEPTED, message_ids=sa.bindparam("_ids"), attempts=outbox.c.attempts + 1,
+    updated_at=sa.bindparam("_at"))
+_RECEIPT = outbox.update().where(outbox.c.id == sa.select(outbox_parts.c.outbox_id).where(
+    outbox_parts.c.message_id.in_(sa.bindparam("ids", expanding=True))).limit(1).scalar_subquery()).values(
+    delivery=sa.bindparam("_state"), updated_at=sa.bindparam("_at")).returning(outbox.c.id)
+
+
 class MessageStore:
+    """One process sends a channel's outbox (in-flight messages are tracked
+    in memory by the channel, not marked in the database)."""
+
     def __init__(self, ledger: Ledger, *, clock=utcnow, max_attempts: int = 50):
         self.ledger = ledger
         self.clock = clock
@@ -88,32 +113,31 @@ class MessageStore:
         """Durably record a message (call before acknowledging it). A second
         delivery with the same key returns the first record, is_new=False."""
         async def job(conn):
-            row = (await conn.execute(sa.select(inbound_messages).where(
-                inbound_messages.c.dedup_key == dedup_key))).first()
-            if row is not None:
-                return Inbound(row.id, row.msisdn, row.text, False)
-            new_id = (await conn.execute(inbound_messages.insert().values(
+            insert = _insert_ignoring_duplicates(conn.dialect.name, inbound_messages, ["dedup_key"])
+            new_id = (await conn.execute(insert.values(
                 channel=channel, msisdn=msisdn, dedup_key=dedup_key, text=text, state="received",
-                received_at=self.clock()).returning(inbound_messages.c.id))).scalar_one()
-            return Inbound(new_id, msisdn, text, True)
-        return await self.ledger.write(job)
+                received_at=self.clock()).returning(inbound_messages.c.id))).scalar()
+            if new_id is not None:
+                return Inbound(new_id, msisdn, text, True)
+            row = (await conn.execute(_INBOUND_BY_KEY, {"k": dedup_key})).first()
+            return Inbound(row.id, row.msisdn, row.text, False)
+        return await self.ledger.write(job, refuses=False)
 
     async def complete(self, inbound_id: int | None, channel: str, msisdn: str, texts: list[str],
-                       meta: dict | None = None) -> list[int]:
-        """Queue replies and mark the inbound message processed, atomically."""
+                       meta: dict | None = None) -> list[Outgoing]:
+        """Queue replies and mark the inbound message processed, atomically;
+        returns the queued messages for the channel to send at once."""
         async def job(conn):
             now = self.clock()
             ids = []
-            for text in texts:
-                ids.append((await conn.execute(outbox.insert().values(
+            if texts:
+                ids = list((await conn.execute(_INSERT_OUTBOX, [dict(
                     channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
-                    next_attempt_at=now, meta=meta, created_at=now, updated_at=now,
-                ).returning(outbox.c.id))).scalar_one())
+                    next_attempt_at=now, meta=meta, created_at=now, updated_at=now) for text in texts])).scalars())
             if inbound_id is not None:
-                await conn.execute(inbound_messages.update().where(inbound_messages.c.id == inbound_id)
-                                   .values(state="processed", processed_at=now))
-            return ids
-        return await self.ledger.write(job)
+                await conn.execute(_MARK_PROCESSED, {"_id": inbound_id, "_at": now})
+            return [Outgoing(i, channel, msisdn, text, 0, meta) for i, text in zip(ids, texts)]
+        return await self.ledger.write(job, refuses=False)
 
     async def unprocessed(self, channel: str) -> list[Inbound]:
         """Messages recorded (and acknowledged) but not answered: after a crash."""
@@ -124,37 +148,25 @@ class MessageStore:
             return [Inbound(r.id, r.msisdn, r.text, True) for r in rows]
         return await self.ledger.read(q)
 
-    async def claim_due(self, channel: str, limit: int = 100) -> list[Outgoing]:
-        """Queued messages whose time has come, marked as being sent."""
-        async def job(conn):
-            rows = (await conn.execute(sa.select(outbox).where(
-                outbox.c.channel == channel, outbox.c.state == QUEUED,
-                outbox.c.next_attempt_at <= self.clock()).order_by(outbox.c.id).limit(limit))).all()
-            if rows:
-                await conn.execute(outbox.update().where(outbox.c.id.in_([r.id for r in rows]))
-                                   .values(state=SENDING, updated_at=self.clock()))
+    async def due(self, channel: str, *, exclude: set[int] | frozenset[int] = frozenset(),
+                  limit: int = 100) -> list[Outgoing]:
+        """Queued messages whose (re)try time has come, except those in flight."""
+        async def q(conn):
+            query = sa.select(outbox).where(
+                outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING)),
+                outbox.c.next_attempt_at <= self.clock()).order_by(outbox.c.id).limit(limit + len(exclude))
+            rows = [r for r in (await conn.execute(query)).all() if r.id not in exclude][:limit]
             return [Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta) for r in rows]
-        return await self.ledger.write(job)
-
-    async def requeue_sending(self, channel: str) -> int:
-        """On start: what was being sent when the process stopped goes again."""
-        async def job(conn):
-            return (await conn.execute(outbox.update().where(
-                outbox.c.channel == channel, outbox.c.state == SENDING).values(
-                state=QUEUED, updated_at=self.clock()))).rowcount
-        return await self.ledger.write(job)
+        return await self.ledger.read(q)
 
     async def accepted(self, outbox_id: int, message_ids: list[str]) -> None:
         async def job(conn):
-            await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(
-                state=ACCEPTED, message_ids=message_ids, attempts=outbox.c.attempts + 1,
-                updated_at=self.clock()))
-            for mid in message_ids:
-                exists = (await conn.execute(sa.select(outbox_parts.c.message_id).where(
-                    outbox_parts.c.message_id == mid))).first()
-                if exists is None:
-                    await conn.execute(outbox_parts.insert().values(message_id=mid, outbox_id=outbox_id))
-        await self.ledger.write(job)
+            now = self.clock()
+            await conn.execute(_ACCEPTED, {"_id": outbox_id, "_ids": message_ids, "_at": now})
+            if message_ids:
+                insert = _insert_ignoring_duplicates(conn.dialect.name, outbox_parts, ["message_id"])
+                await conn.execute(insert, [{"message_id": m, "outbox_id": outbox_id} for m in message_ids])
+        await self.ledger.write(job, refuses=False)
 
     async def retry_later(self, outbox_id: int, error: str, attempts: int) -> None:
         """Back off exponentially (capped at 5 minutes); give up after max_attempts."""
@@ -165,19 +177,14 @@ class MessageStore:
             await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(
                 state=state, attempts=attempts + 1, error=error[:200],
                 next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock()))
-        await self.ledger.write(job)
+        await self.ledger.write(job, refuses=False)
 
     async def receipt(self, message_ids: set[str] | frozenset[str], state: str) -> int | None:
         """A delivery receipt: find the outbox message by any candidate id."""
         async def job(conn):
-            row = (await conn.execute(sa.select(outbox_parts.c.outbox_id).where(
-                outbox_parts.c.message_id.in_(list(message_ids))))).first()
-            if row is None:
-                return None
-            await conn.execute(outbox.update().where(outbox.c.id == row.outbox_id).values(
-                delivery=state, updated_at=self.clock()))
-            return row.outbox_id
-        return await self.ledger.write(job)
+            return (await conn.execute(_RECEIPT, {"ids": list(message_ids), "_state": state,
+                                                  "_at": self.clock()})).scalar()
+        return await self.ledger.write(job, refuses=False)
 
     async def get(self, outbox_id: int):
         return await self.ledger.read(lambda conn: _first(conn, sa.select(outbox).where(outbox.c.id == outbox_id)))
@@ -191,4 +198,3 @@ class MessageStore:
 
 async def _first(conn, query):
     return (await conn.execute(query)).first()
-

@@ -4,8 +4,8 @@ other.
 Path of one message (DESIGN section 3): deliver_sm -> dedup (session store,
 within a window) -> durable inbound record -> deliver_sm_resp -> the
 conversation (PaymentService) -> replies queued in the outbox in the same
-transaction that marks the message processed -> submit_sm until the SMSC
-accepts -> delivery receipt matched to the outbox record.
+transaction that marks the message processed -> submit_sm at once, and
+again from the outbox until the SMSC accepts -> delivery receipt matched to the outbox record.
 
 Messages of one subscriber are handled in arrival order; different
 subscribers in parallel. A restart requeues what was being sent and answers
@@ -49,7 +49,7 @@ def fit_ussd(text: str) -> str:
 
 class SmsChannel(MultiService):
     def __init__(self, core: Core, binds: list[dict], *, reactor=None, channel: str = "sms",
-                 dedup_window: float = 600.0, retry_poll: float = 1.0, batch: int = 200):
+                 dedup_window: float = 120.0, retry_poll: float = 1.0, batch: int = 200):
         super().__init__()
         self.core = core
         self.channel = channel
@@ -63,6 +63,7 @@ class SmsChannel(MultiService):
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task | None = None
         self._in_flight: set[asyncio.Future] = set()
+        self._sending: set[int] = set()
         self._stopping = False
         core.service.add_notifier(self._notify)
         self.stats = {"mo": 0, "duplicates": 0, "mt_accepted": 0, "mt_retry": 0, "receipts": 0}
@@ -75,9 +76,6 @@ class SmsChannel(MultiService):
         self._pump_task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        requeued = await self.messages.requeue_sending(self.channel)
-        if requeued:
-            log.info("outbox: {n} message(s) from before the restart requeued", n=requeued)
         for inbound in await self.messages.unprocessed(self.channel):
             log.info("answering {msisdn}: recorded before the restart", msisdn=mask(inbound.msisdn))
             self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None))
@@ -170,8 +168,7 @@ class SmsChannel(MultiService):
             texts = [fit_ussd("\n".join(texts))]
         else:
             texts = await conv.handle(msisdn, text, channel=self.channel)
-        await self.messages.complete(inbound_id, self.channel, msisdn, texts, meta)
-        self._wake.set()
+        self._dispatch(await self.messages.complete(inbound_id, self.channel, msisdn, texts, meta))
 
     async def _ussd_turn(self, msisdn: str, text: str, ussd: UssdInfo) -> tuple[list[str], bool]:
         """USSD offers the same operations as SMS: the dialled code opens a
@@ -189,19 +186,32 @@ class SmsChannel(MultiService):
 
     async def _notify(self, msisdn: str, result: Result) -> None:
         texts = await self.core.conversation.render_for(msisdn, result)
-        await self.messages.complete(None, self.channel, msisdn, texts)
-        self._wake.set()
+        self._dispatch(await self.messages.complete(None, self.channel, msisdn, texts))
 
     # ------------------------------------------------------------ outbound
 
+    def _dispatch(self, outgoing) -> None:
+        """Hand queued messages to the SMSC now; `_sending` keeps the outbox
+        scan from sending them a second time while they are in flight."""
+        for out in outgoing:
+            if out.id in self._sending:
+                continue
+            self._sending.add(out.id)
+            fut = asyncio.ensure_future(self._send(out))
+            self._in_flight.add(fut)
+
+            def done(f, out_id=out.id):
+                self._in_flight.discard(f)
+                self._sending.discard(out_id)
+            fut.add_done_callback(done)
+
     async def _pump(self) -> None:
+        """Sends what is due from the outbox: retries after a back-off, and
+        everything left from before a restart."""
         while not self._stopping:
             self._wake.clear()
-            due = await self.messages.claim_due(self.channel, limit=self.batch)
-            for out in due:
-                fut = asyncio.ensure_future(self._send(out))
-                self._in_flight.add(fut)
-                fut.add_done_callback(self._in_flight.discard)
+            due = await self.messages.due(self.channel, exclude=frozenset(self._sending), limit=self.batch)
+            self._dispatch(due)
             if len(due) == self.batch:
                 continue
             try:
@@ -256,5 +266,5 @@ def _failure(exc: BaseException):
 def make_channel(core: Core, config: dict[str, Any], reactor) -> SmsChannel:
     """Factory named in config: `[sms] factory = "channels.smpp.app:make_channel"`."""
     binds = config.get("binds") or []
-    return SmsChannel(core, binds, reactor=reactor, dedup_window=float(config.get("dedup_window", 600)),
+    return SmsChannel(core, binds, reactor=reactor, dedup_window=float(config.get("dedup_window", 120)),
                       retry_poll=float(config.get("retry_poll", 1.0)))

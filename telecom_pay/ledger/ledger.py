@@ -205,7 +205,7 @@ def _differs(old: dict, new: dict) -> list[str]:
 class _Job:
     apply: Callable[[AsyncConnection], Awaitable[Any]]
     future: asyncio.Future
-    after: Callable[[Any], Awaitable[Any]] | None = None
+    savepoint: bool = True
 
 
 class Ledger:
@@ -237,15 +237,18 @@ class Ledger:
         """Void a pending operation, releasing its reservations (idempotent)."""
         return await self.write(lambda conn: self._resolve(conn, key, T_VOIDED))
 
-    async def write(self, fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    async def write(self, fn: Callable[[AsyncConnection], Awaitable[Any]], *, refuses: bool = True) -> Any:
         """Run `fn(conn)` atomically inside the next group commit; its result
-        is returned after COMMIT. A LedgerError raised by fn rolls back fn only."""
+        is returned after COMMIT. A refusal raised by fn rolls back fn only
+        (a savepoint per job). `refuses=False` declares that fn raises only
+        when the database fails: it then runs without a savepoint (two fewer
+        statements) and a failure redoes the batch job by job."""
         if self._queue is None:
             self._queue = asyncio.Queue()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._run())
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(fn, fut))
+        self._queue.put_nowait(_Job(fn, fut, savepoint=refuses))
         return await fut
 
     async def read(self, fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
@@ -330,19 +333,25 @@ class Ledger:
                 conn = _WriterConnection(raw)
                 for job in batch:
                     for attempt in range(3):
-                        sp = raw.begin_nested()
+                        sp = raw.begin_nested() if job.savepoint else None
                         try:
                             result = _drive(job.apply(conn))
                         except IntegrityError as exc:
+                            if sp is None:
+                                raise     # the transaction is spoilt: the batch is retried job by job
                             sp.rollback()
                             if attempt < 2:   # a racing writer took the key or ref: look again
                                 continue
                             outcomes.append((job, None, exc))
                         except Exception as exc:
-                            sp.rollback()
+                            if sp is None and not isinstance(exc, LedgerError):
+                                raise
+                            if sp is not None:
+                                sp.rollback()
                             outcomes.append((job, None, exc))
                         else:
-                            sp.commit()
+                            if sp is not None:
+                                sp.commit()
                             outcomes.append((job, result, None))
                         break
         return outcomes
