@@ -38,16 +38,21 @@ async def audit(conn, *, actor: str, channel: str, action: str, account_id: int 
                                                  account_id=account_id, details=details))
 
 
+# Statements built once: on the hot path, building costs more than running.
+_WALLET = sa.select(accounts).where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"),
+                                    accounts.c.status != CLOSED)
+_WALLET_LOCKED = _WALLET.with_for_update()
+_BY_CODE = sa.select(accounts).where(accounts.c.kind == sa.bindparam("kind"), accounts.c.code == sa.bindparam("code"))
+_BY_ID = sa.select(accounts).where(accounts.c.id == sa.bindparam("id"))
+
+
 async def find_wallet(conn, msisdn: str, *, lock: bool = False):
-    q = sa.select(accounts).where(accounts.c.kind == WALLET, accounts.c.msisdn == msisdn,
-                                  accounts.c.status != CLOSED)
-    if lock and conn.dialect.name != "sqlite":
-        q = q.with_for_update()
-    return (await conn.execute(q)).first()
+    q = _WALLET_LOCKED if lock and conn.dialect.name != "sqlite" else _WALLET
+    return (await conn.execute(q, {"msisdn": msisdn})).first()
 
 
 async def find_by_code(conn, kind: str, code: str):
-    return (await conn.execute(sa.select(accounts).where(accounts.c.kind == kind, accounts.c.code == code))).first()
+    return (await conn.execute(_BY_CODE, {"kind": kind, "code": code})).first()
 
 
 async def find_merchant(conn, code: str):
@@ -59,7 +64,7 @@ async def find_agent(conn, code: str):
 
 
 async def get_account(conn, account_id: int):
-    return (await conn.execute(sa.select(accounts).where(accounts.c.id == account_id))).first()
+    return (await conn.execute(_BY_ID, {"id": account_id})).first()
 
 
 async def create_pending_wallet(conn, msisdn: str, *, language: str, expires_at: datetime, actor: str,
@@ -113,8 +118,11 @@ async def set_credentials(conn, account_id: int, *, pin_hash: str | None = None,
         await conn.execute(credentials.insert().values(account_id=account_id, **values))
 
 
+_CREDENTIALS = sa.select(credentials).where(credentials.c.account_id == sa.bindparam("id"))
+
+
 async def get_credentials(conn, account_id: int):
-    return (await conn.execute(sa.select(credentials).where(credentials.c.account_id == account_id))).first()
+    return (await conn.execute(_CREDENTIALS, {"id": account_id})).first()
 
 
 async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: int,
@@ -131,9 +139,11 @@ async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: i
     return failures
 
 
+_ACTIVE_CARD = sa.select(cards).where(cards.c.account_id == sa.bindparam("id"), cards.c.status == "active")
+
+
 async def active_card(conn, account_id: int):
-    return (await conn.execute(sa.select(cards).where(cards.c.account_id == account_id,
-                                                      cards.c.status == "active"))).first()
+    return (await conn.execute(_ACTIVE_CARD, {"id": account_id})).first()
 
 
 async def bind_card(conn, account_id: int, *, token: str, last4: str, bin: str, card_type: str,
@@ -163,14 +173,17 @@ async def unbind_card(conn, account_id: int, *, actor: str, channel: str) -> boo
 SPENDING_KINDS = ("payment", "p2p", "withdrawal", "airtime")
 
 
+_o = operations.c
+_SPENT = sa.select(
+    sa.func.coalesce(sa.func.sum(sa.case((_o.created_at >= sa.bindparam("day"), _o.amount), else_=0)), 0),
+    sa.func.coalesce(sa.func.sum(_o.amount), 0),
+).where(_o.account_id == sa.bindparam("id"), _o.kind.in_(SPENDING_KINDS), _o.state != "voided",
+        _o.created_at >= sa.bindparam("month"))
+
+
 async def spent_since(conn, account_id: int, day: datetime, month: datetime) -> tuple[int, int]:
     """What the account spent (payments, P2P, withdrawals, airtime; pending
     included, voided not) since the start of the day and of the month: the
     base of the daily and monthly limits, in one query."""
-    o = operations.c
-    q = sa.select(
-        sa.func.coalesce(sa.func.sum(sa.case((o.created_at >= day, o.amount), else_=0)), 0),
-        sa.func.coalesce(sa.func.sum(o.amount), 0),
-    ).where(o.account_id == account_id, o.kind.in_(SPENDING_KINDS), o.state != "voided", o.created_at >= month)
-    day_total, month_total = (await conn.execute(q)).one()
+    day_total, month_total = (await conn.execute(_SPENT, {"id": account_id, "day": day, "month": month})).one()
     return int(day_total), int(month_total)

@@ -14,6 +14,7 @@ what was recorded but not yet answered.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -64,6 +65,9 @@ class SmsChannel(MultiService):
         self._pump_task: asyncio.Task | None = None
         self._in_flight: set[asyncio.Future] = set()
         self._sending: set[int] = set()
+        # ids accepted by the SMSC in this process, so a scan that read the
+        # outbox a moment before their acceptance committed never resends them
+        self._accepted: OrderedDict[int, None] = OrderedDict()
         self._stopping = False
         core.service.add_notifier(self._notify)
         self.stats = {"mo": 0, "duplicates": 0, "mt_accepted": 0, "mt_retry": 0, "receipts": 0}
@@ -194,7 +198,7 @@ class SmsChannel(MultiService):
         """Hand queued messages to the SMSC now; `_sending` keeps the outbox
         scan from sending them a second time while they are in flight."""
         for out in outgoing:
-            if out.id in self._sending:
+            if out.id in self._sending or out.id in self._accepted:
                 continue
             self._sending.add(out.id)
             fut = asyncio.ensure_future(self._send(out))
@@ -238,6 +242,9 @@ class SmsChannel(MultiService):
             await self.messages.retry_later(out.id, repr(exc), out.attempts)
             return
         self.stats["mt_accepted"] += 1
+        self._accepted[out.id] = None
+        if len(self._accepted) > 100_000:
+            self._accepted.popitem(last=False)
         await self.messages.accepted(out.id, list(ids))
         log.info("sms out {msisdn} len={n} parts={parts}", msisdn=mask(out.msisdn), n=len(out.text), parts=len(ids))
 

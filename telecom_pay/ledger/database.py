@@ -36,9 +36,12 @@ class Database:
         self.sync_write.dispose()
 
 
-def _sqlite_engine(url: str, begin: str, *, blocking: bool = False):
-    engine = (create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}) if blocking
-              else create_async_engine(url, connect_args={"timeout": 30}))
+def _sqlite_engine(url: str, begin: str, *, blocking: bool = False, pool_size: int = 5):
+    # No overflow connections: opening one (a thread, the file, the pragmas)
+    # costs far more than waiting a moment for a pooled one.
+    kw = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 60}
+    engine = (create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kw) if blocking
+              else create_async_engine(url, connect_args={"timeout": 30}, **kw))
     target = engine if blocking else engine.sync_engine
 
     @event.listens_for(target, "connect")
@@ -56,10 +59,11 @@ def _sqlite_engine(url: str, begin: str, *, blocking: bool = False):
     return engine
 
 
-def open_database(url: str, *, pool_size: int = 10) -> Database:
+def open_database(url: str, *, pool_size: int = 16) -> Database:
     url, blocking_url = async_url(url), sync_url(url)
     if make_url(url).get_backend_name() == "sqlite":
-        return Database(url, _sqlite_engine(url, "BEGIN IMMEDIATE"), _sqlite_engine(url, "BEGIN"),
-                        _sqlite_engine(blocking_url, "BEGIN IMMEDIATE", blocking=True))
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        return Database(url, _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2),
+                        _sqlite_engine(url, "BEGIN", pool_size=pool_size),
+                        _sqlite_engine(blocking_url, "BEGIN IMMEDIATE", blocking=True, pool_size=1))
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
     return Database(url, engine, engine, create_engine(blocking_url, pool_size=2, pool_pre_ping=True))

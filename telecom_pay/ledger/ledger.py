@@ -265,7 +265,7 @@ class Ledger:
 
     async def get_operation(self, key: str) -> OperationRecord | None:
         async def q(conn):
-            row = (await conn.execute(sa.select(operations).where(operations.c.idempotency_key == key))).first()
+            row = (await conn.execute(_OPERATION_BY_KEY, {"key": key})).first()
             return None if row is None else _record(row)
         return await self.read(q)
 
