@@ -182,10 +182,13 @@ def _settle(args) -> int:
                 from telecom_pay import accounts as acct
                 merchant = await svc.ledger.read(lambda c, code=m["code"]: acct.find_merchant(c, code.upper()))
                 card = await svc.ledger.read(lambda c: acct.active_card(c, merchant.id))
-                if card is None or card.last4 != str(m["payout_pan"])[-4:]:
-                    r = await svc.bind_merchant_account(m["code"], str(m["payout_pan"]), str(m.get("payout_expiry", "")))
+                pan, expiry = str(m["payout_pan"]), str(m.get("payout_expiry", ""))
+                if card is None or card.last4 != pan[-4:]:
+                    r = await svc.bind_merchant_account(m["code"], pan, expiry)
                     if not r.ok:
                         print(f"{m['code']}: payout account not verified ({r.outcome.value})", file=sys.stderr)
+                elif svc.bank is not None:       # verified again: the issuer learns the token if it forgot
+                    await svc.bank.verify_card(pan=pan, expiry=expiry, holder_msisdn="")
         settlement = Settlement(svc, delay_days=int(svc.settings.section("settlement").get("delay_days", 1)),
                                 file_dir=svc.settings.section("settlement").get("file_dir", "var/settlement"))
         try:
