@@ -156,6 +156,13 @@ class PaymentService:
         except AccountUnavailable as e:
             return Result(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
 
+    async def _query(self, q) -> Result:
+        """A read that may refuse (raise _Refusal) like a write job does."""
+        try:
+            return await self.ledger.read(q)
+        except _Refusal as r:
+            return r.result
+
     async def _wallet(self, conn, msisdn: str, *, need_active: bool = True):
         w = await acct.find_wallet(conn, msisdn)
         if w is None:
@@ -442,11 +449,7 @@ class PaymentService:
         code = merchant_code.upper()
 
         async def q(conn):
-            w = await acct.find_wallet(conn, msisdn)
-            if w is None:
-                return Result(Outcome.NO_ACCOUNT)
-            if w.status != ACTIVE:
-                return Result(_STATUS_OUTCOME[w.status])
+            w = await self._wallet(conn, msisdn)
             m = await acct.find_merchant(conn, code)
             if m is None:
                 return Result(Outcome.UNKNOWN_MERCHANT, params={"merchant_code": code})
@@ -458,7 +461,7 @@ class PaymentService:
                 return Result(Outcome.INSUFFICIENT_FUNDS, balance=w.balance - w.pending_out)
             return Result(Outcome.PIN_REQUIRED, amount=amount, params={
                 "action": "pay", "merchant_code": code, "merchant_name": self.merchant_display(code, m.name, lang)})
-        return await self.ledger.read(q)
+        return await self._query(q)
 
     async def pay(self, msisdn: str, merchant_code: str, amount: int, pin: str | None, *, channel: str,
                   key: str | None = None, reference: str | None = None, lang: str = "zh") -> Result:
@@ -493,11 +496,7 @@ class PaymentService:
             return Result(Outcome.SELF_TRANSFER)
 
         async def q(conn):
-            w = await acct.find_wallet(conn, msisdn)
-            if w is None:
-                return Result(Outcome.NO_ACCOUNT)
-            if w.status != ACTIVE:
-                return Result(_STATUS_OUTCOME[w.status])
+            w = await self._wallet(conn, msisdn)
             r = await acct.find_wallet(conn, to)
             if r is None or r.status != ACTIVE:
                 return Result(Outcome.UNKNOWN_RECIPIENT, params={"counterparty": _masked_local(to)})
@@ -508,7 +507,7 @@ class PaymentService:
                 return Result(Outcome.NOT_WITHDRAWABLE, params={"withdrawable": withdrawable})
             return Result(Outcome.PIN_REQUIRED, amount=amount,
                           params={"action": "send", "counterparty": _masked_local(to)})
-        return await self.ledger.read(q)
+        return await self._query(q)
 
     async def send(self, msisdn: str, to_msisdn: str, amount: int, pin: str | None, *, channel: str,
                    key: str | None = None) -> Result:
