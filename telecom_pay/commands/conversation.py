@@ -28,6 +28,7 @@ log = Logger(namespace="telecom_pay.conversation")
 
 TRY_LATER = {"zh": "系统繁忙, 请稍后再试.", "en": "Service busy, please try again later."}
 LANG_TTL = 365 * 24 * 3600
+LANGUAGE_CACHE_TTL = 3600
 
 # Commands that wait for the PIN before anything happens.
 PIN_GUARDED = {kw.PAY, kw.SEND, kw.AIRTIME, kw.TOPUP, kw.WITHDRAW, kw.UNFREEZE, kw.CLOSE}
@@ -69,9 +70,13 @@ class Conversation:
         if stored:
             return normalize_lang(stored.get("lang"))
         account = await self.service.account_info(msisdn)
-        if account is not None:
-            return normalize_lang(account.language)
-        return normalize_lang(self.settings.default_language)
+        if account is None:
+            return normalize_lang(self.settings.default_language)
+        lang = normalize_lang(account.language)
+        # remembered for an hour: the account's language changes only by LANG,
+        # which writes this key itself
+        await self.sessions.put(f"lang:{msisdn}", {"lang": lang}, ttl=LANGUAGE_CACHE_TTL)
+        return lang
 
     # ------------------------------------------------------------ dispatch
 
