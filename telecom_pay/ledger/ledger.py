@@ -270,7 +270,8 @@ class Ledger:
         return await self.read(q)
 
     async def close(self) -> None:
-        """Finish what was queued (every caller gets its answer), then stop."""
+        """Finish what was queued (every caller gets its answer), then stop and
+        release the writer thread (a later write starts a new one)."""
         if self._worker is not None:
             while (self._queue is not None and not self._queue.empty()) or self._in_flight:
                 await asyncio.sleep(0.001)
@@ -280,6 +281,8 @@ class Ledger:
             except (asyncio.CancelledError, Exception):
                 pass
             self._worker = None
+        self._executor.shutdown(wait=False)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
 
     # -- group commit
 
