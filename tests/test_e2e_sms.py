@@ -175,3 +175,25 @@ async def test_ussd_session_offers_the_same_operations(sqlite_url):
     assert bye and not phone.ussd_session.open
     assert (await svc.balance(MSISDN, channel="t")).balance == 4200
     await down(sim, daemon)
+
+
+@aio_test
+async def test_ussd_abort_is_recorded_and_not_answered(sqlite_url):
+    from channels.smpp.text import encode_text
+    sim, daemon, _ = await up({"database_url": sqlite_url})
+    phone = sim.handset("13800138000")
+    part = encode_text("")
+    await wait_deferred(sim.deliver_mo(phone, [dict(
+        source_addr_ton=1, source_addr_npi=1, source_addr=phone.msisdn, dest_addr_ton=0, dest_addr_npi=1,
+        destination_addr="10658888", esm_class=0, data_coding=part.data_coding, short_message=part.short_message,
+        ussd_service_op=0x81, its_session_info=0x0101)]))       # a vendor "user abort"
+    sms = daemon.components["sms"]
+    await eventually(lambda: sms.stats["mo"] >= 1)
+    await eventually(lambda: _no_unprocessed(sms))
+    await asyncio.sleep(0.3)
+    assert phone.inbox == [] and phone.ussd_screens == []
+    await down(sim, daemon)
+
+
+async def _no_unprocessed(sms) -> bool:
+    return await sms.messages.unprocessed("sms") == []

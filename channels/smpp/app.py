@@ -134,7 +134,11 @@ class SmsChannel(MultiService):
             return
         self.stats["mo"] += 1
         log.info("sms in {msisdn} len={n} parts={parts}", msisdn=mask(msisdn), n=len(event.text), parts=event.parts)
-        ussd = event.ussd if event.ussd is not None and event.ussd.service_op in (PSSR_IND, USSR_CONF) else None
+        ussd = event.ussd if event.ussd is not None and event.ussd.service_op is not None else None
+        if ussd is not None and ussd.service_op not in (PSSR_IND, USSR_CONF):
+            # a USSN confirmation, a user abort (vendor codes) or a session end: nothing to answer
+            self._serialize(msisdn, self.messages.complete(inbound.id, self.channel, msisdn, []))
+            return
         self._serialize(msisdn, self._answer(inbound.id, msisdn, event.text, ussd, bind))
 
     def _serialize(self, msisdn: str, coro) -> None:
