@@ -197,3 +197,27 @@ async def test_ussd_abort_is_recorded_and_not_answered(sqlite_url):
 
 async def _no_unprocessed(sms) -> bool:
     return await sms.messages.unprocessed("sms") == []
+
+
+@aio_test
+async def test_answer_retried_when_the_database_failed_after_the_ack(pg_url):
+    """The outbox is unwritable while a message is answered (a real database
+    error); once it is back, the recorded message is answered after all."""
+    import sqlalchemy as sa
+    sim, daemon, _ = await up({"database_url": pg_url})
+    sms = daemon.components["sms"]
+    sms.unanswered_sweep = 0.3
+    phone = sim.handset("13800138000")
+    await open_account(phone)
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text("ALTER TABLE outbox RENAME TO outbox_away"))
+    try:
+        await wait_deferred(phone.send("YE"))          # acknowledged: it is recorded
+        await eventually(lambda: sms._answer_failed)
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text("ALTER TABLE outbox_away RENAME TO outbox"))
+        admin.dispose()
+    assert "0.00" in await reply(phone, expect="余额", timeout=20)
+    await down(sim, daemon)

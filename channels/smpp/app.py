@@ -68,6 +68,9 @@ class SmsChannel(MultiService):
         # ids accepted by the SMSC in this process, so a scan that read the
         # outbox a moment before their acceptance committed never resends them
         self._accepted: OrderedDict[int, None] = OrderedDict()
+        self._answering: set[int] = set()
+        self._answer_failed = False
+        self.unanswered_sweep = 10.0          # seconds before a failed answer is tried again
         self._stopping = False
         core.service.add_notifier(self._notify)
         self.stats = {"mo": 0, "duplicates": 0, "mt_accepted": 0, "mt_retry": 0, "receipts": 0}
@@ -80,10 +83,17 @@ class SmsChannel(MultiService):
         self._pump_task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        for inbound in await self.messages.unprocessed(self.channel):
-            log.info("answering {msisdn}: recorded before the restart", msisdn=mask(inbound.msisdn))
-            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None))
+        await self._answer_unanswered("recorded before the restart")
         await self._pump()
+
+    async def _answer_unanswered(self, why: str) -> None:
+        """Messages recorded (and acknowledged) whose answer is not under way:
+        after a restart, or when answering failed (the database was down)."""
+        for inbound in await self.messages.unprocessed(self.channel):
+            if inbound.id in self._answering:
+                continue
+            log.info("answering {msisdn}: {why}", msisdn=mask(inbound.msisdn), why=why)
+            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None))
 
     def stopService(self):
         self._stopping = True
@@ -165,6 +175,16 @@ class SmsChannel(MultiService):
         fut.add_done_callback(done)
 
     async def _answer(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None) -> None:
+        self._answering.add(inbound_id)
+        try:
+            await self._answer_once(inbound_id, msisdn, text, ussd, bind)
+        except Exception:
+            self._answer_failed = True        # the pump's sweep answers it again later
+            raise
+        finally:
+            self._answering.discard(inbound_id)
+
+    async def _answer_once(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None) -> None:
         conv = self.core.conversation
         meta = None
         if ussd is not None:
@@ -216,10 +236,22 @@ class SmsChannel(MultiService):
     async def _pump(self) -> None:
         """Sends what is due from the outbox: retries after a back-off, and
         everything left from before a restart."""
+        loop = asyncio.get_running_loop()
+        last_sweep = loop.time()
         while not self._stopping:
             self._wake.clear()
-            due = await self.messages.due(self.channel, exclude=frozenset(self._sending), limit=self.batch)
-            self._dispatch(due)
+            try:
+                due = await self.messages.due(self.channel, exclude=frozenset(self._sending), limit=self.batch)
+                self._dispatch(due)
+                if self._answer_failed and loop.time() >= last_sweep + self.unanswered_sweep:
+                    self._answer_failed = False
+                    last_sweep = loop.time()
+                    await self._answer_unanswered("answering failed before")
+            except Exception:
+                # the database is away: keep going, everything is still in the outbox
+                log.failure("outbox scan failed; trying again")
+                self._answer_failed = True
+                due = []
             if len(due) == self.batch:
                 continue
             try:
@@ -239,18 +271,30 @@ class SmsChannel(MultiService):
         except SubmitError as exc:
             self.stats["mt_retry"] += 1
             log.warn("sms out {msisdn} not accepted ({reason}); retrying", msisdn=mask(out.msisdn), reason=exc.reason)
-            await self.messages.retry_later(out.id, exc.reason, out.attempts)
+            await self._retry_later(out, exc.reason)
             return
         except Exception as exc:
             self.stats["mt_retry"] += 1
-            await self.messages.retry_later(out.id, repr(exc), out.attempts)
+            await self._retry_later(out, repr(exc))
             return
         self.stats["mt_accepted"] += 1
         self._accepted[out.id] = None
         if len(self._accepted) > 100_000:
             self._accepted.popitem(last=False)
-        await self.messages.accepted(out.id, list(ids))
+        try:
+            await self.messages.accepted(out.id, list(ids))
+        except Exception:
+            # sent, but not recorded as sent: after a restart it may go once more
+            log.failure("recording {msisdn}'s message as accepted failed", msisdn=mask(out.msisdn))
+            return
         log.info("sms out {msisdn} len={n} parts={parts}", msisdn=mask(out.msisdn), n=len(out.text), parts=len(ids))
+
+    async def _retry_later(self, out, reason: str) -> None:
+        try:
+            await self.messages.retry_later(out.id, reason, out.attempts)
+        except Exception:
+            # still queued in the outbox: the next scan sends it again
+            log.failure("scheduling a retry for {msisdn} failed", msisdn=mask(out.msisdn))
 
     # ------------------------------------------------------------ receipts and links
 
