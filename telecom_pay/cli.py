@@ -287,13 +287,29 @@ def _load_extra_commands() -> None:
                 raise
 
 
+def _config_first(argv: list[str]) -> list[str]:
+    """`--config FILE` is accepted anywhere (`telecom-pay run --config x.toml`)."""
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            front += argv[i:i + 2]
+            i += 2
+        elif argv[i].startswith("--config="):
+            front.append(argv[i])
+            i += 1
+        else:
+            rest.append(argv[i])
+            i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before anything can import twisted.internet.reactor: the daemon, the
     # simulators and the handset all run Twisted on the asyncio loop.
     from telecom_pay.daemon import install_asyncio_reactor
     install_asyncio_reactor()
     _load_extra_commands()
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_config_first(sys.argv[1:] if argv is None else list(argv)))
     try:
         result = args.run(args)
         if asyncio.iscoroutine(result):

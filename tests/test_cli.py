@@ -106,3 +106,11 @@ async def test_agent_binds_a_card_through_the_bank(tmp_path):
     assert code == 0, err
     bank.drop_connections()
     await wait_deferred(iso.stopListening())
+
+
+def test_config_may_follow_the_command(tmp_path):
+    cfg = write_config(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "telecom_pay.cli", "db", "upgrade", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "tp.sqlite3").exists()           # the file named in that config, not ./var
