@@ -47,7 +47,3 @@ def format_amount(minor: int) -> str:
     q, r = divmod(abs(minor), MINOR_PER_MAJOR)
     return f"{sign}{q}.{r:0{MINOR_DIGITS}d}"
 
-
-def to_minor(major: int | str) -> int:
-    """Whole units from config/CLI (`100`, `100.00`) -> minor units."""
-    return parse_amount(str(major))

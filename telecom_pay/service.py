@@ -9,7 +9,6 @@ after the commit.
 """
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable
@@ -23,7 +22,7 @@ from telecom_pay.bank_port import BankPort, BankStatus, CardRef
 from telecom_pay.config import Settings
 from telecom_pay.ledger.chart import ensure_system_accounts, insert_account
 from telecom_pay.ledger.ledger import (
-    AccountUnavailable, AlreadyResolved, IdempotencyConflict, InsufficientFunds, Leg, Ledger, LedgerError,
+    AccountUnavailable, AlreadyResolved, IdempotencyConflict, InsufficientFunds, Leg, Ledger,
     NotWithdrawable, OperationRecord, OperationRequest, UnknownOperation, utcnow)
 from telecom_pay.ledger.tables import (
     ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, operations, transfers)
@@ -211,15 +210,15 @@ class PaymentService:
         if refusal is not None:
             raise _refuse(refusal.outcome, limit=refusal.limit)
 
-    def _velocity_key(self, wallet_id: int) -> str:
-        return f"velocity:{wallet_id}:{int(self.clock().timestamp() // 60)}"
+    def _velocity_key(self, msisdn: str) -> str:
+        return f"velocity:{msisdn}:{int(self.clock().timestamp() // 60)}"
 
-    async def _velocity(self, wallet_id: int) -> Result | None:
-        """Holds a payment when the wallet already made N this minute."""
+    async def _velocity(self, msisdn: str) -> Result | None:
+        """Holds a payment when the number already made N this minute."""
         n = self.settings.velocity_per_minute
         if n <= 0:
             return None
-        count = await self.sessions.incr(self._velocity_key(wallet_id), ttl=61, amount=0)
+        count = await self.sessions.incr(self._velocity_key(msisdn), ttl=61, amount=0)
         if count >= n:
             return Result(Outcome.VELOCITY_HOLD, params={"retry_after": 60 - int(self.clock().timestamp()) % 60})
         return None
@@ -236,9 +235,8 @@ class PaymentService:
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         replay = await self.ledger.get_operation(key) is not None
-        wallet = await self.account_info(msisdn)
-        if wallet is not None and not replay:
-            held = await self._velocity(wallet.id)
+        if not replay:
+            held = await self._velocity(msisdn)
             if held is not None:
                 return held
 
@@ -251,8 +249,8 @@ class PaymentService:
             rec = await self.ledger.book(conn, req)
             return self._money_result(action, rec, w.id, **params, **extra)
         result = await self._run_keeping(job)
-        if result.outcome is Outcome.OK and wallet is not None and not replay:
-            await self.sessions.incr(self._velocity_key(wallet.id), ttl=61)
+        if result.outcome is Outcome.OK and not replay:
+            await self.sessions.incr(self._velocity_key(msisdn), ttl=61)
             log.info("{action} ok {msisdn} {ref} amount={amount} channel={channel}", action=action,
                      msisdn=mask(msisdn), ref=result.ref, amount=result.amount, channel=channel)
         return result

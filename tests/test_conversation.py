@@ -4,7 +4,7 @@ import re
 
 from telecom_pay.commands.conversation import Conversation
 from tests.aio import aio_test
-from tests.servicekit import MSISDN, OTHER, PAN_CREDIT, PAN_DEBIT, make_service, shutdown
+from tests.servicekit import MSISDN, OTHER, PAN_DEBIT, make_service, shutdown
 
 
 
