@@ -18,8 +18,8 @@ The business day is a local calendar day: the bank's file is dated by its
 local date, which for a Chinese issuer is the platform's own zone
 (`[platform] timezone`, Asia/Shanghai). `reconcile(tz=...)` takes that zone;
 without one it uses the process's local zone, which is what the bank
-simulator dates its movements by. Bounds are converted to UTC before they
-reach SQL, because SQLite stores timestamps without their offset.
+simulator dates its movements by. The bounds come from
+`telecom_pay.business_time`, where every local day is computed.
 
 The ledger side (what our books moved and the corrections through the
 suspense account) is `bank_bridge.ledger_reconciliation`.
@@ -29,10 +29,11 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import date as Date, datetime, time, timedelta, timezone, tzinfo
+from datetime import date as Date, datetime, tzinfo
 from typing import Any
 
 from bank_bridge.store import BankStore
+from telecom_pay import business_time
 
 COLUMNS = ("date", "stan", "rrn", "card_last4", "amount", "type", "response")
 
@@ -97,13 +98,7 @@ def parse_settlement_file(text: str, *, business_date: Date | None = None) -> li
 def business_day_bounds(business_date: Date, tz: tzinfo | None = None) -> tuple[datetime, datetime]:
     """[start, end) of a local calendar day as UTC datetimes. `tz` None: the
     process's local zone (the bank simulator's "local date")."""
-    if tz is None:
-        start = datetime.combine(business_date, time.min).astimezone()
-        end = datetime.combine(business_date + timedelta(days=1), time.min).astimezone()
-    else:
-        start = datetime.combine(business_date, time.min, tzinfo=tz)
-        end = datetime.combine(business_date + timedelta(days=1), time.min, tzinfo=tz)
-    return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+    return business_time.day_window(business_date, tz)
 
 
 @dataclass

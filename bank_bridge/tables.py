@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from telecom_pay.ledger.tables import Stamp
+
 metadata = sa.MetaData()
 
 bank_sequences = sa.Table(
@@ -42,8 +44,8 @@ bank_operations = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("response_code", sa.String(2)),
     sa.Column("decline", sa.String(32)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", Stamp, nullable=False),
+    sa.Column("updated_at", Stamp, nullable=False),
 )
 
 bank_reversals = sa.Table(
@@ -63,8 +65,8 @@ bank_reversals = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("next_attempt_at", sa.Float, nullable=False),     # epoch seconds
     sa.Column("response_code", sa.String(2)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", Stamp, nullable=False),
+    sa.Column("updated_at", Stamp, nullable=False),
 )
 sa.Index("ix_bank_reversals_state", bank_reversals.c.state)
 
@@ -72,7 +74,7 @@ bank_journal = sa.Table(
     "bank_journal", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
               autoincrement=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", Stamp, nullable=False),
     sa.Column("bank_code", sa.String(32), nullable=False),
     sa.Column("direction", sa.String(3), nullable=False),        # out | in
     sa.Column("event", sa.String(32), nullable=False),           # sent, response, timeout, late_response ...

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
 
 from telecom_pay.bank_port import BankPort
 from telecom_pay.commands.conversation import Conversation
@@ -30,11 +32,13 @@ class Core:
         await self.sessions.close()
 
 
-async def open_core(settings: Settings, *, bank: BankPort | None = None, upgrade: bool | None = None) -> Core:
+async def open_core(settings: Settings, *, bank: BankPort | None = None, upgrade: bool | None = None,
+                    clock: Callable[[], datetime] | None = None) -> Core:
+    """`clock`: "now" for the ledger and the service (one clock; UTC by default)."""
     if settings.auto_upgrade if upgrade is None else upgrade:
         # Alembic is blocking: keep it off the event loop's thread.
         await asyncio.get_running_loop().run_in_executor(None, schema.upgrade, settings.database_url)
-    ledger = Ledger(open_database(settings.database_url))
+    ledger = Ledger(open_database(settings.database_url), **({"clock": clock} if clock is not None else {}))
     sessions = open_session_store(settings.sessions_url, prefix=settings.sessions_prefix)
     service = PaymentService(ledger, sessions, settings, bank=bank)
     await service.start()

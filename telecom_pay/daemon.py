@@ -54,13 +54,14 @@ class Daemon(MultiService):
     once everything accepts traffic."""
 
     def __init__(self, settings: config_mod.Settings, reactor, *, sections: tuple[str, ...] = ("bank", "sms"),
-                 bank=None):
+                 bank=None, clock=None):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
         self.sections = sections
         self.core = None
         self.bank = bank            # a BankPort given by the caller wins over [bank]
+        self.clock = clock          # "now" of the core (tests pin it to chosen instants)
         self.components: dict[str, Any] = {}
         self.ready: defer.Deferred = defer.Deferred()
 
@@ -78,7 +79,8 @@ class Daemon(MultiService):
         if self.bank is None and "bank" in self.sections and bank_cfg.get("factory") and bank_cfg.get("enabled", True):
             self.bank = await _maybe_await(load_factory(bank_cfg["factory"])(self.settings, bank_cfg, self.reactor))
             self.components["bank"] = self.bank
-        self.core = await open_core(self.settings, bank=getattr(self.bank, "port", self.bank), upgrade=False)
+        self.core = await open_core(self.settings, bank=getattr(self.bank, "port", self.bank), upgrade=False,
+                                    clock=self.clock)
         for name in self.sections:
             if name == "bank":
                 continue

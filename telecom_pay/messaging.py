@@ -14,11 +14,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from telecom_pay.ledger.ledger import Ledger, utcnow
+from telecom_pay.ledger.ledger import Ledger
+from telecom_pay.ledger.tables import Stamp
 
 metadata = sa.MetaData()
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Stamp = sa.DateTime(timezone=True)
 
 inbound_messages = sa.Table(
     "inbound_messages", metadata,
@@ -104,9 +104,10 @@ class MessageStore:
     """One process sends a channel's outbox (in-flight messages are tracked
     in memory by the channel, not marked in the database)."""
 
-    def __init__(self, ledger: Ledger, *, clock=utcnow, max_attempts: int = 50):
+    def __init__(self, ledger: Ledger, *, clock=None, max_attempts: int = 50):
         self.ledger = ledger
-        self.clock = clock
+        # the ledger's clock unless told otherwise: one notion of "now" per process
+        self.clock = clock if clock is not None else (lambda: ledger.clock())
         self.max_attempts = max_attempts
 
     async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str) -> Inbound:

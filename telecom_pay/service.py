@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from twisted.logger import Logger
 
 from telecom_pay import accounts as acct
+from telecom_pay import business_time
 from telecom_pay.bank_port import BankPort, BankStatus, CardRef
 from telecom_pay.config import Settings
 from telecom_pay.ledger.chart import ensure_system_accounts, insert_account
@@ -54,13 +55,14 @@ def _refuse(outcome: Outcome, **params) -> _Refusal:
 
 class PaymentService:
     def __init__(self, ledger: Ledger, sessions: SessionStore, settings: Settings, *,
-                 bank: BankPort | None = None, clock: Callable[[], datetime] = utcnow,
+                 bank: BankPort | None = None, clock: Callable[[], datetime] | None = None,
                  password_hasher: PasswordHasher | None = None):
         self.ledger = ledger
         self.sessions = sessions
         self.settings = settings
         self.bank = bank
-        self.clock = clock
+        if clock is not None:
+            self.clock = clock
         self.pins = PinHasher(settings.pin_key)
         self.passwords = password_hasher or PasswordHasher()
         self.tz = ZoneInfo(settings.timezone)
@@ -70,6 +72,17 @@ class PaymentService:
         self.in_doubt_listeners: list[Callable[[OperationRecord, bool], Awaitable[None]]] = []
         if bank is not None:
             bank.set_resolver(self)
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The ledger's clock: the instant a check is made at and the instant
+        the booking it guards is stamped with come from one source, so a
+        limit's day and the operation's day can never disagree."""
+        return self.ledger.clock
+
+    @clock.setter
+    def clock(self, fn: Callable[[], datetime]) -> None:
+        self.ledger.clock = fn
 
     # ------------------------------------------------------------ set-up
 
@@ -177,8 +190,8 @@ class PaymentService:
             raise _refuse(Outcome.PIN_FORMAT)
         cred = await acct.get_credentials(conn, wallet.id)
         now = self.clock()
-        if cred is not None and cred.pin_locked_until is not None and _aware(cred.pin_locked_until) > now:
-            minutes = max(1, int((_aware(cred.pin_locked_until) - now).total_seconds() // 60) + 1)
+        if cred is not None and cred.pin_locked_until is not None and cred.pin_locked_until > now:
+            minutes = max(1, int((cred.pin_locked_until - now).total_seconds() // 60) + 1)
             raise _refuse(Outcome.PIN_LOCKED, locked_minutes=minutes)
         ok = self.pins.verify(wallet.id, pin, cred.pin_hash if cred else None)
         if not ok:
@@ -202,10 +215,9 @@ class PaymentService:
 
     async def _check_limits(self, conn, wallet, amount: int) -> None:
         limits = self.settings.limits.get(wallet.kyc_tier) or self.settings.limits[min(self.settings.limits)]
-        now_local = self.clock().astimezone(self.tz)
-        day = now_local.replace(hour=0, minute=0, second=0, microsecond=0)
-        month = day.replace(day=1)
-        day_total, month_total = await acct.spent_since(conn, wallet.id, day, month)
+        now = self.clock()
+        day_total, month_total = await acct.spent_since(conn, wallet.id, business_time.day_start(now, self.tz),
+                                                        business_time.month_start(now, self.tz))
         refusal = check_limits(limits, amount, day_total, month_total)
         if refusal is not None:
             raise _refuse(refusal.outcome, limit=refusal.limit)
@@ -278,7 +290,7 @@ class PaymentService:
             now = self.clock()
             w = await acct.find_wallet(conn, msisdn)
             if w is not None:
-                if w.status == PENDING and _aware(w.expires_at) > now:
+                if w.status == PENDING and w.expires_at > now:
                     return Result(Outcome.CONFIRM_REQUIRED, params={"action": "open", "ttl_minutes": ttl})
                 if w.status == PENDING:   # expired: replace it
                     await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel,
@@ -303,7 +315,7 @@ class PaymentService:
                 raise _refuse(Outcome.NOTHING_PENDING)
             if w.status != PENDING:
                 raise _refuse(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
-            if _aware(w.expires_at) <= self.clock():
+            if w.expires_at <= self.clock():
                 await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel,
                                       reason="confirmation expired")
                 return Result(Outcome.CONFIRMATION_EXPIRED)
@@ -434,7 +446,7 @@ class PaymentService:
             if kind == "p2p":
                 kind = "p2p_in" if signed > 0 else "p2p_out"
             lines.append(StatementLine(ref=op.ref, kind=kind, amount=signed, balance_after=None,
-                                       at=_aware(op.created_at).isoformat(), counterparty=counterparty,
+                                       at=op.created_at.isoformat(), counterparty=counterparty,
                                        state=op.state))
         return lines, total
 
@@ -1045,14 +1057,6 @@ class _PinFailed(Exception):
     def __init__(self, wallet):
         super().__init__("wrong PIN")
         self.wallet = wallet
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    """SQLite gives naive datetimes back; everything stored is UTC."""
-    if dt is None:
-        return None
-    from datetime import timezone
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _masked_local(msisdn: str | None) -> str:

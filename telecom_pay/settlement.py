@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from twisted.logger import Logger
 
 from telecom_pay import accounts as acct
+from telecom_pay import business_time
 from telecom_pay.bank_port import BankStatus, CardRef
-from telecom_pay.ledger.ledger import Leg, OperationRequest, utcnow
-from telecom_pay.ledger.tables import MERCHANT, T_POSTED, accounts, operations, transfers
+from telecom_pay.ledger.ledger import Leg, OperationRequest
+from telecom_pay.ledger.tables import MERCHANT, T_POSTED, Stamp, accounts, operations, transfers
 from telecom_pay.service import PaymentService
 
 log = Logger(namespace="telecom_pay.settlement")
@@ -45,8 +46,8 @@ settlement_batches = sa.Table(
     sa.Column("payout_ref", sa.String(12)),
     sa.Column("error", sa.String(200)),
     sa.Column("statement", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", Stamp, nullable=False),
+    sa.Column("updated_at", Stamp, nullable=False),
     sa.UniqueConstraint("merchant_id", "business_date", name="uq_settlement_merchant_day"),
 )
 # the FK to accounts lives in the migration; here the column is enough
@@ -82,16 +83,15 @@ class Settlement:
         service.add_in_doubt_listener(self._in_doubt_resolved)
 
     def window(self, day: date) -> tuple[datetime, datetime]:
-        start = datetime.combine(day, time(0), tzinfo=self.service.tz)
-        return start, start + timedelta(days=1)
+        """The payments of business day `day`: [local midnight, next local midnight)."""
+        return business_time.day_window(day, self.service.tz)
 
     async def run(self, day: date, *, merchant_code: str | None = None) -> list[BatchReport]:
         """Settle `day` for every merchant (or one). Safe to run again: paid
         batches are reported, failed ones retried, in-doubt ones left alone."""
-        today = self.service.clock().astimezone(self.service.tz).date()
-        if day > today - timedelta(days=self.delay_days):
+        if not business_time.is_settleable(day, self.service.clock(), self.service.tz, self.delay_days):
             raise SettlementError(f"{day} is not settleable yet (T+{self.delay_days}: from "
-                                  f"{day + timedelta(days=self.delay_days)})")
+                                  f"{business_time.first_settlement_day(day, self.delay_days)})")
         async def merchants(conn):
             q = sa.select(accounts).where(accounts.c.kind == MERCHANT)
             if merchant_code:
@@ -130,7 +130,7 @@ class Settlement:
             payments = len({l.ref for l in legs if l.kind == "payment"})
             net = gross - refunds - fees
             method = "file" if self._merchant_config(merchant.code).get("payout") == "file" else "bank"
-            now = utcnow()
+            now = self.service.clock()
             statement = {"merchant": merchant.code, "business_date": day.isoformat(), "payments": payments,
                          "gross": gross, "refunds": refunds, "fees": fees, "net": net,
                          "refs": sorted({l.ref for l in legs})}
@@ -170,7 +170,7 @@ class Settlement:
                 details={"business_date": batch.business_date.isoformat()}))
             await conn.execute(settlement_batches.update().where(settlement_batches.c.id == batch.id).values(
                 state=PAYING if pending else FILE, attempts=batch.attempts + 1, operation_key=key,
-                payout_ref=rec.ref, error=None, updated_at=utcnow()))
+                payout_ref=rec.ref, error=None, updated_at=self.service.clock()))
             return rec
         return key, await self.ledger.write(job)
 
@@ -214,13 +214,13 @@ class Settlement:
             await conn.execute(settlement_batches.update().where(
                 settlement_batches.c.operation_key == rec.key).values(
                 state=PAID if approved else FAILED, error=None if approved else "bank did not answer; reversed",
-                updated_at=utcnow()))
+                updated_at=self.service.clock()))
         await self.ledger.write(job)
 
     async def _set_state(self, batch_id: int, state: str, error: str | None = None):
         async def job(conn):
             await conn.execute(settlement_batches.update().where(settlement_batches.c.id == batch_id).values(
-                state=state, error=error[:200] if error else None, updated_at=utcnow()))
+                state=state, error=error[:200] if error else None, updated_at=self.service.clock()))
         await self.ledger.write(job)
         return await self._get(batch_id)
 

@@ -88,3 +88,11 @@ def stack(request) -> dict:
                 "prefix": "tp:"}
     return {"database_url": request.getfixturevalue("pg_url"), "sessions_url": request.getfixturevalue("redis_url"),
             "prefix": request.getfixturevalue("redis_prefix")}
+
+
+@pytest.fixture(params=["00:30", "23:30"], ids=["local-00:30", "local-23:30"])
+def local_clock(request):
+    """A tests.clockkit.TestClock starting at 00:30 or 23:30 Asia/Shanghai
+    (2026-06-15), for tests that depend on the local day."""
+    from tests.clockkit import LOCAL_INSTANTS, TestClock
+    return TestClock(LOCAL_INSTANTS[request.param])

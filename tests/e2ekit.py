@@ -37,8 +37,8 @@ def settings_for(database_url: str, smsc_port: int, *, sessions_url: str = "memo
     return config.load(None, overrides)
 
 
-async def start_daemon(settings, *, bank=None, bound_timeout: float = 15.0) -> Daemon:
-    daemon = Daemon(settings, reactor, bank=bank)
+async def start_daemon(settings, *, bank=None, clock=None, bound_timeout: float = 15.0) -> Daemon:
+    daemon = Daemon(settings, reactor, bank=bank, clock=clock)
     daemon.startService()
     await wait_deferred(daemon.ready)
     await wait_bound(daemon, bound_timeout)

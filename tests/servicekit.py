@@ -15,16 +15,19 @@ PAN_CREDIT = "6222030000005678"
 
 
 async def make_service(database_url: str, *, sessions_url: str = "memory://", prefix: str = "tp:",
-                       bank: InProcessBank | None = None, overrides: dict | None = None) -> PaymentService:
+                       bank: InProcessBank | None = None, overrides: dict | None = None,
+                       clock=None) -> PaymentService:
+    """`clock` (a tests.clockkit.TestClock): "now" of both the ledger and the
+    service, which share it (`svc.clock is svc.ledger.clock`)."""
     settings = config.load(None, overrides)
-    ledger = await make_ledger(database_url)
+    ledger = await make_ledger(database_url, **({"clock": clock} if clock is not None else {}))
     sessions = open_session_store(sessions_url, prefix=prefix)
     if bank is None:
         bank = InProcessBank()
         bank.add_card(PAN_DEBIT, card_type="debit")
         bank.add_card(PAN_CREDIT, card_type="credit")
     # cheap argon2 parameters keep tests fast; production uses the defaults
-    svc = PaymentService(ledger, sessions, settings, bank=bank,
+    svc = PaymentService(ledger, sessions, settings, bank=bank, clock=ledger.clock,
                          password_hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     await svc.start()
     return svc

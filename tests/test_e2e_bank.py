@@ -16,7 +16,7 @@ CREDIT = "6222080000001111"
 MSISDN = "8613800138000"
 
 
-async def up(database_url, *, timeout: float = 2.0):
+async def up(database_url, *, timeout: float = 2.0, clock=None):
     bank = BankSimulator({"bank_code": "simbank"}, reactor)
     iso = await wait_deferred(bank.listen("tcp:0:interface=127.0.0.1"))
     bank.add_card(DEBIT, "3012", "debit", balance=50_000)
@@ -27,7 +27,7 @@ async def up(database_url, *, timeout: float = 2.0):
                         "bins": ["622202", "622208"], "terminal_id": "TP000001", "acquirer_id": "48020000",
                         "timeout": timeout, "card_types": {"622208": "credit"}}],
         "bank.reversal_retry_initial": 0.2})
-    daemon = await start_daemon(settings)
+    daemon = await start_daemon(settings, clock=clock)
     port = daemon.components["bank"].port
     await asyncio.wait_for(port.wait_ready(), 10)
     return bank, iso, sim, daemon
@@ -130,10 +130,11 @@ async def test_credit_card_funds_never_withdrawn_after_changing_to_a_debit_card(
 
 
 @aio_test
-async def test_settlement_pays_the_merchant_once_through_the_bank(database_url, tmp_path):
+async def test_settlement_pays_the_merchant_once_through_the_bank(database_url, tmp_path, local_clock):
     from datetime import timedelta
+    from telecom_pay.business_time import business_day
     from telecom_pay.settlement import Settlement
-    bank, iso, sim, daemon = await up(database_url)
+    bank, iso, sim, daemon = await up(database_url, clock=local_clock)
     merchant_account = "6222020000000001"
     bank.add_card(merchant_account, "3012", "debit", balance=0)
     svc = daemon.core.service
@@ -144,16 +145,14 @@ async def test_settlement_pays_the_merchant_once_through_the_bank(database_url, 
     await say(phone, pin, expect="300.00")
     await say(phone, "ZF M001 120")
     await say(phone, pin, expect="180.00")
-    day = svc.clock().astimezone(svc.tz).date()
-    real_clock = svc.clock
-    svc.clock = lambda: real_clock() + timedelta(days=1)
+    day = business_day(local_clock(), svc.tz)
+    local_clock.advance(timedelta(days=1))
     settlement = Settlement(svc, file_dir=tmp_path)
     (first,) = [r for r in await settlement.run(day) if r.merchant_code == "M001"]
     assert first.state == "paid" and first.net == 12_000 - 72          # 6 per mille fee
     (again,) = [r for r in await settlement.run(day) if r.merchant_code == "M001"]
     assert again.state == "paid" and again.payout_ref == first.payout_ref
     assert bank.card(merchant_account).balance == first.net             # paid exactly once
-    svc.clock = real_clock
     assert await svc.check_books() == []
     moved = sum(m.amount for pan in (DEBIT, CREDIT, merchant_account) for m in bank.card(pan).movements)
     assert (await svc.ledger.balance(svc.system["bank_settlement"])).balance == moved

@@ -109,22 +109,22 @@ async def test_wrong_pins_lock_then_timeout_or_agent_reset(stack):
 
 
 @aio_test
-async def test_limits_by_tier_and_velocity(stack):
-    svc = await service(stack, overrides={"limits": {"1": {"per_txn": 5000, "daily": 8000, "monthly": 9000}},
-                                         "security.velocity_payments_per_minute": 3})
+async def test_limits_by_tier_and_velocity(stack, local_clock):
+    svc = await service(stack, clock=local_clock,
+                        overrides={"limits": {"1": {"per_txn": 5000, "daily": 8000, "monthly": 9000}},
+                                   "security.velocity_payments_per_minute": 3})
+    assert svc.clock is svc.ledger.clock
     pin = await funded(svc, amount=20_000)
     r = await svc.pay(MSISDN, "M001", 5001, pin, channel="sms")
     assert r.outcome is Outcome.LIMIT_PER_TXN and r.params["limit"] == 5000
     assert (await svc.pay(MSISDN, "M001", 5000, pin, channel="sms")).outcome is Outcome.OK
     r = await svc.pay(MSISDN, "M001", 3001, pin, channel="sms")
     assert r.outcome is Outcome.LIMIT_DAILY and r.params["limit"] == 8000
-    base = svc.clock
-    svc.clock = lambda: base() + timedelta(days=1)
+    local_clock.advance(timedelta(days=1))                          # the next local day, same month
     r = await svc.pay(MSISDN, "M001", 4001, pin, channel="sms")
-    if (base() + timedelta(days=1)).astimezone(svc.tz).month == base().astimezone(svc.tz).month:
-        assert r.outcome is Outcome.LIMIT_MONTHLY and r.params["limit"] == 9000
+    assert r.outcome is Outcome.LIMIT_MONTHLY and r.params["limit"] == 9000
     # velocity: at most 3 payments a minute; the 4th is held, the next minute is free again
-    minute = base().replace(second=0, microsecond=0) + timedelta(minutes=5)
+    minute = local_clock().replace(second=0, microsecond=0) + timedelta(minutes=5)
     svc.clock = lambda: minute + timedelta(seconds=10)
     for _ in range(3):
         assert (await svc.pay(MSISDN, "M001", 1, pin, channel="sms")).outcome is Outcome.OK
@@ -132,7 +132,34 @@ async def test_limits_by_tier_and_velocity(stack):
     assert held.outcome is Outcome.VELOCITY_HOLD and held.params["retry_after"] == 50
     svc.clock = lambda: minute + timedelta(seconds=70)
     assert (await svc.pay(MSISDN, "M001", 1, pin, channel="sms")).outcome is Outcome.OK
-    svc.clock = base
+    svc.clock = local_clock
+    await sound(svc)
+    await shutdown(svc)
+
+
+@aio_test
+async def test_daily_and_monthly_limits_count_local_days(stack):
+    """Three payments of 500.00 at 00:30 Shanghai (16:30 UTC the day before)
+    against a 1,000.00 daily limit: the third is refused. The local month
+    starts at local midnight too: a payment at 23:30 on the last day of a
+    month counts for that month only."""
+    from datetime import datetime
+    from tests.clockkit import SHANGHAI, TestClock
+    clock = TestClock(datetime(2026, 6, 30, 23, 30, tzinfo=SHANGHAI))
+    svc = await service(stack, clock=clock, overrides={
+        "limits": {"1": {"per_txn": 50_000, "daily": 100_000, "monthly": 150_000}},
+        "security.velocity_payments_per_minute": 0})
+    pin = await funded(svc, amount=500_000)
+    assert (await svc.pay(MSISDN, "M001", 50_000, pin, channel="sms")).outcome is Outcome.OK   # June
+    clock.set(datetime(2026, 7, 1, 0, 30, tzinfo=SHANGHAI))
+    for _ in range(2):
+        assert (await svc.pay(MSISDN, "M001", 50_000, pin, channel="sms")).outcome is Outcome.OK
+    r = await svc.pay(MSISDN, "M001", 50_000, pin, channel="sms")
+    assert r.outcome is Outcome.LIMIT_DAILY and r.params["limit"] == 100_000
+    clock.set(datetime(2026, 7, 2, 0, 30, tzinfo=SHANGHAI))
+    assert (await svc.pay(MSISDN, "M001", 50_000, pin, channel="sms")).outcome is Outcome.OK   # July: 1,500.00
+    r = await svc.pay(MSISDN, "M001", 1, pin, channel="sms")
+    assert r.outcome is Outcome.LIMIT_MONTHLY and r.params["limit"] == 150_000
     await sound(svc)
     await shutdown(svc)
 

@@ -9,13 +9,47 @@ accounts (bank settlement, fee income, ...) may be.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+
+class UtcStamp(sa.TypeDecorator):
+    """An instant, stored and compared as UTC on every database.
+
+    SQLite has no timestamp type: SQLAlchemy writes the wall-clock digits
+    ("YYYY-MM-DD HH:MM:SS.ffffff") and drops the offset, so an aware local
+    bound compared with a UTC value is off by the zone's offset. Every value
+    bound to such a column, or compared with one in SQL, is therefore turned
+    into UTC first (that one fixed-width form sorts as time does), and every
+    value read back is an aware UTC datetime. A naive datetime is refused:
+    its zone would be a guess. The DDL is the plain DateTime(timezone=True)
+    the migrations create (TIMESTAMP WITH TIME ZONE on PostgreSQL)."""
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"an instant must be a datetime, not {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} for a UTC column: give it a zone")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:              # SQLite: the stored digits are UTC
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Money = sa.BigInteger
-Stamp = sa.DateTime(timezone=True)
+Stamp = UtcStamp()
 
 # account kinds
 WALLET, MERCHANT, SYSTEM, AGENT = "wallet", "merchant", "system", "agent"
