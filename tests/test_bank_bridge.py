@@ -474,6 +474,7 @@ async def test_settlement_file_reconciles_with_the_bridge_records(h, port):
     from datetime import datetime, timezone
 
     from bank_bridge.reconciliation import SettlementFileError, parse_settlement_file, reconcile
+    from telecom_pay.business_time import business_day
     card = await h.verified(port)
     assert (await port.debit_card(operation_key="r-1", card=card, amount=10_00)).status is BankStatus.APPROVED
     assert (await port.credit_card(operation_key="r-2", card=card, amount=3_00)).status is BankStatus.APPROVED
@@ -482,7 +483,7 @@ async def test_settlement_file_reconciles_with_the_bridge_records(h, port):
     assert (await port.debit_card(operation_key="r-4", card=card, amount=7_00)).status is BankStatus.UNKNOWN
     await eventually(lambda: h.resolver.calls == [("r-4", False)])
     h.sim.faults.clear()
-    today = datetime.now(timezone.utc).date()
+    today = business_day(datetime.now(timezone.utc), None)     # the simulator's (the process's) local day
     rows = parse_settlement_file(h.sim.settlement_csv(today.isoformat()))
     report = await reconcile(port.store, rows, bank_code="icbc", business_date=today)
     assert report.ok and len(report.matched) == 2
