@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from telecom_pay.ledger.schema import async_url, sync_url
+from telecom_pay.ledger.schema import async_url, prepare_sqlite_file, sync_url
 
 
 @dataclass
@@ -62,6 +62,7 @@ def _sqlite_engine(url: str, begin: str, *, blocking: bool = False, pool_size: i
 def open_database(url: str, *, pool_size: int = 16) -> Database:
     url, blocking_url = async_url(url), sync_url(url)
     if make_url(url).get_backend_name() == "sqlite":
+        prepare_sqlite_file(url)
         return Database(url, _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2),
                         _sqlite_engine(url, "BEGIN", pool_size=pool_size),
                         _sqlite_engine(blocking_url, "BEGIN IMMEDIATE", blocking=True, pool_size=1))

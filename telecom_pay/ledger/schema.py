@@ -2,6 +2,7 @@
 changed (`telecom-pay db upgrade`; the embedded default upgrades on start)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -37,17 +38,43 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+def prepare_sqlite_file(url: str) -> None:
+    """Create an embedded database's file private (0600) and the directories
+    leading to it private (0700), before SQLite creates them with the umask's
+    permissions (usually world-readable): the file holds the ledger, PIN
+    hashes and messages. SQLite gives its -wal and -shm files the database
+    file's permissions. Files and directories that exist already are left as
+    they are (the directory may be shared, such as /tmp)."""
+    u = make_url(sync_url(url))
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:") \
+            or u.database.startswith("file:"):
+        return
+    path = Path(u.database).absolute()
+    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+
+
 def upgrade(url: str, revision: str = "heads") -> None:
     """Bring the database at `url` to the latest schema (blocking)."""
-    u = make_url(sync_url(url))
-    if u.drivername == "sqlite" and u.database not in (None, "", ":memory:"):
-        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)
 
 
 def current(url: str) -> set[str]:
     import sqlalchemy as sa
     from alembic.runtime.migration import MigrationContext
+    prepare_sqlite_file(url)
     eng = sa.create_engine(sync_url(url))
     try:
         with eng.connect() as conn:
