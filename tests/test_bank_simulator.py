@@ -91,7 +91,9 @@ class Host:
 
     async def http_json(self, method: str, path: str, body=None, raw: bytes | None = None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        response = await wait_deferred(treq.request(method, self.base + path, data=data, persistent=False))
+        headers = {b"content-type": [b"application/json"]} if data is not None else None
+        response = await wait_deferred(treq.request(method, self.base + path, data=data, headers=headers,
+                                                    persistent=False))
         content = await wait_deferred(treq.content(response))
         return response.code, content
 

@@ -48,7 +48,8 @@ def start(make_sim, echo=True, **overrides):  # noqa: F811
 @defer.inlineCallbacks
 def call(method, url, body=None, raw=None):
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    response = yield treq.request(method, url, data=data)
+    headers = {b"content-type": [b"application/json"]} if data is not None else None
+    response = yield treq.request(method, url, data=data, headers=headers)
     content = yield response.content()
     return response.code, json.loads(content)
 

@@ -10,8 +10,12 @@
     DELETE /faults                     clear all faults
     GET    /messages?limit=N           traffic record, newest last
     POST   /settlement-file            {date: "YYYY-MM-DD", path?: dir} -> {"path"} when
-                                       written to a directory, else the CSV body
-Bad JSON or bad values get 400 with {"error": ...}.
+                                       written to the settlement directory (or `path`, a
+                                       directory inside it), else the CSV body
+Bad JSON or bad values get 400 with {"error": ...}; a `path` leaving the
+settlement directory (absolute, `..`, a symbolic link) 403. Requests with a
+body must be `Content-Type: application/json` (415) and name this API's host
+(421): see simulators.control_guard.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from klein import Klein
 
 from simulators.bank.accounts import CardDataError, card_from_json, update_card
 from simulators.bank.faults import FaultError
-from simulators.bank.settlement import settlement_csv, write_settlement_file
+from simulators.bank.settlement import UnsafePath, confined_directory, settlement_csv, write_settlement_file
 
 if TYPE_CHECKING:
     from simulators.bank.simulator import BankSimulator
@@ -120,7 +124,15 @@ def control_app(sim: "BankSimulator") -> Klein:
         if not isinstance(body, dict) or not _DATE.match(str(body.get("date", ""))):
             raise BadRequest("date must be YYYY-MM-DD")
         rows = sim.settlement_rows(body["date"])
-        directory = body.get("path") or sim.settlement_dir
+        sub = body.get("path")
+        if sub is not None and not isinstance(sub, str):
+            raise BadRequest("path must be a string")
+        if sub and not sim.settlement_dir:
+            return _json(request, {"error": "no settlement directory configured: path is refused"}, 403)
+        try:
+            directory = confined_directory(sim.settlement_dir, sub) if sim.settlement_dir else None
+        except UnsafePath as exc:
+            return _json(request, {"error": str(exc)}, 403)
         if directory:
             path = write_settlement_file(rows, directory, body["date"], sim.bank_code)
             return _json(request, {"path": str(path), "rows": len(rows)})

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
-from twisted.web.server import Site
 
 from bank_bridge.spec import mask_pan
 from simulators.bank.accounts import Card, card_from_json
@@ -19,6 +18,7 @@ from simulators.bank.faults import Faults
 from simulators.bank.host import IssuerFactory
 from simulators.bank.issuer import Issuer
 from simulators.bank.settlement import settlement_csv, write_settlement_file
+from simulators.control_guard import GuardedSite, endpoint_hosts
 
 
 class BankSimulator:
@@ -51,9 +51,11 @@ class BankSimulator:
         "tcp:0:interface=127.0.0.1"); Deferred[IListeningPort]."""
         return serverFromString(self.reactor, endpoint).listen(IssuerFactory(self))
 
-    def listen_http(self, endpoint: str):
-        """The JSON control API; Deferred[IListeningPort]."""
-        return serverFromString(self.reactor, endpoint).listen(Site(control_app(self).resource()))
+    def listen_http(self, endpoint: str, *, hosts: tuple[str, ...] = ()):
+        """The JSON control API; Deferred[IListeningPort]. `hosts`: names it
+        is reached by besides loopback (see simulators.control_guard)."""
+        return serverFromString(self.reactor, endpoint).listen(
+            GuardedSite(control_app(self).resource(), endpoint_hosts(endpoint, hosts)))
 
     def drop_connections(self) -> None:
         for protocol in list(self.connections):

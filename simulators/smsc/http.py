@@ -15,7 +15,9 @@
     GET    /binds
 
 Errors are JSON objects {"error": "..."} with 400 (bad request), 404, 409
-(USSD state) or 504 (timed out waiting for the platform).
+(USSD state) or 504 (timed out waiting for the platform); 415 for a body
+that is not `Content-Type: application/json`, 421 for a Host header naming
+another site (simulators.control_guard).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from simulators.control_guard import GuardedSite, endpoint_hosts
 from .faults import FAULT_KINDS
 from .handsets import UssdError
 from .simulator import DeliveryFailed, SmscSimulator
@@ -296,6 +299,7 @@ def _within(sim: SmscSimulator, d: defer.Deferred, timeout: float) -> defer.Defe
     return result
 
 
-def control_site(simulator: SmscSimulator) -> Site:
-    """A twisted.web Site serving the control API of ``simulator``."""
-    return Site(SmscControlApi(simulator).app.resource())
+def control_site(simulator: SmscSimulator, hosts: frozenset[str] = endpoint_hosts("tcp:0")) -> Site:
+    """A twisted.web Site serving the control API of ``simulator`` under the host names ``hosts``
+    (JSON bodies only; see simulators.control_guard)."""
+    return GuardedSite(SmscControlApi(simulator).app.resource(), hosts)

@@ -127,11 +127,13 @@ class SmscSimulator:
         d = serverFromString(self.reactor, endpoint).listen(SmscFactory(self))
         return d.addCallback(self._keep_port)
 
-    def listen_http(self, endpoint: str) -> defer.Deferred:
-        """Serve the JSON control API (see simulators.smsc.http) on a server endpoint string."""
+    def listen_http(self, endpoint: str, *, hosts: tuple[str, ...] = ()) -> defer.Deferred:
+        """Serve the JSON control API (see simulators.smsc.http) on a server endpoint string;
+        `hosts`: names it is reached by besides loopback (see simulators.control_guard)."""
+        from simulators.control_guard import endpoint_hosts
         from .http import control_site
 
-        d = serverFromString(self.reactor, endpoint).listen(control_site(self))
+        d = serverFromString(self.reactor, endpoint).listen(control_site(self, endpoint_hosts(endpoint, hosts)))
         return d.addCallback(self._keep_port)
 
     def stop(self) -> defer.Deferred:
