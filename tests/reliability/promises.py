@@ -86,7 +86,7 @@ def unfinished(rig: Rig) -> list[str]:
     return [w for w in waiting if not w.startswith("0 ")]
 
 
-async def settle(rig: Rig, timeout: float = 20.0) -> list[str]:
+async def settle(rig: Rig, timeout: float = 12.0) -> list[str]:
     """Until nothing is owed (or timeout); returns what is still owed."""
     await eventually(lambda: not unfinished(rig), timeout, interval=0.2)
     return unfinished(rig)

@@ -46,27 +46,37 @@ async def prepare(rig: Rig, msisdn: str, pan: str, *, card_balance: int = 100_00
                   payments: tuple[tuple[str, int], ...] = ()) -> Subscriber:
     """An open account with its own PIN and a bound debit card; `topups`
     (CZ) and `payments` (ZF merchant amount) made by SMS, amounts in fen."""
-    rig.bank.add_card(pan, EXPIRY, "debit", balance=card_balance)
+    (sub,) = await prepare_many(rig, [(msisdn, pan)], card_balance=card_balance, topups=topups, payments=payments)
+    return sub
+
+
+async def prepare_many(rig: Rig, who: list[tuple[str, str]], *, card_balance: int = 100_000,
+                       topups: tuple[int, ...] = (), payments: tuple[tuple[str, int], ...] = ()) -> list[Subscriber]:
+    """`prepare` for several (msisdn, pan) at once, by one daemon, in parallel."""
+    for _, pan in who:
+        rig.bank.add_card(pan, EXPIRY, "debit", balance=card_balance)
     daemon = await rig.in_process()
     try:
-        phone = rig.smsc.handset(msisdn)
-        assert "A" in await say(phone, "KT")
-        await wait_deferred(phone.send("A"))
-        first = PIN_RE.search(await reply(phone, expect="MM")).group(1)
-        svc = daemon.core.service
-        e164 = normalize(msisdn, rig.settings.region)
-        assert (await svc.bind_card(e164, pan, EXPIRY, channel="test")).ok
-        changed = await say(phone, f"MM {first} {PIN}")
-        assert "修改" in changed or "changed" in changed, changed
-        sub = Subscriber(msisdn, pan, PIN, phone)
-        for amount in topups:
-            await say(phone, f"CZ {amount / 100:.2f}")
-            done = await say(phone, PIN)
-            assert REF_RE.search(done) and f"{amount / 100:.2f}" in done, done
-        for merchant, amount in payments:
-            await say(phone, f"ZF {merchant} {amount / 100:.2f}")
-            done = await say(phone, PIN)
-            assert REF_RE.search(done) and f"{amount / 100:.2f}" in done, done
-        return sub
+        return list(await asyncio.gather(*(_open(rig, daemon, msisdn, pan, topups, payments) for msisdn, pan in who)))
     finally:
         await rig.stop_in_process(daemon)
+
+
+async def _open(rig: Rig, daemon, msisdn: str, pan: str, topups, payments) -> Subscriber:
+    phone = rig.smsc.handset(msisdn)
+    assert "A" in await say(phone, "KT")
+    await wait_deferred(phone.send("A"))
+    first = PIN_RE.search(await reply(phone, expect="MM")).group(1)
+    svc = daemon.core.service
+    assert (await svc.bind_card(normalize(msisdn, rig.settings.region), pan, EXPIRY, channel="test")).ok
+    changed = await say(phone, f"MM {first} {PIN}")
+    assert "修改" in changed or "changed" in changed, changed
+    for amount in topups:
+        await say(phone, f"CZ {amount / 100:.2f}")
+        done = await say(phone, PIN)
+        assert REF_RE.search(done) and f"{amount / 100:.2f}" in done, done
+    for merchant, amount in payments:
+        await say(phone, f"ZF {merchant} {amount / 100:.2f}")
+        done = await say(phone, PIN)
+        assert REF_RE.search(done) and f"{amount / 100:.2f}" in done, done
+    return Subscriber(msisdn, pan, PIN, phone)
