@@ -86,20 +86,37 @@ def unfinished(rig: Rig) -> list[str]:
     return [w for w in waiting if not w.startswith("0 ")]
 
 
-async def settle(rig: Rig, timeout: float = 12.0) -> list[str]:
+async def settle(rig: Rig, timeout: float = 8.0) -> list[str]:
     """Until nothing is owed (or timeout); returns what is still owed."""
     await eventually(lambda: not unfinished(rig), timeout, interval=0.2)
     return unfinished(rig)
 
 
-async def check(rig: Rig, msisdns: list[str], *, books: bool = True) -> list[str]:
-    """Every broken promise, one line each (empty: all kept)."""
+async def check(rig: Rig, msisdns: list[str], *, books: bool = True,
+                posted: dict[str, dict[str, int | set[int]]] | None = None) -> list[str]:
+    """Every broken promise, one line each (empty: all kept). `posted`
+    states what the driver asked for: msisdn -> operation kind -> how many
+    posted operations (or the set of counts allowed), so that a request
+    booked twice, or a lost one, is named even if it was told."""
     problems: list[str] = []
     engine = _engine(rig)
     try:
         with engine.connect() as c:
             for msisdn in msisdns:
                 problems += _subscriber(rig, c, msisdn)
+    finally:
+        engine.dispose()
+    counts = tally(rig, list(posted or ()))
+    for msisdn, kinds in (posted or {}).items():
+        for kind, allowed in kinds.items():
+            allowed = {allowed} if isinstance(allowed, int) else set(allowed)
+            n = counts.get(msisdn, {}).get(kind, 0)
+            if n not in allowed:
+                problems.append(f"{msisdn}: {n} {kind} operation(s) posted; the requests made allow "
+                                f"{' or '.join(map(str, sorted(allowed)))}")
+    engine = _engine(rig)
+    try:
+        with engine.connect() as c:
             problems += _bank(rig, c)
             problems += [f"settlement batch {r.business_date} of merchant {r.merchant_id} stays {r.state!r}"
                          for r in c.execute(sa.select(settlement_batches).where(
