@@ -21,7 +21,6 @@ every broken promise as one line, so a failing test names them all.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -104,19 +103,13 @@ async def check(rig: Rig, msisdns: list[str], *, books: bool = True,
         with engine.connect() as c:
             for msisdn in msisdns:
                 problems += _subscriber(rig, c, msisdn)
-    finally:
-        engine.dispose()
-    counts = tally(rig, list(posted or ()))
-    for msisdn, kinds in (posted or {}).items():
-        for kind, allowed in kinds.items():
-            allowed = {allowed} if isinstance(allowed, int) else set(allowed)
-            n = counts.get(msisdn, {}).get(kind, 0)
-            if n not in allowed:
-                problems.append(f"{msisdn}: {n} {kind} operation(s) posted; the requests made allow "
-                                f"{' or '.join(map(str, sorted(allowed)))}")
-    engine = _engine(rig)
-    try:
-        with engine.connect() as c:
+            for msisdn, kinds in (posted or {}).items():
+                counts = _tally(rig, c, msisdn)
+                for kind, allowed in kinds.items():
+                    allowed = {allowed} if isinstance(allowed, int) else set(allowed)
+                    if counts.get(kind, 0) not in allowed:
+                        problems.append(f"{msisdn}: {counts.get(kind, 0)} {kind} operation(s) posted; the requests "
+                                        f"made allow {' or '.join(map(str, sorted(allowed)))}")
             problems += _bank(rig, c)
             problems += [f"settlement batch {r.business_date} of merchant {r.merchant_id} stays {r.state!r}"
                          for r in c.execute(sa.select(settlement_batches).where(
@@ -194,16 +187,17 @@ def _bank(rig: Rig, c) -> list[str]:
 
 def tally(rig: Rig, msisdns: list[str]) -> dict[str, dict[str, int]]:
     """Posted operations by subscriber and kind (for the soak's summary)."""
-    out: dict[str, dict[str, int]] = defaultdict(dict)
     engine = _engine(rig)
     try:
         with engine.connect() as c:
-            for msisdn in msisdns:
-                rows = c.execute(sa.select(operations.c.kind, sa.func.count()).join(
-                    accounts, accounts.c.id == operations.c.account_id).where(
-                    accounts.c.msisdn == _e164(rig, msisdn), operations.c.state == T_POSTED)
-                    .group_by(operations.c.kind)).all()
-                out[msisdn] = {k: n for k, n in rows}
+            return {msisdn: _tally(rig, c, msisdn) for msisdn in msisdns}
     finally:
         engine.dispose()
-    return dict(out)
+
+
+def _tally(rig: Rig, c, msisdn: str) -> dict[str, int]:
+    rows = c.execute(sa.select(operations.c.kind, sa.func.count()).join(
+        accounts, accounts.c.id == operations.c.account_id).where(
+        accounts.c.msisdn == _e164(rig, msisdn), accounts.c.kind == WALLET, operations.c.state == T_POSTED)
+        .group_by(operations.c.kind)).all()
+    return {kind: n for kind, n in rows}

@@ -33,7 +33,6 @@ from telecom_pay.crashpoints import ENV as CRASH_ENV
 from telecom_pay.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[2]
-DEBIT_BIN, CREDIT_BIN = "622202", "622208"
 #: M001's settlement account in the shipped config (`payout_pan`)
 MERCHANT_PAN = "6222020000000001"
 EXPIRY = "3012"
