@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install services bench clean
+.PHONY: run test install services bench soak clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: install
 
 bench: install
 	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# kill -9 the daemon at random moments under load, then check every promise
+# (SOAK_ARGS="--kills 20 --duration 300 --seed 7 --config postgres")
+soak: install
+	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m tests.reliability.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

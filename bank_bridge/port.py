@@ -34,6 +34,7 @@ from bank_bridge.connection import BankConnection, ConnectionLostInFlight, Reque
 from bank_bridge.store import BankStore, RrnSource, StanSource, utcnow
 from telecom_pay.aio import wait_deferred
 from telecom_pay.bank_port import BankResult, BankStatus, CardRef, CardVerification, InDoubtResolver
+from telecom_pay.crashpoints import crash_point
 from telecom_pay.outcomes import BankDecline
 
 log = logging.getLogger(__name__)
@@ -281,12 +282,14 @@ class IsoBankPort:
                         _failure_event(exc))
             await self._queue_reversal(operation, _failure_event(exc), base)
             return BankResult(BankStatus.UNKNOWN, stan=stan, rrn=rrn)
+        crash_point("after_0200_sent")
         now = self.reactor.seconds()
         code = response.get("39")
         journal = self._journal(now, "in", "response", **dict(base, mti=response["t"]), response_code=code)
         if code == spec.RC_APPROVED:
             await self.store.finish_operation(key, status="approved", response_code=code, decline=None,
                                               journal=journal, now=now)
+            crash_point("after_0210_received")
             return BankResult(BankStatus.APPROVED, response_code=code, stan=stan, rrn=rrn)
         decline = decline_for(code)
         await self.store.finish_operation(key, status="declined", response_code=code, decline=decline.value,

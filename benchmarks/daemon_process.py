@@ -11,6 +11,18 @@ import sys
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: the kernel SIGKILLs the daemon when the
+    process that started it dies, however it dies (Linux; elsewhere a no-op),
+    so a killed benchmark or test never leaves a daemon behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 class DaemonError(RuntimeError):
@@ -24,10 +36,12 @@ def daemon_command(config_path: Path, log_level: str) -> list[str]:
 
 
 class DaemonProcess:
-    def __init__(self, config_path: Path, workdir: Path, *, log_level: str = "info"):
+    def __init__(self, config_path: Path, workdir: Path, *, log_level: str = "info",
+                 env: dict[str, str] | None = None, name: str = "daemon"):
         self.command = daemon_command(config_path, log_level)
-        self.stdout_path = workdir / "daemon.stdout"
-        self.log_path = workdir / "daemon.log"
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.log_path = workdir / f"{name}.log"
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -38,8 +52,10 @@ class DaemonProcess:
     async def start(self, timeout: float = 60.0) -> None:
         """Start it and wait for its `ready` line."""
         with open(self.stdout_path, "wb") as out, open(self.log_path, "wb") as err:
+            # its own process group, so a kill reaches anything it started
             self.proc = subprocess.Popen(self.command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                                         start_new_session=True, preexec_fn=die_with_parent)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -65,16 +81,30 @@ class DaemonProcess:
         while proc.poll() is None and loop.time() < deadline:
             await asyncio.sleep(0.05)
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            self.kill()
         return proc.returncode
 
     def kill(self) -> None:
-        """At once, without waiting for a clean shutdown (the benchmark is
-        being interrupted)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL to its process group at once, without a clean shutdown
+        (the benchmark is interrupted, or a crash test pulls the plug)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        """Its exit status once it has exited by itself; None if it still
+        runs after `timeout` seconds."""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.proc.poll() is None and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.proc.poll()
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the daemon has used so far."""

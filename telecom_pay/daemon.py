@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from telecom_pay import config as config_mod
+from telecom_pay import crashpoints
 from telecom_pay.aio import as_deferred, wait_deferred
 
 log = Logger(namespace="telecom_pay.daemon")
@@ -145,6 +146,7 @@ def _run(args) -> int:
     reactor = install_asyncio_reactor()
     _start_logging(args.log_level)
     settings = config_mod.load(args.config)
+    crashpoints.arm_from(settings)
     daemon = Daemon(settings, reactor)
 
     def start():
@@ -182,6 +184,7 @@ def run_job(args, job, *, sections: tuple[str, ...] = ("bank",)) -> int:
     install_asyncio_reactor()
     _start_logging(getattr(args, "log_level", "warn"))
     settings = config_mod.load(args.config)
+    crashpoints.arm_from(settings)
     outcome = {"code": 0}
 
     async def main(reactor):

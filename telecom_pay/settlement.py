@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from telecom_pay import accounts as acct
 from telecom_pay import business_time
 from telecom_pay.bank_port import BankStatus, CardRef
+from telecom_pay.crashpoints import crash_point
 from telecom_pay.ledger.ledger import Leg, OperationRequest
 from telecom_pay.ledger.tables import MERCHANT, T_POSTED, Stamp, accounts, operations, transfers
 from telecom_pay.service import PaymentService
@@ -184,6 +185,7 @@ class Settlement:
             key, _ = await self._start_attempt(merchant, batch, pending=True)
         except Exception as exc:       # e.g. the merchant account no longer holds the net
             return await self._set_state(batch.id, FAILED, str(exc))
+        crash_point("settlement_after_attempt")
         answer = await self.service.bank.credit_card(
             operation_key=key, card=CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code),
             amount=batch.net)

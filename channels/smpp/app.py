@@ -27,6 +27,7 @@ from channels.smpp.session import MessageReceived, ReceiptReceived, UssdInfo
 from channels.smpp.text import is_gsm
 from telecom_pay.aio import as_deferred, wait_deferred
 from telecom_pay.core import Core
+from telecom_pay.crashpoints import crash_point
 from telecom_pay.messaging import MessageStore
 from telecom_pay.msisdn import MsisdnError, mask, normalize
 from telecom_pay.outcomes import Result
@@ -143,6 +144,7 @@ class SmsChannel(MultiService):
             self.stats["duplicates"] += 1
             return
         self.stats["mo"] += 1
+        crash_point("after_mo_recorded")
         log.info("sms in {msisdn} len={n} parts={parts}", msisdn=mask(msisdn), n=len(event.text), parts=event.parts)
         ussd = event.ussd if event.ussd is not None and event.ussd.service_op is not None else None
         if ussd is not None and ussd.service_op not in (PSSR_IND, USSR_CONF):
@@ -260,6 +262,7 @@ class SmsChannel(MultiService):
                 pass
 
     async def _send(self, out) -> None:
+        crash_point("after_outbox_commit")
         ussd = None
         prefer = None
         meta = out.meta or {}
@@ -278,6 +281,7 @@ class SmsChannel(MultiService):
             await self._retry_later(out, repr(exc))
             return
         self.stats["mt_accepted"] += 1
+        crash_point("after_submit_sm_resp")
         self._accepted[out.id] = None
         if len(self._accepted) > 100_000:
             self._accepted.popitem(last=False)

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from twisted.logger import Logger
 
+from telecom_pay import crashpoints
 from telecom_pay.ledger.database import Database
 from telecom_pay.ledger.tables import (
     ACTIVE, CLOSED, SYSTEM, T_PENDING, T_POSTED, T_VOIDED, WALLET, accounts, operations, transfers)
@@ -357,6 +358,8 @@ class Ledger:
                                 sp.commit()
                             outcomes.append((job, result, None))
                         break
+            if conn.moved_money:
+                crashpoints.crash_point("after_ledger_commit")
         return outcomes
 
     # -- the jobs
@@ -501,8 +504,11 @@ class _WriterConnection:
     def __init__(self, conn):
         self._conn = conn
         self.dialect = conn.dialect
+        self.moved_money = False      # an operation was booked, posted or voided (crash points)
 
     async def execute(self, statement, *args, **kwargs):
+        if crashpoints.armed is not None and getattr(statement, "table", None) is operations:
+            self.moved_money = True
         return self._conn.execute(statement, *args, **kwargs)
 
     def begin_nested(self) -> "_Savepoint":

@@ -1,0 +1,174 @@
+"""One test per named crash point (telecom_pay/crashpoints.py): the daemon
+runs as its own process against the SMSC and bank simulators, is driven to
+the point, dies there by SIGKILL, is started again without the point, and
+every promise of tests/reliability/promises.py must hold afterwards."""
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from telecom_pay.ledger.tables import operations, transfers
+from tests.aio import aio_test
+from tests.reliability import promises
+from tests.reliability.rig import Rig
+from tests.reliability.scenes import prepare, reply, say, send_unacked
+
+MSISDN = "13800138000"
+DEBIT = "6222020000001234"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def rigs():
+    """Whatever a test does or how it ends, no daemon it started survives."""
+    made: list[Rig] = []
+    yield made
+    for rig in made:
+        rig.kill()
+        rig.deployment.close()
+
+
+async def up(rigs, kind: str, **kw) -> Rig:
+    rig = await Rig.up(kind, **kw)
+    rigs.append(rig)
+    return rig
+
+
+async def promises_kept(rig: Rig, **posted: int | set[int]) -> None:
+    """The promises for MSISDN, whose posted operations by kind are `posted`."""
+    owed = await promises.settle(rig)
+    broken = await promises.check(rig, [MSISDN], posted={MSISDN: posted})
+    assert not broken, ("broken promises:\n  " + "\n  ".join(broken) + "\nstill owed: " + ", ".join(owed)
+                        + "\n" + rig.logs())
+
+
+async def pay_after_crash(rig: Rig, crash_at: str, sub, *, merchant: str = "M001", amount: str = "10") -> None:
+    """ZF then PIN against a daemon armed at `crash_at`: it dies on the way
+    (the PIN's MO is never waited for: its acknowledgement may never come)."""
+    proc = await rig.start(crash_at=crash_at)
+    await say(sub.handset, f"ZF {merchant} {amount}")
+    await send_unacked(sub.handset, sub.pin)
+    await rig.crashed(proc)
+
+
+@aio_test
+async def test_after_mo_recorded_the_message_is_answered_once(rigs, kind):
+    rig = await up(rigs, kind)
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT, topups=(20_000,))
+        await pay_after_crash(rig, "after_mo_recorded:2", sub)        # dies holding the PIN's record
+        await rig.start()
+        await reply(sub.handset)                                      # the recorded PIN is answered
+        await say(sub.handset, "YE")
+        await promises_kept(rig, topup=1, payment={0, 1}, withdrawal=0)
+    finally:
+        await rig.close()
+
+
+@aio_test
+async def test_after_ledger_commit_the_receipt_still_comes(rigs, kind):
+    rig = await up(rigs, kind)
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT, topups=(20_000,))
+        await pay_after_crash(rig, "after_ledger_commit", sub)        # the payment committed, nobody told
+        await rig.start()
+        await promises_kept(rig, topup=1, payment=1)
+    finally:
+        await rig.close()
+
+
+@aio_test
+async def test_after_outbox_commit_the_queued_receipt_is_sent(rigs, kind):
+    rig = await up(rigs, kind)
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT, topups=(20_000,))
+        await pay_after_crash(rig, "after_outbox_commit:2", sub)      # 1: the PIN prompt, 2: the receipt
+        await rig.start()
+        assert "10.00" in await reply(sub.handset, expect="10.00")
+        await promises_kept(rig, topup=1, payment=1)
+    finally:
+        await rig.close()
+
+
+@aio_test
+async def test_after_submit_sm_resp_the_receipt_is_not_lost(rigs, kind):
+    rig = await up(rigs, kind)
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT, topups=(20_000,))
+        await pay_after_crash(rig, "after_submit_sm_resp:2", sub)
+        await rig.start()
+        await promises_kept(rig, topup=1, payment=1)
+    finally:
+        await rig.close()
+
+
+@aio_test
+async def test_after_0200_sent_the_withdrawal_is_reversed(rigs, kind):
+    rig = await up(rigs, kind)
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT, topups=(20_000,))
+        proc = await rig.start(crash_at="after_0200_sent")
+        await say(sub.handset, "TX 50")
+        await send_unacked(sub.handset, sub.pin)                      # the bank credits the card, then we die
+        await rig.crashed(proc)
+        assert rig.bank.card(DEBIT).balance == 100_000 - 20_000 + 5_000
+        await rig.start()
+        await promises_kept(rig, topup=1, withdrawal=0)
+    finally:
+        await rig.close()
+
+
+@aio_test
+async def test_after_0210_received_the_topup_is_posted(rigs, kind):
+    rig = await up(rigs, kind)
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT)
+        proc = await rig.start(crash_at="after_0210_received")
+        await say(sub.handset, "CZ 100")
+        await send_unacked(sub.handset, sub.pin)                      # approved and recorded, not posted
+        await rig.crashed(proc)
+        await rig.start()
+        await promises_kept(rig, topup=1)
+    finally:
+        await rig.close()
+
+
+@aio_test
+async def test_settlement_after_attempt_the_batch_ends(rigs, kind):
+    rig = await up(rigs, kind)
+    try:
+        await prepare(rig, MSISDN, DEBIT, topups=(30_000,), payments=(("M001", 12_000),))
+        day = _move_to_yesterday(rig)
+        crashed = await rig.cli("settle", "--date", day.isoformat(), "--merchant", "M001",
+                                crash_at="settlement_after_attempt")
+        assert crashed.returncode == -9, crashed.stdout
+        again = await rig.cli("settle", "--date", day.isoformat(), "--merchant", "M001")
+        await rig.start()                                             # the daemon: receipts, reversals
+        await promises_kept(rig, topup=1, payment=1)
+        assert again.returncode == 0 and "-> paid" in again.stdout, again.stdout
+        assert rig.bank.card("6222020000000001").balance == 12_000 - 72     # paid once, 6 per mille fee
+    finally:
+        await rig.close()
+
+
+def _move_to_yesterday(rig: Rig):
+    """Settlement pays T+1: the day's operations are moved to noon of the
+    local day before, so `telecom-pay settle` (real clock) may settle it."""
+    tz = ZoneInfo(rig.settings.timezone)
+    day = datetime.now(tz).date() - timedelta(days=1)
+    noon = datetime.combine(day, time(12), tzinfo=tz).astimezone(ZoneInfo("UTC"))
+    engine = sa.create_engine(rig.sync_database_url)
+    try:
+        with engine.begin() as c:
+            c.execute(operations.update().values(created_at=noon, resolved_at=noon))
+            c.execute(transfers.update().values(created_at=noon, resolved_at=noon))
+    finally:
+        engine.dispose()
+    return day
