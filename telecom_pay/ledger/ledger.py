@@ -20,7 +20,7 @@ import asyncio
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
@@ -30,11 +30,16 @@ from twisted.logger import Logger
 
 from telecom_pay.ledger.database import Database
 from telecom_pay.ledger.tables import (
-    ACTIVE, CLOSED, SYSTEM, T_PENDING, T_POSTED, T_VOIDED, WALLET, accounts, operations, transfers)
+    ACTIVE, CLOSED, SYSTEM, T_PENDING, T_POSTED, T_VOIDED, WALLET, accounts, ledger_batches, operations,
+    transfers)
 
 log = Logger(namespace="telecom_pay.ledger")
 
 REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+# A batch's marker row is only read right after its COMMIT failed; older ones
+# are deleted now and then by a later batch.
+BATCH_MARKS_KEPT = timedelta(hours=1)
+BATCH_MARKS_PRUNED_EVERY = 1000
 
 
 def utcnow() -> datetime:
@@ -201,6 +206,14 @@ def _differs(old: dict, new: dict) -> list[str]:
 
 # ---------------------------------------------------------------- ledger
 
+class _CommitAmbiguous(Exception):
+    """COMMIT raised: the batch may or may not have committed."""
+
+    def __init__(self, cause: Exception, token: str, outcomes: list):
+        super().__init__(repr(cause))
+        self.cause, self.token, self.outcomes = cause, token, outcomes
+
+
 @dataclass
 class _Job:
     apply: Callable[[AsyncConnection], Awaitable[Any]]
@@ -220,6 +233,7 @@ class Ledger:
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self._in_flight = 0
+        self._marks = 0
         self.batches = 0
         self.jobs = 0
 
@@ -312,8 +326,27 @@ class Ledger:
                 self._in_flight = 0
 
     async def _commit(self, batch: list[_Job]) -> None:
+        """Commit `batch` and answer its callers. Raises only when nothing
+        of the batch committed, so a redo cannot apply anything twice."""
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, self._commit_blocking, batch)
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._commit_blocking, batch)
+        except _CommitAmbiguous as amb:
+            # The COMMIT's answer was lost: it may have taken effect. Only the
+            # batch's marker row tells; a batch that committed is answered with
+            # what its jobs returned, one that did not may be redone.
+            try:
+                committed = await loop.run_in_executor(self._executor, self._batch_committed, amb.token)
+            except Exception as exc:
+                log.failure("cannot tell whether a batch of {n} committed", n=len(batch))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                return
+            if not committed:
+                raise amb.cause
+            log.warn("COMMIT of a batch of {n} failed after taking effect ({exc!r})", n=len(batch), exc=amb.cause)
+            outcomes = amb.outcomes
         # COMMIT has returned: the results are durable, answer the callers.
         self.batches += 1
         self.jobs += len(batch)
@@ -331,8 +364,10 @@ class Ledger:
         complete at once, so it is driven to its end without an event loop
         and the reactor thread never waits on the database."""
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        token = secrets.token_hex(16)
         with self.db.sync_write.connect() as raw:
-            with raw.begin():
+            tx = raw.begin()
+            try:
                 conn = _WriterConnection(raw)
                 for job in batch:
                     for attempt in range(3):
@@ -347,17 +382,37 @@ class Ledger:
                                 continue
                             outcomes.append((job, None, exc))
                         except Exception as exc:
-                            if sp is None and not isinstance(exc, LedgerError):
-                                raise
-                            if sp is not None:
-                                sp.rollback()
+                            if sp is None:
+                                raise     # its partial writes are in the transaction: redo without it
+                            sp.rollback()
                             outcomes.append((job, None, exc))
                         else:
                             if sp is not None:
                                 sp.commit()
                             outcomes.append((job, result, None))
                         break
+                self._mark_batch(raw, token)
+            except BaseException:
+                tx.rollback()
+                raise
+            try:
+                tx.commit()
+            except Exception as exc:
+                raw.invalidate()     # its state is unknown: never hand it out again
+                raise _CommitAmbiguous(exc, token, outcomes) from exc
         return outcomes
+
+    def _mark_batch(self, raw, token: str) -> None:
+        now = utcnow()
+        raw.execute(_INSERT_BATCH, {"token": token, "committed_at": now})
+        self._marks += 1
+        if self._marks % BATCH_MARKS_PRUNED_EVERY == 0:
+            raw.execute(_PRUNE_BATCHES, {"before": now - BATCH_MARKS_KEPT})
+
+    def _batch_committed(self, token: str) -> bool:
+        with self.db.sync_write.connect() as raw:
+            with raw.begin():
+                return raw.execute(_BATCH_BY_TOKEN, {"token": token}).first() is not None
 
     # -- the jobs
 
@@ -481,6 +536,9 @@ _ACCOUNTS_BY_ID = (sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids
 _ACCOUNTS_BY_ID_LOCKED = _ACCOUNTS_BY_ID.with_for_update()
 _INSERT_OPERATION = operations.insert().returning(operations.c.id)
 _INSERT_TRANSFER = transfers.insert()
+_INSERT_BATCH = ledger_batches.insert()
+_BATCH_BY_TOKEN = sa.select(ledger_batches.c.token).where(ledger_batches.c.token == sa.bindparam("token"))
+_PRUNE_BATCHES = ledger_batches.delete().where(ledger_batches.c.committed_at < sa.bindparam("before"))
 _STORE_BALANCES = accounts.update().where(accounts.c.id == sa.bindparam("_id")).values(
     balance=sa.bindparam("_balance"), pending_out=sa.bindparam("_pending_out"),
     pending_in=sa.bindparam("_pending_in"), consumption=sa.bindparam("_consumption"),
