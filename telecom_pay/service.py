@@ -229,16 +229,22 @@ class PaymentService:
                       balance=bal.available if bal else None, params={"action": action, **params})
 
     async def _guarded_payment(self, msisdn: str, pin: str | None, amount: int, build, *, key: str,
-                               channel: str, action: str, check_limits: bool = True, **params) -> Result:
+                               channel: str, action: str, check_limits: bool = True,
+                               booked: list | None = None, **params) -> Result:
         """The common path of a PIN-guarded spend: velocity, wallet, PIN,
-        limits and the booking, the last four in one atomic job."""
+        limits and the booking, the last four in one atomic job. A key that
+        was already booked answers with the original result before any
+        check (a frozen account, a used-up limit or a mistyped PIN must not
+        turn a done payment into a refusal). `booked` receives the record."""
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
-        replay = await self.ledger.get_operation(key) is not None
-        if not replay:
-            held = await self._velocity(msisdn)
-            if held is not None:
-                return held
+        booked = [] if booked is None else booked
+        existing = await self.ledger.get_operation(key)
+        if existing is not None:
+            return await self._replay_payment(existing, build, action, booked, params)
+        held = await self._velocity(msisdn)
+        if held is not None:
+            return held
 
         async def job(conn):
             w = await self._wallet(conn, msisdn)
@@ -247,13 +253,38 @@ class PaymentService:
                 await self._check_limits(conn, w, amount)
             req, extra = await build(conn, w)
             rec = await self.ledger.book(conn, req)
+            booked.append(rec)
             return self._money_result(action, rec, w.id, **params, **extra)
         result = await self._run_keeping(job)
-        if result.outcome is Outcome.OK and not replay:
+        if result.outcome is Outcome.OK and not booked[-1].replayed:
+            await self._after_commit(msisdn, action, channel, result)
+        return result
+
+    async def _replay_payment(self, existing: OperationRecord, build, action: str, booked: list,
+                              params: dict) -> Result:
+        """The original result of a booked key; a request that differs from
+        what the key was booked with is a conflict naming the difference."""
+        async def job(conn):
+            w = await acct.get_account(conn, existing.account_id)
+            req, extra = await build(conn, w)
+            rec = await self.ledger.book(conn, req)
+            booked.append(rec)
+            return self._money_result(action, rec, w.id, **params, **extra)
+        return await self._run(job)
+
+    async def _after_commit(self, msisdn: str, action: str, channel: str, result: Result) -> None:
+        """Best-effort work after a payment committed: nothing here may turn
+        the success into a failure (the subscriber would pay again)."""
+        try:
             await self.sessions.incr(self._velocity_key(msisdn), ttl=61)
+        except Exception as exc:
+            log.warn("velocity count of {msisdn} lost after {ref}: {err}", msisdn=mask(msisdn), ref=result.ref,
+                     err=type(exc).__name__)
+        try:
             log.info("{action} ok {msisdn} {ref} amount={amount} channel={channel}", action=action,
                      msisdn=mask(msisdn), ref=result.ref, amount=result.amount, channel=channel)
-        return result
+        except Exception:
+            pass
 
     async def _run_keeping(self, job) -> Result:
         """Like _run, for PIN-guarded jobs: a wrong PIN rolls the job back
@@ -530,10 +561,14 @@ class PaymentService:
             req = OperationRequest(key=key, kind="p2p", legs=tuple(legs), channel=channel, actor=f"msisdn:{msisdn}",
                                    account_id=w.id, counterparty_id=r.id, fee=fee)
             return req, {"counterparty": _masked_local(to), "recipient": to}
-        result = await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="send")
-        if result.outcome is Outcome.OK:
-            bal = await self.balance(to, channel=channel)
-            await self._notify(to, Result(Outcome.OK, ref=result.ref, amount=amount, balance=bal.balance,
+        booked: list[OperationRecord] = []
+        result = await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="send",
+                                             booked=booked)
+        if result.outcome is Outcome.OK and not booked[-1].replayed:
+            # the recipient's balance as the commit left it: no second read
+            received = booked[-1].balance_of(booked[-1].counterparty_id)
+            await self._notify(to, Result(Outcome.OK, ref=result.ref, amount=amount,
+                                          balance=received.available if received else None,
                                           params={"action": "receive", "counterparty": _masked_local(msisdn)}))
         return result
 

@@ -157,7 +157,8 @@ class OperationRequest:
 
     def content(self) -> dict:
         """What the idempotency key stands for; compared on replays."""
-        return {"kind": self.kind, "amount": self.amount, "fee": self.fee,
+        return {"kind": self.kind, "channel": self.channel, "actor": self.actor,
+                "amount": self.amount, "fee": self.fee,
                 "account": self.account_id, "counterparty": self.counterparty_id,
                 "pending": self.pending, "memo": self.memo, "parent": self.parent_id,
                 "legs": [leg.as_json() for leg in self.legs], "details": self.details}
@@ -190,6 +191,15 @@ class OperationRecord:
 
     def balance_of(self, account_id: int | None) -> Balance | None:
         return self.balances.get(account_id) if account_id is not None else None
+
+
+# Where an operation's request JSON keeps the balances right after it, per
+# account: [balance, pending_out, pending_in, consumption].
+AFTER = "after"
+
+
+def _after(rows) -> dict:
+    return {str(a["id"]): [a["balance"], a["pending_out"], a["pending_in"], a["consumption"]] for a in rows}
 
 
 def balance_from_row(row) -> Balance:
@@ -421,11 +431,12 @@ class Ledger:
         content = req.content()
         row = (await conn.execute(_OPERATION_BY_KEY, {"key": req.key})).first()
         if row is not None:
-            differs = _differs(row.request, content)
+            # channel and actor have their own columns (rows booked before they
+            # were part of the content lack them in the request JSON)
+            differs = _differs({**row.request, "channel": row.channel, "actor": row.actor}, content)
             if differs:
                 raise IdempotencyConflict(req.key, differs)
-            rec = _record(row, replayed=True)
-            return await self._with_balances(conn, rec)
+            return await self._replayed(conn, row)
 
         now = self.clock()
         ids = sorted({leg.debit for leg in req.legs} | {leg.credit for leg in req.legs})
@@ -461,13 +472,15 @@ class Ledger:
                     c["consumption"] += leg.amount
 
         state = T_PENDING if req.pending else T_POSTED
+        balances = {i: balance_from_row(_Row(rows[i])) for i in ids}
+        stored = {**content, AFTER: _after(rows.values())}
         # 32^7 references: a collision is rare enough to be handled by the
         # unique constraint (the job is retried with a new reference).
         ref = new_ref()
         op_id = (await conn.execute(_INSERT_OPERATION, dict(
             ref=ref, idempotency_key=req.key, kind=req.kind, channel=req.channel, actor=req.actor,
             account_id=req.account_id, counterparty_id=req.counterparty_id, amount=req.amount,
-            fee=req.fee, state=state, request=content, memo=req.memo, parent_id=req.parent_id,
+            fee=req.fee, state=state, request=stored, memo=req.memo, parent_id=req.parent_id,
             created_at=now, resolved_at=None if req.pending else now,
         ))).scalar_one()
         await conn.execute(_INSERT_TRANSFER, [
@@ -478,8 +491,7 @@ class Ledger:
             for i, leg in enumerate(req.legs)])
         await _store_balances(conn, rows.values(), now)
         rec = OperationRecord(op_id, ref, req.key, req.kind, state, req.amount, req.fee, req.account_id,
-                              req.counterparty_id, now, content)
-        balances = {i: balance_from_row(_Row(rows[i])) for i in ids}
+                              req.counterparty_id, now, stored)
         return _with(rec, balances)
 
     async def _resolve(self, conn: AsyncConnection, key: str, target: str) -> OperationRecord:
@@ -490,7 +502,7 @@ class Ledger:
         if op is None:
             raise UnknownOperation(f"no operation with key {key!r}")
         if op.state == target:
-            return await self._with_balances(conn, _record(op, replayed=True))
+            return await self._replayed(conn, op)
         if op.state != T_PENDING:
             raise AlreadyResolved(key, op.state)
         now = self.clock()
@@ -515,11 +527,22 @@ class Ledger:
         await _store_balances(conn, rows.values(), now)
         await conn.execute(transfers.update().where(transfers.c.operation_id == op.id)
                            .values(state=target, resolved_at=now))
+        stored = {**op.request, AFTER: _after(rows.values())}
         await conn.execute(operations.update().where(operations.c.id == op.id)
-                           .values(state=target, resolved_at=now))
+                           .values(state=target, resolved_at=now, request=stored))
         rec = _record(op)
-        rec = OperationRecord(**{**rec.__dict__, "state": target})
+        rec = OperationRecord(**{**rec.__dict__, "state": target, "request": stored})
         return _with(rec, {i: balance_from_row(_Row(rows[i])) for i in ids})
+
+    async def _replayed(self, conn, row) -> OperationRecord:
+        """A committed operation as it was answered: the balances right after
+        it (stored with it), so a replay tells what the original told."""
+        after = (row.request or {}).get(AFTER)
+        rec = _record(row, replayed=True)
+        if after is None:       # booked before balances were stored with operations
+            return await self._with_balances(conn, rec)
+        return _with(rec, {int(i): Balance(int(i), b, b - po, max(0, b - po - c), pi)
+                           for i, (b, po, pi, c) in after.items()})
 
     async def _with_balances(self, conn, rec: OperationRecord) -> OperationRecord:
         ids = [i for i in (rec.account_id, rec.counterparty_id) if i is not None]
