@@ -1041,12 +1041,15 @@ class PaymentService:
             m = await acct.find_merchant(conn, code)
             if m is None:
                 raise _refuse(Outcome.UNKNOWN_MERCHANT)
-            op = (await conn.execute(sa.select(operations).where(operations.c.ref == ref))).first()
+            q = sa.select(operations).where(operations.c.ref == ref)
+            if conn.dialect.name != "sqlite":   # refunds of one payment queue here (SQLite has one writer)
+                q = q.with_for_update()
+            op = (await conn.execute(q)).first()
             if op is None or op.kind != "payment" or op.counterparty_id != m.id or op.state != "posted":
                 raise _refuse(Outcome.NOT_FOUND)
-            refunded = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
+            refunded = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
                 operations.c.parent_id == op.id, operations.c.kind == "refund",
-                operations.c.state != "voided"))).scalar_one()
+                operations.c.state != "voided"))).scalar_one())
             value = op.amount - refunded if amount is None else amount
             if value <= 0 or refunded + value > op.amount:
                 raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
