@@ -85,3 +85,26 @@ async def test_conversation_reply_is_the_receipt_when_the_store_fails_after_comm
     assert "87.50" in paid and re.search(r"\bT[2-9A-HJ-NP-Z]{7}\b", paid), paid
     assert await operations_of(svc, "payment") == 1
     await shutdown(svc)
+
+
+class _NotesLostMemory(MemorySessionStore):
+    """Keeps the language cache but cannot store a pending confirmation."""
+
+    async def put(self, key, value, ttl):
+        if key.startswith("pending:"):
+            raise SessionStoreUnavailable("session store lost")
+        return await super().put(key, value, ttl)
+
+
+@aio_test
+async def test_kt_committed_then_store_fails_still_asks_for_a_and_a_opens(sqlite_url):
+    svc = await make_service(sqlite_url)
+    await svc.sessions.close()
+    svc.sessions = _NotesLostMemory()
+    conv = Conversation(svc)
+    kt = " ".join(await conv.handle(MSISDN, "KT"))
+    assert "A" in kt and "稍后" not in kt, kt
+    welcome = " ".join(await conv.handle(MSISDN, "A"))
+    assert re.search(r"(?<!\d)\d{6}(?!\d)", welcome), welcome
+    assert (await svc.balance(MSISDN, channel="t")).outcome is Outcome.OK
+    await shutdown(svc)
