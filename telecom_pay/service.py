@@ -1047,35 +1047,52 @@ class PaymentService:
             op = (await conn.execute(q)).first()
             if op is None or op.kind != "payment" or op.counterparty_id != m.id or op.state != "posted":
                 raise _refuse(Outcome.NOT_FOUND)
-            refunded = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
-                operations.c.parent_id == op.id, operations.c.kind == "refund",
-                operations.c.state != "voided"))).scalar_one())
-            value = op.amount - refunded if amount is None else amount
-            if value <= 0 or refunded + value > op.amount:
-                raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
-            leg0 = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id,
-                                                                   transfers.c.leg == 0))).first()
-            consumption_left = max(0, leg0.consumption_part - refunded)
-            back_consumption = min(value, consumption_left)
-            legs = []
-            if back_consumption:
-                legs.append(Leg(m.id, op.account_id, back_consumption, "refund", consumption_credit=True))
-            if value - back_consumption:
-                legs.append(Leg(m.id, op.account_id, value - back_consumption, "refund"))
+            prior = (await conn.execute(sa.select(operations).where(operations.c.idempotency_key == key))).first()
+            if prior is not None:
+                # a replay: the legs it was booked with (the amount refunded since
+                # includes this refund itself); the ledger compares the rest
+                if amount is not None and amount != prior.amount:
+                    raise IdempotencyConflict(key, ["amount"])
+                value, legs = prior.amount, [Leg(**leg) for leg in prior.request["legs"]]
+            else:
+                value, legs = await self._refund_legs(conn, op, m, amount)
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="refund", legs=tuple(legs), channel="merchant", actor=actor,
                 account_id=op.account_id, counterparty_id=m.id, parent_id=op.id))
-            await acct.audit(conn, actor=actor, channel="merchant", action="refund", account_id=op.account_id,
-                             payment_ref=ref, amount=value)
+            if not rec.replayed:
+                await acct.audit(conn, actor=actor, channel="merchant", action="refund", account_id=op.account_id,
+                                 payment_ref=ref, amount=value)
+            replays.append(rec.replayed)
             w = await acct.get_account(conn, op.account_id)
             return Result(Outcome.OK, ref=rec.ref, amount=value,
                           balance=rec.balance_of(op.account_id).available,
                           params={"action": "refund", "merchant_code": code, "msisdn": w.msisdn,
                                   "merchant_name": self.merchant_display(code, m.name, w.language)})
+        replays: list[bool] = []
         result = await self._run(job)
-        if result.outcome is Outcome.OK:
+        if result.outcome is Outcome.OK and not replays[-1]:
             await self._notify(result.params["msisdn"], result)
         return result
+
+    @staticmethod
+    async def _refund_legs(conn, op, m, amount: int | None) -> tuple[int, list[Leg]]:
+        """What is left to refund, consumption-only money back first as such."""
+        refunded = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
+            operations.c.parent_id == op.id, operations.c.kind == "refund",
+            operations.c.state != "voided"))).scalar_one())
+        value = op.amount - refunded if amount is None else amount
+        if value <= 0 or refunded + value > op.amount:
+            raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
+        leg0 = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id,
+                                                               transfers.c.leg == 0))).first()
+        consumption_left = max(0, leg0.consumption_part - refunded)
+        back_consumption = min(value, consumption_left)
+        legs = []
+        if back_consumption:
+            legs.append(Leg(m.id, op.account_id, back_consumption, "refund", consumption_credit=True))
+        if value - back_consumption:
+            legs.append(Leg(m.id, op.account_id, value - back_consumption, "refund"))
+        return value, legs
 
     # ------------------------------------------------------------ checks
 

@@ -95,3 +95,26 @@ async def test_ledger_replay_names_channel_and_actor_and_keeps_balance_after(dat
         assert e.value.differs == [name]
     await ledger.close()
     await ledger.db.dispose()
+
+
+@aio_test
+async def test_refund_replay_returns_the_refund(stack):
+    svc = await service(stack)
+    pin = await funded(svc)
+    paid = await svc.pay(MSISDN, "M001", 1000, pin, channel="sms", key="conv:1")
+    await svc.pay(MSISDN, "M001", 1000, pin, channel="sms", key="conv:2")
+    told = []
+    svc.add_notifier(lambda m, res: told.append(res.ref))
+    first = await svc.refund("M001", paid.ref, actor="merchant:M001", key="rf-1")
+    assert first.outcome is Outcome.OK and first.amount == 1000 and first.balance == 9000
+    await svc.pay(MSISDN, "M001", 500, pin, channel="sms", key="conv:3")
+    again = await svc.refund("M001", paid.ref, actor="merchant:M001", key="rf-1")
+    assert (again.outcome, again.ref, again.amount, again.balance) == (Outcome.OK, first.ref, 1000, 9000)
+    assert told == [first.ref]                                        # told once
+    r = await svc.refund("M001", paid.ref, 400, actor="merchant:M001", key="rf-1")
+    assert r.outcome is Outcome.IDEMPOTENCY_CONFLICT and r.params["differs"] == ["amount"]
+    r = await svc.refund("M001", paid.ref, actor="merchant:someone-else", key="rf-1")
+    assert r.outcome is Outcome.IDEMPOTENCY_CONFLICT and r.params["differs"] == ["actor"]
+    assert (await svc.balance(MSISDN, channel="t")).balance == 8500
+    assert await svc.check_books() == []
+    await shutdown(svc)
