@@ -8,11 +8,15 @@ Group commit: writes are queued and a writer task commits whatever has
 accumulated in one database transaction, each job inside its own savepoint,
 so one refused job never spoils its neighbours and each stays atomic. A job's
 caller is answered only after the shared COMMIT returned, so nothing is
-reported that is not durable.
+reported that is not durable. A COMMIT whose answer was lost (the connection
+dropped during it) is looked up by the batch's marker row before anything is
+redone, so no job is applied twice.
 
 Idempotency (as Mojaloop and TigerBeetle do): a key already used with the
 same content returns the original operation (`replayed=True`); used with
-different content it is refused, naming the fields that differ.
+different content (channel and actor included) it is refused, naming the
+fields that differ. A replay answers with the balances stored with the
+operation when it was booked or resolved, not today's.
 """
 from __future__ import annotations
 
