@@ -98,3 +98,23 @@ async def test_ambiguous_commit_is_not_redone(database_url, takes_effect):
     await assert_sound(ledger)
     await ledger.close()
     await ledger.db.dispose()
+
+
+@aio_test
+async def test_lost_commit_answer_of_a_lone_payment_is_its_success(database_url):
+    """A payment alone in its batch: the caller hears OK (it committed), not
+    an error that would have the subscriber pay again."""
+    ledger = await make_ledger(database_url)
+    w = await new_account(ledger, msisdn="8613800138000")
+    m = await new_account(ledger, "merchant", code="M1")
+    await ledger.execute(OperationRequest(key="fund", kind="topup", account_id=w,
+                                          legs=(Leg(ledger.system["bank_settlement"], w, 1000, "topup"),)))
+    fault = _CommitLostOnce(ledger.db.sync_write)
+    fault.armed = True
+    rec = await ledger.execute(OperationRequest(key="pay", kind="payment", account_id=w,
+                                                legs=(Leg(w, m, 100, "payment"),)))
+    assert fault.fired == 1 and rec.state == "posted" and rec.balance_of(w).balance == 900
+    assert (await ledger.balance(w)).balance == 900
+    await assert_sound(ledger)
+    await ledger.close()
+    await ledger.db.dispose()
