@@ -241,16 +241,22 @@ class PaymentService:
                       balance=bal.available if bal else None, params={"action": action, **params})
 
     async def _guarded_payment(self, msisdn: str, pin: str | None, amount: int, build, *, key: str,
-                               channel: str, action: str, check_limits: bool = True, **params) -> Result:
+                               channel: str, action: str, check_limits: bool = True,
+                               booked: list | None = None, **params) -> Result:
         """The common path of a PIN-guarded spend: velocity, wallet, PIN,
-        limits and the booking, the last four in one atomic job."""
+        limits and the booking, the last four in one atomic job. A key that
+        was already booked answers with the original result before any
+        check (a frozen account, a used-up limit or a mistyped PIN must not
+        turn a done payment into a refusal). `booked` receives the record."""
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
-        replay = await self.ledger.get_operation(key) is not None
-        if not replay:
-            held = await self._velocity(msisdn)
-            if held is not None:
-                return held
+        booked = [] if booked is None else booked
+        existing = await self.ledger.get_operation(key)
+        if existing is not None:
+            return await self._replay_payment(existing, build, action, booked, params)
+        held = await self._velocity(msisdn)
+        if held is not None:
+            return held
 
         async def job(conn):
             w = await self._wallet(conn, msisdn)
@@ -259,13 +265,38 @@ class PaymentService:
                 await self._check_limits(conn, w, amount)
             req, extra = await build(conn, w)
             rec = await self.ledger.book(conn, req)
+            booked.append(rec)
             return self._money_result(action, rec, w.id, **params, **extra)
         result = await self._run_keeping(job)
-        if result.outcome is Outcome.OK and not replay:
+        if result.outcome is Outcome.OK and not booked[-1].replayed:
+            await self._after_commit(msisdn, action, channel, result)
+        return result
+
+    async def _replay_payment(self, existing: OperationRecord, build, action: str, booked: list,
+                              params: dict) -> Result:
+        """The original result of a booked key; a request that differs from
+        what the key was booked with is a conflict naming the difference."""
+        async def job(conn):
+            w = await acct.get_account(conn, existing.account_id)
+            req, extra = await build(conn, w)
+            rec = await self.ledger.book(conn, req)
+            booked.append(rec)
+            return self._money_result(action, rec, w.id, **params, **extra)
+        return await self._run(job)
+
+    async def _after_commit(self, msisdn: str, action: str, channel: str, result: Result) -> None:
+        """Best-effort work after a payment committed: nothing here may turn
+        the success into a failure (the subscriber would pay again)."""
+        try:
             await self.sessions.incr(self._velocity_key(msisdn), ttl=61)
+        except Exception as exc:
+            log.warn("velocity count of {msisdn} lost after {ref}: {err}", msisdn=mask(msisdn), ref=result.ref,
+                     err=type(exc).__name__)
+        try:
             log.info("{action} ok {msisdn} {ref} amount={amount} channel={channel}", action=action,
                      msisdn=mask(msisdn), ref=result.ref, amount=result.amount, channel=channel)
-        return result
+        except Exception:
+            pass
 
     async def _run_keeping(self, job) -> Result:
         """Like _run, for PIN-guarded jobs: a wrong PIN rolls the job back
@@ -542,10 +573,14 @@ class PaymentService:
             req = OperationRequest(key=key, kind="p2p", legs=tuple(legs), channel=channel, actor=f"msisdn:{msisdn}",
                                    account_id=w.id, counterparty_id=r.id, fee=fee)
             return req, {"counterparty": _masked_local(to), "recipient": to}
-        result = await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="send")
-        if result.outcome is Outcome.OK:
-            bal = await self.balance(to, channel=channel)
-            await self._notify(to, Result(Outcome.OK, ref=result.ref, amount=amount, balance=bal.balance,
+        booked: list[OperationRecord] = []
+        result = await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="send",
+                                             booked=booked)
+        if result.outcome is Outcome.OK and not booked[-1].replayed:
+            # the recipient's balance as the commit left it: no second read
+            received = booked[-1].balance_of(booked[-1].counterparty_id)
+            await self._notify(to, Result(Outcome.OK, ref=result.ref, amount=amount,
+                                          balance=received.available if received else None,
                                           params={"action": "receive", "counterparty": _masked_local(msisdn)}))
         return result
 
@@ -812,7 +847,10 @@ class PaymentService:
             card_holder.append(CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code))
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="close_refund", pending=True, channel=channel, actor=f"msisdn:{msisdn}",
-                account_id=w.id, legs=(Leg(w.id, self.system["bank_settlement"], w.balance, "close_refund"),)))
+                account_id=w.id,
+                # as TX: consumption-only money never leaves to a card, so the close
+                # waits (refused, the money stays spendable) until it is spent
+                legs=(Leg(w.id, self.system["bank_settlement"], w.balance, "close_refund", withdraw=True),)))
             return Result(Outcome.IN_PROGRESS, ref=rec.ref, amount=rec.amount, params={"action": "close"})
         booked = await self._run_keeping(job)
         if booked.outcome is not Outcome.IN_PROGRESS or not card_holder:
@@ -823,7 +861,11 @@ class PaymentService:
         answer = await self.bank.credit_card(operation_key=key, card=card_holder[0], amount=booked.amount)
         result = await self._bank_outcome("close", key, msisdn, answer)
         if result.outcome is Outcome.OK:
-            return await self._finish_close(msisdn, channel, result)
+            try:
+                return await self._finish_close(msisdn, channel, result)
+            except Exception as exc:   # the money is on the card: that is the answer; XH again closes
+                log.warn("close of {msisdn} paid {ref} but the account stays open: {err}", msisdn=mask(msisdn),
+                         ref=result.ref, err=type(exc).__name__)
         return result
 
     async def _finish_close(self, msisdn: str, channel: str, paid: Result) -> Result:
@@ -1011,38 +1053,58 @@ class PaymentService:
             m = await acct.find_merchant(conn, code)
             if m is None:
                 raise _refuse(Outcome.UNKNOWN_MERCHANT)
-            op = (await conn.execute(sa.select(operations).where(operations.c.ref == ref))).first()
+            q = sa.select(operations).where(operations.c.ref == ref)
+            if conn.dialect.name != "sqlite":   # refunds of one payment queue here (SQLite has one writer)
+                q = q.with_for_update()
+            op = (await conn.execute(q)).first()
             if op is None or op.kind != "payment" or op.counterparty_id != m.id or op.state != "posted":
                 raise _refuse(Outcome.NOT_FOUND)
-            refunded = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
-                operations.c.parent_id == op.id, operations.c.kind == "refund",
-                operations.c.state != "voided"))).scalar_one()
-            value = op.amount - refunded if amount is None else amount
-            if value <= 0 or refunded + value > op.amount:
-                raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
-            leg0 = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id,
-                                                                   transfers.c.leg == 0))).first()
-            consumption_left = max(0, leg0.consumption_part - refunded)
-            back_consumption = min(value, consumption_left)
-            legs = []
-            if back_consumption:
-                legs.append(Leg(m.id, op.account_id, back_consumption, "refund", consumption_credit=True))
-            if value - back_consumption:
-                legs.append(Leg(m.id, op.account_id, value - back_consumption, "refund"))
+            prior = (await conn.execute(sa.select(operations).where(operations.c.idempotency_key == key))).first()
+            if prior is not None:
+                # a replay: the legs it was booked with (the amount refunded since
+                # includes this refund itself); the ledger compares the rest
+                if amount is not None and amount != prior.amount:
+                    raise IdempotencyConflict(key, ["amount"])
+                value, legs = prior.amount, [Leg(**leg) for leg in prior.request["legs"]]
+            else:
+                value, legs = await self._refund_legs(conn, op, m, amount)
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="refund", legs=tuple(legs), channel="merchant", actor=actor,
                 account_id=op.account_id, counterparty_id=m.id, parent_id=op.id))
-            await acct.audit(conn, actor=actor, channel="merchant", action="refund", account_id=op.account_id,
-                             payment_ref=ref, amount=value)
+            if not rec.replayed:
+                await acct.audit(conn, actor=actor, channel="merchant", action="refund", account_id=op.account_id,
+                                 payment_ref=ref, amount=value)
+            replays.append(rec.replayed)
             w = await acct.get_account(conn, op.account_id)
             return Result(Outcome.OK, ref=rec.ref, amount=value,
                           balance=rec.balance_of(op.account_id).available,
                           params={"action": "refund", "merchant_code": code, "msisdn": w.msisdn,
                                   "merchant_name": self.merchant_display(code, m.name, w.language)})
+        replays: list[bool] = []
         result = await self._run(job)
-        if result.outcome is Outcome.OK:
+        if result.outcome is Outcome.OK and not replays[-1]:
             await self._notify(result.params["msisdn"], result)
         return result
+
+    @staticmethod
+    async def _refund_legs(conn, op, m, amount: int | None) -> tuple[int, list[Leg]]:
+        """What is left to refund, consumption-only money back first as such."""
+        refunded = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
+            operations.c.parent_id == op.id, operations.c.kind == "refund",
+            operations.c.state != "voided"))).scalar_one())
+        value = op.amount - refunded if amount is None else amount
+        if value <= 0 or refunded + value > op.amount:
+            raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
+        leg0 = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id,
+                                                               transfers.c.leg == 0))).first()
+        consumption_left = max(0, leg0.consumption_part - refunded)
+        back_consumption = min(value, consumption_left)
+        legs = []
+        if back_consumption:
+            legs.append(Leg(m.id, op.account_id, back_consumption, "refund", consumption_credit=True))
+        if value - back_consumption:
+            legs.append(Leg(m.id, op.account_id, value - back_consumption, "refund"))
+        return value, legs
 
     # ------------------------------------------------------------ checks
 

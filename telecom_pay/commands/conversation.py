@@ -91,7 +91,11 @@ class Conversation:
         if name == kw.OPEN:
             result = await svc.open_account(msisdn, channel=channel, language=lang)
             if result.outcome is Outcome.CONFIRM_REQUIRED:
-                await self._hold(msisdn, {"action": kw.OPEN}, self.settings.confirm_minutes)
+                try:   # the pending account is committed; `A` finds it without this note
+                    await self._hold(msisdn, {"action": kw.OPEN}, self.settings.confirm_minutes)
+                except Exception as exc:
+                    log.warn("KT from {msisdn} answered without its session note: {err}", msisdn=mask(msisdn),
+                             err=type(exc).__name__)
             return result
         if name == kw.CONFIRM:
             pending = await self.sessions.take(self._pending_key(msisdn))

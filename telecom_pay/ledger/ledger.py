@@ -8,11 +8,15 @@ Group commit: writes are queued and a writer task commits whatever has
 accumulated in one database transaction, each job inside its own savepoint,
 so one refused job never spoils its neighbours and each stays atomic. A job's
 caller is answered only after the shared COMMIT returned, so nothing is
-reported that is not durable.
+reported that is not durable. A COMMIT whose answer was lost (the connection
+dropped during it) is looked up by the batch's marker row before anything is
+redone, so no job is applied twice.
 
 Idempotency (as Mojaloop and TigerBeetle do): a key already used with the
 same content returns the original operation (`replayed=True`); used with
-different content it is refused, naming the fields that differ.
+different content (channel and actor included) it is refused, naming the
+fields that differ. A replay answers with the balances stored with the
+operation when it was booked or resolved, not today's.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import asyncio
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
@@ -31,11 +35,16 @@ from twisted.logger import Logger
 from telecom_pay import crashpoints
 from telecom_pay.ledger.database import Database
 from telecom_pay.ledger.tables import (
-    ACTIVE, CLOSED, SYSTEM, T_PENDING, T_POSTED, T_VOIDED, WALLET, accounts, operations, transfers)
+    ACTIVE, CLOSED, SYSTEM, T_PENDING, T_POSTED, T_VOIDED, WALLET, accounts, ledger_batches, operations,
+    transfers)
 
 log = Logger(namespace="telecom_pay.ledger")
 
 REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+# A batch's marker row is only read right after its COMMIT failed; older ones
+# are deleted now and then by a later batch.
+BATCH_MARKS_KEPT = timedelta(hours=1)
+BATCH_MARKS_PRUNED_EVERY = 1000
 
 
 def utcnow() -> datetime:
@@ -153,7 +162,8 @@ class OperationRequest:
 
     def content(self) -> dict:
         """What the idempotency key stands for; compared on replays."""
-        return {"kind": self.kind, "amount": self.amount, "fee": self.fee,
+        return {"kind": self.kind, "channel": self.channel, "actor": self.actor,
+                "amount": self.amount, "fee": self.fee,
                 "account": self.account_id, "counterparty": self.counterparty_id,
                 "pending": self.pending, "memo": self.memo, "parent": self.parent_id,
                 "legs": [leg.as_json() for leg in self.legs], "details": self.details}
@@ -188,6 +198,15 @@ class OperationRecord:
         return self.balances.get(account_id) if account_id is not None else None
 
 
+# Where an operation's request JSON keeps the balances right after it, per
+# account: [balance, pending_out, pending_in, consumption].
+AFTER = "after"
+
+
+def _after(rows) -> dict:
+    return {str(a["id"]): [a["balance"], a["pending_out"], a["pending_in"], a["consumption"]] for a in rows}
+
+
 def balance_from_row(row) -> Balance:
     available = row.balance - row.pending_out
     return Balance(row.id, row.balance, available, max(0, available - row.consumption), row.pending_in)
@@ -201,6 +220,14 @@ def _differs(old: dict, new: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- ledger
+
+class _CommitAmbiguous(Exception):
+    """COMMIT raised: the batch may or may not have committed."""
+
+    def __init__(self, cause: Exception, token: str, outcomes: list):
+        super().__init__(repr(cause))
+        self.cause, self.token, self.outcomes = cause, token, outcomes
+
 
 @dataclass
 class _Job:
@@ -221,6 +248,7 @@ class Ledger:
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self._in_flight = 0
+        self._marks = 0
         self.batches = 0
         self.jobs = 0
 
@@ -313,8 +341,27 @@ class Ledger:
                 self._in_flight = 0
 
     async def _commit(self, batch: list[_Job]) -> None:
+        """Commit `batch` and answer its callers. Raises only when nothing
+        of the batch committed, so a redo cannot apply anything twice."""
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, self._commit_blocking, batch)
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._commit_blocking, batch)
+        except _CommitAmbiguous as amb:
+            # The COMMIT's answer was lost: it may have taken effect. Only the
+            # batch's marker row tells; a batch that committed is answered with
+            # what its jobs returned, one that did not may be redone.
+            try:
+                committed = await loop.run_in_executor(self._executor, self._batch_committed, amb.token)
+            except Exception as exc:
+                log.failure("cannot tell whether a batch of {n} committed", n=len(batch))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                return
+            if not committed:
+                raise amb.cause
+            log.warn("COMMIT of a batch of {n} failed after taking effect ({exc!r})", n=len(batch), exc=amb.cause)
+            outcomes = amb.outcomes
         # COMMIT has returned: the results are durable, answer the callers.
         self.batches += 1
         self.jobs += len(batch)
@@ -332,8 +379,10 @@ class Ledger:
         complete at once, so it is driven to its end without an event loop
         and the reactor thread never waits on the database."""
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        token = secrets.token_hex(16)
         with self.db.sync_write.connect() as raw:
-            with raw.begin():
+            tx = raw.begin()
+            try:
                 conn = _WriterConnection(raw)
                 for job in batch:
                     for attempt in range(3):
@@ -348,19 +397,39 @@ class Ledger:
                                 continue
                             outcomes.append((job, None, exc))
                         except Exception as exc:
-                            if sp is None and not isinstance(exc, LedgerError):
-                                raise
-                            if sp is not None:
-                                sp.rollback()
+                            if sp is None:
+                                raise     # its partial writes are in the transaction: redo without it
+                            sp.rollback()
                             outcomes.append((job, None, exc))
                         else:
                             if sp is not None:
                                 sp.commit()
                             outcomes.append((job, result, None))
                         break
+                self._mark_batch(raw, token)
+            except BaseException:
+                tx.rollback()
+                raise
+            try:
+                tx.commit()
+            except Exception as exc:
+                raw.invalidate()     # its state is unknown: never hand it out again
+                raise _CommitAmbiguous(exc, token, outcomes) from exc
             if conn.moved_money:
                 crashpoints.crash_point("after_ledger_commit")
         return outcomes
+
+    def _mark_batch(self, raw, token: str) -> None:
+        now = utcnow()
+        raw.execute(_INSERT_BATCH, {"token": token, "committed_at": now})
+        self._marks += 1
+        if self._marks % BATCH_MARKS_PRUNED_EVERY == 0:
+            raw.execute(_PRUNE_BATCHES, {"before": now - BATCH_MARKS_KEPT})
+
+    def _batch_committed(self, token: str) -> bool:
+        with self.db.sync_write.connect() as raw:
+            with raw.begin():
+                return raw.execute(_BATCH_BY_TOKEN, {"token": token}).first() is not None
 
     # -- the jobs
 
@@ -369,11 +438,12 @@ class Ledger:
         content = req.content()
         row = (await conn.execute(_OPERATION_BY_KEY, {"key": req.key})).first()
         if row is not None:
-            differs = _differs(row.request, content)
+            # channel and actor have their own columns (rows booked before they
+            # were part of the content lack them in the request JSON)
+            differs = _differs({**row.request, "channel": row.channel, "actor": row.actor}, content)
             if differs:
                 raise IdempotencyConflict(req.key, differs)
-            rec = _record(row, replayed=True)
-            return await self._with_balances(conn, rec)
+            return await self._replayed(conn, row)
 
         now = self.clock()
         ids = sorted({leg.debit for leg in req.legs} | {leg.credit for leg in req.legs})
@@ -409,13 +479,15 @@ class Ledger:
                     c["consumption"] += leg.amount
 
         state = T_PENDING if req.pending else T_POSTED
+        balances = {i: balance_from_row(_Row(rows[i])) for i in ids}
+        stored = {**content, AFTER: _after(rows.values())}
         # 32^7 references: a collision is rare enough to be handled by the
         # unique constraint (the job is retried with a new reference).
         ref = new_ref()
         op_id = (await conn.execute(_INSERT_OPERATION, dict(
             ref=ref, idempotency_key=req.key, kind=req.kind, channel=req.channel, actor=req.actor,
             account_id=req.account_id, counterparty_id=req.counterparty_id, amount=req.amount,
-            fee=req.fee, state=state, request=content, memo=req.memo, parent_id=req.parent_id,
+            fee=req.fee, state=state, request=stored, memo=req.memo, parent_id=req.parent_id,
             created_at=now, resolved_at=None if req.pending else now,
         ))).scalar_one()
         await conn.execute(_INSERT_TRANSFER, [
@@ -426,8 +498,7 @@ class Ledger:
             for i, leg in enumerate(req.legs)])
         await _store_balances(conn, rows.values(), now)
         rec = OperationRecord(op_id, ref, req.key, req.kind, state, req.amount, req.fee, req.account_id,
-                              req.counterparty_id, now, content)
-        balances = {i: balance_from_row(_Row(rows[i])) for i in ids}
+                              req.counterparty_id, now, stored)
         return _with(rec, balances)
 
     async def _resolve(self, conn: AsyncConnection, key: str, target: str) -> OperationRecord:
@@ -438,7 +509,7 @@ class Ledger:
         if op is None:
             raise UnknownOperation(f"no operation with key {key!r}")
         if op.state == target:
-            return await self._with_balances(conn, _record(op, replayed=True))
+            return await self._replayed(conn, op)
         if op.state != T_PENDING:
             raise AlreadyResolved(key, op.state)
         now = self.clock()
@@ -463,11 +534,22 @@ class Ledger:
         await _store_balances(conn, rows.values(), now)
         await conn.execute(transfers.update().where(transfers.c.operation_id == op.id)
                            .values(state=target, resolved_at=now))
+        stored = {**op.request, AFTER: _after(rows.values())}
         await conn.execute(operations.update().where(operations.c.id == op.id)
-                           .values(state=target, resolved_at=now))
+                           .values(state=target, resolved_at=now, request=stored))
         rec = _record(op)
-        rec = OperationRecord(**{**rec.__dict__, "state": target})
+        rec = OperationRecord(**{**rec.__dict__, "state": target, "request": stored})
         return _with(rec, {i: balance_from_row(_Row(rows[i])) for i in ids})
+
+    async def _replayed(self, conn, row) -> OperationRecord:
+        """A committed operation as it was answered: the balances right after
+        it (stored with it), so a replay tells what the original told."""
+        after = (row.request or {}).get(AFTER)
+        rec = _record(row, replayed=True)
+        if after is None:       # booked before balances were stored with operations
+            return await self._with_balances(conn, rec)
+        return _with(rec, {int(i): Balance(int(i), b, b - po, max(0, b - po - c), pi)
+                           for i, (b, po, pi, c) in after.items()})
 
     async def _with_balances(self, conn, rec: OperationRecord) -> OperationRecord:
         ids = [i for i in (rec.account_id, rec.counterparty_id) if i is not None]
@@ -484,6 +566,9 @@ _ACCOUNTS_BY_ID = (sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids
 _ACCOUNTS_BY_ID_LOCKED = _ACCOUNTS_BY_ID.with_for_update()
 _INSERT_OPERATION = operations.insert().returning(operations.c.id)
 _INSERT_TRANSFER = transfers.insert()
+_INSERT_BATCH = ledger_batches.insert()
+_BATCH_BY_TOKEN = sa.select(ledger_batches.c.token).where(ledger_batches.c.token == sa.bindparam("token"))
+_PRUNE_BATCHES = ledger_batches.delete().where(ledger_batches.c.committed_at < sa.bindparam("before"))
 _STORE_BALANCES = accounts.update().where(accounts.c.id == sa.bindparam("_id")).values(
     balance=sa.bindparam("_balance"), pending_out=sa.bindparam("_pending_out"),
     pending_in=sa.bindparam("_pending_in"), consumption=sa.bindparam("_consumption"),

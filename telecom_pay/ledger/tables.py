@@ -133,6 +133,15 @@ transfers = sa.Table(
 sa.Index("ix_transfers_debit", transfers.c.debit_account_id)
 sa.Index("ix_transfers_credit", transfers.c.credit_account_id)
 
+# One row per committed group-commit batch (kept for a while): after a COMMIT
+# whose answer was lost, the writer looks its batch up instead of redoing it.
+ledger_batches = sa.Table(
+    "ledger_batches", metadata,
+    sa.Column("token", sa.String(32), primary_key=True),
+    sa.Column("committed_at", Stamp, nullable=False),
+)
+sa.Index("ix_ledger_batches_committed", ledger_batches.c.committed_at)
+
 credentials = sa.Table(
     "credentials", metadata,
     sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), primary_key=True),

@@ -1,0 +1,110 @@
+"""Nothing after a commit turns success into failure: the session store
+failing once the payment committed leaves the answer a receipt, on SQLite +
+in-process sessions and on PostgreSQL + Redis."""
+import re
+
+import sqlalchemy as sa
+
+from telecom_pay.commands.conversation import Conversation
+from telecom_pay.ledger.tables import operations
+from telecom_pay.outcomes import Outcome
+from telecom_pay.sessions import MemorySessionStore, RedisSessionStore, SessionStoreUnavailable
+from tests.aio import aio_test
+from tests.servicekit import MSISDN, OTHER, funded, make_service, open_active, shutdown
+
+
+class _CountLostMemory(MemorySessionStore):
+    """Answers the velocity check (an increment by 0) but fails the count
+    made after the commit, as a store that went away in between does."""
+
+    async def incr(self, key, ttl, amount=1):
+        if amount:
+            raise SessionStoreUnavailable("session store lost")
+        return await super().incr(key, ttl, amount)
+
+
+class _CountLostRedis(RedisSessionStore):
+    async def incr(self, key, ttl, amount=1):
+        if amount:
+            raise SessionStoreUnavailable("session store lost")
+        return await super().incr(key, ttl, amount)
+
+
+async def service_losing_counts(stack):
+    svc = await make_service(stack["database_url"], sessions_url=stack["sessions_url"],
+                             prefix=stack.get("prefix", "tp:"))
+    await svc.sessions.close()
+    svc.sessions = (_CountLostMemory() if stack["sessions_url"] == "memory://"
+                    else _CountLostRedis(stack["sessions_url"], prefix=stack["prefix"]))
+    return svc
+
+
+async def operations_of(svc, kind):
+    async def q(conn):
+        return (await conn.execute(sa.select(sa.func.count()).select_from(operations)
+                                   .where(operations.c.kind == kind))).scalar_one()
+    return await svc.ledger.read(q)
+
+
+@aio_test
+async def test_payment_committed_then_store_fails_is_ok_once(stack):
+    svc = await service_losing_counts(stack)
+    pin = await funded(svc)
+    r = await svc.pay(MSISDN, "M001", 1250, pin, channel="sms", key="conv:1")
+    assert r.outcome is Outcome.OK and r.ref and r.balance == 8750
+    assert await operations_of(svc, "payment") == 1
+    assert await svc.check_books() == []
+    await shutdown(svc)
+
+
+@aio_test
+async def test_send_committed_then_store_and_notifier_fail_is_ok_once(stack):
+    svc = await service_losing_counts(stack)
+    pin = await funded(svc)
+    await open_active(svc, OTHER)
+    told = []
+
+    def notifier(msisdn, result):
+        told.append((msisdn, result))
+        raise RuntimeError("channel down")
+    svc.add_notifier(notifier)
+    r = await svc.send(MSISDN, OTHER, 700, pin, channel="sms", key="conv:2")
+    assert r.outcome is Outcome.OK and r.balance == 9300
+    assert [(m, res.balance) for m, res in told] == [(OTHER, 700)]
+    assert await operations_of(svc, "p2p") == 1
+    await shutdown(svc)
+
+
+@aio_test
+async def test_conversation_reply_is_the_receipt_when_the_store_fails_after_commit(stack):
+    svc = await service_losing_counts(stack)
+    conv = Conversation(svc)
+    pin = await funded(svc)
+    assert "12.50" in " ".join(await conv.handle(MSISDN, "ZF M001 12.50"))
+    paid = " ".join(await conv.handle(MSISDN, pin))
+    assert "87.50" in paid and re.search(r"\bT[2-9A-HJ-NP-Z]{7}\b", paid), paid
+    assert await operations_of(svc, "payment") == 1
+    await shutdown(svc)
+
+
+class _NotesLostMemory(MemorySessionStore):
+    """Keeps the language cache but cannot store a pending confirmation."""
+
+    async def put(self, key, value, ttl):
+        if key.startswith("pending:"):
+            raise SessionStoreUnavailable("session store lost")
+        return await super().put(key, value, ttl)
+
+
+@aio_test
+async def test_kt_committed_then_store_fails_still_asks_for_a_and_a_opens(sqlite_url):
+    svc = await make_service(sqlite_url)
+    await svc.sessions.close()
+    svc.sessions = _NotesLostMemory()
+    conv = Conversation(svc)
+    kt = " ".join(await conv.handle(MSISDN, "KT"))
+    assert "A" in kt and "稍后" not in kt, kt
+    welcome = " ".join(await conv.handle(MSISDN, "A"))
+    assert re.search(r"(?<!\d)\d{6}(?!\d)", welcome), welcome
+    assert (await svc.balance(MSISDN, channel="t")).outcome is Outcome.OK
+    await shutdown(svc)
