@@ -48,6 +48,11 @@ outbox = sa.Table(
     sa.Column("meta", sa.JSON),
     sa.Column("created_at", Stamp, nullable=False),
     sa.Column("updated_at", Stamp, nullable=False),
+    # a credential SMS: its text is blanked once the SMSC has accepted it
+    sa.Column("secret", sa.Boolean, nullable=False, server_default=sa.false()),
+    # set by a writer that may run twice (a redo after an ambiguous COMMIT): queued once
+    sa.Column("queue_key", sa.String(160)),
+    sa.UniqueConstraint("queue_key", name="uq_outbox_queue_key"),
 )
 sa.Index("ix_inbound_state", inbound_messages.c.state)
 sa.Index("ix_outbox_due", outbox.c.state, outbox.c.next_attempt_at)
@@ -76,6 +81,7 @@ class Outgoing:
     text: str
     attempts: int
     meta: dict | None
+    secret: bool = False
 
 
 def _insert_ignoring_duplicates(dialect: str, table, index_elements):
@@ -94,10 +100,37 @@ _MARK_PROCESSED = inbound_messages.update().where(inbound_messages.c.id == sa.bi
     state="processed", processed_at=sa.bindparam("_at"))
 _ACCEPTED = outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
     state=ACCEPTED, message_ids=sa.bindparam("_ids"), attempts=outbox.c.attempts + 1,
-    updated_at=sa.bindparam("_at"))
+    updated_at=sa.bindparam("_at"),
+    # a credential leaves the database once the SMSC has it (the parts stay, for receipts)
+    text=sa.case((outbox.c.secret, ""), else_=outbox.c.text))
 _RECEIPT = outbox.update().where(outbox.c.id == sa.select(outbox_parts.c.outbox_id).where(
     outbox_parts.c.message_id.in_(sa.bindparam("ids", expanding=True))).limit(1).scalar_subquery()).values(
     delivery=sa.bindparam("_state"), updated_at=sa.bindparam("_at")).returning(outbox.c.id)
+
+
+async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, secret: bool = False,
+                         key: str | None = None, inbound_id: int | None = None,
+                         meta: dict | None = None, now=None) -> list[Outgoing]:
+    """Queue messages in the outbox inside the caller's write job, so they
+    commit with whatever the job books (any process may call it; the SMS
+    daemon's outbox scan sends them). `secret` marks a credential SMS, whose
+    text is blanked once the SMSC accepted it. With `key`, a second call with
+    the same key (a redo after an ambiguous COMMIT) queues nothing again and
+    returns []."""
+    if not texts:
+        return []
+    now = now or utcnow()
+    rows = [dict(channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
+                 next_attempt_at=now, meta=meta, created_at=now, updated_at=now, secret=secret,
+                 queue_key=None if key is None else f"{key}:{i}") for i, text in enumerate(texts)]
+    if key is None:
+        ids = list((await conn.execute(_INSERT_OUTBOX, rows)).scalars())
+    else:
+        insert = _insert_ignoring_duplicates(conn.dialect.name, outbox, ["queue_key"]).returning(outbox.c.id)
+        ids = [(await conn.execute(insert.values(**row))).scalar() for row in rows]
+        if any(i is None for i in ids):
+            return []
+    return [Outgoing(i, channel, msisdn, text, 0, meta, secret) for i, text in zip(ids, texts)]
 
 
 class MessageStore:
@@ -124,19 +157,15 @@ class MessageStore:
         return await self.ledger.write(job, refuses=False)
 
     async def complete(self, inbound_id: int | None, channel: str, msisdn: str, texts: list[str],
-                       meta: dict | None = None) -> list[Outgoing]:
+                       meta: dict | None = None, *, secret: bool = False) -> list[Outgoing]:
         """Queue replies and mark the inbound message processed, atomically;
         returns the queued messages for the channel to send at once."""
         async def job(conn):
-            now = self.clock()
-            ids = []
-            if texts:
-                ids = list((await conn.execute(_INSERT_OUTBOX, [dict(
-                    channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
-                    next_attempt_at=now, meta=meta, created_at=now, updated_at=now) for text in texts])).scalars())
+            queued = await queue_outgoing(conn, channel, msisdn, texts, secret=secret, inbound_id=inbound_id,
+                                          meta=meta, now=self.clock())
             if inbound_id is not None:
-                await conn.execute(_MARK_PROCESSED, {"_id": inbound_id, "_at": now})
-            return [Outgoing(i, channel, msisdn, text, 0, meta) for i, text in zip(ids, texts)]
+                await conn.execute(_MARK_PROCESSED, {"_id": inbound_id, "_at": self.clock()})
+            return queued
         return await self.ledger.write(job, refuses=False)
 
     async def unprocessed(self, channel: str) -> list[Inbound]:
@@ -156,7 +185,7 @@ class MessageStore:
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING)),
                 outbox.c.next_attempt_at <= self.clock()).order_by(outbox.c.id).limit(limit + len(exclude))
             rows = [r for r in (await conn.execute(query)).all() if r.id not in exclude][:limit]
-            return [Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta) for r in rows]
+            return [Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta, r.secret) for r in rows]
         return await self.ledger.read(q)
 
     async def accepted(self, outbox_id: int, message_ids: list[str]) -> None:
