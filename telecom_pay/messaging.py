@@ -10,7 +10,7 @@ commits with the payments it carries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
@@ -27,9 +27,10 @@ inbound_messages = sa.Table(
     sa.Column("msisdn", sa.String(20), nullable=False),
     sa.Column("dedup_key", sa.String(160), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
-    sa.Column("state", sa.String(10), nullable=False),        # received | processed
+    sa.Column("state", sa.String(10), nullable=False),        # received | processed | failed
     sa.Column("received_at", Stamp, nullable=False),
     sa.Column("processed_at", Stamp),
+    sa.Column("error", sa.String(200)),                        # why a failed message is not answered
     sa.UniqueConstraint("dedup_key", name="uq_inbound_dedup"),
 )
 outbox = sa.Table(
@@ -142,17 +143,33 @@ class MessageStore:
         self.clock = clock
         self.max_attempts = max_attempts
 
-    async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str) -> Inbound:
+    async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str, *,
+                             window: float | None = None, failed: str | None = None) -> Inbound:
         """Durably record a message (call before acknowledging it). A second
-        delivery with the same key returns the first record, is_new=False."""
+        delivery with the same key returns the first record, is_new=False.
+
+        With `window` (seconds) the key identifies the message only that long:
+        a delivery with the same key within `window` of the first is a
+        re-delivery, a later one a new message. `failed` records a message
+        that will not be answered, with the reason."""
         async def job(conn):
+            now = self.clock()
+            key = dedup_key
+            if window is not None:
+                bucket = int(now.timestamp() // window)
+                key = f"{dedup_key}:{bucket}"
+                earlier = (await conn.execute(_INBOUND_BY_KEY, {"k": f"{dedup_key}:{bucket - 1}"})).first()
+                if earlier is not None and _aware(earlier.received_at) > now - timedelta(seconds=window):
+                    return Inbound(earlier.id, earlier.msisdn, earlier.text, False)
             insert = _insert_ignoring_duplicates(conn.dialect.name, inbound_messages, ["dedup_key"])
             new_id = (await conn.execute(insert.values(
-                channel=channel, msisdn=msisdn, dedup_key=dedup_key, text=text, state="received",
-                received_at=self.clock()).returning(inbound_messages.c.id))).scalar()
+                channel=channel, msisdn=msisdn, dedup_key=key, text=text,
+                state="received" if failed is None else FAILED, error=None if failed is None else failed[:200],
+                received_at=now, processed_at=None if failed is None else now)
+                .returning(inbound_messages.c.id))).scalar()
             if new_id is not None:
                 return Inbound(new_id, msisdn, text, True)
-            row = (await conn.execute(_INBOUND_BY_KEY, {"k": dedup_key})).first()
+            row = (await conn.execute(_INBOUND_BY_KEY, {"k": key})).first()
             return Inbound(row.id, row.msisdn, row.text, False)
         return await self.ledger.write(job, refuses=False)
 
@@ -223,6 +240,11 @@ class MessageStore:
             return (await conn.execute(sa.select(sa.func.count()).select_from(outbox).where(
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING))))).scalar_one()
         return await self.ledger.read(q)
+
+
+def _aware(stamp: datetime) -> datetime:
+    """SQLite gives naive datetimes back; they are UTC."""
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
 
 
 async def _first(conn, query):
