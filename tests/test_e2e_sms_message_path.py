@@ -184,3 +184,51 @@ async def test_no_pin_or_password_in_the_tables_or_the_log(stack):
 
 async def _all_accepted(daemon) -> bool:
     return all(r.state == "accepted" for r in await rows(daemon, outbox))
+
+
+def crash_seam(database_url: str, on: bool) -> None:
+    """While on, the database refuses every outbox row: the process stays
+    up between the money commit and the reply record, as if it died there."""
+    from telecom_pay.ledger import schema
+    eng = sa.create_engine(schema.sync_url(database_url))
+    sqlite = eng.dialect.name == "sqlite"
+    with eng.begin() as c:
+        if not on:
+            c.execute(sa.text("DROP TRIGGER crash_seam" + ("" if sqlite else " ON outbox")))
+        elif sqlite:
+            c.execute(sa.text("CREATE TRIGGER crash_seam BEFORE INSERT ON outbox "
+                              "BEGIN SELECT RAISE(ABORT, 'crash seam'); END"))
+        else:
+            c.execute(sa.text("CREATE FUNCTION crash_seam() RETURNS trigger AS "
+                              "$$ BEGIN RAISE EXCEPTION 'crash seam'; END $$ LANGUAGE plpgsql"))
+            c.execute(sa.text("CREATE TRIGGER crash_seam BEFORE INSERT ON outbox "
+                              "FOR EACH ROW EXECUTE FUNCTION crash_seam()"))
+    eng.dispose()
+
+
+@aio_test
+async def test_receipt_after_dying_between_the_payment_and_the_reply(stack):
+    """The payment commits, the reply is never recorded, the process stops;
+    the restarted daemon answers the recorded PIN with the original receipt
+    (found by the key derived from the message), and nothing pays twice."""
+    from telecom_pay.ledger.tables import operations
+    sim, daemon = await up(stack)
+    sms = daemon.components["sms"]
+    phone, pin = await open_funded(sim, daemon)
+    svc = daemon.core.service
+    assert "10.00" in await say(phone, "ZF M001 10")
+    crash_seam(stack["database_url"], True)
+    try:
+        await wait_deferred(phone.send(pin))                  # recorded and acknowledged
+        await eventually(lambda: sms._answer_failed)          # the money committed, its reply did not
+        assert (await svc.balance(MSISDN, channel="t")).balance == 4000
+        await stop_daemon(daemon)
+    finally:
+        crash_seam(stack["database_url"], False)
+    daemon = await start_daemon(daemon.settings, bank=InProcessBank())
+    receipt = await reply(phone, expect="40.00", timeout=20)
+    payments = [r for r in await rows(daemon, operations) if r.kind == "payment"]
+    assert len(payments) == 1 and payments[0].ref in receipt and "10.00" in receipt
+    assert (await daemon.core.service.balance(MSISDN, channel="t")).balance == 4000
+    assert "nothing" not in receipt.lower() and await daemon.core.service.check_books() == []
+    await down(sim, daemon)
