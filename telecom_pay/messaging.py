@@ -220,9 +220,12 @@ class MessageStore:
 
         async def job(conn):
             state = FAILED if attempts + 1 >= self.max_attempts else QUEUED
-            await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(
-                state=state, attempts=attempts + 1, error=error[:200],
-                next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock()))
+            values = dict(state=state, attempts=attempts + 1, error=error[:200],
+                          next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock())
+            if state == FAILED:
+                # never sent: a credential is not kept either (a new one is issued by reset)
+                values["text"] = sa.case((outbox.c.secret, ""), else_=outbox.c.text)
+            await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(**values))
         await self.ledger.write(job, refuses=False)
 
     async def receipt(self, message_ids: set[str] | frozenset[str], state: str) -> int | None:

@@ -55,8 +55,12 @@ async def test_queue_outgoing_inside_a_write_job_once_per_key_and_secrets_blanke
     (plain,) = await store.complete(None, "sms", "8613800138000", ["Balance 1.00"])
     await store.accepted(plain.id, ["m2"])
     assert (await store.get(plain.id)).text == "Balance 1.00"     # only credentials are blanked
-    rows = await ledger.read(lambda c: _all(c, sa.select(outbox.c.text)))
-    assert [r.text for r in rows] == ["", "Balance 1.00"]
+    (given_up,) = await store.complete(None, "sms", "8613800138000", ["PIN 771204"], secret=True)
+    store.max_attempts = 1
+    await store.retry_later(given_up.id, "undeliverable", 0)
+    assert (await store.get(given_up.id)).state == "failed"
+    rows = await ledger.read(lambda c: _all(c, sa.select(outbox.c.text).order_by(outbox.c.id)))
+    assert [r.text for r in rows] == ["", "Balance 1.00", ""]
     await ledger.close()
     await ledger.db.dispose()
 
