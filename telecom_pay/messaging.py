@@ -5,7 +5,10 @@ replies (recorded in the same transaction that marks the inbound message
 processed, sent until the carrier accepts, then tracked to delivery).
 
 It writes through the ledger's group commit, so a burst of messages shares
-commits with the payments it carries.
+commits with the payments it carries. A message that will not be answered
+(its sender is not a mobile number) is recorded `failed` with the reason.
+Rows store no secrets: the channel masks PIN answers before the insert, and
+a credential reply (`secret`) loses its text once the SMSC accepted it.
 """
 from __future__ import annotations
 
