@@ -111,7 +111,7 @@ class SmsChannel(MultiService):
                 continue
             log.info("answering {msisdn}: {why}", msisdn=mask(inbound.msisdn), why=why)
             # the stored text: a PIN answer is masked, and the conversation recovers it by its key
-            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None))
+            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None, again=True))
 
     def stopService(self):
         self._stopping = True
@@ -194,17 +194,19 @@ class SmsChannel(MultiService):
                 log.failure("answering {msisdn} failed", failure=_failure(f.exception()), msisdn=mask(msisdn))
         fut.add_done_callback(done)
 
-    async def _answer(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None) -> None:
+    async def _answer(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None, *,
+                      again: bool = False) -> None:
         self._answering.add(inbound_id)
         try:
-            await self._answer_once(inbound_id, msisdn, text, ussd, bind)
+            await self._answer_once(inbound_id, msisdn, text, ussd, bind, again=again)
         except Exception:
             self._answer_failed = True        # the pump's sweep answers it again later
             raise
         finally:
             self._answering.discard(inbound_id)
 
-    async def _answer_once(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None) -> None:
+    async def _answer_once(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None, *,
+                           again: bool = False) -> None:
         conv = self.core.conversation
         meta = None
         if ussd is not None:
@@ -216,7 +218,7 @@ class SmsChannel(MultiService):
             secret = getattr(texts, "secret", False)
             texts = [fit_ussd("\n".join(texts))]
         else:
-            texts = await conv.handle(msisdn, text, channel=self.channel, message_id=inbound_id)
+            texts = await conv.handle(msisdn, text, channel=self.channel, message_id=inbound_id, again=again)
             secret = getattr(texts, "secret", False)
         self._dispatch(await self.messages.complete(inbound_id, self.channel, msisdn, texts, meta, secret=secret))
         try:

@@ -71,13 +71,14 @@ class Conversation:
     # ------------------------------------------------------------ entry points
 
     async def handle(self, msisdn: str, text: str, *, channel: str = "sms",
-                     message_id: int | None = None) -> Replies:
+                     message_id: int | None = None, again: bool = False) -> Replies:
         """Answer one message from `msisdn`; `message_id` is its durable
-        record (the key of what a PIN answer books), `text` its clear text,
-        or the stored (masked) text when a recorded message is answered again."""
+        record (the key of what a PIN answer books). `again`: the recorded
+        message is answered once more (after a restart), `text` is what was
+        stored, a PIN answer masked."""
         msisdn = normalize(msisdn, self.settings.region)
         lang = await self.language(msisdn)
-        if message_id is not None and is_masked_pin_answer(text):
+        if again and message_id is not None and is_masked_pin_answer(text):
             try:
                 return replies_for(render(await self._recover_pin_answer(msisdn, message_id), lang))
             except Exception:
