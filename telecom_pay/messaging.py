@@ -5,12 +5,15 @@ replies (recorded in the same transaction that marks the inbound message
 processed, sent until the carrier accepts, then tracked to delivery).
 
 It writes through the ledger's group commit, so a burst of messages shares
-commits with the payments it carries.
+commits with the payments it carries. A message that will not be answered
+(its sender is not a mobile number) is recorded `failed` with the reason.
+Rows store no secrets: the channel masks PIN answers before the insert, and
+a credential reply (`secret`) loses its text once the SMSC accepted it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
@@ -27,9 +30,10 @@ inbound_messages = sa.Table(
     sa.Column("msisdn", sa.String(20), nullable=False),
     sa.Column("dedup_key", sa.String(160), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
-    sa.Column("state", sa.String(10), nullable=False),        # received | processed
+    sa.Column("state", sa.String(10), nullable=False),        # received | processed | failed
     sa.Column("received_at", Stamp, nullable=False),
     sa.Column("processed_at", Stamp),
+    sa.Column("error", sa.String(200)),                        # why a failed message is not answered
     sa.UniqueConstraint("dedup_key", name="uq_inbound_dedup"),
 )
 outbox = sa.Table(
@@ -48,6 +52,11 @@ outbox = sa.Table(
     sa.Column("meta", sa.JSON),
     sa.Column("created_at", Stamp, nullable=False),
     sa.Column("updated_at", Stamp, nullable=False),
+    # a credential SMS: its text is blanked once the SMSC has accepted it
+    sa.Column("secret", sa.Boolean, nullable=False, server_default=sa.false()),
+    # set by a writer that may run twice (a redo after an ambiguous COMMIT): queued once
+    sa.Column("queue_key", sa.String(160)),
+    sa.UniqueConstraint("queue_key", name="uq_outbox_queue_key"),
 )
 sa.Index("ix_inbound_state", inbound_messages.c.state)
 sa.Index("ix_outbox_due", outbox.c.state, outbox.c.next_attempt_at)
@@ -76,6 +85,7 @@ class Outgoing:
     text: str
     attempts: int
     meta: dict | None
+    secret: bool = False
 
 
 def _insert_ignoring_duplicates(dialect: str, table, index_elements):
@@ -94,10 +104,37 @@ _MARK_PROCESSED = inbound_messages.update().where(inbound_messages.c.id == sa.bi
     state="processed", processed_at=sa.bindparam("_at"))
 _ACCEPTED = outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
     state=ACCEPTED, message_ids=sa.bindparam("_ids"), attempts=outbox.c.attempts + 1,
-    updated_at=sa.bindparam("_at"))
+    updated_at=sa.bindparam("_at"),
+    # a credential leaves the database once the SMSC has it (the parts stay, for receipts)
+    text=sa.case((outbox.c.secret, ""), else_=outbox.c.text))
 _RECEIPT = outbox.update().where(outbox.c.id == sa.select(outbox_parts.c.outbox_id).where(
     outbox_parts.c.message_id.in_(sa.bindparam("ids", expanding=True))).limit(1).scalar_subquery()).values(
     delivery=sa.bindparam("_state"), updated_at=sa.bindparam("_at")).returning(outbox.c.id)
+
+
+async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, secret: bool = False,
+                         key: str | None = None, inbound_id: int | None = None,
+                         meta: dict | None = None, now=None) -> list[Outgoing]:
+    """Queue messages in the outbox inside the caller's write job, so they
+    commit with whatever the job books (any process may call it; the SMS
+    daemon's outbox scan sends them). `secret` marks a credential SMS, whose
+    text is blanked once the SMSC accepted it. With `key`, a second call with
+    the same key (a redo after an ambiguous COMMIT) queues nothing again and
+    returns []."""
+    if not texts:
+        return []
+    now = now or utcnow()
+    rows = [dict(channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
+                 next_attempt_at=now, meta=meta, created_at=now, updated_at=now, secret=secret,
+                 queue_key=None if key is None else f"{key}:{i}") for i, text in enumerate(texts)]
+    if key is None:
+        ids = list((await conn.execute(_INSERT_OUTBOX, rows)).scalars())
+    else:
+        insert = _insert_ignoring_duplicates(conn.dialect.name, outbox, ["queue_key"]).returning(outbox.c.id)
+        ids = [(await conn.execute(insert.values(**row))).scalar() for row in rows]
+        if any(i is None for i in ids):
+            return []
+    return [Outgoing(i, channel, msisdn, text, 0, meta, secret) for i, text in zip(ids, texts)]
 
 
 class MessageStore:
@@ -110,34 +147,46 @@ class MessageStore:
         self.clock = clock if clock is not None else (lambda: ledger.clock())
         self.max_attempts = max_attempts
 
-    async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str) -> Inbound:
+    async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str, *,
+                             window: float | None = None, failed: str | None = None) -> Inbound:
         """Durably record a message (call before acknowledging it). A second
-        delivery with the same key returns the first record, is_new=False."""
+        delivery with the same key returns the first record, is_new=False.
+
+        With `window` (seconds) the key identifies the message only that long:
+        a delivery with the same key within `window` of the first is a
+        re-delivery, a later one a new message. `failed` records a message
+        that will not be answered, with the reason."""
         async def job(conn):
+            now = self.clock()
+            key = dedup_key
+            if window is not None:
+                bucket = int(now.timestamp() // window)
+                key = f"{dedup_key}:{bucket}"
+                earlier = (await conn.execute(_INBOUND_BY_KEY, {"k": f"{dedup_key}:{bucket - 1}"})).first()
+                if earlier is not None and _aware(earlier.received_at) > now - timedelta(seconds=window):
+                    return Inbound(earlier.id, earlier.msisdn, earlier.text, False)
             insert = _insert_ignoring_duplicates(conn.dialect.name, inbound_messages, ["dedup_key"])
             new_id = (await conn.execute(insert.values(
-                channel=channel, msisdn=msisdn, dedup_key=dedup_key, text=text, state="received",
-                received_at=self.clock()).returning(inbound_messages.c.id))).scalar()
+                channel=channel, msisdn=msisdn, dedup_key=key, text=text,
+                state="received" if failed is None else FAILED, error=None if failed is None else failed[:200],
+                received_at=now, processed_at=None if failed is None else now)
+                .returning(inbound_messages.c.id))).scalar()
             if new_id is not None:
                 return Inbound(new_id, msisdn, text, True)
-            row = (await conn.execute(_INBOUND_BY_KEY, {"k": dedup_key})).first()
+            row = (await conn.execute(_INBOUND_BY_KEY, {"k": key})).first()
             return Inbound(row.id, row.msisdn, row.text, False)
         return await self.ledger.write(job, refuses=False)
 
     async def complete(self, inbound_id: int | None, channel: str, msisdn: str, texts: list[str],
-                       meta: dict | None = None) -> list[Outgoing]:
+                       meta: dict | None = None, *, secret: bool = False) -> list[Outgoing]:
         """Queue replies and mark the inbound message processed, atomically;
         returns the queued messages for the channel to send at once."""
         async def job(conn):
-            now = self.clock()
-            ids = []
-            if texts:
-                ids = list((await conn.execute(_INSERT_OUTBOX, [dict(
-                    channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
-                    next_attempt_at=now, meta=meta, created_at=now, updated_at=now) for text in texts])).scalars())
+            queued = await queue_outgoing(conn, channel, msisdn, texts, secret=secret, inbound_id=inbound_id,
+                                          meta=meta, now=self.clock())
             if inbound_id is not None:
-                await conn.execute(_MARK_PROCESSED, {"_id": inbound_id, "_at": now})
-            return [Outgoing(i, channel, msisdn, text, 0, meta) for i, text in zip(ids, texts)]
+                await conn.execute(_MARK_PROCESSED, {"_id": inbound_id, "_at": self.clock()})
+            return queued
         return await self.ledger.write(job, refuses=False)
 
     async def unprocessed(self, channel: str) -> list[Inbound]:
@@ -157,7 +206,7 @@ class MessageStore:
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING)),
                 outbox.c.next_attempt_at <= self.clock()).order_by(outbox.c.id).limit(limit + len(exclude))
             rows = [r for r in (await conn.execute(query)).all() if r.id not in exclude][:limit]
-            return [Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta) for r in rows]
+            return [Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta, r.secret) for r in rows]
         return await self.ledger.read(q)
 
     async def accepted(self, outbox_id: int, message_ids: list[str]) -> None:
@@ -175,9 +224,12 @@ class MessageStore:
 
         async def job(conn):
             state = FAILED if attempts + 1 >= self.max_attempts else QUEUED
-            await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(
-                state=state, attempts=attempts + 1, error=error[:200],
-                next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock()))
+            values = dict(state=state, attempts=attempts + 1, error=error[:200],
+                          next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock())
+            if state == FAILED:
+                # never sent: a credential is not kept either (a new one is issued by reset)
+                values["text"] = sa.case((outbox.c.secret, ""), else_=outbox.c.text)
+            await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(**values))
         await self.ledger.write(job, refuses=False)
 
     async def receipt(self, message_ids: set[str] | frozenset[str], state: str) -> int | None:
@@ -195,6 +247,11 @@ class MessageStore:
             return (await conn.execute(sa.select(sa.func.count()).select_from(outbox).where(
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING))))).scalar_one()
         return await self.ledger.read(q)
+
+
+def _aware(stamp: datetime) -> datetime:
+    """SQLite gives naive datetimes back; they are UTC."""
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
 
 
 async def _first(conn, query):

@@ -147,3 +147,36 @@ async def test_n_after_kt_cancels_the_opening(stack):
     assert (await svc.balance(MSISDN, channel="t")).outcome.value == "no_account"
     assert "A" in " ".join(await conv.handle(MSISDN, "KT"))     # and KT starts again
     await shutdown(svc)
+
+
+@aio_test
+async def test_a_recorded_pin_answer_answered_again_recovers_its_result(stack):
+    """The channel answers a recorded message again after a restart; its
+    stored text is masked. The payment it booked is found by the message's
+    key and reported, never booked twice; a PIN answer that booked nothing
+    asks for the PIN again; credentials are marked secret."""
+    conv, svc = await conv_for(stack)
+    kt = await conv.handle(MSISDN, "KT")
+    assert not kt.secret
+    creds = await conv.handle(MSISDN, "A")
+    assert creds.secret
+    pin = pin_in(creds)
+    await svc.fund_agent("AG001", 10_000, key="f")
+    await svc.cash_in("AG001", MSISDN, 10_000, key="c")
+    await conv.handle(MSISDN, "ZF M001 10")
+    paid = await conv.handle(MSISDN, pin, message_id=7)
+    again = await conv.handle(MSISDN, "******", message_id=7, again=True)
+    assert ref_in(again) == ref_in(paid) and "90.00" in again[0] and not again.secret
+    assert (await svc.balance(MSISDN, channel="t")).balance == 9000
+    await conv.answered(7)
+    assert "90.00" in (await conv.handle(MSISDN, "******", message_id=7, again=True))[0]   # the key alone suffices
+    await conv.handle(MSISDN, "ZF M001 5")
+    wrong = "000000" if pin != "000000" else "111111"
+    await conv.handle(MSISDN, wrong, message_id=8)               # its reply was never recorded
+    asked = await conv.handle(MSISDN, "******", message_id=8, again=True)
+    assert "5.00" in asked[0] and not re.search(r"\bT[2-9A-HJ-NP-Z]{7}\b", asked[0])
+    assert "85.00" in (await conv.handle(MSISDN, pin, message_id=9))[0]
+    nothing = await conv.handle(MSISDN, "******", message_id=10, again=True)
+    assert nothing == await conv.handle(MSISDN, "123456")          # nothing pending
+    assert await conv.handle(MSISDN, "******", message_id=11) != nothing   # typed, not stored: no recovery
+    await shutdown(svc)

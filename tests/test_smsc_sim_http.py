@@ -169,3 +169,32 @@ def test_service_starts_both_endpoints_and_stops():
     finally:
         yield service.stopService()
     yield esme.lost.addTimeout(5, reactor)
+
+
+@pytest_twisted.inlineCallbacks
+def test_message_reference_switch(make_sim):  # noqa: F811
+    """Most SMSCs pass no TP-MR on: the handsets can be told to send none."""
+    sim, esme, base = yield start(make_sim, echo=False)
+    seen = []
+    esme.on_deliver = lambda pdu: seen.append(pdu.user_message_reference)
+    control = SmscControl(base)
+    yield control.send_mo(CUSTOMER, "YE")
+    assert (yield control.set_message_reference(False)) is False
+    code, data = yield call("GET", f"{base}/settings")
+    assert code == 200 and data == {"message_reference": False}
+    yield control.send_mo(CUSTOMER, "YE")
+    assert seen == [0, None]
+    code, data = yield call("POST", f"{base}/settings", {"message_reference": "no"})
+    assert code == 400
+    code, data = yield call("POST", f"{base}/settings", {"colour": 1})
+    assert code == 400
+
+
+def test_message_reference_in_config_and_cli():
+    from simulators.smsc.config import SmscConfig
+    import simulators.smsc.cli  # noqa: F401  (adds its subcommands)
+    from telecom_pay.cli import build_parser
+    assert SmscConfig.from_mapping({"message_reference": False}).message_reference is False
+    with pytest.raises(ValueError):
+        SmscConfig.from_mapping({"message_reference": "off"})
+    assert build_parser().parse_args(["smsc-sim", "--no-message-reference"]).no_message_reference

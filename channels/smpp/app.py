@@ -1,11 +1,23 @@
 """The SMS (and USSD) channel: the ESME pool on one side, the core on the
 other.
 
-Path of one message (DESIGN section 3): deliver_sm -> dedup (session store,
-within a window) -> durable inbound record -> deliver_sm_resp -> the
-conversation (PaymentService) -> replies queued in the outbox in the same
-transaction that marks the message processed -> submit_sm at once, and
-again from the outbox until the SMSC accepts -> delivery receipt matched to the outbox record.
+Path of one message (DESIGN section 3): deliver_sm -> durable inbound record,
+deduplicated by the database -> deliver_sm_resp -> the conversation
+(PaymentService) -> replies queued in the outbox in the same transaction that
+marks the message processed -> submit_sm at once, and again from the outbox
+until the SMSC accepts -> delivery receipt matched to the outbox record.
+
+Duplicates: the database record is the only proof a message was seen (no
+session-store marker, which could outlive a record that never committed). A
+delivery is the same message as an earlier one when it has the same sender,
+text and SMSC identity (TP-MR, `user_message_reference`) within
+`dedup_window`; when the SMSC passes no identity, the same sender and text
+within `redelivery_window` (a few seconds: the SMSC's resend after a lost
+deliver_sm_resp). A later repeat is a new message and is answered; what it
+asks is safe to do twice, or idempotent in the conversation (a PIN answer
+books under its own message's key and consumes the pending action once).
+The key stored is an HMAC of the content under the PIN key, so a PIN is not
+recoverable from it; PIN answers and `MM old new` are stored masked.
 
 Messages of one subscriber are handled in arrival order; different
 subscribers in parallel. A restart requeues what was being sent and answers
@@ -14,6 +26,8 @@ what was recorded but not yet answered.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections import OrderedDict
 from typing import Any
 
@@ -26,6 +40,7 @@ from channels.smpp.pool import EsmePool
 from channels.smpp.session import MessageReceived, ReceiptReceived, UssdInfo
 from channels.smpp.text import is_gsm
 from telecom_pay.aio import as_deferred, wait_deferred
+from telecom_pay.commands.redaction import redact
 from telecom_pay.core import Core
 from telecom_pay.crashpoints import crash_point
 from telecom_pay.messaging import MessageStore
@@ -51,11 +66,13 @@ def fit_ussd(text: str) -> str:
 
 class SmsChannel(MultiService):
     def __init__(self, core: Core, binds: list[dict], *, reactor=None, channel: str = "sms",
-                 dedup_window: float = 120.0, retry_poll: float = 1.0, batch: int = 200):
+                 dedup_window: float = 120.0, redelivery_window: float = 15.0, retry_poll: float = 1.0,
+                 batch: int = 200):
         super().__init__()
         self.core = core
         self.channel = channel
         self.dedup_window = dedup_window
+        self.redelivery_window = redelivery_window
         self.retry_poll = retry_poll
         self.batch = batch
         self.messages = MessageStore(core.ledger)
@@ -94,7 +111,8 @@ class SmsChannel(MultiService):
             if inbound.id in self._answering:
                 continue
             log.info("answering {msisdn}: {why}", msisdn=mask(inbound.msisdn), why=why)
-            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None))
+            # the stored text: a PIN answer is masked, and the conversation recovers it by its key
+            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None, again=True))
 
     def stopService(self):
         self._stopping = True
@@ -121,30 +139,26 @@ class SmsChannel(MultiService):
         return as_deferred(self._receive(bind, event))
 
     async def _receive(self, bind, event: MessageReceived) -> None:
+        refusal = None
         try:
             msisdn = normalize(event.msisdn, self.core.settings.region)
         except MsisdnError:
-            msisdn = "".join(ch for ch in event.msisdn if ch.isdigit()) or event.msisdn
-        now = self.core.service.clock().timestamp()
-        bucket = int(now // self.dedup_window)
-        dedup = f"mo:{event.smsc_message_key}"
-        fresh = await self.core.sessions.put_if_absent(dedup, {"at": now}, ttl=self.dedup_window)
-        if not fresh:
+            # a short code, an alphanumeric sender or none: nobody to answer
+            msisdn = event.msisdn[:20]
+            refusal = "sender is not a mobile number"
+        identified = event.user_message_reference is not None
+        inbound = await self.messages.record_inbound(
+            self.channel, msisdn, self._dedup_key(event), redact(event.text),
+            window=self.dedup_window if identified else self.redelivery_window, failed=refusal)
+        if not inbound.is_new:
             self.stats["duplicates"] += 1
             log.info("sms in {msisdn}: duplicate delivery ignored", msisdn=mask(msisdn))
             return
-        try:
-            inbound = await self.messages.record_inbound(
-                self.channel, msisdn, f"{event.smsc_message_key}:{bucket}", event.text)
-        except BaseException:
-            # not recorded: the SMSC's retry must not look like a duplicate
-            await self.core.sessions.delete(dedup)
-            raise
-        if not inbound.is_new:
-            self.stats["duplicates"] += 1
-            return
         self.stats["mo"] += 1
         crash_point("after_mo_recorded")
+        if refusal is not None:
+            log.info("sms in {msisdn}: not answered, {why}", msisdn=mask(msisdn), why=refusal)
+            return
         log.info("sms in {msisdn} len={n} parts={parts}", msisdn=mask(msisdn), n=len(event.text), parts=event.parts)
         ussd = event.ussd if event.ussd is not None and event.ussd.service_op is not None else None
         if ussd is not None and ussd.service_op not in (PSSR_IND, USSR_CONF):
@@ -152,6 +166,12 @@ class SmsChannel(MultiService):
             self._serialize(msisdn, self.messages.complete(inbound.id, self.channel, msisdn, []))
             return
         self._serialize(msisdn, self._answer(inbound.id, msisdn, event.text, ussd, bind))
+
+    def _dedup_key(self, event: MessageReceived) -> str:
+        """The message's identity as stored: keyed, so the text (maybe a PIN)
+        cannot be found again from it by trying every candidate."""
+        return hmac.new(self.core.settings.pin_key, f"mo:{event.smsc_message_key}".encode(),
+                        hashlib.sha256).hexdigest()[:40]
 
     def _serialize(self, msisdn: str, coro) -> None:
         """Run `coro` after the previous message of the same subscriber."""
@@ -176,31 +196,40 @@ class SmsChannel(MultiService):
                 log.failure("answering {msisdn} failed", failure=_failure(f.exception()), msisdn=mask(msisdn))
         fut.add_done_callback(done)
 
-    async def _answer(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None) -> None:
+    async def _answer(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None, *,
+                      again: bool = False) -> None:
         self._answering.add(inbound_id)
         try:
-            await self._answer_once(inbound_id, msisdn, text, ussd, bind)
+            await self._answer_once(inbound_id, msisdn, text, ussd, bind, again=again)
         except Exception:
             self._answer_failed = True        # the pump's sweep answers it again later
             raise
         finally:
             self._answering.discard(inbound_id)
 
-    async def _answer_once(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None) -> None:
+    async def _answer_once(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None, *,
+                           again: bool = False) -> None:
         conv = self.core.conversation
         meta = None
         if ussd is not None:
-            texts, end = await self._ussd_turn(msisdn, text, ussd)
+            texts, end = await self._ussd_turn(msisdn, text, ussd, inbound_id)
             meta = {"ussd_op": PSSR_RESP if end else USSR_REQ,
                     "its_session_info": ussd.reply(end=end).session_info,
                     "user_message_reference": ussd.user_message_reference,
                     "bind": bind.name if bind is not None else None}
+            secret = getattr(texts, "secret", False)
             texts = [fit_ussd("\n".join(texts))]
         else:
-            texts = await conv.handle(msisdn, text, channel=self.channel)
-        self._dispatch(await self.messages.complete(inbound_id, self.channel, msisdn, texts, meta))
+            texts = await conv.handle(msisdn, text, channel=self.channel, message_id=inbound_id, again=again)
+            secret = getattr(texts, "secret", False)
+        self._dispatch(await self.messages.complete(inbound_id, self.channel, msisdn, texts, meta, secret=secret))
+        try:
+            await conv.answered(inbound_id)
+        except Exception:
+            log.failure("forgetting the answered PIN action of {msisdn} failed", msisdn=mask(msisdn))
 
-    async def _ussd_turn(self, msisdn: str, text: str, ussd: UssdInfo) -> tuple[list[str], bool]:
+    async def _ussd_turn(self, msisdn: str, text: str, ussd: UssdInfo,
+                         inbound_id: int | None = None) -> tuple[list[str], bool]:
         """USSD offers the same operations as SMS: the dialled code opens a
         session showing the commands; each answer is a command line; `0`
         ends the session."""
@@ -211,12 +240,13 @@ class SmsChannel(MultiService):
             return [USSD_WELCOME[lang]], False
         if stripped.upper() in USSD_END_WORDS:
             return ["再见." if lang == "zh" else "Goodbye."], True
-        replies = await conv.handle(msisdn, stripped, channel="ussd")
+        replies = await conv.handle(msisdn, stripped, channel="ussd", message_id=inbound_id)
         return replies, False
 
     async def _notify(self, msisdn: str, result: Result) -> None:
         texts = await self.core.conversation.render_for(msisdn, result)
-        self._dispatch(await self.messages.complete(None, self.channel, msisdn, texts))
+        self._dispatch(await self.messages.complete(None, self.channel, msisdn, texts,
+                                                    secret=getattr(texts, "secret", False)))
 
     # ------------------------------------------------------------ outbound
 
@@ -326,4 +356,5 @@ def make_channel(core: Core, config: dict[str, Any], reactor) -> SmsChannel:
     """Factory named in config: `[sms] factory = "channels.smpp.app:make_channel"`."""
     binds = config.get("binds") or []
     return SmsChannel(core, binds, reactor=reactor, dedup_window=float(config.get("dedup_window", 120)),
+                      redelivery_window=float(config.get("redelivery_window", 15)),
                       retry_poll=float(config.get("retry_poll", 1.0)))

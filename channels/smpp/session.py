@@ -35,8 +35,10 @@ Rules it implements (DESIGN 4 and 8, and the complaints in NOTES-packages):
 * ``MessageReceived.smsc_message_key`` identifies the content (source,
   destination, text, concatenation reference, USSD session), not the PDU:
   an SMSC retry carries a new sequence number but the same key. A subscriber
-  who really sends the same text twice also gets the same key, so the
-  application dedups within a window (the SMSC's retry horizon), not forever.
+  who really sends the same text twice also gets the same key unless the
+  SMSC passes the phone's TP-MR (``user_message_reference``, part of the key
+  and of the event), so the application dedups within a window: the TP-MR's
+  horizon when there is one, the SMSC's short resend horizon otherwise.
 * A submit_sm unanswered within ``response_timeout`` is sent again (the
   SMSC may have accepted it: at-least-once, like every SMPP gateway) and an
   enquire_link checks the link.
@@ -214,6 +216,8 @@ class MessageReceived(Event):
     smsc_message_key: str
     ussd: UssdInfo | None
     parts: int = 1
+    #: the SMSC's identity of the message (TP-MR), when it passes one on
+    user_message_reference: int | None = None
 
 
 @dataclass(frozen=True)
@@ -605,7 +609,7 @@ class EsmeSession:
         events.append(MessageReceived(
             sequence=pdu.sequence, connection=self.connection, msisdn=source,
             destination=destination, text=text, data_coding=pdu.data_coding or 0,
-            smsc_message_key=key, ussd=ussd, parts=parts))
+            smsc_message_key=key, ussd=ussd, parts=parts, user_message_reference=pdu.user_message_reference))
 
     def _receipt(self, pdu, source: str, payload: bytes, events: list[Event], response: str) -> None:
         try:

@@ -25,6 +25,8 @@ DEFAULT_CONTROL = "http://127.0.0.1:8025"
 def _configure_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smpp", default=None, help="SMPP endpoint (default from [demo] smsc_smpp)")
     p.add_argument("--http", default=None, help="control API endpoint (default from [demo] smsc_http)")
+    p.add_argument("--no-message-reference", action="store_true",
+                   help="handsets send no TP-MR (user_message_reference), as most real SMSCs pass none on")
 
 
 def _sim(args) -> int:
@@ -35,7 +37,10 @@ def _sim(args) -> int:
     _start_logging("info")
     settings = config_mod.load(args.config)
     demo = settings.section("demo")
-    smsc = SmscSimulator(SmscConfig.from_mapping(settings.section("smsc_sim")), reactor)
+    sim_config = dict(settings.section("smsc_sim"))
+    if args.no_message_reference:
+        sim_config["message_reference"] = False
+    smsc = SmscSimulator(SmscConfig.from_mapping(sim_config), reactor)
 
     async def start():
         smpp = args.smpp or demo.get("smsc_smpp", "tcp:2775:interface=127.0.0.1")

@@ -34,6 +34,9 @@ class SmscConfig:
     bind_timeout: float = 30.0
     traffic_capacity: int = 10_000
     default_language: str = "zh"
+    #: Handsets put the phone's TP-MR in each MO as user_message_reference. Most real
+    #: SMSCs pass none on: switch it off to test the platform against such a peer.
+    message_reference: bool = True
     #: Handsets registered at start: [{"msisdn": ..., "language": ...}].
     handsets: list[dict[str, str]] = field(default_factory=list)
 
@@ -67,5 +70,7 @@ class SmscConfig:
             raise ValueError("smsc_sim.window must be at least 1")
         if self.max_delivery_attempts < 1:
             raise ValueError("smsc_sim.max_delivery_attempts must be at least 1")
+        if not isinstance(self.message_reference, bool):
+            raise ValueError("smsc_sim.message_reference must be true or false")
         if self.traffic_capacity < 1:
             raise ValueError("smsc_sim.traffic_capacity must be at least 1")

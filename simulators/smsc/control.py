@@ -133,6 +133,12 @@ class SmscControl:
         return data["cleared"]
 
     @_deferred
+    async def set_message_reference(self, on: bool) -> bool:
+        """Whether handsets send a TP-MR (user_message_reference) with each MO."""
+        _, data = await self._call("POST", "/settings", {"message_reference": bool(on)})
+        return data["message_reference"]
+
+    @_deferred
     async def binds(self) -> list[dict[str, Any]]:
         _, data = await self._call("GET", "/binds")
         return data["binds"]

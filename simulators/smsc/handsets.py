@@ -144,12 +144,14 @@ class Handset:
         fields = [
             dict(source_addr_ton=1, source_addr_npi=1, source_addr=self.msisdn,
                  dest_addr_ton=0, dest_addr_npi=1, destination_addr=destination,
-                 esm_class=part.esm_class, data_coding=part.data_coding, short_message=part.short_message,
-                 # TP-MR: the phone numbers each message it sends; the SMSC passes it on, and with the
-                 # sender and text it identifies the message across the SMSC's re-deliveries
-                 user_message_reference=ref)
+                 esm_class=part.esm_class, data_coding=part.data_coding, short_message=part.short_message)
             for part in parts
         ]
+        if self._sim.config.message_reference:
+            # TP-MR: the phone numbers each message it sends; the SMSC passes it on, and with the
+            # sender and text it identifies the message across the SMSC's re-deliveries
+            for f in fields:
+                f["user_message_reference"] = ref
         d = self._sim.deliver_mo(self, fields)
 
         def acked(_):

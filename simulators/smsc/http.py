@@ -13,6 +13,7 @@
            POST /faults {"kind": "close" | "unbind", "system_id"?, "bind_id"?}: cut connections now,
            or ask the ESMEs to unbind
     GET    /binds
+    GET    /settings | POST /settings {"message_reference": false}: whether handsets send a TP-MR
 
 Errors are JSON objects {"error": "..."} with 400 (bad request), 404, 409
 (USSD state) or 504 (timed out waiting for the platform); 415 for a body
@@ -274,6 +275,22 @@ class SmscControlApi:
     @app.route("/binds", methods=["GET"])
     def binds(self, request):
         return _json(request, {"binds": [b.to_json() for b in self.sim.binds]})
+
+    @app.route("/settings", methods=["GET"])
+    def settings(self, request):
+        return _json(request, {"message_reference": self.sim.config.message_reference})
+
+    @app.route("/settings", methods=["POST"])
+    def change_settings(self, request):
+        data = _body(request)
+        unknown = set(data) - {"message_reference"}
+        if unknown:
+            raise _HttpError(400, f"unknown settings: {', '.join(sorted(unknown))}")
+        if "message_reference" in data:
+            if not isinstance(data["message_reference"], bool):
+                raise _HttpError(400, "message_reference must be true or false")
+            self.sim.config.message_reference = data["message_reference"]
+        return _json(request, {"message_reference": self.sim.config.message_reference})
 
 
 def _within(sim: SmscSimulator, d: defer.Deferred, timeout: float) -> defer.Deferred:

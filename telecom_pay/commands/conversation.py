@@ -3,8 +3,14 @@
 It keeps what a message leaves pending in the session store: `KT` waits for
 `A`; `ZF M001 12.50` (and every other command that spends or unlocks)
 waits for the 6-digit PIN. A pending action is consumed atomically (`take`),
-so a PIN sent twice never pays twice; its idempotency key is fixed when the
-action is first asked for, so a retried booking finds the original.
+so a PIN sent twice never pays twice. When the channel names the recorded
+message that carries the PIN (`message_id`), the operation's idempotency key
+is derived from it (`mo:<message_id>`) and the action is kept under that
+message (`answering:<message_id>`) until its answer is recorded: if the
+process dies between the money commit and the reply, answering the same
+recorded message again finds the operation by its key and sends the
+original receipt (the stored text is masked, so the PIN itself is gone; with
+nothing booked, the PIN is asked for again).
 
 Every message gets an answer: unknown or malformed text gets help, and an
 unexpected failure gets a short "try again later" (logged), never silence
@@ -18,6 +24,7 @@ from twisted.logger import Logger
 
 from telecom_pay.commands import keywords as kw
 from telecom_pay.commands.parser import Command, ParseError, parse
+from telecom_pay.commands.redaction import is_masked_pin_answer
 from telecom_pay.commands.replies import normalize_lang, render, render_help, render_parse_error
 from telecom_pay.msisdn import mask, normalize
 from telecom_pay.outcomes import Outcome, Result
@@ -32,6 +39,27 @@ LANGUAGE_CACHE_TTL = 3600
 
 # Commands that wait for the PIN before anything happens.
 PIN_GUARDED = {kw.PAY, kw.SEND, kw.AIRTIME, kw.TOPUP, kw.WITHDRAW, kw.UNFREEZE, kw.CLOSE}
+# The reply an operation recovered by its key gets, by the operation's kind.
+_ACTION_OF_KIND = {"payment": "pay", "p2p": "send", "airtime": "airtime", "topup": "topup",
+                   "withdrawal": "withdraw", "close_refund": "close"}
+
+
+class Replies(list):
+    """Reply texts; `secret` when they carry a credential (a PIN or a
+    password), so the outbox forgets the text once the SMSC has it."""
+    secret = False
+
+
+def replies_for(texts: list[str], result: Result | None = None) -> Replies:
+    out = Replies(texts)
+    if result is not None and (result.params.get("pin") or result.params.get("password")):
+        out.secret = True
+    return out
+
+
+def message_key(message_id: int) -> str:
+    """The idempotency key of the operation a recorded message's PIN answer books."""
+    return f"mo:{message_id}"
 
 
 class Conversation:
@@ -42,28 +70,42 @@ class Conversation:
 
     # ------------------------------------------------------------ entry points
 
-    async def handle(self, msisdn: str, text: str, *, channel: str = "sms") -> list[str]:
-        """Answer one message from `msisdn`."""
+    async def handle(self, msisdn: str, text: str, *, channel: str = "sms",
+                     message_id: int | None = None, again: bool = False) -> Replies:
+        """Answer one message from `msisdn`; `message_id` is its durable
+        record (the key of what a PIN answer books). `again`: the recorded
+        message is answered once more (after a restart), `text` is what was
+        stored, a PIN answer masked."""
         msisdn = normalize(msisdn, self.settings.region)
         lang = await self.language(msisdn)
+        if again and message_id is not None and is_masked_pin_answer(text):
+            try:
+                return replies_for(render(await self._recover_pin_answer(msisdn, message_id), lang))
+            except Exception:
+                log.failure("recovering the answer to {msisdn}'s PIN failed", msisdn=mask(msisdn))
+                return replies_for([TRY_LATER[lang]])
         try:
             cmd = parse(text)
         except ParseError as err:
-            return render_parse_error(err, lang)
+            return replies_for(render_parse_error(err, lang))
         try:
-            result = await self._dispatch(msisdn, cmd, channel, lang)
+            result = await self._dispatch(msisdn, cmd, channel, lang, message_id)
         except Exception:
             log.failure("command {name} from {msisdn} failed", name=cmd.name, msisdn=mask(msisdn))
-            return [TRY_LATER[lang]]
+            return replies_for([TRY_LATER[lang]])
         if isinstance(result, list):
-            return result
+            return replies_for(result)
         if result.outcome is Outcome.OK and result.params.get("action") == "lang":
             lang = result.params["lang"]
-        return render(result, lang)
+        return replies_for(render(result, lang), result)
 
-    async def render_for(self, msisdn: str, result: Result) -> list[str]:
-        """Text for a notification (P2P received, a delayed bank answer)."""
-        return render(result, await self.language(msisdn))
+    async def answered(self, message_id: int) -> None:
+        """The answer to `message_id` is recorded: its PIN answer needs no recovery."""
+        await self.sessions.delete(self._answering_key(message_id))
+
+    async def render_for(self, msisdn: str, result: Result) -> Replies:
+        """Text for a notification (P2P received, a delayed bank answer, a PIN reset)."""
+        return replies_for(render(result, await self.language(msisdn)), result)
 
     async def language(self, msisdn: str) -> str:
         stored = await self.sessions.get(f"lang:{msisdn}")
@@ -80,7 +122,8 @@ class Conversation:
 
     # ------------------------------------------------------------ dispatch
 
-    async def _dispatch(self, msisdn: str, cmd: Command, channel: str, lang: str) -> Result | list[str]:
+    async def _dispatch(self, msisdn: str, cmd: Command, channel: str, lang: str,
+                        message_id: int | None = None) -> Result | list[str]:
         svc = self.service
         name = cmd.name
         if name == kw.HELP:
@@ -120,7 +163,7 @@ class Conversation:
             await self.sessions.delete(self._pending_key(msisdn))
             return await svc.freeze(msisdn, channel=channel)
         if name == kw.PIN_REPLY:
-            return await self._pin_reply(msisdn, cmd.pin, channel, lang)
+            return await self._pin_reply(msisdn, cmd.pin, channel, lang, message_id)
         if name in PIN_GUARDED:
             return await self._ask_pin(msisdn, cmd, lang)
         return Result(Outcome.UNKNOWN_COMMAND)
@@ -157,13 +200,19 @@ class Conversation:
         await self._hold(msisdn, pending, self.settings.pending_payment_minutes)
         return Result(Outcome.PIN_REQUIRED, amount=pending.get("amount"), params=self._pending_params(pending))
 
-    async def _pin_reply(self, msisdn: str, pin: str, channel: str, lang: str) -> Result:
+    async def _pin_reply(self, msisdn: str, pin: str, channel: str, lang: str,
+                         message_id: int | None = None) -> Result:
         pending = await self.sessions.take(self._pending_key(msisdn))
         if pending is None or pending.get("action") == kw.OPEN:
             if pending is not None:
                 await self._hold(msisdn, pending, self.settings.confirm_minutes)
             return Result(Outcome.NOTHING_PENDING)
-        svc, action, key, amount = self.service, pending["action"], pending["key"], pending.get("amount")
+        key = pending["key"]
+        if message_id is not None:
+            key = message_key(message_id)
+            await self.sessions.put(self._answering_key(message_id), dict(pending, msisdn=msisdn),
+                                    ttl=self.settings.pending_payment_minutes * 60)
+        svc, action, amount = self.service, pending["action"], pending.get("amount")
         if action == kw.PAY:
             result = await svc.pay(msisdn, pending["merchant_code"], amount, pin, channel=channel, key=key,
                                    reference=pending.get("reference"), lang=lang)
@@ -185,7 +234,38 @@ class Conversation:
             await self._hold(msisdn, pending, self.settings.pending_payment_minutes)   # may try again
         return result
 
+    async def _recover_pin_answer(self, msisdn: str, message_id: int) -> Result:
+        """Answer again a recorded PIN answer whose reply was never recorded
+        (the process died): the original result if its operation booked,
+        else the PIN is asked for again (its digits were not stored)."""
+        claimed = await self.sessions.get(self._answering_key(message_id))
+        rec = await self.service.ledger.get_operation(message_key(message_id))
+        if rec is None:
+            if claimed is None or claimed.get("msisdn") != msisdn:
+                return Result(Outcome.NOTHING_PENDING)
+            pending = {k: v for k, v in claimed.items() if k != "msisdn"}
+            await self._hold(msisdn, pending, self.settings.pending_payment_minutes)
+            return Result(Outcome.PIN_REQUIRED, amount=pending.get("amount"), params=self._pending_params(pending))
+        action = _ACTION_OF_KIND.get(rec.kind, (claimed or {}).get("action", rec.kind))
+        params = {"action": action}
+        for k in ("merchant_code", "merchant_name", "counterparty"):
+            if claimed and claimed.get(k):
+                params[k] = claimed[k]
+        if rec.state == "pending":
+            return Result(Outcome.IN_PROGRESS, ref=rec.ref, amount=rec.amount, params=params)
+        if rec.state == "voided":
+            return Result(Outcome.BANK_DECLINED, amount=rec.amount, params={**params, "reason": "other"})
+        balance = None
+        if rec.account_id is not None:
+            balance = (await self.service.ledger.balance(rec.account_id)).available
+        return Result(Outcome.OK, ref=rec.ref, amount=rec.amount, fee=rec.fee or None, balance=balance,
+                      params=params)
+
     # ------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _answering_key(message_id: int) -> str:
+        return f"answering:{message_id}"
 
     @staticmethod
     def _pending_key(msisdn: str) -> str:

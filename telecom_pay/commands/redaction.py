@@ -1,0 +1,36 @@
+"""What of a subscriber's text may be stored: PIN answers and `MM old new`
+are kept masked, decided by the parser (a 6-digit text is masked whenever it
+would be handled as a PIN answer), so a PIN is never written in the inbound
+table, not even until the message is answered."""
+from __future__ import annotations
+
+import re
+
+from telecom_pay.commands import keywords as kw
+from telecom_pay.commands.parser import ParseError, parse
+
+PIN_MASK = "******"
+CHANGE_PIN_MASK = "MM ****** ******"
+_DIGIT = re.compile(r"[0-9０-９]")
+
+# commands whose arguments are PINs, even when they are mistyped
+_PIN_BEARING = frozenset({kw.PIN_REPLY, kw.CHANGE_PIN})
+
+
+def redact(text: str) -> str:
+    """The text as it may be stored."""
+    try:
+        cmd = parse(text)
+    except ParseError as err:
+        # `MM 12345 654321` or a 5-digit reply: a PIN got mistyped, still a PIN
+        return _DIGIT.sub("*", text) if err.command in _PIN_BEARING else text
+    if cmd.name == kw.PIN_REPLY:
+        return PIN_MASK
+    if cmd.name == kw.CHANGE_PIN:
+        return CHANGE_PIN_MASK
+    return text
+
+
+def is_masked_pin_answer(text: str) -> bool:
+    """A stored PIN answer (the message is being answered again after a restart)."""
+    return text == PIN_MASK
