@@ -147,3 +147,18 @@ async def test_n_after_kt_cancels_the_opening(stack):
     assert (await svc.balance(MSISDN, channel="t")).outcome.value == "no_account"
     assert "A" in " ".join(await conv.handle(MSISDN, "KT"))     # and KT starts again
     await shutdown(svc)
+
+
+@aio_test
+async def test_statement_dates_are_local_days_of_the_configured_zone(database_url):
+    """A cash-in at 00:30 UTC on 15 June is 14 June in New York (and 15 June
+    in Shanghai): MX shows the platform's own zone's date."""
+    from datetime import datetime, timezone
+    from tests.clockkit import TestClock
+    clock = TestClock(datetime(2026, 6, 15, 0, 30, tzinfo=timezone.utc))
+    svc = await make_service(database_url, clock=clock, overrides={"platform.timezone": "America/New_York"})
+    conv = Conversation(svc)
+    await opened(conv, svc)
+    stmt = " ".join(await conv.handle(MSISDN, "MX"))
+    assert "06-14" in stmt and "06-15" not in stmt and "100.00" in stmt
+    await shutdown(svc)

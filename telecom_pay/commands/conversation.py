@@ -59,11 +59,11 @@ class Conversation:
             return result
         if result.outcome is Outcome.OK and result.params.get("action") == "lang":
             lang = result.params["lang"]
-        return render(result, lang)
+        return render(result, lang, tz=self.service.tz)
 
     async def render_for(self, msisdn: str, result: Result) -> list[str]:
         """Text for a notification (P2P received, a delayed bank answer)."""
-        return render(result, await self.language(msisdn))
+        return render(result, await self.language(msisdn), tz=self.service.tz)
 
     async def language(self, msisdn: str) -> str:
         stored = await self.sessions.get(f"lang:{msisdn}")
