@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from telecom_pay.ledger.ledger import Ledger
+from telecom_pay.ledger.ledger import Ledger, utcnow
 from telecom_pay.ledger.tables import Stamp
 
 metadata = sa.MetaData()

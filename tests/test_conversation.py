@@ -180,3 +180,18 @@ async def test_a_recorded_pin_answer_answered_again_recovers_its_result(stack):
     assert nothing == await conv.handle(MSISDN, "123456")          # nothing pending
     assert await conv.handle(MSISDN, "******", message_id=11) != nothing   # typed, not stored: no recovery
     await shutdown(svc)
+
+
+@aio_test
+async def test_statement_dates_are_local_days_of_the_configured_zone(database_url):
+    """A cash-in at 00:30 UTC on 15 June is 14 June in New York (and 15 June
+    in Shanghai): MX shows the platform's own zone's date."""
+    from datetime import datetime, timezone
+    from tests.clockkit import TestClock
+    clock = TestClock(datetime(2026, 6, 15, 0, 30, tzinfo=timezone.utc))
+    svc = await make_service(database_url, clock=clock, overrides={"platform.timezone": "America/New_York"})
+    conv = Conversation(svc)
+    await opened(conv, svc)
+    stmt = " ".join(await conv.handle(MSISDN, "MX"))
+    assert "06-14" in stmt and "06-15" not in stmt and "100.00" in stmt
+    await shutdown(svc)

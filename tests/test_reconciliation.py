@@ -376,3 +376,45 @@ async def test_command_on_a_bad_file_a_clean_file_and_a_doctored_one(tmp_path, l
     assert report["agrees"] and report["bank_net"] == -10_00
     r = run_cli(cfg, "--date", date, "--file", str(doctored), "--apply")
     assert r.returncode == 0 and "booked earlier" in r.stdout and "correction(s) booked" not in r.stdout, r.stdout
+
+
+@aio_test
+async def test_the_business_day_is_the_local_day_at_fixed_instants(database_url):
+    """The bridge's operations belong to the Shanghai day they were created
+    in: stamped at 00:30 and 23:30 local on 15 June they are that day's, at
+    00:30 on the 16th the next day's, whatever the hour the test runs at.
+    The stamps are given as Shanghai times: the column stores UTC whatever
+    zone an instant comes in."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from bank_bridge.tables import bank_operations
+    from tests.clockkit import SHANGHAI
+    day = await Day().start(database_url)
+    try:
+        await open_active(day.svc, A)
+        assert (await day.svc.bind_card(A, CARDS[A], "3012", channel="test")).ok
+        instants = {"x1": datetime(2026, 6, 15, 0, 30, tzinfo=SHANGHAI),
+                    "x2": datetime(2026, 6, 15, 23, 30, tzinfo=SHANGHAI),
+                    "x3": datetime(2026, 6, 16, 0, 30, tzinfo=SHANGHAI)}
+        for key, amount in (("x1", 10_00), ("x2", 20_00), ("x3", 40_00)):
+            assert (await day.svc.topup(A, amount, channel="test", key=key)).outcome is Outcome.OK
+        async with day.bridge.engine.begin() as conn:
+            for key, at in instants.items():
+                await conn.execute(sa.update(bank_operations).where(bank_operations.c.operation_key == key)
+                                   .values(created_at=at))
+        sim_days = {m.date for card in day.sim.issuer.cards.values() for m in card.movements}
+        rows = [r for d in sorted(sim_days) for r in parse_settlement_file(day.sim.settlement_csv(d))]
+        by_key = {k: await day.rrn(k) for k in instants}
+        file_15 = [replace(r, date="2026-06-15") for r in rows if r.rrn in (by_key["x1"], by_key["x2"])]
+        reconciler = day.reconciler(SHANGHAI)
+        d15 = datetime(2026, 6, 15).date()
+        report = await reconciler.run(file_15, bank_code=BANK, business_date=d15)
+        assert sorted((line.bucket, line.operation_key) for line in report.lines) == [
+            (MATCHED, "x1"), (MATCHED, "x2")]
+        empty = await reconciler.run([], bank_code=BANK, business_date=d15 + timedelta(days=1))
+        assert [(line.bucket, line.operation_key) for line in empty.lines] == [(MISSING_AT_BANK, "x3")]
+        before = await reconciler.run([], bank_code=BANK, business_date=d15 - timedelta(days=1))
+        assert before.lines == []
+    finally:
+        await day.close()

@@ -97,7 +97,7 @@ class Conversation:
             return replies_for(result)
         if result.outcome is Outcome.OK and result.params.get("action") == "lang":
             lang = result.params["lang"]
-        return replies_for(render(result, lang), result)
+        return replies_for(render(result, lang, tz=self.service.tz), result)
 
     async def answered(self, message_id: int) -> None:
         """The answer to `message_id` is recorded: its PIN answer needs no recovery."""
@@ -105,7 +105,7 @@ class Conversation:
 
     async def render_for(self, msisdn: str, result: Result) -> Replies:
         """Text for a notification (P2P received, a delayed bank answer, a PIN reset)."""
-        return replies_for(render(result, await self.language(msisdn)), result)
+        return replies_for(render(result, await self.language(msisdn), tz=self.service.tz), result)
 
     async def language(self, msisdn: str) -> str:
         stored = await self.sessions.get(f"lang:{msisdn}")
