@@ -80,7 +80,7 @@ class Conversation:
         lang = await self.language(msisdn)
         if again and message_id is not None and is_masked_pin_answer(text):
             try:
-                return replies_for(render(await self._recover_pin_answer(msisdn, message_id), lang))
+                return replies_for(render(await self._recover_pin_answer(msisdn, message_id), lang, tz=self.service.tz))
             except Exception:
                 log.failure("recovering the answer to {msisdn}'s PIN failed", msisdn=mask(msisdn))
                 return replies_for([TRY_LATER[lang]])
