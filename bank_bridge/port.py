@@ -364,7 +364,10 @@ class IsoBankPort:
             if self._dirty:
                 continue
             self._wakeup = defer.Deferred()
-            delay = 3600.0 if next_due is None else max(0.0, next_due - self.reactor.seconds())
+            # Idle, it still looks again after max_delay: another process sharing the
+            # database (`telecom-pay settle`) may have queued a reversal.
+            idle = self.reversal_policy.max_delay
+            delay = idle if next_due is None else min(idle, max(0.0, next_due - self.reactor.seconds()))
             self._wake_call = self.reactor.callLater(delay, self._wake)
             try:
                 await wait_deferred(self._wakeup)
@@ -558,6 +561,8 @@ def _recorded_result(operation: dict[str, Any]) -> BankResult:
     if status == "reversed":
         # Final: reversed at the bank, the resolver has been (or is being) told approved=False.
         return BankResult(BankStatus.DECLINED, decline=BankDecline.ISSUER_UNAVAILABLE, **common)
+    if status == "review":
+        return BankResult(BankStatus.UNKNOWN, review=True, **common)
     return BankResult(BankStatus.UNKNOWN, **common)        # sent / reversing
 
 

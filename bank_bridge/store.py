@@ -175,9 +175,13 @@ class BankStore:
                 values["response_code"] = response_code
             if review:
                 values["state"] = "review"
-            await conn.execute(
+            changed = (await conn.execute(
                 sa.update(bank_reversals).where(bank_reversals.c.operation_key == operation_key,
-                                                bank_reversals.c.state == "pending").values(**values))
+                                                bank_reversals.c.state == "pending").values(**values))).rowcount
+            if review and changed:
+                await conn.execute(
+                    sa.update(bank_operations).where(bank_operations.c.operation_key == operation_key)
+                    .values(status="review", updated_at=utcnow(now)))
             await conn.execute(sa.insert(bank_journal).values(**journal))
 
     async def in_doubt(self) -> list[dict[str, Any]]:

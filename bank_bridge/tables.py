@@ -41,7 +41,7 @@ bank_operations = sa.Table(
     sa.Column("last4", sa.String(4), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
-    # sent -> approved | declined | reversing -> reversed
+    # sent -> approved | declined | reversing -> reversed | review -> approved | reversed (an operator)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("response_code", sa.String(2)),
     sa.Column("decline", sa.String(32)),

@@ -115,7 +115,7 @@ class Harness:
 
     async def assert_books_agree_except(self, forged: set[str]):
         ops = [o for o in await self.rows("bank_operations") if o["operation_key"] not in forged]
-        assert not [o for o in ops if o["status"] in ("sent", "reversing")], "operations left in doubt"
+        assert not [o for o in ops if o["status"] in ("sent", "reversing", "review")], "operations left in doubt"
         approved = {o["rrn"]: (o["kind"], o["amount"]) for o in ops if o["status"] == "approved"}
         standing = {}
         for pan, card in self.sim.issuer.cards.items():
