@@ -140,7 +140,7 @@ def at(day: date, hour: int, svc) -> datetime:
 # ---------------------------------------------------------------- defect 5
 
 @aio_test
-async def test_approved_topup_whose_post_failed_is_posted_on_the_next_start(database_url):
+async def test_approved_topup_whose_post_failed_is_posted_on_the_next_start(database_url, tmp_path):
     bank = await Bank().listen()
     st = await Stack(bank, database_url).start()
     try:
@@ -156,6 +156,8 @@ async def test_approved_topup_whose_post_failed_is_posted_on_the_next_start(data
         stale = [p for p in await st.svc.check_books() if "tp-1" in p]
         assert len(stale) == 1 and "pending since" in stale[0]
         st.svc.clock = real
+        code, out, _ = await cli(database_url, tmp_path, "db", "check", **{"ledger.pending_alarm_minutes": 0})
+        assert code == 1 and "tp-1" in out
         await fail_posts(database_url, False)
         await st.restart()                                              # recovery on start
         assert (await st.svc.ledger.get_operation("tp-1")).state == "posted"
@@ -173,11 +175,11 @@ async def test_approved_topup_whose_post_failed_is_posted_on_the_next_start(data
 
 # ---------------------------------------------------------------- defect 2, through the service and the CLI
 
-async def cli(database_url, tmp_path, *args) -> tuple[int, str, str]:
+async def cli(database_url, tmp_path, *args, **overrides) -> tuple[int, str, str]:
     """`telecom-pay` as its own process on the same database."""
     from benchmarks.tomlwriter import dumps
     from telecom_pay import config
-    raw = config.load(None, {"database.url": database_url, "sessions.url": "memory://"}).raw
+    raw = config.load(None, {"database.url": database_url, "sessions.url": "memory://", **overrides}).raw
     cfg = tmp_path / "cli.toml"
     cfg.write_text(dumps(raw), encoding="utf-8")
     proc = await asyncio.create_subprocess_exec(
