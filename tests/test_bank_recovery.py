@@ -147,17 +147,18 @@ async def test_approved_topup_whose_post_failed_is_posted_on_the_next_start(data
         await open_active(st.svc)
         assert (await st.svc.bind_card(MSISDN, DEBIT, "3012", channel="t")).ok
         await fail_posts(database_url, True)
+        two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+        st.svc.ledger.clock = lambda: two_hours_ago                     # the operation is old at once
         with pytest.raises(Exception):
             await st.svc.topup(MSISDN, 200_00, channel="t", key="tp-1")
         assert bank.sim.card(DEBIT).balance == 300_00                   # the bank approved it
         assert (await st.svc.ledger.get_operation("tp-1")).state == "pending"
-        real = st.svc.clock
-        st.svc.clock = lambda: real() + timedelta(minutes=31)           # db check: an old pending operation
-        stale = [p for p in await st.svc.check_books() if "tp-1" in p]
+        stale = [p for p in await st.svc.check_books() if "tp-1" in p]  # older than pending_alarm_minutes
         assert len(stale) == 1 and "pending since" in stale[0]
-        st.svc.clock = real
-        code, out, _ = await cli(database_url, tmp_path, "db", "check", **{"ledger.pending_alarm_minutes": 0})
+        code, out, _ = await cli(database_url, tmp_path, "db", "check")
         assert code == 1 and "tp-1" in out
+        code, out, _ = await cli(database_url, tmp_path, "db", "check", **{"ledger.pending_alarm_minutes": 180})
+        assert code == 0 and "books sound" in out
         await fail_posts(database_url, False)
         await st.restart()                                              # recovery on start
         assert (await st.svc.ledger.get_operation("tp-1")).state == "posted"
