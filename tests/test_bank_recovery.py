@@ -48,7 +48,7 @@ class Stack:
                "reconnect_initial": 0.05, "reconnect_max": 0.5,
                "banks": [{"code": "simbank", "endpoint": f"tcp:host=127.0.0.1:port={self.sim.port}",
                           "bins": ["622202"], "terminal_id": "TP000001", "acquirer_id": "48020000",
-                          "timeout": 0.3, "echo_interval": 30}], **self.config}
+                          "timeout": 1.0, "echo_interval": 30}], **self.config}
         self.bridge = BankBridgeService(cfg, database_url=self.database_url, reactor=reactor)
         await wait_deferred(self.bridge.startService())
         await self.bridge.port.wait_ready()
@@ -197,7 +197,7 @@ async def test_topup_whose_reversal_is_answered_96_waits_for_an_operator(databas
     try:
         await open_active(st.svc)
         assert (await st.svc.bind_card(MSISDN, DEBIT, "3012", channel="t")).ok
-        bank.sim.faults.update({"answer_after": 1.0, "mtis": ["0200"], "reversal_answer": "96"})
+        bank.sim.faults.update({"answer_after": 3.0, "mtis": ["0200"], "reversal_answer": "96"})
         first = await st.svc.topup(MSISDN, 100_00, channel="t", key="tp-96")
         assert first.outcome is Outcome.IN_PROGRESS
         await eventually(lambda: _is(reversal_state(database_url, "tp-96"), "review"))
@@ -286,7 +286,7 @@ async def test_payout_reversed_by_the_daemon_fails_the_batch_and_is_paid_once(da
         await paid_merchant(daemon)
         settle, settlement = await settle_stack(bank, database_url)
         # the 0200 is processed but answered late; the settle process's reversals get "96"
-        bank.sim.faults.update({"answer_after": 1.0, "mtis": ["0200"], "reversal_answer": "96"})
+        bank.sim.faults.update({"answer_after": 3.0, "mtis": ["0200"], "reversal_answer": "96"})
         (first,) = await settlement.run(DAY)
         assert first.state == "paying"
         await settle.stop()                               # `settle` exits with the payout in doubt
@@ -323,7 +323,7 @@ async def test_payout_whose_reversal_is_never_confirmed_goes_to_review_and_is_ne
         fixed_clock(daemon, at(DAY, 12, daemon.svc))
         await paid_merchant(daemon)
         settle, settlement = await settle_stack(bank, database_url, reversal_max_attempts=2)
-        bank.sim.faults.update({"answer_after": 1.0, "mtis": ["0200"], "reversal_answer": "96"})
+        bank.sim.faults.update({"answer_after": 3.0, "mtis": ["0200"], "reversal_answer": "96"})
         (first,) = await settlement.run(DAY)
         assert first.state == "paying"
         key = (await settlement.batches(DAY))[0].operation_key
