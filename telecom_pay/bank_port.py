@@ -57,7 +57,9 @@ class CardVerification:
 
 class InDoubtResolver(Protocol):
     async def resolve_in_doubt(self, operation_key: str, approved: bool) -> None:
-        """Finish a pending transfer whose bank outcome was unknown."""
+        """Finish a pending transfer whose bank outcome was unknown: False
+        after a confirmed reversal, either after an operator's decision.
+        Called at least once; must be idempotent."""
 
 
 class BankPort(Protocol):
