@@ -8,6 +8,15 @@ settlement file.
 Reads the database only: the bank is not contacted. Exit status 0 when
 everything matched or every correction is booked, 1 when discrepancies
 remain unbooked, 2 on a bad file or bad arguments.
+
+`telecom-pay bank`: operations whose bank outcome is open (bank_bridge/review.py).
+
+    telecom-pay bank in-doubt [--json]         open reversals; state "review" waits for an operator
+    telecom-pay bank resolve KEY --outcome approved|declined --by NAME --reason TEXT
+
+`resolve` records the decision with an audit row, then posts (approved) or
+voids (declined) the ledger operation and settles its payout batch. Exit
+status 0 when done, 1 when the operation is not in review, 2 on bad arguments.
 """
 from __future__ import annotations
 
@@ -84,5 +93,51 @@ async def _reconcile(args) -> int:
     return report.exit_status
 
 
+def _configure_bank(p: argparse.ArgumentParser) -> None:
+    ops = p.add_subparsers(dest="op", required=True)
+    listing = ops.add_parser("in-doubt", help="operations whose bank outcome is open (review: an operator decides)")
+    listing.add_argument("--json", action="store_true", help="print them as JSON")
+    r = ops.add_parser("resolve", help="record what the bank says happened to an operation in review")
+    r.add_argument("key", help="the operation key (see bank in-doubt)")
+    r.add_argument("--outcome", required=True, choices=["approved", "declined"],
+                   help="approved: the bank holds the original as done; declined: no money moved or it was reversed")
+    r.add_argument("--by", required=True, help="who decided (recorded in the audit row)")
+    r.add_argument("--reason", required=True, help="why, e.g. the bank's confirmation reference")
+
+
+async def _bank(args) -> int:
+    from bank_bridge import review
+    from bank_bridge.store import BankStore
+    from telecom_pay.core import open_core
+
+    core = await open_core(config_mod.load(args.config))
+    try:
+        store = BankStore(core.ledger.db.write)
+        if args.op == "in-doubt":
+            rows = await review.in_doubt(store)
+            if args.json:
+                print(json.dumps([{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+                                  for r in rows], ensure_ascii=False, indent=2))
+            else:
+                for r in rows:
+                    print(f"{r['operation_key']}  {r['state']:<12} {r['kind']:<6} {r['amount']:>12} "
+                          f"card *{r['last4']} rrn {r['rrn']} attempts {r['attempts']} "
+                          f"last answer {r['response_code'] or '-'}")
+                print(f"{len(rows)} open, {sum(r['state'] == 'review' for r in rows)} in review")
+            return 0
+        try:
+            row = await review.resolve(store, core.service, args.key, outcome=args.outcome, actor=args.by,
+                                       reason=args.reason)
+        except review.ReviewError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        rec = await core.ledger.get_operation(args.key)
+        print(f"{args.key}: {row['outcome']} by {row['actor']}; ledger operation {rec.state if rec else 'none'}")
+        return 0
+    finally:
+        await core.close()
+
+
+EXTRA_COMMANDS["bank"] = ("bank operations in doubt: list them, record a manual decision", _configure_bank, _bank)
 EXTRA_COMMANDS["reconcile"] = ("compare the books with a bank's settlement file; propose or book corrections",
                                _configure, _reconcile)

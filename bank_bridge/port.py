@@ -4,9 +4,16 @@ One persistent connection per bank, cards routed by BIN. Every money
 operation is recorded under its operation_key before the 0200 leaves, so the
 same key never sends a second 0200. An answer decides it (APPROVED/DECLINED);
 a time-out or lost connection makes it UNKNOWN and queues a durable reversal
-advice: 0420, repeated as 0421 with back-off until a 0430 arrives (also
-across restarts), after which the resolver hears `approved=False`. A late
-0210 after that never approves anything: it is journalled and ignored.
+advice: 0420, repeated as 0421 with back-off (also across restarts) until a
+0430 with a final code arrives: "00" (reversed) or a code meaning there is
+nothing to reverse ("25", original not found), `ReversalPolicy.final_codes`.
+The resolver then hears `approved=False`. Any other answer ("96", "30", ...)
+says nothing about the money and the repeats go on; after
+`ReversalPolicy.max_attempts` attempts without a final answer the operation
+goes to manual review (`telecom-pay bank in-doubt` / `bank resolve`,
+bank_bridge/review.py), where an operator's decision, with its audit row,
+tells the resolver `approved=True` or `False`. Nothing is decided by guess.
+A late 0210 never approves anything: it is journalled and ignored.
 
 The resolver is told at least once (again after a crash between the 0430
 and its return, or if it raised), never before the caller has received
@@ -89,6 +96,10 @@ class ReversalPolicy:
     initial_delay: float = 1.0          # before the first repeat (0421)
     max_delay: float = 300.0
     factor: float = 2.0
+    # 0430 codes that end a reversal: reversed, or the bank holds no such
+    # original (so no money moved). Every other code keeps the repeats going.
+    final_codes: frozenset[str] = frozenset({spec.RC_APPROVED, spec.RC_ORIGINAL_NOT_FOUND})
+    max_attempts: int = 20              # then manual review (0 or less: repeat for ever)
 
     def delay(self, attempts: int) -> float:
         base = min(self.max_delay, self.initial_delay * self.factor ** max(0, attempts - 1))
@@ -176,6 +187,13 @@ class IsoBankPort:
 
     async def credit_card(self, *, operation_key: str, card: CardRef, amount: int) -> BankResult:
         return await self._financial("credit", spec.PROC_CREDIT, operation_key, card, amount)
+
+    async def known_outcome(self, operation_key: str) -> BankResult | None:
+        """What the bank's answer for `operation_key` is known to be (from the
+        store): APPROVED, DECLINED (declined or reversed), UNKNOWN while a
+        reversal or a review is open; None if no 0200 was ever recorded."""
+        operation = await self.store.get_operation(operation_key)
+        return None if operation is None else _recorded_result(operation)
 
     async def verify_card(self, *, pan: str, expiry: str, holder_msisdn: str) -> CardVerification:
         """0100 account verification (amount 0). `holder_msisdn` is not sent:
@@ -349,7 +367,10 @@ class IsoBankPort:
             if self._dirty:
                 continue
             self._wakeup = defer.Deferred()
-            delay = 3600.0 if next_due is None else max(0.0, next_due - self.reactor.seconds())
+            # Idle, it still looks again after max_delay: another process sharing the
+            # database (`telecom-pay settle`) may have queued a reversal.
+            idle = self.reversal_policy.max_delay
+            delay = idle if next_due is None else min(idle, max(0.0, next_due - self.reactor.seconds()))
             self._wake_call = self.reactor.callLater(delay, self._wake)
             try:
                 await wait_deferred(self._wakeup)
@@ -411,20 +432,34 @@ class IsoBankPort:
             "48": row["pan_token"], "90": row["original_data"]})
         await self.store.reversal_attempted(key, attempts=attempts, next_attempt_at=retry_at,
                                             journal=self._journal(now, "out", "sent", **base), now=now)
+        policy = self.reversal_policy
+        review = 0 < policy.max_attempts <= attempts
         try:
             response = await wait_deferred(conn.request(message, route.timeout))
         except (L.LinkNotReady, RequestTimeout, ConnectionLostInFlight) as exc:
-            log.warning("reversal %s (%s, attempt %d): %s; will repeat", key, mti, attempts,
-                        type(exc).__name__)
-            await self.store.journal(self._journal(self.reactor.seconds(), "in", _failure_event(exc), **base))
-            return retry_at
+            log.warning("reversal %s (%s, attempt %d): %s; %s", key, mti, attempts, type(exc).__name__,
+                        "manual review" if review else "will repeat")
+            await self.store.reversal_unanswered(
+                key, response_code=None, review=review, now=self.reactor.seconds(),
+                journal=self._journal(self.reactor.seconds(), "in", _failure_event(exc), **base))
+            return None if review else retry_at
         now = self.reactor.seconds()
         code = response.get("39")
-        await self.store.reversal_acknowledged(
-            key, response_code=code, now=now,
-            journal=self._journal(now, "in", "response", **dict(base, mti=response["t"]), response_code=code))
+        journal = self._journal(now, "in", "response", **dict(base, mti=response["t"]), response_code=code)
+        if code not in policy.final_codes:
+            if review:
+                log.error("reversal %s: answered %s after %d attempts; manual review (telecom-pay bank in-doubt)",
+                          key, code, attempts)
+            else:
+                log.warning("reversal %s (%s, attempt %d): answered %s, not final; will repeat",
+                            key, mti, attempts, code)
+            await self.store.reversal_unanswered(key, response_code=_short(code, 2), review=review,
+                                                 journal=journal, now=now)
+            return None if review else retry_at
+        if not await self.store.reversal_acknowledged(key, response_code=code, now=now, journal=journal):
+            return None                 # decided meanwhile (manual review): the decision stands
         log.info("reversal %s acknowledged (response %s)", key, code)
-        return await self._resolve(dict(row, state="acknowledged"))
+        return await self._resolve(dict(row, state="acknowledged", resolution="declined"))
 
     async def _resolve(self, row: dict[str, Any]) -> float | None:
         """Tell the resolver; at-least-once (it must be idempotent). Returns
@@ -439,7 +474,7 @@ class IsoBankPort:
             log.warning("reversal %s acknowledged but no resolver is set yet", key)
             return self.reactor.seconds() + self.reversal_policy.initial_delay
         try:
-            await resolver.resolve_in_doubt(key, approved=False)
+            await resolver.resolve_in_doubt(key, approved=row.get("resolution") == "approved")
         except Exception:
             failures = self._resolve_failures[key] = self._resolve_failures.get(key, 0) + 1
             log.exception("resolver failed for %s (%d times); will retry", key, failures)
@@ -529,6 +564,8 @@ def _recorded_result(operation: dict[str, Any]) -> BankResult:
     if status == "reversed":
         # Final: reversed at the bank, the resolver has been (or is being) told approved=False.
         return BankResult(BankStatus.DECLINED, decline=BankDecline.ISSUER_UNAVAILABLE, **common)
+    if status == "review":
+        return BankResult(BankStatus.UNKNOWN, review=True, **common)
     return BankResult(BankStatus.UNKNOWN, **common)        # sent / reversing
 
 

@@ -7,6 +7,10 @@ Config (the `[bank]` table):
     currency = "156"                      # ISO 4217 numeric, field 49
     reversal_retry_initial = 1.0          # seconds before the first 0421
     reversal_retry_max = 300.0
+    reversal_final_codes = ["00", "25"]   # 0430 codes that end a reversal: "00" reversed,
+                                          # "25" original not found (no money moved). Any
+                                          # other answer ("96", "30") keeps the 0421 repeats
+    reversal_max_attempts = 20            # then manual review: telecom-pay bank in-doubt / resolve
     reconnect_initial = 1.0               # reconnect back-off (exponential, with jitter)
     reconnect_max = 30.0
     [[bank.banks]]
@@ -43,8 +47,14 @@ def port_from_config(config: dict[str, Any], engine: AsyncEngine, reactor) -> Is
     if not key:
         raise ValueError("bank.card_token_key is required")
     routes = [BankRoute.from_config(entry) for entry in config.get("banks", [])]
+    final_codes = config.get("reversal_final_codes", ["00", "25"])
+    if (not isinstance(final_codes, (list, tuple)) or "00" not in final_codes
+            or not all(isinstance(c, str) and len(c) == 2 for c in final_codes)):
+        raise ValueError('bank.reversal_final_codes must be a list of 2-character response codes including "00"')
     policy = ReversalPolicy(initial_delay=float(config.get("reversal_retry_initial", 1.0)),
-                            max_delay=float(config.get("reversal_retry_max", 300.0)))
+                            max_delay=float(config.get("reversal_retry_max", 300.0)),
+                            final_codes=frozenset(final_codes),
+                            max_attempts=int(config.get("reversal_max_attempts", 20)))
     return IsoBankPort(store=BankStore(engine), routes=routes, reactor=reactor,
                        card_key=key.encode("utf-8") if isinstance(key, str) else bytes(key),
                        currency=str(config.get("currency", "156")), reversal_policy=policy,

@@ -12,11 +12,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bank_bridge.tables import bank_journal, bank_operations, bank_reversals, bank_sequences
+from bank_bridge.tables import bank_journal, bank_operations, bank_reversals, bank_reviews, bank_sequences
 
 
 def utcnow(now: float | None = None) -> datetime:
     return datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
+
+
+class ReviewError(ValueError):
+    """A manual decision that cannot be taken (unknown key, not in review)."""
 
 
 class BankStore:
@@ -144,20 +148,103 @@ class BankStore:
                 await conn.execute(sa.insert(bank_journal).values(**journal))
 
     async def reversal_acknowledged(self, operation_key: str, *, response_code: str | None,
-                                    journal: dict[str, Any], now: float) -> None:
+                                    journal: dict[str, Any], now: float) -> bool:
+        """A final 0430: reversed, or nothing to reverse. False (nothing
+        changed but the journal) if the reversal is no longer pending, e.g.
+        an operator decided it meanwhile."""
         async with self.engine.begin() as conn:
+            changed = (await conn.execute(
+                sa.update(bank_reversals).where(bank_reversals.c.operation_key == operation_key,
+                                                bank_reversals.c.state == "pending")
+                .values(state="acknowledged", response_code=response_code, resolution="declined",
+                        updated_at=utcnow(now)))).rowcount
+            if changed:
+                await conn.execute(
+                    sa.update(bank_operations).where(bank_operations.c.operation_key == operation_key)
+                    .values(status="reversed", updated_at=utcnow(now)))
+            await conn.execute(sa.insert(bank_journal).values(**journal))
+        return bool(changed)
+
+    async def reversal_unanswered(self, operation_key: str, *, response_code: str | None, review: bool,
+                                  journal: dict[str, Any], now: float) -> None:
+        """A 0430 that does not end the reversal (or none at all): journalled;
+        with `review` the repeats stop and the operation waits for an operator."""
+        async with self.engine.begin() as conn:
+            values: dict[str, Any] = dict(updated_at=utcnow(now))
+            if response_code is not None:
+                values["response_code"] = response_code
+            if review:
+                values["state"] = "review"
+            changed = (await conn.execute(
+                sa.update(bank_reversals).where(bank_reversals.c.operation_key == operation_key,
+                                                bank_reversals.c.state == "pending").values(**values))).rowcount
+            if review and changed:
+                await conn.execute(
+                    sa.update(bank_operations).where(bank_operations.c.operation_key == operation_key)
+                    .values(status="review", updated_at=utcnow(now)))
+            await conn.execute(sa.insert(bank_journal).values(**journal))
+
+    async def in_doubt(self) -> list[dict[str, Any]]:
+        """Every operation whose reversal is not resolved yet, oldest first,
+        with its operation's kind, amount and status."""
+        o, r = bank_operations, bank_reversals
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(r.c.operation_key, r.c.state, r.c.attempts, r.c.response_code, r.c.resolution,
+                          r.c.created_at, r.c.updated_at, o.c.kind, o.c.bank_code, o.c.amount, o.c.currency,
+                          o.c.last4, o.c.stan, o.c.rrn, o.c.status)
+                .join(o, o.c.operation_key == r.c.operation_key)
+                .where(r.c.state != "resolved").order_by(r.c.created_at, r.c.operation_key))).all()
+        return [dict(x._mapping) for x in rows]
+
+    async def decide(self, operation_key: str, *, outcome: str, actor: str, reason: str,
+                     journal: dict[str, Any], now: float) -> dict[str, Any]:
+        """An operator's decision on an operation in review, with its audit
+        row, atomically. Returns the review row; raises ReviewError if the
+        operation is not waiting for one."""
+        if outcome not in ("approved", "declined"):
+            raise ReviewError("outcome must be approved or declined")
+        if not actor.strip() or not reason.strip():
+            raise ReviewError("who decided (--by) and why (--reason) are required")
+        async with self.engine.begin() as conn:
+            rq = sa.select(bank_reversals).where(bank_reversals.c.operation_key == operation_key)
+            oq = sa.select(bank_operations).where(bank_operations.c.operation_key == operation_key)
+            if conn.dialect.name != "sqlite":
+                rq, oq = rq.with_for_update(), oq.with_for_update()
+            reversal = (await conn.execute(rq)).first()
+            operation = (await conn.execute(oq)).first()
+            if reversal is None or operation is None:
+                raise ReviewError(f"no reversal for operation {operation_key!r}")
+            if reversal.state != "review":
+                raise ReviewError(f"operation {operation_key!r} is not in review (reversal {reversal.state})")
+            status = "approved" if outcome == "approved" else "reversed"
+            before = {"operation": operation.status, "reversal": reversal.state,
+                      "response_code": reversal.response_code, "attempts": reversal.attempts}
+            after = {"operation": status, "reversal": "acknowledged", "resolution": outcome}
             await conn.execute(
                 sa.update(bank_reversals).where(bank_reversals.c.operation_key == operation_key)
-                .values(state="acknowledged", response_code=response_code, updated_at=utcnow(now)))
+                .values(state="acknowledged", resolution=outcome, updated_at=utcnow(now)))
             await conn.execute(
                 sa.update(bank_operations).where(bank_operations.c.operation_key == operation_key)
-                .values(status="reversed", updated_at=utcnow(now)))
+                .values(status=status, updated_at=utcnow(now)))
+            review = dict(at=utcnow(now), operation_key=operation_key, actor=actor.strip()[:64], outcome=outcome,
+                          reason=reason.strip()[:500], before=before, after=after)
+            await conn.execute(sa.insert(bank_reviews).values(**review))
             await conn.execute(sa.insert(bank_journal).values(**journal))
+        return review
+
+    async def reviews_for(self, operation_key: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(bank_reviews)
+                                       .where(bank_reviews.c.operation_key == operation_key)
+                                       .order_by(bank_reviews.c.id))).all()
+        return [dict(r._mapping) for r in rows]
 
     async def reversal_resolved(self, operation_key: str, now: float) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
-                sa.update(bank_reversals).where(bank_reversals.c.operation_key == operation_key)
+                sa.update(bank_reversals).where(bank_reversals.c.operation_key == operation_key,
+                                                bank_reversals.c.state == "acknowledged")
                 .values(state="resolved", updated_at=utcnow(now)))
 
     # -- journal --------------------------------------------------------------

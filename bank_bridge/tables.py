@@ -10,6 +10,9 @@ which must create exactly these tables.
   0430 arrives), resumed on start.
 - bank_journal: every message out and in and what became of it, for audit
   and reconciliation. Cards appear only as token and last 4 digits.
+- bank_reviews (revision `0005_bank_review`): one row per manual decision on
+  an operation whose reversal the bank never acknowledged: who, when, why,
+  the outcome, and the operation and reversal before and after.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ bank_operations = sa.Table(
     sa.Column("last4", sa.String(4), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
-    # sent -> approved | declined | reversing -> reversed
+    # sent -> approved | declined | reversing -> reversed | review -> approved | reversed (an operator)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("response_code", sa.String(2)),
     sa.Column("decline", sa.String(32)),
@@ -60,13 +63,18 @@ bank_reversals = sa.Table(
     sa.Column("pan_token", sa.String(64), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
-    # pending (send 0420/0421) -> acknowledged (0430 in, resolver not yet told) -> resolved
+    # pending (send 0420/0421) -> acknowledged (a final 0430 in, or an operator's
+    # decision; resolver not yet told) -> resolved. pending -> review after
+    # `reversal_max_attempts` without a final answer: no more repeats, an operator decides.
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("next_attempt_at", sa.Float, nullable=False),     # epoch seconds
     sa.Column("response_code", sa.String(2)),
     sa.Column("created_at", Stamp, nullable=False),
     sa.Column("updated_at", Stamp, nullable=False),
+    # what the resolver is told: "declined" (reversed, or nothing to reverse) unless
+    # an operator found the original approved ("approved"); 0005_bank_review
+    sa.Column("resolution", sa.String(8)),
 )
 sa.Index("ix_bank_reversals_state", bank_reversals.c.state)
 
@@ -92,3 +100,17 @@ bank_journal = sa.Table(
 )
 sa.Index("ix_bank_journal_operation_key", bank_journal.c.operation_key)
 sa.Index("ix_bank_journal_rrn", bank_journal.c.rrn)
+
+bank_reviews = sa.Table(
+    "bank_reviews", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("at", Stamp, nullable=False),
+    sa.Column("operation_key", sa.String(128), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(8), nullable=False),          # approved | declined
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("before", sa.JSON, nullable=False),                # operation and reversal states
+    sa.Column("after", sa.JSON, nullable=False),
+)
+sa.Index("ix_bank_reviews_operation_key", bank_reviews.c.operation_key)

@@ -7,6 +7,10 @@ calling the port, posts it on APPROVED, voids it on DECLINED. On UNKNOWN
 (timeout, link lost) the transfer stays pending: the port owns recovery
 (reversal advice until acknowledged) and reports the final answer through
 the `InDoubtResolver` it was given, which voids or posts the transfer.
+
+The port remembers every answer (`known_outcome`), so a transfer left
+pending by a failure or a crash after the answer is finished on the next
+start (`PaymentService.recover_bank_operations`) instead of waiting forever.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class BankResult:
     response_code: str | None = None   # ISO 8583 field 39
     stan: str | None = None
     rrn: str | None = None
+    review: bool = False               # UNKNOWN and waiting for an operator's decision
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ class CardVerification:
 
 class InDoubtResolver(Protocol):
     async def resolve_in_doubt(self, operation_key: str, approved: bool) -> None:
-        """Finish a pending transfer whose bank outcome was unknown."""
+        """Finish a pending transfer whose bank outcome was unknown: False
+        after a confirmed reversal, either after an operator's decision.
+        Called at least once; must be idempotent."""
 
 
 class BankPort(Protocol):
@@ -65,6 +72,11 @@ class BankPort(Protocol):
 
     async def verify_card(self, *, pan: str, expiry: str, holder_msisdn: str) -> CardVerification:
         """Zero-amount account verification before binding a card."""
+
+    async def known_outcome(self, operation_key: str) -> BankResult | None:
+        """The recorded answer for a money operation (UNKNOWN while recovery
+        or a manual review is open), or None if nothing was ever sent under
+        that key."""
 
     def set_resolver(self, resolver: InDoubtResolver) -> None:
         """The service registers itself to receive in-doubt outcomes."""

@@ -93,6 +93,7 @@ class PaymentService:
             await self.register_merchant(m["code"], m.get("name", m["code"]), name_en=m.get("name_en"))
         for a in self.settings.agents:
             await self.register_agent(a["code"], a.get("name", a["code"]))
+        await self.recover_bank_operations()
 
     async def register_merchant(self, code: str, name: str, *, name_en: str | None = None) -> int:
         code = code.upper()
@@ -689,23 +690,43 @@ class PaymentService:
         return Result(Outcome.BANK_DECLINED, ref=rec.ref, params={"action": action, "reason": "other"})
 
     async def resolve_in_doubt(self, operation_key: str, approved: bool) -> None:
-        """The bank bridge settled an operation whose answer was unknown."""
+        """The bank's answer to an operation is known at last (the bridge's
+        reversal, an operator's decision, or start-up recovery): post or void
+        it, and let a payout's batch follow. Idempotent: told again, it
+        changes nothing and tells the subscriber nothing new."""
         try:
             rec = await (self.ledger.post(operation_key) if approved else self.ledger.void(operation_key))
         except (UnknownOperation, AlreadyResolved) as exc:
             log.warn("in-doubt resolution of {key} ignored: {exc}", key=operation_key, exc=exc)
+            if isinstance(exc, AlreadyResolved) and operation_key.startswith("settle:"):
+                from telecom_pay.settlement import follow_payouts
+                await follow_payouts(self, operation_key)
             return
+        if rec.kind == "settlement":
+            from telecom_pay.settlement import follow_payouts     # settlement builds on this module
+            await follow_payouts(self, operation_key)
         for listener in self.in_doubt_listeners:
             await listener(rec, approved)
+        if rec.replayed:
+            return
         w = await self.ledger.read(lambda conn: acct.get_account(conn, rec.account_id)) if rec.account_id else None
         if w is None or w.msisdn is None:
             return
         action = {"topup": "topup", "withdrawal": "withdraw", "close_refund": "close"}.get(rec.kind, rec.kind)
         if approved:
-            await self._notify(w.msisdn, self._money_result(action, rec, rec.account_id))
+            result = self._money_result(action, rec, rec.account_id)
+            if rec.kind == "close_refund":
+                result = await self._finish_close(w.msisdn, "bank", result)
+            await self._notify(w.msisdn, result)
         else:
             await self._notify(w.msisdn, Result(Outcome.BANK_UNAVAILABLE, ref=rec.ref,
                                                 params={"action": action, "reason": "issuer_unavailable"}))
+
+    async def recover_bank_operations(self) -> int:
+        """Finish every pending bank operation whose answer the port knows
+        (telecom_pay/bank_recovery.py); run on start."""
+        from telecom_pay.bank_recovery import recover_bank_operations
+        return await recover_bank_operations(self)
 
     async def bind_card(self, msisdn: str, pan: str, expiry: str, *, channel: str, actor: str | None = None) -> Result:
         """Quick-pay binding after the bank verified the card (0100)."""
@@ -1109,8 +1130,14 @@ class PaymentService:
     # ------------------------------------------------------------ checks
 
     async def check_books(self) -> list[str]:
+        """The invariants, and every operation pending longer than
+        `[ledger] pending_alarm_minutes` (default 30)."""
         from telecom_pay.ledger.invariants import check_invariants
-        return await self.ledger.read(check_invariants)
+        from telecom_pay.ledger.pending_alarm import stale_pending
+        problems = await self.ledger.read(check_invariants)
+        minutes = float(self.settings.section("ledger").get("pending_alarm_minutes", 30))
+        cutoff = self.clock() - timedelta(minutes=minutes)
+        return problems + await self.ledger.read(lambda conn: stale_pending(conn, cutoff))
 
 
 class _PinFailed(Exception):

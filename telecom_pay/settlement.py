@@ -7,6 +7,14 @@ Exactly once: a batch is unique per (merchant, day); its payout is a pending
 ledger operation (merchant -> bank settlement) whose key names the attempt;
 a new attempt is made only after the previous one was definitively declined
 (voided), never while one is in doubt.
+
+A batch in "paying" (or "review") takes its state from its payout operation
+in the database, whichever process learns the bank's answer
+(`follow_payouts`): posted -> paid, voided -> failed (retried by the next
+run), pending -> still paying, or "review" while the bank's answer waits for
+an operator (`telecom-pay bank resolve`). The resolver in the daemon and
+every `settle` run both call it, so no batch depends on the memory of the
+process that started its payout.
 """
 from __future__ import annotations
 
@@ -22,8 +30,8 @@ from telecom_pay import accounts as acct
 from telecom_pay import business_time
 from telecom_pay.bank_port import BankStatus, CardRef
 from telecom_pay.crashpoints import crash_point
-from telecom_pay.ledger.ledger import Leg, OperationRequest
-from telecom_pay.ledger.tables import MERCHANT, T_POSTED, Stamp, accounts, operations, transfers
+from telecom_pay.ledger.ledger import Leg, OperationRequest, utcnow
+from telecom_pay.ledger.tables import MERCHANT, T_PENDING, T_POSTED, T_VOIDED, Stamp, accounts, operations, transfers
 from telecom_pay.service import PaymentService
 
 log = Logger(namespace="telecom_pay.settlement")
@@ -41,7 +49,7 @@ settlement_batches = sa.Table(
     sa.Column("fees", sa.BigInteger, nullable=False),
     sa.Column("net", sa.BigInteger, nullable=False),
     sa.Column("method", sa.String(8), nullable=False),      # bank | file
-    sa.Column("state", sa.String(10), nullable=False),      # created | paying | paid | failed | file | empty
+    sa.Column("state", sa.String(10), nullable=False),      # created | paying | review | paid | failed | file | empty
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("operation_key", sa.String(160)),
     sa.Column("payout_ref", sa.String(12)),
@@ -55,6 +63,7 @@ settlement_batches = sa.Table(
 settlement_batches.c.merchant_id.append_foreign_key(sa.ForeignKey(accounts.c.id))
 
 CREATED, PAYING, PAID, FAILED, FILE, EMPTY = "created", "paying", "paid", "failed", "file", "empty"
+REVIEW = "review"           # the payout's bank answer waits for an operator's decision
 
 
 class SettlementError(ValueError):
@@ -81,7 +90,6 @@ class Settlement:
         self.ledger = service.ledger
         self.delay_days = delay_days
         self.file_dir = Path(file_dir)
-        service.add_in_doubt_listener(self._in_doubt_resolved)
 
     def window(self, day: date) -> tuple[datetime, datetime]:
         """The payments of business day `day`: [local midnight, next local midnight)."""
@@ -101,10 +109,16 @@ class Settlement:
         rows = await self.ledger.read(merchants)
         if merchant_code and not rows:
             raise SettlementError(f"unknown merchant {merchant_code}")
+        await follow_payouts(self.service)
         reports = []
         for m in rows:
             batch = await self._batch(m, day)
-            reports.append(await self._pay(m, batch))
+            try:
+                reports.append(await self._pay(m, batch))
+            except Exception as exc:    # the batch keeps its durable state; the next run follows it
+                log.failure("settlement of {merchant} for {day} failed", merchant=m.code, day=day)
+                batch = await self._get(batch.id)
+                reports.append(self._report(m, batch, f"interrupted ({type(exc).__name__}); run again"))
         return reports
 
     async def _batch(self, merchant, day: date):
@@ -153,8 +167,14 @@ class Settlement:
                 batch = await self._file_payout(merchant, batch)
             else:
                 batch = await self._bank_payout(merchant, batch)
-        note = {PAID: "paid", FILE: "in payout file", EMPTY: "nothing to pay", PAYING: "bank answer pending",
-                FAILED: f"payout failed: {batch.error}"}.get(batch.state, batch.state)
+        return self._report(merchant, batch)
+
+    @staticmethod
+    def _report(merchant, batch, note: str | None = None) -> BatchReport:
+        note = note or {PAID: "paid", FILE: "in payout file", EMPTY: "nothing to pay",
+                        PAYING: "bank answer pending",
+                        REVIEW: f"bank answer in manual review: telecom-pay bank resolve {batch.operation_key}",
+                        FAILED: f"payout failed: {batch.error}"}.get(batch.state, batch.state)
         return BatchReport(merchant.code, batch.business_date, batch.state, batch.payments, batch.gross,
                            batch.refunds, batch.fees, batch.net, batch.payout_ref, note)
 
@@ -209,16 +229,6 @@ class Settlement:
             w.writerow([batch.business_date.isoformat(), merchant.code, merchant.name, batch.net, rec.ref])
         return await self._get(batch.id)
 
-    async def _in_doubt_resolved(self, rec, approved: bool) -> None:
-        if rec.kind != "settlement":
-            return
-        async def job(conn):
-            await conn.execute(settlement_batches.update().where(
-                settlement_batches.c.operation_key == rec.key).values(
-                state=PAID if approved else FAILED, error=None if approved else "bank did not answer; reversed",
-                updated_at=self.service.clock()))
-        await self.ledger.write(job)
-
     async def _set_state(self, batch_id: int, state: str, error: str | None = None):
         async def job(conn):
             await conn.execute(settlement_batches.update().where(settlement_batches.c.id == batch_id).values(
@@ -233,6 +243,48 @@ class Settlement:
     async def batches(self, day: date) -> list:
         return await self.ledger.read(lambda conn: _all(conn, sa.select(settlement_batches).where(
             settlement_batches.c.business_date == day).order_by(settlement_batches.c.id)))
+
+
+async def follow_payouts(service: PaymentService, operation_key: str | None = None) -> None:
+    """Batches in paying or review (all, or the one paid under
+    `operation_key`) take the state of their payout operation. A pending
+    payout whose bank answer is known but was never booked (a failure after
+    the answer) is finished first; one never sent is voided once it is old
+    enough that no process can still be sending it (bank_recovery)."""
+    from telecom_pay.bank_recovery import finish_from_bank
+    ledger = service.ledger
+    q = sa.select(settlement_batches).where(settlement_batches.c.state.in_((PAYING, REVIEW)))
+    if operation_key is not None:
+        q = q.where(settlement_batches.c.operation_key == operation_key)
+    for batch in await ledger.read(lambda conn: _all(conn, q)):
+        rec = await ledger.get_operation(batch.operation_key)
+        if rec is None:
+            continue
+        if rec.state == T_PENDING and operation_key is None:
+            answer = await finish_from_bank(service, rec.key, rec.created_at)
+            rec = await ledger.get_operation(batch.operation_key)
+            if rec.state == T_PENDING:
+                state = REVIEW if answer is not None and answer.review else PAYING
+                if state != batch.state:
+                    await _follow(ledger, batch, state, None)
+                continue
+        if rec.state == T_POSTED:
+            await _follow(ledger, batch, PAID, None)
+        elif rec.state == T_VOIDED:
+            await _follow(ledger, batch, FAILED, f"attempt {batch.attempts}: declined or reversed by the bank")
+        elif rec.state == T_PENDING and operation_key is not None:
+            answer = await service.bank.known_outcome(rec.key) if hasattr(service.bank, "known_outcome") else None
+            if answer is not None and answer.review and batch.state != REVIEW:
+                await _follow(ledger, batch, REVIEW, None)
+
+
+async def _follow(ledger, batch, state: str, error: str | None) -> None:
+    async def job(conn):
+        await conn.execute(settlement_batches.update().where(
+            settlement_batches.c.id == batch.id, settlement_batches.c.operation_key == batch.operation_key,
+            settlement_batches.c.state.in_((PAYING, REVIEW))).values(
+            state=state, error=error, updated_at=utcnow()))
+    await ledger.write(job)
 
 
 async def _first(conn, q):

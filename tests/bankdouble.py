@@ -25,6 +25,7 @@ class InProcessBank:
     resolver: object = None
     movements: list[tuple[str, str, int]] = field(default_factory=list)
     seen: dict[str, BankResult] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)     # answered UNKNOWN, not yet resolved
 
     def add_card(self, pan: str, **kw) -> Card:
         self.cards[self.token(pan)] = card = Card(pan, **kw)
@@ -50,6 +51,7 @@ class InProcessBank:
         if key in self.seen:
             return self.seen[key]
         if self.in_doubt:
+            self.unknown.add(key)
             return BankResult(BankStatus.UNKNOWN)
         card = self.cards[card_ref.token]
         if card.decline:
@@ -68,3 +70,8 @@ class InProcessBank:
 
     async def credit_card(self, *, operation_key, card, amount):
         return await self._move(operation_key, card, amount, +1)
+
+    async def known_outcome(self, operation_key):
+        if operation_key in self.seen:
+            return self.seen[operation_key]
+        return BankResult(BankStatus.UNKNOWN) if operation_key in self.unknown else None

@@ -58,9 +58,10 @@ async def eventually_async(predicate, timeout: float = 10.0):
 
 
 class Harness:
-    def __init__(self, database_url: str, *, timeout: float = 0.5):
+    def __init__(self, database_url: str, *, timeout: float = 0.5, **config):
         self.database_url = database_url
         self.timeout = timeout
+        self.extra_config = config
         self.sim = BankSimulator({"bank_code": "icbc"}, reactor)
         self.sim.add_card(DEBIT_PAN, "3012", "debit", balance=100_00)
         self.sim.add_card(CREDIT_PAN, "3012", "credit", balance=0, limit=500_00)
@@ -80,7 +81,7 @@ class Harness:
                 "reconnect_initial": 0.05, "reconnect_max": 0.5,
                 "banks": [{"code": "icbc", "endpoint": f"tcp:host=127.0.0.1:port={self.listening.getHost().port}",
                            "bins": ["622202", "622208"], "terminal_id": "TP000001", "acquirer_id": "48020000",
-                           "timeout": self.timeout, "echo_interval": 30}]}
+                           "timeout": self.timeout, "echo_interval": 30}], **self.extra_config}
 
     async def start_bridge(self) -> BankBridgeService:
         service = BankBridgeService(self.config(), database_url=self.database_url, reactor=reactor)
@@ -114,7 +115,7 @@ class Harness:
 
     async def assert_books_agree_except(self, forged: set[str]):
         ops = [o for o in await self.rows("bank_operations") if o["operation_key"] not in forged]
-        assert not [o for o in ops if o["status"] in ("sent", "reversing")], "operations left in doubt"
+        assert not [o for o in ops if o["status"] in ("sent", "reversing", "review")], "operations left in doubt"
         approved = {o["rrn"]: (o["kind"], o["amount"]) for o in ops if o["status"] == "approved"}
         standing = {}
         for pan, card in self.sim.issuer.cards.items():
@@ -626,3 +627,81 @@ async def test_many_concurrent_operations_some_in_doubt(h, port):
     await eventually(lambda: sorted(h.resolver.calls) == [(f"late-{i}", False) for i in range(6)])
     h.sim.faults.clear()
     await eventually(lambda: h.sim.card(DEBIT_PAN).balance == 100_00 - 10 * 1_00)
+
+
+async def _answers(h, key, code) -> int:
+    return sum(1 for r in await h.rows("bank_journal")
+               if r["operation_key"] == key and r["mti"] == "0430" and r["response_code"] == code)
+
+
+@pytest.mark.parametrize("code", ["96", "30"])
+@aio_test
+async def test_a_0430_that_is_not_final_keeps_the_0421_repeats(bank_db, code):
+    """A reversal answered "96" or "30" has not happened: the card stays
+    debited and the operation in doubt until a final answer arrives."""
+    h = await Harness(bank_db, timeout=0.3).start_sim()
+    try:
+        port = (await h.start_bridge()).port
+        card = await h.verified(port)
+        h.sim.faults.update({"answer_after": 1.0, "mtis": ["0200"], "reversal_answer": code})
+        result = await port.debit_card(operation_key="nf-1", card=card, amount=20_00)
+        assert result.status is BankStatus.UNKNOWN
+        await eventually_async(lambda: _answers(h, "nf-1", code), timeout=10)
+        await eventually_async(lambda: _count(_answers(h, "nf-1", code), 3), timeout=10)
+        assert h.resolver.calls == []                                # never "reversed" on such an answer
+        assert h.sim.card(DEBIT_PAN).balance == 80_00                # the bank still holds the debit
+        ops = {r["operation_key"]: r for r in await h.rows("bank_operations")}
+        assert ops["nf-1"]["status"] == "reversing"
+        assert (await port.debit_card(operation_key="nf-1", card=card, amount=20_00)).status is BankStatus.UNKNOWN
+        h.sim.faults.clear()                                         # the bank recovers: "00"
+        await eventually(lambda: h.resolver.calls == [("nf-1", False)])
+        assert h.sim.card(DEBIT_PAN).balance == 100_00
+        await h.assert_books_agree()
+    finally:
+        await h.close()
+
+
+async def _count(awaitable, n) -> bool:
+    return await awaitable >= n
+
+
+@aio_test
+async def test_unsettled_reversal_goes_to_manual_review_and_an_operator_resolves_it(bank_db):
+    from bank_bridge import review
+    from bank_bridge.store import BankStore, ReviewError
+    h = await Harness(bank_db, timeout=0.3, reversal_max_attempts=3).start_sim()
+    try:
+        service = await h.start_bridge()
+        port = service.port
+        card = await h.verified(port)
+        h.sim.faults.update({"answer_after": 1.0, "mtis": ["0200"], "reversal_answer": "96"})
+        assert (await port.debit_card(operation_key="rv-1", card=card, amount=30_00)).status is BankStatus.UNKNOWN
+        await eventually_async(lambda: _reversal_state(h, "rv-1", "review"))
+        sent = [m for m in h.sim.messages if m["direction"] == "in" and m["mti"] in ("0420", "0421")]
+        assert len(sent) == 3                                        # the configured attempts, then no more
+        assert h.resolver.calls == [] and h.sim.card(DEBIT_PAN).balance == 70_00
+        store = BankStore(service.engine)
+        (listed,) = await review.in_doubt(store)
+        assert (listed["operation_key"], listed["state"], listed["response_code"], listed["amount"]) == \
+            ("rv-1", "review", "96", 30_00)
+        with pytest.raises(ReviewError):
+            await review.resolve(store, h.resolver, "rv-1", outcome="approved", actor="", reason="x")
+        with pytest.raises(ReviewError):
+            await review.resolve(store, h.resolver, "no-such", outcome="approved", actor="ops", reason="x")
+        # the bank says the debit stands: the operator records it, the ledger posts
+        row = await review.resolve(store, h.resolver, "rv-1", outcome="approved", actor="ops-li",
+                                   reason="bank call ref 4411: debit settled")
+        assert h.resolver.calls == [("rv-1", True)]
+        (audit,) = await store.reviews_for("rv-1")
+        assert (audit["actor"], audit["outcome"], audit["reason"]) == ("ops-li", "approved",
+                                                                        "bank call ref 4411: debit settled")
+        assert audit["before"]["reversal"] == "review" and audit["after"]["operation"] == "approved"
+        assert audit["at"] is not None and row["outcome"] == "approved"
+        assert await _reversal_state(h, "rv-1", "resolved")
+        assert (await port.debit_card(operation_key="rv-1", card=card, amount=30_00)).status is BankStatus.APPROVED
+        with pytest.raises(ReviewError):                             # decided once
+            await review.resolve(store, h.resolver, "rv-1", outcome="declined", actor="ops", reason="x")
+        assert await review.in_doubt(store) == []
+        await h.assert_books_agree()
+    finally:
+        await h.close()

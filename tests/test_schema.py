@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from bank_bridge.tables import metadata as bank_metadata
 from telecom_pay.ledger import schema
 from tests.aio import aio_test
 from telecom_pay.ledger.tables import metadata as core_metadata
@@ -12,8 +13,8 @@ from telecom_pay.messaging import metadata as messaging_metadata
 from telecom_pay.settlement import metadata as settlement_metadata
 
 
-@pytest.mark.parametrize("metadata", [core_metadata, messaging_metadata, settlement_metadata],
-                         ids=["core", "messaging", "settlement"])
+@pytest.mark.parametrize("metadata", [core_metadata, messaging_metadata, settlement_metadata, bank_metadata],
+                         ids=["core", "messaging", "settlement", "bank"])
 def test_migrations_match_tables(database_url, metadata):
     schema.upgrade(database_url)
     eng = sa.create_engine(schema.sync_url(database_url))

@@ -79,7 +79,8 @@ class IssuerProtocol(Protocol):
             return
         faults = self.sim.faults
         answer = self.sim.issuer.handle(message, self.sim.reactor.seconds(),
-                                        decline_all=faults.decline_all if faulted else None)
+                                        decline_all=faults.decline_all if faulted else None,
+                                        reversal_answer=faults.reversal_answer)
         if faulted and faults.answer_after:
             self.sim.reactor.callLater(faults.answer_after, self.send, answer)
         else:

@@ -66,7 +66,8 @@ class Issuer:
 
     # -- requests ---------------------------------------------------------------
 
-    def handle(self, message: dict[str, str], now: float, *, decline_all: str | None = None) -> dict[str, str]:
+    def handle(self, message: dict[str, str], now: float, *, decline_all: str | None = None,
+               reversal_answer: str | None = None) -> dict[str, str]:
         mti = message["t"]
         day = time.strftime("%Y-%m-%d", time.localtime(now))
         if day != self._day:
@@ -79,7 +80,8 @@ class Issuer:
             answer["39"] = spec.RC_APPROVED
             return answer
         if mti in (spec.REVERSAL_ADVICE, spec.REVERSAL_ADVICE_REPEAT):
-            answer["39"] = self._reverse(message, now, day)
+            # a forced answer (a fault) leaves the original standing
+            answer["39"] = reversal_answer if reversal_answer is not None else self._reverse(message, now, day)
             return answer
         if decline_all is not None:
             answer["39"] = decline_all
@@ -156,7 +158,7 @@ class Issuer:
         transaction = self._transactions.get(key)
         if transaction is None:
             self._reversed.add(key)
-            return "25"                 # unable to locate the original; it will never be honoured
+            return spec.RC_ORIGINAL_NOT_FOUND   # unable to locate the original; it will never be honoured
         if key in self._reversed:
             return spec.RC_APPROVED     # already reversed: acknowledge again, no second movement
         self._reversed.add(key)
