@@ -153,6 +153,7 @@ async def test_approved_topup_whose_post_failed_is_posted_on_the_next_start(data
             await st.svc.topup(MSISDN, 200_00, channel="t", key="tp-1")
         assert bank.sim.card(DEBIT).balance == 300_00                   # the bank approved it
         assert (await st.svc.ledger.get_operation("tp-1")).state == "pending"
+        st.svc.ledger.clock = lambda: datetime.now(timezone.utc)        # one clock: the service's is the ledger's
         stale = [p for p in await st.svc.check_books() if "tp-1" in p]  # older than pending_alarm_minutes
         assert len(stale) == 1 and "pending since" in stale[0]
         code, out, _ = await cli(database_url, tmp_path, "db", "check")
