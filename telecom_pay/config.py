@@ -2,6 +2,12 @@
 
 Secrets never live in the repo beyond the clearly marked development default
 PIN key; production takes it from TELECOM_PAY_PIN_KEY.
+
+A development key is refused for any database but the embedded default: a
+key published in the repository protects nothing, so PINs hashed (or card
+tokens derived) with it on a real database would be as good as readable.
+Tests, the benchmark and demos on their own databases say so explicitly
+with `security.allow_development_keys = true`.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "telecom-pay.toml"
 DEV_PIN_KEY_MARK = "dev-only"
+EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"
 
 
 class ConfigError(ValueError):
@@ -52,7 +59,7 @@ class Settings:
     region: str = "CN"
     default_language: str = "zh"
     service_number: str = "10658888"
-    database_url: str = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"
+    database_url: str = EMBEDDED_DATABASE_URL
     auto_upgrade: bool = True
     sessions_url: str = "memory://"
     sessions_prefix: str = "tp:"
@@ -108,6 +115,8 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
         if rule.payer not in ("subscriber", "merchant"):
             raise ConfigError(f"fees.{kind}.payer must be subscriber or merchant")
     db_url = db.get("url", Settings.database_url)
+    if db_url != EMBEDDED_DATABASE_URL and not sec.get("allow_development_keys", False):
+        _refuse_development_keys(raw, key, db_url)
     return Settings(
         raw=raw, path=path,
         currency=plat.get("currency", "CNY"), timezone=plat.get("timezone", "Asia/Shanghai"),
@@ -124,6 +133,27 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
         limits=limits, fees=fees,
         merchants=list(raw.get("merchants", [])), agents=list(raw.get("agents", [])),
     )
+
+
+def _is_development_key(key) -> bool:
+    text = key.decode(errors="replace") if isinstance(key, bytes) else str(key or "")
+    return text.startswith(DEV_PIN_KEY_MARK)
+
+
+def _refuse_development_keys(raw: dict, pin_key, db_url: str) -> None:
+    where = db_url.split("://", 1)[0]
+    if _is_development_key(pin_key):
+        raise ConfigError(
+            f"security.pin_key is the development default, and database.url ({where}) is not the embedded "
+            "default: set TELECOM_PAY_PIN_KEY to 32+ random bytes (e.g. `openssl rand -hex 32`), or set "
+            "security.allow_development_keys = true for a test or demo database")
+    bank = raw.get("bank", {})
+    card_key = os.environ.get("TELECOM_PAY_CARD_TOKEN_KEY") or bank.get("card_token_key")
+    if bank.get("factory") and bank.get("enabled", True) and _is_development_key(card_key):
+        raise ConfigError(
+            f"bank.card_token_key is the development default, and database.url ({where}) is not the embedded "
+            "default: set TELECOM_PAY_CARD_TOKEN_KEY to 32+ random bytes (e.g. `openssl rand -hex 32`), or set "
+            "security.allow_development_keys = true for a test or demo database")
 
 
 def _money(v, where: str) -> int:

@@ -16,6 +16,7 @@ def write_config(tmp_path: Path) -> Path:
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     text = text.replace('url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"',
                         f'url = "sqlite+aiosqlite:///{tmp_path}/tp.sqlite3"')
+    text = text.replace("[security]\n", "[security]\nallow_development_keys = true\n", 1)
     path = tmp_path / "tp.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -35,7 +36,9 @@ def test_newcomer_path(tmp_path):
     cash = cli(cfg, "agent", "cash-in", "13800138000", "100")
     assert cash.returncode == 0, cash.stderr
     assert "100.00" in cash.stdout
-    pay = cli(cfg, "console", "--msisdn", "13800138000", stdin=f"ZF M001 12.50\n{pin}\nYE\nMX\n")
+    refused = cli(cfg, "console", "--msisdn", "13800138000", stdin="ZF M001 12.50\n")
+    assert "MM" in refused.stdout                         # the initial PIN pays nothing: change it first
+    pay = cli(cfg, "console", "--msisdn", "13800138000", stdin=f"MM {pin} 258147\nZF M001 12.50\n258147\nYE\nMX\n")
     assert pay.returncode == 0, pay.stderr
     assert re.search(r"T[2-9A-Z]{7}", pay.stdout) and "87.50" in pay.stdout
     assert "福彩中心" in pay.stdout
