@@ -31,6 +31,9 @@ class Subscriber:
     pin: str
 
 
+BENCH_PIN = "258147"
+
+
 def msisdns(count: int) -> list[str]:
     return [str(FIRST_MSISDN + i + 1) for i in range(count)]
 
@@ -56,7 +59,9 @@ async def populate(config_path, count: int, balance: int, *, parallel: int = 64)
                 _expect(r.outcome is Outcome.CONFIRM_REQUIRED, f"opening {msisdn}", r)
                 r = await svc.confirm_open(msisdn, channel="bench")
                 _expect(r.outcome is Outcome.OK, f"confirming {msisdn}", r)
-                pin = r.params["pin"]
+                pin = BENCH_PIN                  # an initial PIN moves no money: changed first
+                r = await svc.change_pin(msisdn, r.params["pin"], pin, channel="bench")
+                _expect(r.outcome is Outcome.OK, f"changing the PIN of {msisdn}", r)
                 r = await svc.cash_in(AGENT_CODE, msisdn, balance, key=f"bench-cashin:{msisdn}")
                 _expect(r.outcome is Outcome.OK, f"cash-in for {msisdn}", r)
                 return Subscriber(msisdn, pin)

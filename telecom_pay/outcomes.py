@@ -36,6 +36,7 @@ class Outcome(str, enum.Enum):
     PIN_WRONG = "pin_wrong"
     PIN_LOCKED = "pin_locked"
     PIN_FORMAT = "pin_format"                  # a PIN must be 6 digits
+    PIN_CHANGE_REQUIRED = "pin_change_required"  # an initial or reset PIN: MM first
     # counterparties
     UNKNOWN_MERCHANT = "unknown_merchant"
     MERCHANT_INACTIVE = "merchant_inactive"

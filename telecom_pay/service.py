@@ -170,9 +170,12 @@ class PaymentService:
             raise _refuse(_STATUS_OUTCOME[w.status])
         return w
 
-    async def _check_pin(self, conn, wallet, pin: str | None) -> None:
+    async def _check_pin(self, conn, wallet, pin: str | None, *, before_change: bool = False) -> None:
         """Verifies the PIN; a wrong one is counted (committed even though
-        the payment is refused) and locks payments after N failures."""
+        the payment is refused) and locks payments after N failures. An
+        initial or agent-reset PIN travelled by SMS and may have been seen:
+        it only changes itself (MM) or unfreezes (`before_change`), it
+        never moves money."""
         if not is_pin_format(pin):
             raise _refuse(Outcome.PIN_FORMAT)
         cred = await acct.get_credentials(conn, wallet.id)
@@ -186,6 +189,24 @@ class PaymentService:
         if cred.pin_failures:
             await acct.record_pin_attempt(conn, wallet.id, ok=True, max_failures=self.settings.pin_max_failures,
                                           lock_until=now)
+        if cred.must_change and not before_change:
+            raise _refuse(Outcome.PIN_CHANGE_REQUIRED)
+
+    async def _refuse_before_pin_change(self, conn, wallet) -> None:
+        """Refuses a spend before asking for a PIN that could not authorise it."""
+        cred = await acct.get_credentials(conn, wallet.id)
+        if cred is not None and cred.must_change:
+            raise _refuse(Outcome.PIN_CHANGE_REQUIRED)
+
+    async def pin_change_required(self, msisdn: str) -> bool:
+        """The account's PIN is an initial or reset one (see _check_pin)."""
+        msisdn = self._norm(msisdn)
+
+        async def q(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            cred = await acct.get_credentials(conn, w.id) if w is not None else None
+            return bool(cred is not None and cred.must_change)
+        return await self.ledger.read(q)
 
     async def _count_pin_failure(self, conn, wallet) -> Result:
         """Runs outside the refused job's savepoint, so the count commits."""
@@ -448,6 +469,7 @@ class PaymentService:
 
         async def q(conn):
             w = await self._wallet(conn, msisdn)
+            await self._refuse_before_pin_change(conn, w)
             m = await acct.find_merchant(conn, code)
             if m is None:
                 return Result(Outcome.UNKNOWN_MERCHANT, params={"merchant_code": code})
@@ -495,6 +517,7 @@ class PaymentService:
 
         async def q(conn):
             w = await self._wallet(conn, msisdn)
+            await self._refuse_before_pin_change(conn, w)
             r = await acct.find_wallet(conn, to)
             if r is None or r.status != ACTIVE:
                 return Result(Outcome.UNKNOWN_RECIPIENT, params={"counterparty": _masked_local(to)})
@@ -727,7 +750,7 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status in (PENDING, CLOSED):
                 raise _refuse(_STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, old_pin)
+            await self._check_pin(conn, w, old_pin, before_change=True)
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, new_pin), must_change=False)
             await acct.audit(conn, actor=f"msisdn:{msisdn}", channel=channel, action="pin_changed", account_id=w.id)
             return Result(Outcome.OK, params={"action": "change_pin"})
@@ -753,7 +776,7 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status != FROZEN:
                 raise _refuse(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, pin)
+            await self._check_pin(conn, w, pin, before_change=True)
             await acct.transition(conn, w, "unfreeze", actor=f"msisdn:{msisdn}", channel=channel)
             return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "unfreeze"})
         return await self._run_keeping(job)

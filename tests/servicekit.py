@@ -30,13 +30,19 @@ async def make_service(database_url: str, *, sessions_url: str = "memory://", pr
     return svc
 
 
+CHOSEN_PIN = "258147"
+
+
 async def open_active(svc: PaymentService, msisdn: str = MSISDN) -> str:
-    """KT then A; returns the initial PIN."""
+    """KT, A, then MM from the initial PIN to CHOSEN_PIN (an initial PIN
+    moves no money); returns CHOSEN_PIN."""
     r = await svc.open_account(msisdn, channel="test")
     assert r.outcome.value == "confirm_required", r
     r = await svc.confirm_open(msisdn, channel="test")
     assert r.outcome.value == "ok", r
-    return r.params["pin"]
+    r = await svc.change_pin(msisdn, r.params["pin"], CHOSEN_PIN, channel="test")
+    assert r.outcome.value == "ok", r
+    return CHOSEN_PIN
 
 
 async def funded(svc: PaymentService, msisdn: str = MSISDN, amount: int = 10_000) -> str:

@@ -10,7 +10,7 @@ from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
 from tests.bankdouble import InProcessBank
 from tests.e2ekit import PIN_RE, REF_RE, eventually, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
-from tests.servicekit import PAN_DEBIT
+from tests.servicekit import CHOSEN_PIN, PAN_DEBIT
 
 MSISDN = "8613800138000"
 
@@ -36,7 +36,8 @@ async def open_account(phone) -> str:
     assert "A" in await say(phone, "KT")
     await wait_deferred(phone.send("A"))
     creds = await reply(phone, expect="MM")              # the initial PIN arrives by SMS
-    return PIN_RE.search(creds).group(1)
+    await say(phone, f"MM {PIN_RE.search(creds).group(1)} {CHOSEN_PIN}", expect="支付密码已修改")   # and changed
+    return CHOSEN_PIN
 
 
 @aio_test

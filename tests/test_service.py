@@ -102,7 +102,10 @@ async def test_wrong_pins_lock_then_timeout_or_agent_reset(stack):
     svc.add_notifier(lambda m, res: notes.append((m, res)))
     reset = await svc.reset_pin("AG001", MSISDN)
     assert reset.outcome is Outcome.OK and notes and notes[-1][1].params["pin"] == reset.params["pin"]
-    assert (await svc.pay(MSISDN, "M001", 100, reset.params["pin"], channel="sms")).outcome is Outcome.OK
+    assert (await svc.pay(MSISDN, "M001", 100, reset.params["pin"], channel="sms")).outcome \
+        is Outcome.PIN_CHANGE_REQUIRED                                # a reset PIN must be changed first
+    assert (await svc.change_pin(MSISDN, reset.params["pin"], "369258", channel="sms")).outcome is Outcome.OK
+    assert (await svc.pay(MSISDN, "M001", 100, "369258", channel="sms")).outcome is Outcome.OK
     assert (await svc.reset_pin("NOBODY", MSISDN)).outcome is Outcome.NOT_AUTHORIZED
     await sound(svc)
     await shutdown(svc)
@@ -294,5 +297,40 @@ async def test_statement_paging_and_airtime_and_refund(stack):
     assert rf.outcome is Outcome.OK and rf.amount == 50
     assert (await svc.refund("M002", refs[0], 51, actor="merchant:M002")).outcome is Outcome.INVALID_AMOUNT
     assert (await svc.refund("M001", refs[1], None, actor="merchant:M001")).outcome is Outcome.NOT_FOUND
+    await sound(svc)
+    await shutdown(svc)
+
+
+@aio_test
+async def test_initial_and_reset_pins_move_no_money_until_changed(stack):
+    """An initial (or agent-reset) PIN came by SMS: before MM it may check
+    balance and statement, freeze and unfreeze, and change itself; every
+    spend, withdrawal, PIN top-up and close is refused without a booking."""
+    svc = await service(stack)
+    await svc.open_account(MSISDN, channel="sms")
+    pin = (await svc.confirm_open(MSISDN, channel="sms")).params["pin"]
+    await open_active(svc, OTHER)
+    await svc.fund_agent("AG001", 10_000)
+    assert (await svc.cash_in("AG001", MSISDN, 10_000)).outcome is Outcome.OK
+    assert (await svc.bind_card(MSISDN, PAN_DEBIT, "2912", channel="t")).ok
+    assert (await svc.balance(MSISDN, channel="sms")).balance == 10_000
+    assert (await svc.statement(MSISDN, channel="sms")).outcome is Outcome.OK
+    refused = Outcome.PIN_CHANGE_REQUIRED
+    assert (await svc.preview_payment(MSISDN, "M001", 100)).outcome is refused
+    assert (await svc.preview_send(MSISDN, OTHER, 100)).outcome is refused
+    assert (await svc.pay(MSISDN, "M001", 100, pin, channel="sms")).outcome is refused
+    assert (await svc.send(MSISDN, OTHER, 100, pin, channel="sms")).outcome is refused
+    assert (await svc.airtime(MSISDN, 100, pin, channel="sms")).outcome is refused
+    assert (await svc.withdraw(MSISDN, 100, pin, channel="sms")).outcome is refused
+    assert (await svc.topup(MSISDN, 100, pin=pin, require_pin=True, channel="sms")).outcome is refused
+    assert (await svc.close(MSISDN, pin, channel="sms")).outcome is refused
+    wrong = "000000" if pin != "000000" else "111111"
+    assert (await svc.pay(MSISDN, "M001", 100, wrong, channel="sms")).outcome is Outcome.PIN_WRONG
+    assert (await svc.freeze(MSISDN, channel="sms")).outcome is Outcome.OK
+    assert (await svc.unfreeze(MSISDN, pin, channel="sms")).outcome is Outcome.OK
+    assert (await svc.balance(MSISDN, channel="sms")).balance == 10_000          # nothing moved
+    assert (await svc.change_pin(MSISDN, pin, "369258", channel="sms")).outcome is Outcome.OK
+    assert (await svc.preview_payment(MSISDN, "M001", 100)).outcome is Outcome.PIN_REQUIRED
+    assert (await svc.pay(MSISDN, "M001", 100, "369258", channel="sms")).outcome is Outcome.OK
     await sound(svc)
     await shutdown(svc)
