@@ -315,8 +315,18 @@ class PaymentService:
         """A: activates the pending account and issues the initial PIN and
         password (returned once, for the channel to send; stored hashed)."""
         msisdn = self._norm(msisdn)
-        pin, password = generate_pin(), generate_password()
-        pw_hash = self.passwords.hash(password)
+        # A cheap read before the slow hash: an `A` from a number with no
+        # opening waiting (a flood from random numbers) costs one query.
+        w = await self.ledger.read(lambda conn: acct.find_wallet(conn, msisdn))
+        if w is None:
+            return Result(Outcome.NOTHING_PENDING)
+        if w.status != PENDING:
+            return Result(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
+        if _aware(w.expires_at) <= self.clock():
+            pin = password = pw_hash = None       # the job closes it, nothing hashed
+        else:
+            pin, password = generate_pin(), generate_password()
+            pw_hash = await self.passwords.hash(password)
 
         async def job(conn):
             w = await acct.find_wallet(conn, msisdn)
@@ -328,6 +338,8 @@ class PaymentService:
                 await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel,
                                       reason="confirmation expired")
                 return Result(Outcome.CONFIRMATION_EXPIRED)
+            if pw_hash is None:                   # a KT arrived after the first read: A again
+                raise _refuse(Outcome.NOTHING_PENDING)
             await acct.transition(conn, w, "confirm", actor=f"msisdn:{msisdn}", channel=channel)
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), password_hash=pw_hash)
             return Result(Outcome.OK, balance=0, params={"action": "confirm_open", "pin": pin,
@@ -355,7 +367,7 @@ class PaymentService:
         except MsisdnError:
             return Result(Outcome.INVALID_NUMBER)
         pin, password = generate_pin(), generate_password()
-        pw_hash = self.passwords.hash(password)
+        pw_hash = await self.passwords.hash(password)
 
         async def job(conn):
             await self._agent(conn, agent_code)
@@ -762,7 +774,7 @@ class PaymentService:
         if w is None or w.status == CLOSED:
             return False
         cred = await self.ledger.read(lambda conn: acct.get_credentials(conn, w.id))
-        return self.passwords.verify(cred.password_hash if cred else None, password)
+        return await self.passwords.verify(cred.password_hash if cred else None, password)
 
     async def freeze(self, msisdn: str, *, channel: str, actor: str | None = None) -> Result:
         """DJ: immediate, no PIN (a lost phone must be stoppable)."""
@@ -967,7 +979,7 @@ class PaymentService:
         (never handed to the new one); a new account opens for the holder."""
         msisdn = self._norm(msisdn)
         pin, password = generate_pin(), generate_password()
-        pw_hash = self.passwords.hash(password)
+        pw_hash = await self.passwords.hash(password)
 
         async def job(conn):
             await self._agent(conn, agent_code)
