@@ -49,7 +49,8 @@ async def populate(config_path, count: int, balance: int, *, parallel: int = 64)
         svc.passwords = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
         await svc.register_merchant(BENCH_MERCHANT["code"], BENCH_MERCHANT["name"],
                                     name_en=BENCH_MERCHANT["name_en"])
-        funded = await svc.fund_agent(AGENT_CODE, count * balance, key=f"bench-float:{count}:{balance}")
+        funded = await svc.fund_agent(AGENT_CODE, count * balance, key=f"bench-float:{count}:{balance}",
+                                      operator="benchmark")
         _expect(funded.outcome is Outcome.OK, f"funding agent {AGENT_CODE}", funded)
         gate = asyncio.Semaphore(parallel)
 

@@ -68,9 +68,10 @@ async def get_account(conn, account_id: int):
 
 
 async def create_pending_wallet(conn, msisdn: str, *, language: str, expires_at: datetime, actor: str,
-                                channel: str) -> int:
+                                channel: str, **kyc) -> int:
+    """`kyc`: holder_name, id_type, id_number, kyc_tier when an agent opens it."""
     account_id = await insert_account(conn, kind=WALLET, status=PENDING, msisdn=msisdn, language=language,
-                                      expires_at=expires_at)
+                                      expires_at=expires_at, **kyc)
     await audit(conn, actor=actor, channel=channel, action="open_requested", account_id=account_id)
     return account_id
 
@@ -187,3 +188,14 @@ async def spent_since(conn, account_id: int, day: datetime, month: datetime) -> 
     base of the daily and monthly limits, in one query."""
     day_total, month_total = (await conn.execute(_SPENT, {"id": account_id, "day": day, "month": month})).one()
     return int(day_total), int(month_total)
+
+
+_FUNDED = sa.select(sa.func.coalesce(sa.func.sum(_o.amount), 0)).where(
+    _o.account_id == sa.bindparam("id"), _o.kind == "agent_float", _o.state != "voided",
+    _o.created_at >= sa.bindparam("day"))
+
+
+async def funded_since(conn, agent_id: int, day: datetime) -> int:
+    """Float put on an agent's account since the start of the local day:
+    the base of the operator's daily funding bound."""
+    return int((await conn.execute(_FUNDED, {"id": agent_id, "day": day})).scalar_one())

@@ -69,6 +69,8 @@ class Settings:
     confirm_minutes: int = 10
     pending_payment_minutes: int = 5
     velocity_per_minute: int = 5
+    agent_float_max_per_operation: int = 10_000_000
+    agent_float_max_per_day: int = 50_000_000
     limits: dict[int, TierLimits] = field(default_factory=dict)
     fees: dict[str, FeeRule] = field(default_factory=dict)
     merchants: list[dict] = field(default_factory=list)
@@ -130,6 +132,10 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
         confirm_minutes=int(sec.get("confirm_minutes", 10)),
         pending_payment_minutes=int(sec.get("pending_payment_minutes", 5)),
         velocity_per_minute=int(sec.get("velocity_payments_per_minute", 5)),
+        agent_float_max_per_operation=_money(sec.get("agent_float_max_per_operation", 10_000_000),
+                                             "security.agent_float_max_per_operation"),
+        agent_float_max_per_day=_money(sec.get("agent_float_max_per_day", 50_000_000),
+                                       "security.agent_float_max_per_day"),
         limits=limits, fees=fees,
         merchants=list(raw.get("merchants", [])), agents=list(raw.get("agents", [])),
     )

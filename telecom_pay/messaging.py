@@ -100,6 +100,21 @@ _RECEIPT = outbox.update().where(outbox.c.id == sa.select(outbox_parts.c.outbox_
     delivery=sa.bindparam("_state"), updated_at=sa.bindparam("_at")).returning(outbox.c.id)
 
 
+async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, secret: bool = False,
+                         key: str | None = None) -> list[int]:
+    """Queue messages inside the caller's transaction, for work done outside
+    any channel (the agent CLI runs in its own process): they commit or roll
+    back with it, and the channel's outbox scan sends them. `secret` marks a
+    credential SMS; `key` names the operation that caused it."""
+    if not texts:
+        return []
+    now = utcnow()
+    meta = {k: v for k, v in (("secret", secret or None), ("key", key)) if v}
+    return list((await conn.execute(_INSERT_OUTBOX, [dict(
+        channel=channel, msisdn=msisdn, text=text, inbound_id=None, state=QUEUED, next_attempt_at=now,
+        meta=meta or None, created_at=now, updated_at=now) for text in texts])).scalars())
+
+
 class MessageStore:
     """One process sends a channel's outbox (in-flight messages are tracked
     in memory by the channel, not marked in the database)."""

@@ -10,7 +10,7 @@ after the commit.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
@@ -27,6 +27,7 @@ from telecom_pay.ledger.ledger import (
 from telecom_pay.ledger.tables import (
     ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, operations, transfers)
 from telecom_pay.msisdn import MsisdnError, local_form, mask, normalize
+from telecom_pay.notices import queue_notice
 from telecom_pay.outcomes import BankDecline, Outcome, Result, StatementLine
 from telecom_pay.security import PasswordHasher, PinHasher, check_limits, generate_password, generate_pin, \
     is_pin_format, is_weak_pin
@@ -361,13 +362,15 @@ class PaymentService:
     async def agent_open(self, agent_code: str, msisdn: str, *, holder_name: str, id_type: str, id_number: str,
                          language: str | None = None, kyc_tier: int = 2) -> Result:
         """A call-center or counter agent opens an account for a caller with
-        ID data: active at once, higher KYC tier, credentials sent by SMS."""
+        ID data, in the call-center flow: the platform texts the agreement
+        (the KT reply), the subscriber confirms with A and then receives the
+        initial PIN and password by SMS. The agent sees neither."""
         try:
             msisdn = self._norm(msisdn)
         except MsisdnError:
             return Result(Outcome.INVALID_NUMBER)
-        pin, password = generate_pin(), generate_password()
-        pw_hash = await self.passwords.hash(password)
+        lang = language or self.settings.default_language
+        ttl = self.settings.confirm_minutes
 
         async def job(conn):
             await self._agent(conn, agent_code)
@@ -377,12 +380,13 @@ class PaymentService:
             if w is not None:
                 await acct.transition(conn, w, "close", actor=f"agent:{agent_code}", channel="agent",
                                       reason="replaced by agent opening")
-            wid = await acct.create_active_wallet(
-                conn, msisdn, language=language or self.settings.default_language, actor=f"agent:{agent_code}",
-                channel="agent", holder_name=holder_name, id_type=id_type, id_number=id_number, kyc_tier=kyc_tier)
-            await acct.set_credentials(conn, wid, pin_hash=self.pins.hash(wid, pin), password_hash=pw_hash)
-            return Result(Outcome.OK, balance=0, params={"action": "confirm_open", "pin": pin, "password": password,
-                                                         "msisdn": msisdn})
+            wid = await acct.create_pending_wallet(
+                conn, msisdn, language=lang, expires_at=self.clock() + timedelta(minutes=ttl),
+                actor=f"agent:{agent_code}", channel="agent", holder_name=holder_name, id_type=id_type,
+                id_number=id_number, kyc_tier=kyc_tier)
+            await queue_notice(conn, msisdn, lang, Result(Outcome.CONFIRM_REQUIRED, params={
+                "action": "open", "ttl_minutes": ttl}), key=f"agent_open:{wid}")
+            return Result(Outcome.OK, params={"action": "sms_sent", "what": "agreement", "msisdn": msisdn})
         return await self._run(job)
 
     async def _agent(self, conn, agent_code: str):
@@ -793,7 +797,8 @@ class PaymentService:
             return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "unfreeze"})
         return await self._run_keeping(job)
 
-    async def _transition(self, msisdn: str, action: str, *, channel: str, actor: str | None, **details) -> Result:
+    async def _transition(self, msisdn: str, action: str, *, channel: str, actor: str | None, notice: bool = False,
+                          **details) -> Result:
         try:
             msisdn = self._norm(msisdn)
         except MsisdnError:
@@ -807,6 +812,8 @@ class PaymentService:
                 if action == "unfreeze" and e.status == ACTIVE:
                     raise _refuse(Outcome.ALREADY_ACTIVE)
                 raise _refuse(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
+            if notice:                            # done by someone else: the subscriber is told
+                await queue_notice(conn, msisdn, w.language, Result(Outcome.OK, params={"action": action}))
             return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": action})
         return await self._run(job)
 
@@ -887,40 +894,82 @@ class PaymentService:
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="cash_in", legs=(Leg(agent.id, w.id, amount, "cash_in"),), channel="agent",
                 actor=f"agent:{agent_code}", account_id=w.id, counterparty_id=agent.id))
+            if not rec.replayed:
+                await queue_notice(conn, msisdn, w.language, self._money_result("cash_in", rec, w.id), key=key)
             return self._money_result("cash_in", rec, w.id, agent_balance=rec.balance_of(agent.id).available)
-        result = await self._run(job)
-        if result.outcome is Outcome.OK:
-            await self._notify(msisdn, result)
-        return result
+        return await self._run(job)
 
-    async def fund_agent(self, agent_code: str, amount: int, *, key: str | None = None) -> Result:
-        """Operations puts cash float on an agent's account (from `cash`)."""
+    async def fund_agent(self, agent_code: str, amount: int, *, operator: str, key: str | None = None) -> Result:
+        """An operator puts cash float on an agent's account (from `cash`):
+        float is money the agent can hand out as wallet balance, so it is
+        bounded per operation and per local day (config) and audited."""
+        if amount <= 0:
+            return Result(Outcome.INVALID_AMOUNT)
+        if amount > self.settings.agent_float_max_per_operation:
+            return Result(Outcome.LIMIT_PER_TXN, params={"limit": self.settings.agent_float_max_per_operation})
         key = self._key(key, "float")
 
         async def job(conn):
             agent = await self._agent(conn, agent_code)
+            booked = (await conn.execute(sa.select(operations.c.id).where(
+                operations.c.idempotency_key == key))).first()
+            if booked is None:                    # a replay returns the original, bound or not
+                day = self.clock().astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+                today = await acct.funded_since(conn, agent.id, day.astimezone(timezone.utc))
+                if today + amount > self.settings.agent_float_max_per_day:
+                    raise _refuse(Outcome.LIMIT_DAILY, limit=self.settings.agent_float_max_per_day)
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="agent_float", legs=(Leg(self.system["cash"], agent.id, amount, "agent_float"),),
-                channel="admin", actor="admin", account_id=agent.id))
+                channel="operator", actor=f"operator:{operator}", account_id=agent.id))
+            if not rec.replayed:
+                await acct.audit(conn, actor=f"operator:{operator}", channel="operator", action="agent_funded",
+                                 account_id=agent.id, amount=amount, ref=rec.ref)
             return self._money_result("agent_float", rec, agent.id)
         return await self._run(job)
 
     async def agent_freeze(self, agent_code: str, msisdn: str) -> Result:
         return await self._as_agent(agent_code, lambda: self._transition(
-            msisdn, "freeze", channel="agent", actor=f"agent:{agent_code}"))
+            msisdn, "freeze", channel="agent", actor=f"agent:{agent_code}", notice=True))
 
     async def agent_unfreeze(self, agent_code: str, msisdn: str) -> Result:
         return await self._as_agent(agent_code, lambda: self._transition(
-            msisdn, "unfreeze", channel="agent", actor=f"agent:{agent_code}"))
+            msisdn, "unfreeze", channel="agent", actor=f"agent:{agent_code}", notice=True))
+
+    async def agent_authorized(self, agent_code: str) -> bool:
+        a = await self.ledger.read(lambda conn: acct.find_agent(conn, agent_code))
+        return a is not None and a.status == ACTIVE
 
     async def _as_agent(self, agent_code: str, fn) -> Result:
-        ok = await self.ledger.read(lambda conn: acct.find_agent(conn, agent_code))
-        if ok is None or ok.status != ACTIVE:
+        if not await self.agent_authorized(agent_code):
             return Result(Outcome.NOT_AUTHORIZED)
         return await fn()
 
+    async def agent_balance(self, agent_code: str, msisdn: str) -> Result:
+        """A subscriber's balance read by an agent: audited (who looked, when)."""
+        return await self._agent_read(agent_code, msisdn, "balance", lambda: self.balance(msisdn, channel="agent"))
+
+    async def agent_statement(self, agent_code: str, msisdn: str, *, page: int = 1, lang: str = "zh") -> Result:
+        return await self._agent_read(agent_code, msisdn, "statement", lambda: self.statement(
+            msisdn, channel="agent", page=page, lang=lang))
+
+    async def _agent_read(self, agent_code: str, msisdn: str, what: str, read) -> Result:
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await acct.find_wallet(conn, msisdn)
+            await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="agent_read",
+                             account_id=w.id if w is not None else None, what=what)
+            return Result(Outcome.OK)
+        allowed = await self._run(job)
+        return await read() if allowed.ok else allowed
+
     async def reset_pin(self, agent_code: str, msisdn: str) -> Result:
-        """Agent reset: a new random PIN, the lock lifted; sent to the phone."""
+        """Agent reset: a new random PIN, the lock lifted; the PIN goes to the
+        phone by SMS (never to the agent) and must be changed before use."""
         try:
             msisdn = self._norm(msisdn)
         except MsisdnError:
@@ -934,11 +983,10 @@ class PaymentService:
                 raise _refuse(_STATUS_OUTCOME[w.status])
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), must_change=True)
             await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="pin_reset", account_id=w.id)
-            return Result(Outcome.OK, params={"action": "pin_reset", "pin": pin})
-        result = await self._run(job)
-        if result.outcome is Outcome.OK:
-            await self._notify(msisdn, result)
-        return result
+            await queue_notice(conn, msisdn, w.language, Result(Outcome.OK, params={"action": "pin_reset", "pin": pin}),
+                               secret=True)
+            return Result(Outcome.OK, params={"action": "sms_sent", "what": "pin", "msisdn": msisdn})
+        return await self._run(job)
 
     async def set_kyc_tier(self, agent_code: str, msisdn: str, tier: int) -> Result:
         if tier not in self.settings.limits:
@@ -969,7 +1017,10 @@ class PaymentService:
             await conn.execute(accounts.update().where(accounts.c.id == w.id).values(msisdn=new, updated_at=utcnow()))
             await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="number_change",
                              account_id=w.id, **{"from": old, "to": new})
-            return Result(Outcome.OK, params={"action": "number_change", "msisdn": new})
+            moved = Result(Outcome.OK, params={"action": "number_change", "msisdn": new})
+            for number in (old, new):
+                await queue_notice(conn, number, w.language, moved)
+            return moved
         return await self._run(job)
 
     async def transfer_ownership(self, agent_code: str, msisdn: str, *, holder_name: str, id_type: str,
@@ -1001,8 +1052,10 @@ class PaymentService:
                                                   channel="agent", holder_name=holder_name, id_type=id_type,
                                                   id_number=id_number, kyc_tier=2)
             await acct.set_credentials(conn, wid, pin_hash=self.pins.hash(wid, pin), password_hash=pw_hash)
+            await queue_notice(conn, msisdn, w.language, Result(Outcome.OK, balance=0, params={
+                "action": "confirm_open", "pin": pin, "password": password}), secret=True)
             return Result(Outcome.OK, ref=held.ref if held else None, amount=held.amount if held else 0, balance=0,
-                          params={"action": "ownership_transfer", "pin": pin, "password": password,
+                          params={"action": "ownership_transfer", "msisdn": msisdn,
                                   "held": held.amount if held else 0})
         return await self._run(job)
 

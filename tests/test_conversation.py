@@ -34,7 +34,7 @@ async def opened(conv, svc, msisdn=MSISDN, cash=10_000):
     assert "密码已修改" in " ".join(await conv.handle(msisdn, f"MM {initial} {CHOSEN_PIN}"))
     pin = CHOSEN_PIN
     if cash:
-        await svc.fund_agent("AG001", cash, key=f"f-{msisdn}")
+        await svc.fund_agent("AG001", cash, key=f"f-{msisdn}", operator="test")
         await svc.cash_in("AG001", msisdn, cash, key=f"c-{msisdn}")
     return pin
 
@@ -47,7 +47,7 @@ async def test_kt_a_ye_zf_pin_mx(stack):
     welcome = await conv.handle("13800138000", "a")
     assert len(welcome) >= 2
     initial = pin_in(welcome)
-    await svc.fund_agent("AG001", 10_000)
+    await svc.fund_agent("AG001", 10_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 10_000)
     assert "100.00" in " ".join(await conv.handle(MSISDN, "YE"))
     # the initial PIN travelled by SMS: nothing is spent with it, no PIN is asked for

@@ -67,7 +67,7 @@ async def test_long_chinese_reply_arrives_in_parts(sqlite_url):
     phone = sim.handset("13800138000")
     pin = await open_account(phone)
     svc = daemon.core.service
-    await svc.fund_agent("AG001", 100_000)
+    await svc.fund_agent("AG001", 100_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 50_000)
     for i in range(4):
         await svc.pay(MSISDN, "M001", 100 + i, pin, channel="test", key=f"p{i}")
@@ -84,7 +84,7 @@ async def test_duplicate_mo_moves_money_once(stack):
     phone = sim.handset("13800138000")
     pin = await open_account(phone)
     svc = daemon.core.service
-    await svc.fund_agent("AG001", 10_000)
+    await svc.fund_agent("AG001", 10_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 5000)
     await say(phone, "ZF M001 10")
     sim.faults.add("duplicate", count=1)
@@ -163,7 +163,7 @@ async def test_ussd_session_offers_the_same_operations(sqlite_url):
     phone = sim.handset("13800138000")
     pin = await open_account(phone)
     svc = daemon.core.service
-    await svc.fund_agent("AG001", 10_000)
+    await svc.fund_agent("AG001", 10_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 5000)
     welcome = await wait_deferred(phone.dial_ussd("*188#"))
     assert "YE" in welcome and phone.ussd_session.open
