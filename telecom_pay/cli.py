@@ -119,6 +119,13 @@ async def _agent(args) -> int:
             result = await svc.agent_statement(code, args.msisdn, page=args.page, lang=args.lang)
         elif op == "balance":
             result = await svc.agent_balance(code, args.msisdn)
+        elif op == "security-log":
+            result = await svc.agent_security_log(code, args.msisdn)
+            if result.ok:
+                for e in result.params["events"]:
+                    details = " ".join(f"{k}={v}" for k, v in e["details"].items())
+                    print(f"{e['at']} {e['action']} channel={e['channel']} actor={e['actor']} {details}".rstrip())
+                return 0
         elif op == "kyc":
             result = await svc.set_kyc_tier(code, args.msisdn, args.tier)
         elif op == "number-change":
@@ -247,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--key", help="idempotency key (a receipt number): the same key never books twice")
     for name, helptext in (("freeze", "freeze an account"), ("unfreeze", "unfreeze an account"),
                            ("pin-reset", "issue a new PIN by SMS and lift the lock"),
-                           ("balance", "show a balance"), ("cancel-number", "the number was cancelled")):
+                           ("balance", "show a balance"), ("cancel-number", "the number was cancelled"),
+                           ("security-log", "wrong PINs, lockouts, freezes and alerts, newest first")):
         x = ops.add_parser(name, help=helptext)
         x.add_argument("msisdn")
     st = ops.add_parser("statement", help="last transactions")

@@ -69,6 +69,8 @@ class Settings:
     confirm_minutes: int = 10
     pending_payment_minutes: int = 5
     velocity_per_minute: int = 5
+    self_freezes_per_day: int = 3
+    lockout_alert_after: int = 2
     agent_float_max_per_operation: int = 10_000_000
     agent_float_max_per_day: int = 50_000_000
     limits: dict[int, TierLimits] = field(default_factory=dict)
@@ -132,6 +134,8 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
         confirm_minutes=int(sec.get("confirm_minutes", 10)),
         pending_payment_minutes=int(sec.get("pending_payment_minutes", 5)),
         velocity_per_minute=int(sec.get("velocity_payments_per_minute", 5)),
+        self_freezes_per_day=int(sec.get("self_freezes_per_day", 3)),
+        lockout_alert_after=int(sec.get("lockout_alert_after", 2)),
         agent_float_max_per_operation=_money(sec.get("agent_float_max_per_operation", 10_000_000),
                                              "security.agent_float_max_per_operation"),
         agent_float_max_per_day=_money(sec.get("agent_float_max_per_day", 50_000_000),

@@ -171,7 +171,8 @@ class PaymentService:
             raise _refuse(_STATUS_OUTCOME[w.status])
         return w
 
-    async def _check_pin(self, conn, wallet, pin: str | None, *, before_change: bool = False) -> None:
+    async def _check_pin(self, conn, wallet, pin: str | None, *, before_change: bool = False,
+                         channel: str = "-") -> None:
         """Verifies the PIN; a wrong one is counted (committed even though
         the payment is refused) and locks payments after N failures. An
         initial or agent-reset PIN travelled by SMS and may have been seen:
@@ -186,7 +187,7 @@ class PaymentService:
             raise _refuse(Outcome.PIN_LOCKED, locked_minutes=minutes)
         ok = self.pins.verify(wallet.id, pin, cred.pin_hash if cred else None)
         if not ok:
-            raise _PinFailed(wallet)
+            raise _PinFailed(wallet, channel)
         if cred.pin_failures:
             await acct.record_pin_attempt(conn, wallet.id, ok=True, max_failures=self.settings.pin_max_failures,
                                           lock_until=now)
@@ -209,17 +210,26 @@ class PaymentService:
             return bool(cred is not None and cred.must_change)
         return await self.ledger.read(q)
 
-    async def _count_pin_failure(self, conn, wallet) -> Result:
-        """Runs outside the refused job's savepoint, so the count commits."""
+    async def _count_pin_failure(self, conn, wallet, channel: str) -> Result:
+        """Runs outside the refused job's savepoint, so the count commits.
+        Every wrong PIN is audited with its channel; a lockout that repeats
+        within a day raises a security alert agents see (a spoofed sender
+        can lock a victim, never silently)."""
         now = self.clock()
         failures = await acct.record_pin_attempt(
             conn, wallet.id, ok=False, max_failures=self.settings.pin_max_failures,
-            lock_until=now + timedelta(minutes=self.settings.pin_lock_minutes))
+            lock_until=now + timedelta(minutes=self.settings.pin_lock_minutes), now=now)
+        actor = f"msisdn:{wallet.msisdn}"
+        await acct.audit(conn, actor=actor, channel=channel, action="pin_wrong", account_id=wallet.id,
+                         failures=failures)
         left = self.settings.pin_max_failures - failures
         if left > 0:
             return Result(Outcome.PIN_WRONG, params={"attempts_left": left})
-        await acct.audit(conn, actor=f"msisdn:{wallet.msisdn}", channel="-", action="pin_locked",
-                         account_id=wallet.id)
+        await acct.audit(conn, actor=actor, channel=channel, action="pin_locked", account_id=wallet.id)
+        lockouts = await acct.count_audits(conn, wallet.id, "pin_locked", since=now - timedelta(days=1))
+        if lockouts >= self.settings.lockout_alert_after:
+            await acct.audit(conn, actor=actor, channel=channel, action="security_alert", account_id=wallet.id,
+                             reason="repeated_lockouts", lockouts=lockouts)
         return Result(Outcome.PIN_LOCKED, params={"locked_minutes": self.settings.pin_lock_minutes})
 
     async def _check_limits(self, conn, wallet, amount: int) -> None:
@@ -264,7 +274,7 @@ class PaymentService:
 
         async def job(conn):
             w = await self._wallet(conn, msisdn)
-            await self._check_pin(conn, w, pin)
+            await self._check_pin(conn, w, pin, channel=channel)
             if check_limits:
                 await self._check_limits(conn, w, amount)
             req, extra = await build(conn, w)
@@ -285,7 +295,7 @@ class PaymentService:
                 async with conn.begin_nested():
                     return await job(conn)
             except _PinFailed as f:
-                return await self._count_pin_failure(conn, f.wallet)
+                return await self._count_pin_failure(conn, f.wallet, f.channel)
         return await self._run(wrapped)
 
     # ------------------------------------------------------------ opening
@@ -640,7 +650,7 @@ class PaymentService:
         async def job(conn):
             w = await self._wallet(conn, msisdn)
             if check_pin:
-                await self._check_pin(conn, w, pin)
+                await self._check_pin(conn, w, pin, channel=channel)
             if check_limits:
                 await self._check_limits(conn, w, amount)
             card = await acct.active_card(conn, w.id)
@@ -766,7 +776,7 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status in (PENDING, CLOSED):
                 raise _refuse(_STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, old_pin, before_change=True)
+            await self._check_pin(conn, w, old_pin, before_change=True, channel=channel)
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, new_pin), must_change=False)
             await acct.audit(conn, actor=f"msisdn:{msisdn}", channel=channel, action="pin_changed", account_id=w.id)
             return Result(Outcome.OK, params={"action": "change_pin"})
@@ -781,8 +791,35 @@ class PaymentService:
         return await self.passwords.verify(cred.password_hash if cred else None, password)
 
     async def freeze(self, msisdn: str, *, channel: str, actor: str | None = None) -> Result:
-        """DJ: immediate, no PIN (a lost phone must be stoppable)."""
-        return await self._transition(msisdn, "freeze", channel=channel, actor=actor)
+        """DJ: immediate, no PIN (a lost phone must be stoppable). A spoofed
+        sender could freeze a victim again after every JD: a subscriber's own
+        freezes are audited with their channel and bounded per number and
+        local day; one over the bound is refused, audited and alerted (the
+        owner of a lost phone can always have an agent freeze it)."""
+        if actor is not None:
+            return await self._transition(msisdn, "freeze", channel=channel, actor=actor)
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        bound = self.settings.self_freezes_per_day
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.status == ACTIVE:
+                day = self.clock().astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+                done = await acct.count_audits(conn, w.id, "freeze", since=day.astimezone(timezone.utc),
+                                               actor=f"msisdn:{msisdn}")
+                if done >= bound:
+                    await acct.audit(conn, actor=f"msisdn:{msisdn}", channel=channel, action="security_alert",
+                                     account_id=w.id, reason="freeze_rate", freezes_today=done)
+                    return Result(Outcome.FREEZE_LIMIT, params={"limit": bound})
+            try:
+                await acct.transition(conn, w, "freeze", actor=f"msisdn:{msisdn}", channel=channel)
+            except acct.TransitionError as e:
+                raise _refuse(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
+            return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "freeze"})
+        return await self._run(job)
 
     async def unfreeze(self, msisdn: str, pin: str | None, *, channel: str) -> Result:
         """JD: needs the PIN."""
@@ -792,7 +829,7 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status != FROZEN:
                 raise _refuse(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, pin, before_change=True)
+            await self._check_pin(conn, w, pin, before_change=True, channel=channel)
             await acct.transition(conn, w, "unfreeze", actor=f"msisdn:{msisdn}", channel=channel)
             return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "unfreeze"})
         return await self._run_keeping(job)
@@ -828,7 +865,7 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status not in (ACTIVE, FROZEN):
                 raise _refuse(_STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, pin)
+            await self._check_pin(conn, w, pin, channel=channel)
             if w.pending_out or w.pending_in:
                 raise _refuse(Outcome.BALANCE_NOT_ZERO, reason="in_flight")
             if w.balance == 0:
@@ -951,6 +988,23 @@ class PaymentService:
     async def agent_statement(self, agent_code: str, msisdn: str, *, page: int = 1, lang: str = "zh") -> Result:
         return await self._agent_read(agent_code, msisdn, "statement", lambda: self.statement(
             msisdn, channel="agent", page=page, lang=lang))
+
+    SECURITY_EVENTS = ("pin_wrong", "pin_locked", "freeze", "unfreeze", "security_alert", "pin_reset",
+                       "pin_changed")
+
+    async def agent_security_log(self, agent_code: str, msisdn: str, *, limit: int = 50) -> Result:
+        """What a caller's account went through (wrong PINs, lockouts,
+        freezes, alerts) with channel and actor, newest first: how an agent
+        recognises a spoofed sender keeping the account frozen or locked."""
+        async def read():
+            async def q(conn):
+                w = await acct.find_wallet(conn, self._norm(msisdn))
+                if w is None:
+                    return Result(Outcome.NO_ACCOUNT)
+                events = await acct.recent_audits(conn, w.id, self.SECURITY_EVENTS, limit=limit)
+                return Result(Outcome.OK, params={"action": "security_log", "events": events})
+            return await self.ledger.read(q)
+        return await self._agent_read(agent_code, msisdn, "security_log", read)
 
     async def _agent_read(self, agent_code: str, msisdn: str, what: str, read) -> Result:
         try:
@@ -1130,9 +1184,10 @@ class PaymentService:
 class _PinFailed(Exception):
     """A wrong PIN: the job is rolled back, the failure is then counted."""
 
-    def __init__(self, wallet):
+    def __init__(self, wallet, channel: str):
         super().__init__("wrong PIN")
         self.wallet = wallet
+        self.channel = channel
 
 
 def _aware(dt: datetime | None) -> datetime | None:

@@ -136,7 +136,7 @@ def test_unknown_agent_code_is_refused_for_every_operation(tmp_path):
                   ["freeze", n], ["unfreeze", n], ["pin-reset", n], ["balance", n], ["statement", n],
                   ["kyc", n, "2"], ["number-change", n, "13700137000"],
                   ["transfer", n, "--name", "x", "--id-number", "1"], ["cancel-number", n],
-                  ["bind-card", n, "6222020000001234", "3012"], ["unbind-card", n]]
+                  ["bind-card", n, "6222020000001234", "3012"], ["unbind-card", n], ["security-log", n]]
     for op in operations:
         out = cli(cfg, "agent", "--agent", "NOPE", *op)
         assert out.returncode == 1 and "Not allowed" in out.stdout, (op, out.stdout, out.stderr)

@@ -398,6 +398,7 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.PIN_WRONG: "支付密码错误.",
         Outcome.PIN_LOCKED: "支付密码错误次数过多, 支付已锁定. 可联系客服解锁.",
         Outcome.PIN_FORMAT: "支付密码须为6位数字.",
+        Outcome.FREEZE_LIMIT: "今日自助冻结次数已达上限. 如手机丢失, 请致电客服冻结账户.",
         Outcome.PIN_CHANGE_REQUIRED: "请先修改初始支付密码: 发送 MM 旧密码 新密码. 修改前只能查询余额、明细和冻结账户.",
         Outcome.UNKNOWN_MERCHANT: "商户代码不存在, 请核对.",
         Outcome.MERCHANT_INACTIVE: "该商户暂停收款.",
@@ -437,6 +438,8 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.PIN_WRONG: "Wrong PIN.",
         Outcome.PIN_LOCKED: "Too many wrong PINs: payments locked. Customer service can unlock.",
         Outcome.PIN_FORMAT: "A PIN is 6 digits.",
+        Outcome.FREEZE_LIMIT: "Too many freezes from this number today. If your phone is lost, call customer "
+                              "service to freeze your wallet.",
         Outcome.PIN_CHANGE_REQUIRED: "Change your PIN first: send MM <old PIN> <new PIN>. "
                                      "Until then you can only check your balance and statement, or freeze.",
         Outcome.UNKNOWN_MERCHANT: "Unknown merchant code. Please check it.",
