@@ -42,11 +42,12 @@ class PinHasher:
 class PasswordHasher:
     """argon2id is slow on purpose (tens of milliseconds and 64 MiB with the
     default parameters): run on the reactor thread it would stall every
-    channel. It runs on a small pool of its own threads (argon2-cffi
-    releases the GIL), which also bounds how many run at once. `runs`
-    counts them, for the operator's statistics and the flood test."""
+    channel. It runs on its own thread (argon2-cffi releases the GIL),
+    one hash at a time by default: argon2's lanes already use the cores, and
+    more at once would starve the reactor of CPU. `runs` counts them, for
+    the operator's statistics and the flood test."""
 
-    def __init__(self, *, threads: int = 2, **argon2_params):
+    def __init__(self, *, threads: int = 1, **argon2_params):
         self._ph = _Argon2(**argon2_params)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
         self.runs = 0

@@ -14,9 +14,9 @@ from tests.aio import aio_test
 from tests.e2ekit import reply, say, settings_for, start_daemon, start_smsc, stop_daemon
 from tests.servicekit import open_active
 
-FLOOD = 240
-RATE = 40             # `A`s a second
-OPENINGS = 8
+FLOOD = 300
+RATE = 50             # `A`s a second
+OPENINGS = 4
 PROMPT = 1.0          # seconds: generous on a loaded 2-core machine
 
 
@@ -57,8 +57,9 @@ async def test_a_flood_from_random_numbers_does_not_stall_the_daemon(sqlite_url)
         latencies = []
         while not flooding.done():
             t0 = loop.time()
-            assert "0.00" in await say(steady, "YE", timeout=30)
+            assert "0.00" in await say(steady, "YE", timeout=30), len(latencies)
             latencies.append(loop.time() - t0)
+            await asyncio.sleep(0.25)            # a subscriber checking now and then, not a second flood
         await flooding
         assert len(latencies) >= 3
         await wait_deferred(defer.gatherResults(sends, consumeErrors=True))
@@ -66,6 +67,7 @@ async def test_a_flood_from_random_numbers_does_not_stall_the_daemon(sqlite_url)
             assert await reply(phone, timeout=30)                      # answered: nothing pending
         for phone in openers:
             await reply(phone, expect="MM", timeout=30)                # the initial PIN and password
+        print("YE latencies during the flood", latencies)
         assert max(latencies) < PROMPT, latencies
         delays = enquire_link_delays(sim, flood_started)
         assert len(delays) >= 2 and max(delays) < PROMPT, delays
