@@ -62,6 +62,8 @@ class Deployment:
         raw["database"] = {"url": self.database_url, "auto_upgrade": True}
         raw["sessions"] = {"url": self.sessions_url, "prefix": self.sessions_prefix}
         raw["security"]["velocity_payments_per_minute"] = 0
+        raw["security"]["allow_development_keys"] = True     # a throwaway database
+        raw["security"]["agent_float_max_per_operation"] = raw["security"]["agent_float_max_per_day"] = 10**15
         raw["limits"] = {tier: dict(GENEROUS_LIMITS) for tier in raw.get("limits", {"1": {}})}
         merchants = [m for m in raw.get("merchants", []) if m["code"] != BENCH_MERCHANT["code"]]
         raw["merchants"] = merchants + [dict(BENCH_MERCHANT)]

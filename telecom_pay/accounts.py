@@ -7,7 +7,7 @@ lifecycle change and its audit record commit together.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
@@ -68,9 +68,10 @@ async def get_account(conn, account_id: int):
 
 
 async def create_pending_wallet(conn, msisdn: str, *, language: str, expires_at: datetime, actor: str,
-                                channel: str) -> int:
+                                channel: str, **kyc) -> int:
+    """`kyc`: holder_name, id_type, id_number, kyc_tier when an agent opens it."""
     account_id = await insert_account(conn, kind=WALLET, status=PENDING, msisdn=msisdn, language=language,
-                                      expires_at=expires_at)
+                                      expires_at=expires_at, **kyc)
     await audit(conn, actor=actor, channel=channel, action="open_requested", account_id=account_id)
     return account_id
 
@@ -126,12 +127,17 @@ async def get_credentials(conn, account_id: int):
 
 
 async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: int,
-                             lock_until: datetime) -> int:
-    """Returns the failure count after this attempt (0 on success)."""
+                             lock_until: datetime, now: datetime | None = None) -> int:
+    """Returns the failure count after this attempt (0 on success). After a
+    lockout has run out, counting starts again: one wrong PIN (a spoofed
+    sender's, say) must not lock the account again at once."""
     cred = await get_credentials(conn, account_id)
-    failures = 0 if ok else (cred.pin_failures if cred else 0) + 1
+    now = now or utcnow()
+    expired = (not ok and cred is not None and cred.pin_locked_until is not None
+               and _aware(cred.pin_locked_until) <= now)
+    failures = 0 if ok else 1 if expired else (cred.pin_failures if cred else 0) + 1
     values = {"pin_failures": failures, "updated_at": utcnow()}
-    if ok:
+    if ok or expired:
         values["pin_locked_until"] = None
     elif failures >= max_failures:
         values["pin_locked_until"] = lock_until
@@ -187,3 +193,36 @@ async def spent_since(conn, account_id: int, day: datetime, month: datetime) -> 
     base of the daily and monthly limits, in one query."""
     day_total, month_total = (await conn.execute(_SPENT, {"id": account_id, "day": day, "month": month})).one()
     return int(day_total), int(month_total)
+
+
+_FUNDED = sa.select(sa.func.coalesce(sa.func.sum(_o.amount), 0)).where(
+    _o.account_id == sa.bindparam("id"), _o.kind == "agent_float", _o.state != "voided",
+    _o.created_at >= sa.bindparam("day"))
+
+
+async def funded_since(conn, agent_id: int, day: datetime) -> int:
+    """Float put on an agent's account since the start of the local day:
+    the base of the operator's daily funding bound."""
+    return int((await conn.execute(_FUNDED, {"id": agent_id, "day": day})).scalar_one())
+
+
+async def count_audits(conn, account_id: int, action: str, *, since: datetime, actor: str | None = None) -> int:
+    """How often `action` was recorded for the account since `since` (UTC)."""
+    q = sa.select(sa.func.count()).select_from(audit_log).where(
+        audit_log.c.account_id == account_id, audit_log.c.action == action, audit_log.c.at >= since)
+    if actor is not None:
+        q = q.where(audit_log.c.actor == actor)
+    return int((await conn.execute(q)).scalar_one())
+
+
+async def recent_audits(conn, account_id: int, actions, *, limit: int = 50) -> list[dict]:
+    rows = (await conn.execute(sa.select(audit_log).where(
+        audit_log.c.account_id == account_id, audit_log.c.action.in_(list(actions)))
+        .order_by(audit_log.c.id.desc()).limit(limit))).all()
+    return [{"at": _aware(r.at).isoformat(), "action": r.action, "channel": r.channel, "actor": r.actor,
+             "details": r.details} for r in rows]
+
+
+def _aware(dt: datetime) -> datetime:
+    """SQLite gives naive datetimes back; everything stored is UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

@@ -2,6 +2,7 @@
 
     telecom-pay console --msisdn 13800138000     type SMS commands, read replies (in process)
     telecom-pay agent cash-in 13800138000 100    counter and call-center operations
+    telecom-pay operator fund-agent AG001 1000 --operator NAME   agent float (bounded, audited)
     telecom-pay db upgrade | db check            schema and ledger invariants
     telecom-pay run | demo | smsc-sim | handset | bank-sim   (daemon, simulators)
 
@@ -19,7 +20,7 @@ from telecom_pay import config as config_mod
 from telecom_pay.commands.replies import render
 from telecom_pay.money import AmountError, parse_amount
 from telecom_pay.msisdn import MsisdnError, normalize
-from telecom_pay.outcomes import Result
+from telecom_pay.outcomes import Outcome, Result
 
 # Subcommands provided by other packages register here (daemon, simulators).
 EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -81,7 +82,9 @@ def _agent_entry(args):
 
         async def job(daemon) -> int:
             svc = daemon.core.service
-            if args.op == "bind-card":
+            if not await svc.agent_authorized(args.agent):
+                result = Result(Outcome.NOT_AUTHORIZED)
+            elif args.op == "bind-card":
                 result = await svc.bind_card(args.msisdn, args.pan, args.expiry, channel="agent",
                                              actor=f"agent:{args.agent}")
             else:
@@ -113,9 +116,16 @@ async def _agent(args) -> int:
         elif op == "pin-reset":
             result = await svc.reset_pin(code, args.msisdn)
         elif op == "statement":
-            result = await svc.statement(args.msisdn, channel="agent", page=args.page, lang=args.lang)
+            result = await svc.agent_statement(code, args.msisdn, page=args.page, lang=args.lang)
         elif op == "balance":
-            result = await svc.balance(args.msisdn, channel="agent")
+            result = await svc.agent_balance(code, args.msisdn)
+        elif op == "security-log":
+            result = await svc.agent_security_log(code, args.msisdn)
+            if result.ok:
+                for e in result.params["events"]:
+                    details = " ".join(f"{k}={v}" for k, v in e["details"].items())
+                    print(f"{e['at']} {e['action']} channel={e['channel']} actor={e['actor']} {details}".rstrip())
+                return 0
         elif op == "kyc":
             result = await svc.set_kyc_tier(code, args.msisdn, args.tier)
         elif op == "number-change":
@@ -125,8 +135,6 @@ async def _agent(args) -> int:
                                                   id_number=args.id_number)
         elif op == "cancel-number":
             result = await svc.cancel_number(code, args.msisdn)
-        elif op == "fund":
-            result = await svc.fund_agent(code, args.amount, key=args.key)
         else:  # argparse prevents this
             raise SystemExit(f"unknown agent operation {op}")
         for text in render(result, args.lang):
@@ -134,6 +142,20 @@ async def _agent(args) -> int:
         for to, note in notes:
             for text in await core.conversation.render_for(to, note):
                 print(f"[SMS to {to}] {text}")
+        return 0 if result.ok else 1
+    finally:
+        await core.close()
+
+
+# ------------------------------------------------------------------ operator
+
+async def _operator(args) -> int:
+    from telecom_pay.core import open_core
+    core = await open_core(_settings(args))
+    try:
+        result = await core.service.fund_agent(args.agent, args.amount, operator=args.operator, key=args.key)
+        for text in render(result, args.lang):
+            print(text)
         return 0 if result.ok else 1
     finally:
         await core.close()
@@ -232,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--key", help="idempotency key (a receipt number): the same key never books twice")
     for name, helptext in (("freeze", "freeze an account"), ("unfreeze", "unfreeze an account"),
                            ("pin-reset", "issue a new PIN by SMS and lift the lock"),
-                           ("balance", "show a balance"), ("cancel-number", "the number was cancelled")):
+                           ("balance", "show a balance"), ("cancel-number", "the number was cancelled"),
+                           ("security-log", "wrong PINs, lockouts, freezes and alerts, newest first")):
         x = ops.add_parser(name, help=helptext)
         x.add_argument("msisdn")
     st = ops.add_parser("statement", help="last transactions")
@@ -255,10 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("expiry", help="YYMM")
     ub = ops.add_parser("unbind-card", help="unbind the account's bank card")
     ub.add_argument("msisdn")
-    f = ops.add_parser("fund", help="put cash float on the agent's account (operations)")
-    f.add_argument("amount", type=_amount)
-    f.add_argument("--key")
     a.set_defaults(run=_agent_entry)
+
+    op = sub.add_parser("operator", help="operations staff: agent float")
+    op_ops = op.add_subparsers(dest="op", required=True)
+    f = op_ops.add_parser("fund-agent", help="put cash float on an agent's account (bounded by config, audited)")
+    f.add_argument("agent")
+    f.add_argument("amount", type=_amount)
+    f.add_argument("--operator", required=True, help="who does it (recorded in the audit log)")
+    f.add_argument("--key", help="idempotency key (a voucher number): the same key never books twice")
+    f.add_argument("--lang", default="en", choices=["en", "zh"])
+    op.set_defaults(run=_operator)
 
     d = sub.add_parser("db", help="database schema and checks")
     d.add_argument("op", choices=["upgrade", "check"])

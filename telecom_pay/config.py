@@ -2,6 +2,12 @@
 
 Secrets never live in the repo beyond the clearly marked development default
 PIN key; production takes it from TELECOM_PAY_PIN_KEY.
+
+A development key is refused for any database but the embedded default: a
+key published in the repository protects nothing, so PINs hashed (or card
+tokens derived) with it on a real database would be as good as readable.
+Tests, the benchmark and demos on their own databases say so explicitly
+with `security.allow_development_keys = true`.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "telecom-pay.toml"
 DEV_PIN_KEY_MARK = "dev-only"
+EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"
 
 
 class ConfigError(ValueError):
@@ -52,7 +59,7 @@ class Settings:
     region: str = "CN"
     default_language: str = "zh"
     service_number: str = "10658888"
-    database_url: str = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"
+    database_url: str = EMBEDDED_DATABASE_URL
     auto_upgrade: bool = True
     sessions_url: str = "memory://"
     sessions_prefix: str = "tp:"
@@ -62,6 +69,10 @@ class Settings:
     confirm_minutes: int = 10
     pending_payment_minutes: int = 5
     velocity_per_minute: int = 5
+    self_freezes_per_day: int = 3
+    lockout_alert_after: int = 2
+    agent_float_max_per_operation: int = 10_000_000
+    agent_float_max_per_day: int = 50_000_000
     limits: dict[int, TierLimits] = field(default_factory=dict)
     fees: dict[str, FeeRule] = field(default_factory=dict)
     merchants: list[dict] = field(default_factory=list)
@@ -108,6 +119,8 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
         if rule.payer not in ("subscriber", "merchant"):
             raise ConfigError(f"fees.{kind}.payer must be subscriber or merchant")
     db_url = db.get("url", Settings.database_url)
+    if db_url != EMBEDDED_DATABASE_URL and not sec.get("allow_development_keys", False):
+        _refuse_development_keys(raw, key, db_url)
     return Settings(
         raw=raw, path=path,
         currency=plat.get("currency", "CNY"), timezone=plat.get("timezone", "Asia/Shanghai"),
@@ -121,9 +134,36 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
         confirm_minutes=int(sec.get("confirm_minutes", 10)),
         pending_payment_minutes=int(sec.get("pending_payment_minutes", 5)),
         velocity_per_minute=int(sec.get("velocity_payments_per_minute", 5)),
+        self_freezes_per_day=int(sec.get("self_freezes_per_day", 3)),
+        lockout_alert_after=int(sec.get("lockout_alert_after", 2)),
+        agent_float_max_per_operation=_money(sec.get("agent_float_max_per_operation", 10_000_000),
+                                             "security.agent_float_max_per_operation"),
+        agent_float_max_per_day=_money(sec.get("agent_float_max_per_day", 50_000_000),
+                                       "security.agent_float_max_per_day"),
         limits=limits, fees=fees,
         merchants=list(raw.get("merchants", [])), agents=list(raw.get("agents", [])),
     )
+
+
+def _is_development_key(key) -> bool:
+    text = key.decode(errors="replace") if isinstance(key, bytes) else str(key or "")
+    return text.startswith(DEV_PIN_KEY_MARK)
+
+
+def _refuse_development_keys(raw: dict, pin_key, db_url: str) -> None:
+    where = db_url.split("://", 1)[0]
+    if _is_development_key(pin_key):
+        raise ConfigError(
+            f"security.pin_key is the development default, and database.url ({where}) is not the embedded "
+            "default: set TELECOM_PAY_PIN_KEY to 32+ random bytes (e.g. `openssl rand -hex 32`), or set "
+            "security.allow_development_keys = true for a test or demo database")
+    bank = raw.get("bank", {})
+    card_key = os.environ.get("TELECOM_PAY_CARD_TOKEN_KEY") or bank.get("card_token_key")
+    if bank.get("factory") and bank.get("enabled", True) and _is_development_key(card_key):
+        raise ConfigError(
+            f"bank.card_token_key is the development default, and database.url ({where}) is not the embedded "
+            "default: set TELECOM_PAY_CARD_TOKEN_KEY to 32+ random bytes (e.g. `openssl rand -hex 32`), or set "
+            "security.allow_development_keys = true for a test or demo database")
 
 
 def _money(v, where: str) -> int:

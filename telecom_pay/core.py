@@ -52,4 +52,5 @@ async def seed_agent_floats(service: PaymentService, settings: Settings) -> None
     for agent in settings.agents:
         amount = agent.get("initial_float")
         if amount:
-            await service.fund_agent(agent["code"], int(amount), key=f"float-seed:{agent['code']}")
+            await service.fund_agent(agent["code"], int(amount), operator="config",
+                                     key=f"float-seed:{agent['code']}")

@@ -6,9 +6,11 @@ database) and bound to the account id. Web passwords use argon2id.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import string
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -38,19 +40,35 @@ class PinHasher:
 
 
 class PasswordHasher:
-    def __init__(self, **argon2_params):
+    """argon2id is slow on purpose (tens of milliseconds and 64 MiB with the
+    default parameters): run on the reactor thread it would stall every
+    channel. It runs on its own thread (argon2-cffi releases the GIL),
+    one hash at a time by default: argon2's lanes already use the cores, and
+    more at once would starve the reactor of CPU. `runs` counts them, for
+    the operator's statistics and the flood test."""
+
+    def __init__(self, *, threads: int = 1, **argon2_params):
         self._ph = _Argon2(**argon2_params)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self.runs = 0
 
-    def hash(self, password: str) -> str:
-        return self._ph.hash(password)
+    async def hash(self, password: str) -> str:
+        return await self._in_pool(self._ph.hash, password)
 
-    def verify(self, stored: str | None, password: str) -> bool:
+    async def verify(self, stored: str | None, password: str) -> bool:
         if not stored:
             return False
+        return await self._in_pool(self._verify, stored, password)
+
+    def _verify(self, stored: str, password: str) -> bool:
         try:
             return self._ph.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return False
+
+    async def _in_pool(self, fn, *args):
+        self.runs += 1
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
 def is_pin_format(pin: str | None) -> bool:

@@ -10,7 +10,7 @@ after the commit.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
@@ -28,6 +28,7 @@ from telecom_pay.ledger.ledger import (
 from telecom_pay.ledger.tables import (
     ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, operations, transfers)
 from telecom_pay.msisdn import MsisdnError, local_form, mask, normalize
+from telecom_pay.notices import queue_notice
 from telecom_pay.outcomes import BankDecline, Outcome, Result, StatementLine
 from telecom_pay.security import PasswordHasher, PinHasher, check_limits, generate_password, generate_pin, \
     is_pin_format, is_weak_pin
@@ -184,9 +185,13 @@ class PaymentService:
             raise _refuse(_STATUS_OUTCOME[w.status])
         return w
 
-    async def _check_pin(self, conn, wallet, pin: str | None) -> None:
+    async def _check_pin(self, conn, wallet, pin: str | None, *, before_change: bool = False,
+                         channel: str = "-") -> None:
         """Verifies the PIN; a wrong one is counted (committed even though
-        the payment is refused) and locks payments after N failures."""
+        the payment is refused) and locks payments after N failures. An
+        initial or agent-reset PIN travelled by SMS and may have been seen:
+        it only changes itself (MM) or unfreezes (`before_change`), it
+        never moves money."""
         if not is_pin_format(pin):
             raise _refuse(Outcome.PIN_FORMAT)
         cred = await acct.get_credentials(conn, wallet.id)
@@ -196,22 +201,49 @@ class PaymentService:
             raise _refuse(Outcome.PIN_LOCKED, locked_minutes=minutes)
         ok = self.pins.verify(wallet.id, pin, cred.pin_hash if cred else None)
         if not ok:
-            raise _PinFailed(wallet)
+            raise _PinFailed(wallet, channel)
         if cred.pin_failures:
             await acct.record_pin_attempt(conn, wallet.id, ok=True, max_failures=self.settings.pin_max_failures,
                                           lock_until=now)
+        if cred.must_change and not before_change:
+            raise _refuse(Outcome.PIN_CHANGE_REQUIRED)
 
-    async def _count_pin_failure(self, conn, wallet) -> Result:
-        """Runs outside the refused job's savepoint, so the count commits."""
+    async def _refuse_before_pin_change(self, conn, wallet) -> None:
+        """Refuses a spend before asking for a PIN that could not authorise it."""
+        cred = await acct.get_credentials(conn, wallet.id)
+        if cred is not None and cred.must_change:
+            raise _refuse(Outcome.PIN_CHANGE_REQUIRED)
+
+    async def pin_change_required(self, msisdn: str) -> bool:
+        """The account's PIN is an initial or reset one (see _check_pin)."""
+        msisdn = self._norm(msisdn)
+
+        async def q(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            cred = await acct.get_credentials(conn, w.id) if w is not None else None
+            return bool(cred is not None and cred.must_change)
+        return await self.ledger.read(q)
+
+    async def _count_pin_failure(self, conn, wallet, channel: str) -> Result:
+        """Runs outside the refused job's savepoint, so the count commits.
+        Every wrong PIN is audited with its channel; a lockout that repeats
+        within a day raises a security alert agents see (a spoofed sender
+        can lock a victim, never silently)."""
         now = self.clock()
         failures = await acct.record_pin_attempt(
             conn, wallet.id, ok=False, max_failures=self.settings.pin_max_failures,
-            lock_until=now + timedelta(minutes=self.settings.pin_lock_minutes))
+            lock_until=now + timedelta(minutes=self.settings.pin_lock_minutes), now=now)
+        actor = f"msisdn:{wallet.msisdn}"
+        await acct.audit(conn, actor=actor, channel=channel, action="pin_wrong", account_id=wallet.id,
+                         failures=failures)
         left = self.settings.pin_max_failures - failures
         if left > 0:
             return Result(Outcome.PIN_WRONG, params={"attempts_left": left})
-        await acct.audit(conn, actor=f"msisdn:{wallet.msisdn}", channel="-", action="pin_locked",
-                         account_id=wallet.id)
+        await acct.audit(conn, actor=actor, channel=channel, action="pin_locked", account_id=wallet.id)
+        lockouts = await acct.count_audits(conn, wallet.id, "pin_locked", since=now - timedelta(days=1))
+        if lockouts >= self.settings.lockout_alert_after:
+            await acct.audit(conn, actor=actor, channel=channel, action="security_alert", account_id=wallet.id,
+                             reason="repeated_lockouts", lockouts=lockouts)
         return Result(Outcome.PIN_LOCKED, params={"locked_minutes": self.settings.pin_lock_minutes})
 
     async def _check_limits(self, conn, wallet, amount: int) -> None:
@@ -261,7 +293,7 @@ class PaymentService:
 
         async def job(conn):
             w = await self._wallet(conn, msisdn)
-            await self._check_pin(conn, w, pin)
+            await self._check_pin(conn, w, pin, channel=channel)
             if check_limits:
                 await self._check_limits(conn, w, amount)
             req, extra = await build(conn, w)
@@ -307,7 +339,7 @@ class PaymentService:
                 async with conn.begin_nested():
                     return await job(conn)
             except _PinFailed as f:
-                return await self._count_pin_failure(conn, f.wallet)
+                return await self._count_pin_failure(conn, f.wallet, f.channel)
         return await self._run(wrapped)
 
     # ------------------------------------------------------------ opening
@@ -338,8 +370,18 @@ class PaymentService:
         """A: activates the pending account and issues the initial PIN and
         password (returned once, for the channel to send; stored hashed)."""
         msisdn = self._norm(msisdn)
-        pin, password = generate_pin(), generate_password()
-        pw_hash = self.passwords.hash(password)
+        # A cheap read before the slow hash: an `A` from a number with no
+        # opening waiting (a flood from random numbers) costs one query.
+        w = await self.ledger.read(lambda conn: acct.find_wallet(conn, msisdn))
+        if w is None:
+            return Result(Outcome.NOTHING_PENDING)
+        if w.status != PENDING:
+            return Result(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
+        if w.expires_at <= self.clock():
+            pin = password = pw_hash = None       # the job closes it, nothing hashed
+        else:
+            pin, password = generate_pin(), generate_password()
+            pw_hash = await self.passwords.hash(password)
 
         async def job(conn):
             w = await acct.find_wallet(conn, msisdn)
@@ -351,6 +393,8 @@ class PaymentService:
                 await acct.transition(conn, w, "close", actor=f"msisdn:{msisdn}", channel=channel,
                                       reason="confirmation expired")
                 return Result(Outcome.CONFIRMATION_EXPIRED)
+            if pw_hash is None:                   # a KT arrived after the first read: A again
+                raise _refuse(Outcome.NOTHING_PENDING)
             await acct.transition(conn, w, "confirm", actor=f"msisdn:{msisdn}", channel=channel)
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), password_hash=pw_hash)
             return Result(Outcome.OK, balance=0, params={"action": "confirm_open", "pin": pin,
@@ -372,13 +416,15 @@ class PaymentService:
     async def agent_open(self, agent_code: str, msisdn: str, *, holder_name: str, id_type: str, id_number: str,
                          language: str | None = None, kyc_tier: int = 2) -> Result:
         """A call-center or counter agent opens an account for a caller with
-        ID data: active at once, higher KYC tier, credentials sent by SMS."""
+        ID data, in the call-center flow: the platform texts the agreement
+        (the KT reply), the subscriber confirms with A and then receives the
+        initial PIN and password by SMS. The agent sees neither."""
         try:
             msisdn = self._norm(msisdn)
         except MsisdnError:
             return Result(Outcome.INVALID_NUMBER)
-        pin, password = generate_pin(), generate_password()
-        pw_hash = self.passwords.hash(password)
+        lang = language or self.settings.default_language
+        ttl = self.settings.confirm_minutes
 
         async def job(conn):
             await self._agent(conn, agent_code)
@@ -388,12 +434,13 @@ class PaymentService:
             if w is not None:
                 await acct.transition(conn, w, "close", actor=f"agent:{agent_code}", channel="agent",
                                       reason="replaced by agent opening")
-            wid = await acct.create_active_wallet(
-                conn, msisdn, language=language or self.settings.default_language, actor=f"agent:{agent_code}",
-                channel="agent", holder_name=holder_name, id_type=id_type, id_number=id_number, kyc_tier=kyc_tier)
-            await acct.set_credentials(conn, wid, pin_hash=self.pins.hash(wid, pin), password_hash=pw_hash)
-            return Result(Outcome.OK, balance=0, params={"action": "confirm_open", "pin": pin, "password": password,
-                                                         "msisdn": msisdn})
+            wid = await acct.create_pending_wallet(
+                conn, msisdn, language=lang, expires_at=self.clock() + timedelta(minutes=ttl),
+                actor=f"agent:{agent_code}", channel="agent", holder_name=holder_name, id_type=id_type,
+                id_number=id_number, kyc_tier=kyc_tier)
+            await queue_notice(conn, msisdn, lang, Result(Outcome.CONFIRM_REQUIRED, params={
+                "action": "open", "ttl_minutes": ttl}), key=f"agent_open:{wid}")
+            return Result(Outcome.OK, params={"action": "sms_sent", "what": "agreement", "msisdn": msisdn})
         return await self._run(job)
 
     async def _agent(self, conn, agent_code: str):
@@ -492,6 +539,7 @@ class PaymentService:
 
         async def q(conn):
             w = await self._wallet(conn, msisdn)
+            await self._refuse_before_pin_change(conn, w)
             m = await acct.find_merchant(conn, code)
             if m is None:
                 return Result(Outcome.UNKNOWN_MERCHANT, params={"merchant_code": code})
@@ -539,6 +587,7 @@ class PaymentService:
 
         async def q(conn):
             w = await self._wallet(conn, msisdn)
+            await self._refuse_before_pin_change(conn, w)
             r = await acct.find_wallet(conn, to)
             if r is None or r.status != ACTIVE:
                 return Result(Outcome.UNKNOWN_RECIPIENT, params={"counterparty": _masked_local(to)})
@@ -649,7 +698,7 @@ class PaymentService:
         async def job(conn):
             w = await self._wallet(conn, msisdn)
             if check_pin:
-                await self._check_pin(conn, w, pin)
+                await self._check_pin(conn, w, pin, channel=channel)
             if check_limits:
                 await self._check_limits(conn, w, amount)
             card = await acct.active_card(conn, w.id)
@@ -795,7 +844,7 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status in (PENDING, CLOSED):
                 raise _refuse(_STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, old_pin)
+            await self._check_pin(conn, w, old_pin, before_change=True, channel=channel)
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, new_pin), must_change=False)
             await acct.audit(conn, actor=f"msisdn:{msisdn}", channel=channel, action="pin_changed", account_id=w.id)
             return Result(Outcome.OK, params={"action": "change_pin"})
@@ -807,11 +856,38 @@ class PaymentService:
         if w is None or w.status == CLOSED:
             return False
         cred = await self.ledger.read(lambda conn: acct.get_credentials(conn, w.id))
-        return self.passwords.verify(cred.password_hash if cred else None, password)
+        return await self.passwords.verify(cred.password_hash if cred else None, password)
 
     async def freeze(self, msisdn: str, *, channel: str, actor: str | None = None) -> Result:
-        """DJ: immediate, no PIN (a lost phone must be stoppable)."""
-        return await self._transition(msisdn, "freeze", channel=channel, actor=actor)
+        """DJ: immediate, no PIN (a lost phone must be stoppable). A spoofed
+        sender could freeze a victim again after every JD: a subscriber's own
+        freezes are audited with their channel and bounded per number and
+        local day; one over the bound is refused, audited and alerted (the
+        owner of a lost phone can always have an agent freeze it)."""
+        if actor is not None:
+            return await self._transition(msisdn, "freeze", channel=channel, actor=actor)
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        bound = self.settings.self_freezes_per_day
+
+        async def job(conn):
+            w = await self._wallet(conn, msisdn, need_active=False)
+            if w.status == ACTIVE:
+                day = self.clock().astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+                done = await acct.count_audits(conn, w.id, "freeze", since=day.astimezone(timezone.utc),
+                                               actor=f"msisdn:{msisdn}")
+                if done >= bound:
+                    await acct.audit(conn, actor=f"msisdn:{msisdn}", channel=channel, action="security_alert",
+                                     account_id=w.id, reason="freeze_rate", freezes_today=done)
+                    return Result(Outcome.FREEZE_LIMIT, params={"limit": bound})
+            try:
+                await acct.transition(conn, w, "freeze", actor=f"msisdn:{msisdn}", channel=channel)
+            except acct.TransitionError as e:
+                raise _refuse(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
+            return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "freeze"})
+        return await self._run(job)
 
     async def unfreeze(self, msisdn: str, pin: str | None, *, channel: str) -> Result:
         """JD: needs the PIN."""
@@ -821,12 +897,13 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status != FROZEN:
                 raise _refuse(Outcome.ALREADY_ACTIVE if w.status == ACTIVE else _STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, pin)
+            await self._check_pin(conn, w, pin, before_change=True, channel=channel)
             await acct.transition(conn, w, "unfreeze", actor=f"msisdn:{msisdn}", channel=channel)
             return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": "unfreeze"})
         return await self._run_keeping(job)
 
-    async def _transition(self, msisdn: str, action: str, *, channel: str, actor: str | None, **details) -> Result:
+    async def _transition(self, msisdn: str, action: str, *, channel: str, actor: str | None, notice: bool = False,
+                          **details) -> Result:
         try:
             msisdn = self._norm(msisdn)
         except MsisdnError:
@@ -840,6 +917,8 @@ class PaymentService:
                 if action == "unfreeze" and e.status == ACTIVE:
                     raise _refuse(Outcome.ALREADY_ACTIVE)
                 raise _refuse(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
+            if notice:                            # done by someone else: the subscriber is told
+                await queue_notice(conn, msisdn, w.language, Result(Outcome.OK, params={"action": action}))
             return Result(Outcome.OK, balance=w.balance - w.pending_out, params={"action": action})
         return await self._run(job)
 
@@ -854,7 +933,7 @@ class PaymentService:
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status not in (ACTIVE, FROZEN):
                 raise _refuse(_STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, pin)
+            await self._check_pin(conn, w, pin, channel=channel)
             if w.pending_out or w.pending_in:
                 raise _refuse(Outcome.BALANCE_NOT_ZERO, reason="in_flight")
             if w.balance == 0:
@@ -927,40 +1006,99 @@ class PaymentService:
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="cash_in", legs=(Leg(agent.id, w.id, amount, "cash_in"),), channel="agent",
                 actor=f"agent:{agent_code}", account_id=w.id, counterparty_id=agent.id))
+            if not rec.replayed:
+                await queue_notice(conn, msisdn, w.language, self._money_result("cash_in", rec, w.id), key=key)
             return self._money_result("cash_in", rec, w.id, agent_balance=rec.balance_of(agent.id).available)
-        result = await self._run(job)
-        if result.outcome is Outcome.OK:
-            await self._notify(msisdn, result)
-        return result
+        return await self._run(job)
 
-    async def fund_agent(self, agent_code: str, amount: int, *, key: str | None = None) -> Result:
-        """Operations puts cash float on an agent's account (from `cash`)."""
+    async def fund_agent(self, agent_code: str, amount: int, *, operator: str, key: str | None = None) -> Result:
+        """An operator puts cash float on an agent's account (from `cash`):
+        float is money the agent can hand out as wallet balance, so it is
+        bounded per operation and per local day (config) and audited."""
+        if amount <= 0:
+            return Result(Outcome.INVALID_AMOUNT)
+        if amount > self.settings.agent_float_max_per_operation:
+            return Result(Outcome.LIMIT_PER_TXN, params={"limit": self.settings.agent_float_max_per_operation})
         key = self._key(key, "float")
 
         async def job(conn):
             agent = await self._agent(conn, agent_code)
+            booked = (await conn.execute(sa.select(operations.c.id).where(
+                operations.c.idempotency_key == key))).first()
+            if booked is None:                    # a replay returns the original, bound or not
+                day = self.clock().astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+                today = await acct.funded_since(conn, agent.id, day.astimezone(timezone.utc))
+                if today + amount > self.settings.agent_float_max_per_day:
+                    raise _refuse(Outcome.LIMIT_DAILY, limit=self.settings.agent_float_max_per_day)
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="agent_float", legs=(Leg(self.system["cash"], agent.id, amount, "agent_float"),),
-                channel="admin", actor="admin", account_id=agent.id))
+                channel="operator", actor=f"operator:{operator}", account_id=agent.id))
+            if not rec.replayed:
+                await acct.audit(conn, actor=f"operator:{operator}", channel="operator", action="agent_funded",
+                                 account_id=agent.id, amount=amount, ref=rec.ref)
             return self._money_result("agent_float", rec, agent.id)
         return await self._run(job)
 
     async def agent_freeze(self, agent_code: str, msisdn: str) -> Result:
         return await self._as_agent(agent_code, lambda: self._transition(
-            msisdn, "freeze", channel="agent", actor=f"agent:{agent_code}"))
+            msisdn, "freeze", channel="agent", actor=f"agent:{agent_code}", notice=True))
 
     async def agent_unfreeze(self, agent_code: str, msisdn: str) -> Result:
         return await self._as_agent(agent_code, lambda: self._transition(
-            msisdn, "unfreeze", channel="agent", actor=f"agent:{agent_code}"))
+            msisdn, "unfreeze", channel="agent", actor=f"agent:{agent_code}", notice=True))
+
+    async def agent_authorized(self, agent_code: str) -> bool:
+        a = await self.ledger.read(lambda conn: acct.find_agent(conn, agent_code))
+        return a is not None and a.status == ACTIVE
 
     async def _as_agent(self, agent_code: str, fn) -> Result:
-        ok = await self.ledger.read(lambda conn: acct.find_agent(conn, agent_code))
-        if ok is None or ok.status != ACTIVE:
+        if not await self.agent_authorized(agent_code):
             return Result(Outcome.NOT_AUTHORIZED)
         return await fn()
 
+    async def agent_balance(self, agent_code: str, msisdn: str) -> Result:
+        """A subscriber's balance read by an agent: audited (who looked, when)."""
+        return await self._agent_read(agent_code, msisdn, "balance", lambda: self.balance(msisdn, channel="agent"))
+
+    async def agent_statement(self, agent_code: str, msisdn: str, *, page: int = 1, lang: str = "zh") -> Result:
+        return await self._agent_read(agent_code, msisdn, "statement", lambda: self.statement(
+            msisdn, channel="agent", page=page, lang=lang))
+
+    SECURITY_EVENTS = ("pin_wrong", "pin_locked", "freeze", "unfreeze", "security_alert", "pin_reset",
+                       "pin_changed")
+
+    async def agent_security_log(self, agent_code: str, msisdn: str, *, limit: int = 50) -> Result:
+        """What a caller's account went through (wrong PINs, lockouts,
+        freezes, alerts) with channel and actor, newest first: how an agent
+        recognises a spoofed sender keeping the account frozen or locked."""
+        async def read():
+            async def q(conn):
+                w = await acct.find_wallet(conn, self._norm(msisdn))
+                if w is None:
+                    return Result(Outcome.NO_ACCOUNT)
+                events = await acct.recent_audits(conn, w.id, self.SECURITY_EVENTS, limit=limit)
+                return Result(Outcome.OK, params={"action": "security_log", "events": events})
+            return await self.ledger.read(q)
+        return await self._agent_read(agent_code, msisdn, "security_log", read)
+
+    async def _agent_read(self, agent_code: str, msisdn: str, what: str, read) -> Result:
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+
+        async def job(conn):
+            await self._agent(conn, agent_code)
+            w = await acct.find_wallet(conn, msisdn)
+            await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="agent_read",
+                             account_id=w.id if w is not None else None, what=what)
+            return Result(Outcome.OK)
+        allowed = await self._run(job)
+        return await read() if allowed.ok else allowed
+
     async def reset_pin(self, agent_code: str, msisdn: str) -> Result:
-        """Agent reset: a new random PIN, the lock lifted; sent to the phone."""
+        """Agent reset: a new random PIN, the lock lifted; the PIN goes to the
+        phone by SMS (never to the agent) and must be changed before use."""
         try:
             msisdn = self._norm(msisdn)
         except MsisdnError:
@@ -974,11 +1112,10 @@ class PaymentService:
                 raise _refuse(_STATUS_OUTCOME[w.status])
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), must_change=True)
             await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="pin_reset", account_id=w.id)
-            return Result(Outcome.OK, params={"action": "pin_reset", "pin": pin})
-        result = await self._run(job)
-        if result.outcome is Outcome.OK:
-            await self._notify(msisdn, result)
-        return result
+            await queue_notice(conn, msisdn, w.language, Result(Outcome.OK, params={"action": "pin_reset", "pin": pin}),
+                               secret=True)
+            return Result(Outcome.OK, params={"action": "sms_sent", "what": "pin", "msisdn": msisdn})
+        return await self._run(job)
 
     async def set_kyc_tier(self, agent_code: str, msisdn: str, tier: int) -> Result:
         if tier not in self.settings.limits:
@@ -1009,7 +1146,10 @@ class PaymentService:
             await conn.execute(accounts.update().where(accounts.c.id == w.id).values(msisdn=new, updated_at=utcnow()))
             await acct.audit(conn, actor=f"agent:{agent_code}", channel="agent", action="number_change",
                              account_id=w.id, **{"from": old, "to": new})
-            return Result(Outcome.OK, params={"action": "number_change", "msisdn": new})
+            moved = Result(Outcome.OK, params={"action": "number_change", "msisdn": new})
+            for number in (old, new):
+                await queue_notice(conn, number, w.language, moved)
+            return moved
         return await self._run(job)
 
     async def transfer_ownership(self, agent_code: str, msisdn: str, *, holder_name: str, id_type: str,
@@ -1019,7 +1159,7 @@ class PaymentService:
         (never handed to the new one); a new account opens for the holder."""
         msisdn = self._norm(msisdn)
         pin, password = generate_pin(), generate_password()
-        pw_hash = self.passwords.hash(password)
+        pw_hash = await self.passwords.hash(password)
 
         async def job(conn):
             await self._agent(conn, agent_code)
@@ -1041,8 +1181,10 @@ class PaymentService:
                                                   channel="agent", holder_name=holder_name, id_type=id_type,
                                                   id_number=id_number, kyc_tier=2)
             await acct.set_credentials(conn, wid, pin_hash=self.pins.hash(wid, pin), password_hash=pw_hash)
+            await queue_notice(conn, msisdn, w.language, Result(Outcome.OK, balance=0, params={
+                "action": "confirm_open", "pin": pin, "password": password}), secret=True)
             return Result(Outcome.OK, ref=held.ref if held else None, amount=held.amount if held else 0, balance=0,
-                          params={"action": "ownership_transfer", "pin": pin, "password": password,
+                          params={"action": "ownership_transfer", "msisdn": msisdn,
                                   "held": held.amount if held else 0})
         return await self._run(job)
 
@@ -1143,9 +1285,10 @@ class PaymentService:
 class _PinFailed(Exception):
     """A wrong PIN: the job is rolled back, the failure is then counted."""
 
-    def __init__(self, wallet):
+    def __init__(self, wallet, channel: str):
         super().__init__("wrong PIN")
         self.wallet = wallet
+        self.channel = channel
 
 
 def _masked_local(msisdn: str | None) -> str:

@@ -28,7 +28,7 @@ def settings_for(database_url: str, smsc_port: int, *, sessions_url: str = "memo
                  prefix: str = "tp:", **extra) -> config.Settings:
     overrides = {
         "database.url": database_url, "sessions.url": sessions_url, "sessions.prefix": prefix,
-        "security.velocity_payments_per_minute": 0,
+        "security.velocity_payments_per_minute": 0, "security.allow_development_keys": True,
         "sms.binds": [{"endpoint": f"tcp:host=127.0.0.1:port={smsc_port}", "system_id": "telecom-pay",
                        "password": "secret", "enquire_link_interval": 2.0, "response_timeout": 2.0}],
         "sms.retry_poll": 0.2,

@@ -33,18 +33,24 @@ async def make_service(database_url: str, *, sessions_url: str = "memory://", pr
     return svc
 
 
+CHOSEN_PIN = "258147"
+
+
 async def open_active(svc: PaymentService, msisdn: str = MSISDN) -> str:
-    """KT then A; returns the initial PIN."""
+    """KT, A, then MM from the initial PIN to CHOSEN_PIN (an initial PIN
+    moves no money); returns CHOSEN_PIN."""
     r = await svc.open_account(msisdn, channel="test")
     assert r.outcome.value == "confirm_required", r
     r = await svc.confirm_open(msisdn, channel="test")
     assert r.outcome.value == "ok", r
-    return r.params["pin"]
+    r = await svc.change_pin(msisdn, r.params["pin"], CHOSEN_PIN, channel="test")
+    assert r.outcome.value == "ok", r
+    return CHOSEN_PIN
 
 
 async def funded(svc: PaymentService, msisdn: str = MSISDN, amount: int = 10_000) -> str:
     pin = await open_active(svc, msisdn)
-    await svc.fund_agent("AG001", amount, key=f"float-{msisdn}")
+    await svc.fund_agent("AG001", amount, key=f"float-{msisdn}", operator="test")
     r = await svc.cash_in("AG001", msisdn, amount, key=f"cash-{msisdn}")
     assert r.outcome.value == "ok", r
     return pin
@@ -54,3 +60,15 @@ async def shutdown(svc: PaymentService) -> None:
     await svc.ledger.close()
     await svc.ledger.db.dispose()
     await svc.sessions.close()
+
+
+async def outbox_texts(svc: PaymentService, msisdn: str) -> list[str]:
+    """What the outbox holds for a number (queued by any process), oldest first."""
+    import sqlalchemy as sa
+    from telecom_pay.messaging import outbox
+
+    async def q(conn):
+        rows = await conn.execute(sa.select(outbox.c.text).where(outbox.c.msisdn == msisdn).order_by(outbox.c.id))
+        return [r.text for r in rows]
+    return await svc.ledger.read(q)
+

@@ -16,9 +16,13 @@ def write_config(tmp_path: Path) -> Path:
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     text = text.replace('url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"',
                         f'url = "sqlite+aiosqlite:///{tmp_path}/tp.sqlite3"')
+    text = text.replace("[security]\n", "[security]\nallow_development_keys = true\n", 1)
     path = tmp_path / "tp.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+PIN = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 
 
 def cli(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -35,7 +39,9 @@ def test_newcomer_path(tmp_path):
     cash = cli(cfg, "agent", "cash-in", "13800138000", "100")
     assert cash.returncode == 0, cash.stderr
     assert "100.00" in cash.stdout
-    pay = cli(cfg, "console", "--msisdn", "13800138000", stdin=f"ZF M001 12.50\n{pin}\nYE\nMX\n")
+    refused = cli(cfg, "console", "--msisdn", "13800138000", stdin="ZF M001 12.50\n")
+    assert "MM" in refused.stdout                         # the initial PIN pays nothing: change it first
+    pay = cli(cfg, "console", "--msisdn", "13800138000", stdin=f"MM {pin} 258147\nZF M001 12.50\n258147\nYE\nMX\n")
     assert pay.returncode == 0, pay.stderr
     assert re.search(r"T[2-9A-Z]{7}", pay.stdout) and "87.50" in pay.stdout
     assert "福彩中心" in pay.stdout
@@ -47,11 +53,14 @@ def test_agent_operations_and_errors(tmp_path):
     cfg = write_config(tmp_path)
     opened = cli(cfg, "agent", "open", "13900139000", "--name", "Li Lei", "--id-number", "110101199001011234")
     assert opened.returncode == 0, opened.stderr
-    assert re.search(r"\d{6}", opened.stdout)
+    assert "Agreement SMS sent" in opened.stdout and not PIN.search(opened.stdout)
+    agreed = cli(cfg, "console", "--msisdn", "13900139000", stdin="A\n")   # the subscriber's A, by SMS
+    assert PIN.search(agreed.stdout), agreed.stdout
     assert cli(cfg, "agent", "freeze", "13900139000").returncode == 0
     assert cli(cfg, "agent", "freeze", "13900139000").returncode == 1     # already frozen: refused
     assert cli(cfg, "agent", "unfreeze", "13900139000").returncode == 0
-    assert cli(cfg, "agent", "pin-reset", "13900139000").returncode == 0
+    reset = cli(cfg, "agent", "pin-reset", "13900139000")
+    assert reset.returncode == 0 and not PIN.search(reset.stdout)        # the PIN goes to the phone only
     stmt = cli(cfg, "agent", "statement", "13900139000")
     assert stmt.returncode == 0
     bad = cli(cfg, "agent", "cash-in", "13900139000", "12.345")
@@ -97,6 +106,7 @@ async def test_agent_binds_a_card_through_the_bank(tmp_path):
 
     code, out, err = await run("agent", "open", "13800138000", "--name", "Li Lei", "--id-number", "1")
     assert code == 0, err
+    assert cli(cfg, "console", "--msisdn", "13800138000", stdin="A\n").returncode == 0
     code, out, err = await run("agent", "bind-card", "13800138000", "6222020000001234", "3012")
     assert code == 0, err + out
     assert "1234" in out
@@ -114,3 +124,23 @@ def test_config_may_follow_the_command(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "tp.sqlite3").exists()           # the file named in that config, not ./var
+
+
+def test_unknown_agent_code_is_refused_for_every_operation(tmp_path):
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[bank]\n", "[bank]\nenabled = false\n"),
+                   encoding="utf-8")
+    assert cli(cfg, "console", "--msisdn", "13800138000", stdin="KT\nA\n").returncode == 0
+    n = "13800138000"
+    operations = [["open", "13900139000", "--name", "x", "--id-number", "1"], ["cash-in", n, "5"],
+                  ["freeze", n], ["unfreeze", n], ["pin-reset", n], ["balance", n], ["statement", n],
+                  ["kyc", n, "2"], ["number-change", n, "13700137000"],
+                  ["transfer", n, "--name", "x", "--id-number", "1"], ["cancel-number", n],
+                  ["bind-card", n, "6222020000001234", "3012"], ["unbind-card", n], ["security-log", n]]
+    for op in operations:
+        out = cli(cfg, "agent", "--agent", "NOPE", *op)
+        assert out.returncode == 1 and "Not allowed" in out.stdout, (op, out.stdout, out.stderr)
+    out = cli(cfg, "operator", "fund-agent", "NOPE", "5", "--operator", "alice")
+    assert out.returncode == 1 and "Not allowed" in out.stdout, out.stderr
+    assert cli(cfg, "operator", "fund-agent", "AG001", "5", "--operator", "alice").returncode == 0
+    assert cli(cfg, "operator", "fund-agent", "AG001", "5").returncode == 2      # who funds is recorded

@@ -4,7 +4,7 @@ import re
 
 from telecom_pay.commands.conversation import Conversation
 from tests.aio import aio_test
-from tests.servicekit import MSISDN, OTHER, PAN_DEBIT, make_service, shutdown
+from tests.servicekit import CHOSEN_PIN, MSISDN, OTHER, PAN_DEBIT, make_service, shutdown
 
 
 
@@ -30,9 +30,11 @@ def ref_in(messages):
 async def opened(conv, svc, msisdn=MSISDN, cash=10_000):
     kt = await conv.handle(msisdn, "KT")
     assert any("A" in m for m in kt)
-    pin = pin_in(await conv.handle(msisdn, "A"))
+    initial = pin_in(await conv.handle(msisdn, "A"))
+    assert "密码已修改" in " ".join(await conv.handle(msisdn, f"MM {initial} {CHOSEN_PIN}"))
+    pin = CHOSEN_PIN
     if cash:
-        await svc.fund_agent("AG001", cash, key=f"f-{msisdn}")
+        await svc.fund_agent("AG001", cash, key=f"f-{msisdn}", operator="test")
         await svc.cash_in("AG001", msisdn, cash, key=f"c-{msisdn}")
     return pin
 
@@ -44,10 +46,16 @@ async def test_kt_a_ye_zf_pin_mx(stack):
     assert len(replies) == 1 and "A" in replies[0]
     welcome = await conv.handle("13800138000", "a")
     assert len(welcome) >= 2
-    pin = pin_in(welcome)
-    await svc.fund_agent("AG001", 10_000)
+    initial = pin_in(welcome)
+    await svc.fund_agent("AG001", 10_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 10_000)
     assert "100.00" in " ".join(await conv.handle(MSISDN, "YE"))
+    # the initial PIN travelled by SMS: nothing is spent with it, no PIN is asked for
+    refused = " ".join(await conv.handle(MSISDN, "ZF M001 12.50"))
+    assert "MM" in refused and "12.50" not in refused
+    assert "MM" in " ".join(await conv.handle(MSISDN, "TX 10"))
+    assert "密码已修改" in " ".join(await conv.handle(MSISDN, f"MM {initial} {CHOSEN_PIN}"))
+    pin = CHOSEN_PIN
     ask = await conv.handle(MSISDN, "ZF M001 12.50")
     assert "12.50" in ask[0] and "福彩中心" in ask[0]
     paid = await conv.handle(MSISDN, pin)

@@ -10,6 +10,7 @@ from simulators.bank.simulator import BankSimulator
 from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
 from tests.e2ekit import PIN_RE, REF_RE, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
+from tests.servicekit import CHOSEN_PIN
 
 DEBIT = "6222020000001234"
 CREDIT = "6222080000001111"
@@ -52,8 +53,9 @@ async def open_with_card(phone, daemon, pan):
     assert "A" in await say(phone, "KT")
     await wait_deferred(phone.send("A"))
     pin = PIN_RE.search(await reply(phone, expect="MM")).group(1)
+    await say(phone, f"MM {pin} {CHOSEN_PIN}", expect="支付密码已修改")     # an initial PIN moves no money
     assert (await daemon.core.service.bind_card(MSISDN, pan, "3012", channel="test")).ok
-    return pin
+    return CHOSEN_PIN
 
 
 @aio_test

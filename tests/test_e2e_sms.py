@@ -10,7 +10,7 @@ from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
 from tests.bankdouble import InProcessBank
 from tests.e2ekit import PIN_RE, REF_RE, eventually, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
-from tests.servicekit import PAN_DEBIT
+from tests.servicekit import CHOSEN_PIN, PAN_DEBIT
 
 MSISDN = "8613800138000"
 
@@ -36,7 +36,8 @@ async def open_account(phone) -> str:
     assert "A" in await say(phone, "KT")
     await wait_deferred(phone.send("A"))
     creds = await reply(phone, expect="MM")              # the initial PIN arrives by SMS
-    return PIN_RE.search(creds).group(1)
+    await say(phone, f"MM {PIN_RE.search(creds).group(1)} {CHOSEN_PIN}", expect="支付密码已修改")   # and changed
+    return CHOSEN_PIN
 
 
 @aio_test
@@ -66,7 +67,7 @@ async def test_long_chinese_reply_arrives_in_parts(sqlite_url):
     phone = sim.handset("13800138000")
     pin = await open_account(phone)
     svc = daemon.core.service
-    await svc.fund_agent("AG001", 100_000)
+    await svc.fund_agent("AG001", 100_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 50_000)
     for i in range(4):
         await svc.pay(MSISDN, "M001", 100 + i, pin, channel="test", key=f"p{i}")
@@ -83,7 +84,7 @@ async def test_duplicate_mo_moves_money_once(stack):
     phone = sim.handset("13800138000")
     pin = await open_account(phone)
     svc = daemon.core.service
-    await svc.fund_agent("AG001", 10_000)
+    await svc.fund_agent("AG001", 10_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 5000)
     await say(phone, "ZF M001 10")
     sim.faults.add("duplicate", count=1)
@@ -162,7 +163,7 @@ async def test_ussd_session_offers_the_same_operations(sqlite_url):
     phone = sim.handset("13800138000")
     pin = await open_account(phone)
     svc = daemon.core.service
-    await svc.fund_agent("AG001", 10_000)
+    await svc.fund_agent("AG001", 10_000, operator="test")
     await svc.cash_in("AG001", MSISDN, 5000)
     welcome = await wait_deferred(phone.dial_ussd("*188#"))
     assert "YE" in welcome and phone.ussd_session.open

@@ -318,6 +318,7 @@ def write_config(tmp_path: Path) -> Path:
     text = text.replace('url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"',
                         f'url = "sqlite+aiosqlite:///{tmp_path}/tp.sqlite3"')
     text = re.sub(r'(?m)^code = "simbank"$', f'code = "{BANK}"', text)
+    text = text.replace("[security]\n", "[security]\nallow_development_keys = true\n", 1)
     path = tmp_path / "tp.toml"
     path.write_text(text, encoding="utf-8")
     return path

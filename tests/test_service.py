@@ -1,12 +1,14 @@
 """PaymentService: every operation, lifecycle transition and refusal, on
 SQLite + in-process sessions and on PostgreSQL + Redis."""
+import re
 from datetime import timedelta
 
 
 from telecom_pay.outcomes import BankDecline, Outcome
 from tests.aio import aio_test
 from tests.bankdouble import InProcessBank
-from tests.servicekit import MSISDN, OTHER, PAN_CREDIT, PAN_DEBIT, funded, make_service, open_active, shutdown
+from tests.servicekit import (MSISDN, OTHER, PAN_CREDIT, PAN_DEBIT, funded, make_service, open_active, outbox_texts,
+                              shutdown)
 
 
 
@@ -98,11 +100,13 @@ async def test_wrong_pins_lock_then_timeout_or_agent_reset(stack):
     svc.clock = base
     for _ in range(3):
         await svc.pay(MSISDN, "M001", 100, wrong, channel="sms")
-    notes = []
-    svc.add_notifier(lambda m, res: notes.append((m, res)))
     reset = await svc.reset_pin("AG001", MSISDN)
-    assert reset.outcome is Outcome.OK and notes and notes[-1][1].params["pin"] == reset.params["pin"]
-    assert (await svc.pay(MSISDN, "M001", 100, reset.params["pin"], channel="sms")).outcome is Outcome.OK
+    assert reset.outcome is Outcome.OK and "pin" not in reset.params        # never on the agent's screen
+    new_pin = re.findall(r"(?<!\d)(\d{6})(?!\d)", (await outbox_texts(svc, MSISDN))[-1])[0]   # by SMS
+    assert (await svc.pay(MSISDN, "M001", 100, new_pin, channel="sms")).outcome \
+        is Outcome.PIN_CHANGE_REQUIRED                                # a reset PIN must be changed first
+    assert (await svc.change_pin(MSISDN, new_pin, "369258", channel="sms")).outcome is Outcome.OK
+    assert (await svc.pay(MSISDN, "M001", 100, "369258", channel="sms")).outcome is Outcome.OK
     assert (await svc.reset_pin("NOBODY", MSISDN)).outcome is Outcome.NOT_AUTHORIZED
     await sound(svc)
     await shutdown(svc)
@@ -276,13 +280,18 @@ async def test_change_pin(stack):
 async def test_agent_operations(stack):
     svc = await service(stack)
     r = await svc.agent_open("AG001", "13800138000", holder_name="Li Lei", id_type="ID", id_number="110101199001011234")
-    assert r.outcome is Outcome.OK and r.params["pin"]
+    assert r.outcome is Outcome.OK and r.params["what"] == "agreement" and "pin" not in r.params
+    agreement = await outbox_texts(svc, MSISDN)
+    assert len(agreement) == 1 and "A" in agreement[0]                  # the KT reply, sent by the platform
+    assert (await svc.balance(MSISDN, channel="t")).outcome is Outcome.ACCOUNT_PENDING
+    assert (await svc.confirm_open(MSISDN, channel="sms")).params["pin"]   # the subscriber's A
+    assert (await svc.account_info(MSISDN)).kyc_tier == 2
     assert (await svc.agent_open("AG001", MSISDN, holder_name="x", id_type="ID", id_number="1")).outcome \
         is Outcome.ACCOUNT_EXISTS
     assert (await svc.agent_open("AG001", "999", holder_name="x", id_type="ID", id_number="1")).outcome \
         is Outcome.INVALID_NUMBER
     assert (await svc.cash_in("AG001", MSISDN, 500)).outcome is Outcome.INSUFFICIENT_FUNDS   # no float yet
-    await svc.fund_agent("AG001", 100_000)
+    await svc.fund_agent("AG001", 100_000, operator="test")
     c = await svc.cash_in("AG001", MSISDN, 5000, key="counter-1")
     assert c.outcome is Outcome.OK and c.balance == 5000 and c.params["agent_balance"] == 95_000
     assert (await svc.cash_in("NOBODY", MSISDN, 5000)).outcome is Outcome.NOT_AUTHORIZED
@@ -293,6 +302,8 @@ async def test_agent_operations(stack):
     assert (await svc.balance(MSISDN, channel="t")).outcome is Outcome.NO_ACCOUNT
     t = await svc.transfer_ownership("AG001", OTHER, holder_name="Han Meimei", id_type="ID", id_number="2")
     assert t.outcome is Outcome.OK and t.params["held"] == 5000
+    assert "pin" not in t.params and "password" not in t.params
+    assert "MM" in (await outbox_texts(svc, OTHER))[-1]                # the new holder's credentials, by SMS
     assert (await svc.balance(OTHER, channel="t")).balance == 0                      # not the old holder's money
     assert (await svc.ledger.balance(svc.system["suspense"])).balance == 5000
     assert (await svc.cancel_number("AG001", OTHER)).outcome is Outcome.OK
@@ -321,5 +332,40 @@ async def test_statement_paging_and_airtime_and_refund(stack):
     assert rf.outcome is Outcome.OK and rf.amount == 50
     assert (await svc.refund("M002", refs[0], 51, actor="merchant:M002")).outcome is Outcome.INVALID_AMOUNT
     assert (await svc.refund("M001", refs[1], None, actor="merchant:M001")).outcome is Outcome.NOT_FOUND
+    await sound(svc)
+    await shutdown(svc)
+
+
+@aio_test
+async def test_initial_and_reset_pins_move_no_money_until_changed(stack):
+    """An initial (or agent-reset) PIN came by SMS: before MM it may check
+    balance and statement, freeze and unfreeze, and change itself; every
+    spend, withdrawal, PIN top-up and close is refused without a booking."""
+    svc = await service(stack)
+    await svc.open_account(MSISDN, channel="sms")
+    pin = (await svc.confirm_open(MSISDN, channel="sms")).params["pin"]
+    await open_active(svc, OTHER)
+    await svc.fund_agent("AG001", 10_000, operator="test")
+    assert (await svc.cash_in("AG001", MSISDN, 10_000)).outcome is Outcome.OK
+    assert (await svc.bind_card(MSISDN, PAN_DEBIT, "2912", channel="t")).ok
+    assert (await svc.balance(MSISDN, channel="sms")).balance == 10_000
+    assert (await svc.statement(MSISDN, channel="sms")).outcome is Outcome.OK
+    refused = Outcome.PIN_CHANGE_REQUIRED
+    assert (await svc.preview_payment(MSISDN, "M001", 100)).outcome is refused
+    assert (await svc.preview_send(MSISDN, OTHER, 100)).outcome is refused
+    assert (await svc.pay(MSISDN, "M001", 100, pin, channel="sms")).outcome is refused
+    assert (await svc.send(MSISDN, OTHER, 100, pin, channel="sms")).outcome is refused
+    assert (await svc.airtime(MSISDN, 100, pin, channel="sms")).outcome is refused
+    assert (await svc.withdraw(MSISDN, 100, pin, channel="sms")).outcome is refused
+    assert (await svc.topup(MSISDN, 100, pin=pin, require_pin=True, channel="sms")).outcome is refused
+    assert (await svc.close(MSISDN, pin, channel="sms")).outcome is refused
+    wrong = "000000" if pin != "000000" else "111111"
+    assert (await svc.pay(MSISDN, "M001", 100, wrong, channel="sms")).outcome is Outcome.PIN_WRONG
+    assert (await svc.freeze(MSISDN, channel="sms")).outcome is Outcome.OK
+    assert (await svc.unfreeze(MSISDN, pin, channel="sms")).outcome is Outcome.OK
+    assert (await svc.balance(MSISDN, channel="sms")).balance == 10_000          # nothing moved
+    assert (await svc.change_pin(MSISDN, pin, "369258", channel="sms")).outcome is Outcome.OK
+    assert (await svc.preview_payment(MSISDN, "M001", 100)).outcome is Outcome.PIN_REQUIRED
+    assert (await svc.pay(MSISDN, "M001", 100, "369258", channel="sms")).outcome is Outcome.OK
     await sound(svc)
     await shutdown(svc)

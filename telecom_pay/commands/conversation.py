@@ -193,6 +193,8 @@ class Conversation:
                 return Result(Outcome.ACCOUNT_PENDING)
             if cmd.name not in (kw.UNFREEZE, kw.CLOSE) and account.status != "active":
                 return Result(Outcome.ACCOUNT_FROZEN)
+            if cmd.name != kw.UNFREEZE and await svc.pin_change_required(msisdn):
+                return Result(Outcome.PIN_CHANGE_REQUIRED)
             if cmd.amount is not None:
                 pending["amount"] = cmd.amount
             if cmd.name == kw.AIRTIME and cmd.msisdn:

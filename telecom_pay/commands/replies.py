@@ -147,6 +147,9 @@ _T: dict[str, dict[str, str]] = {
         "ok.unbind_card": "银行卡已解绑.",
         "ok.kyc_tier": "账户等级已调整为 {tier} 级, 交易限额随之调整.",
         "ok.number_change": "您的手机支付账户已转到号码 {number}.",
+        "ok.sms_sent.agreement": "开户协议短信已发送至 {number}; 用户回复 A 后开通, 初始密码由短信发给用户.",
+        "ok.sms_sent.pin": "新支付密码已短信发送至 {number}; 用户须先发送 MM 修改.",
+        "ok.ownership_transfer": "{number} 已过户; 原账户余额 {held} 元暂存待退; 新机主的初始密码已短信发送.",
         "ok.cancel_number": "号码已注销, 手机支付账户已冻结{held}.",
         "ok.cancel_number_held": ", 余额 {balance} 元将退还给您",
         "ok.agent_float": "{ref}备付金增加 {amount} 元{bal}.",
@@ -271,6 +274,11 @@ _T: dict[str, dict[str, str]] = {
         "ok.unbind_card": "Your card is unlinked.",
         "ok.kyc_tier": "Your account tier is now {tier}; your limits changed accordingly.",
         "ok.number_change": "Your mobile wallet has moved to number {number}.",
+        "ok.sms_sent.agreement": "Agreement SMS sent to {number}; the account opens when they reply A, "
+                                 "and the initial PIN and password go to them by SMS.",
+        "ok.sms_sent.pin": "A new PIN was sent by SMS to {number}; they must change it (MM) before paying.",
+        "ok.ownership_transfer": "{number} transferred; the old balance {held} is held for refund; the new "
+                                 "holder's initial PIN and password were sent by SMS.",
         "ok.cancel_number": "Your number was cancelled and your wallet frozen{held}.",
         "ok.cancel_number_held": "; the balance {balance} will be refunded to you",
         "ok.agent_float": "{ref}Float credited {amount}.{bal}",
@@ -390,6 +398,8 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.PIN_WRONG: "支付密码错误.",
         Outcome.PIN_LOCKED: "支付密码错误次数过多, 支付已锁定. 可联系客服解锁.",
         Outcome.PIN_FORMAT: "支付密码须为6位数字.",
+        Outcome.FREEZE_LIMIT: "今日自助冻结次数已达上限. 如手机丢失, 请致电客服冻结账户.",
+        Outcome.PIN_CHANGE_REQUIRED: "请先修改初始支付密码: 发送 MM 旧密码 新密码. 修改前只能查询余额、明细和冻结账户.",
         Outcome.UNKNOWN_MERCHANT: "商户代码不存在, 请核对.",
         Outcome.MERCHANT_INACTIVE: "该商户暂停收款.",
         Outcome.UNKNOWN_RECIPIENT: "对方未开通手机支付, 无法转账.",
@@ -428,6 +438,10 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.PIN_WRONG: "Wrong PIN.",
         Outcome.PIN_LOCKED: "Too many wrong PINs: payments locked. Customer service can unlock.",
         Outcome.PIN_FORMAT: "A PIN is 6 digits.",
+        Outcome.FREEZE_LIMIT: "Too many freezes from this number today. If your phone is lost, call customer "
+                              "service to freeze your wallet.",
+        Outcome.PIN_CHANGE_REQUIRED: "Change your PIN first: send MM <old PIN> <new PIN>. "
+                                     "Until then you can only check your balance and statement, or freeze.",
         Outcome.UNKNOWN_MERCHANT: "Unknown merchant code. Please check it.",
         Outcome.MERCHANT_INACTIVE: "This merchant is not taking payments now.",
         Outcome.UNKNOWN_RECIPIENT: "The recipient has no mobile wallet.",
@@ -628,7 +642,12 @@ def _ok(c: _Context) -> list[str]:
             key = "ok.refund_anon"
         return [c.text(key, **c.fields())]
     if action == "ownership_transfer":
-        return _welcome(c)
+        if p.get("pin"):
+            return _welcome(c)
+        return [c.text("ok.ownership_transfer", number=_display_number(p["msisdn"]),
+                       held=format_amount(p.get("held") or 0))]
+    if action == "sms_sent":
+        return [c.text(f"ok.sms_sent.{p['what']}", number=_display_number(p["msisdn"]))]
     if action == "pin_reset":
         pin = p["pin"]
         if not isinstance(pin, str) or not pin:
