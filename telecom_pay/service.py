@@ -26,7 +26,7 @@ from telecom_pay.ledger.ledger import (
     AccountUnavailable, AlreadyResolved, IdempotencyConflict, InsufficientFunds, Leg, Ledger,
     NotWithdrawable, OperationRecord, OperationRequest, UnknownOperation, utcnow)
 from telecom_pay.ledger.tables import (
-    ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, operations, transfers)
+    ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, audit_log, operations, transfers)
 from telecom_pay.msisdn import MsisdnError, local_form, mask, normalize
 from telecom_pay.notices import queue_notice
 from telecom_pay.outcomes import BankDecline, Outcome, Result, StatementLine
@@ -366,7 +366,7 @@ class PaymentService:
             return Result(Outcome.CONFIRM_REQUIRED, params={"action": "open", "ttl_minutes": ttl})
         return await self._run(job)
 
-    async def confirm_open(self, msisdn: str, *, channel: str) -> Result:
+    async def confirm_open(self, msisdn: str, *, channel: str, message_key: str | None = None) -> Result:
         """A: activates the pending account and issues the initial PIN and
         password (returned once, for the channel to send; stored hashed)."""
         msisdn = self._norm(msisdn)
@@ -395,10 +395,39 @@ class PaymentService:
                 return Result(Outcome.CONFIRMATION_EXPIRED)
             if pw_hash is None:                   # a KT arrived after the first read: A again
                 raise _refuse(Outcome.NOTHING_PENDING)
-            await acct.transition(conn, w, "confirm", actor=f"msisdn:{msisdn}", channel=channel)
+            await acct.transition(conn, w, "confirm", actor=f"msisdn:{msisdn}", channel=channel,
+                                  **({"message": message_key} if message_key else {}))
             await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), password_hash=pw_hash)
             return Result(Outcome.OK, balance=0, params={"action": "confirm_open", "pin": pin,
                                                          "password": password})
+        return await self._run(job)
+
+    async def reissue_lost_credentials(self, msisdn: str, message_key: str, *, channel: str) -> Result:
+        """The process died after the `A` recorded as `message_key` opened the
+        account and before its reply was recorded. That reply is the only copy
+        of the initial PIN and password (they are stored hashed), and it never
+        left: new ones are issued in its place, audited. Only for the message
+        that opened the account, and only while the initial PIN is unchanged
+        (once changed, the subscriber evidently had it)."""
+        msisdn = self._norm(msisdn)
+        pin, password = generate_pin(), generate_password()
+        pw_hash = await self.passwords.hash(password)
+
+        async def job(conn):
+            w = await acct.find_wallet(conn, msisdn)
+            if w is None or w.status != ACTIVE:
+                raise _refuse(Outcome.ALREADY_ACTIVE if w is not None else Outcome.NOTHING_PENDING)
+            confirms = (await conn.execute(sa.select(audit_log.c.details).where(
+                audit_log.c.account_id == w.id, audit_log.c.action == "confirm"))).all()
+            cred = await acct.get_credentials(conn, w.id)
+            if not any((r.details or {}).get("message") == message_key for r in confirms) \
+                    or cred is None or not cred.must_change:
+                raise _refuse(Outcome.ALREADY_ACTIVE)
+            await acct.set_credentials(conn, w.id, pin_hash=self.pins.hash(w.id, pin), password_hash=pw_hash)
+            await acct.audit(conn, actor="system", channel=channel, action="credentials_reissued", account_id=w.id,
+                             message=message_key, reason="the reply to A was never recorded")
+            return Result(Outcome.OK, balance=w.balance - w.pending_out,
+                          params={"action": "confirm_open", "pin": pin, "password": password})
         return await self._run(job)
 
     async def cancel_open(self, msisdn: str, *, channel: str) -> Result:

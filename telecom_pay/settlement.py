@@ -167,7 +167,25 @@ class Settlement:
                 batch = await self._file_payout(merchant, batch)
             else:
                 batch = await self._bank_payout(merchant, batch)
+        elif batch.state == PAYING and batch.method != "file":
+            batch = await self._resume_unsent(merchant, batch)
         return self._report(merchant, batch)
+
+    async def _resume_unsent(self, merchant, batch):
+        """A payout booked but never sent (the process stopped between the
+        attempt and the credit) is sent now under the attempt's own key. The
+        bridge records a key before its 0200 leaves and sends a key once, so
+        a resume racing the original process still pays at most once."""
+        if self.service.bank is None or not hasattr(self.service.bank, "known_outcome"):
+            return batch
+        rec = await self.ledger.get_operation(batch.operation_key)
+        if rec is None or rec.state != T_PENDING or await self.service.bank.known_outcome(rec.key) is not None:
+            return batch
+        card = await self.ledger.read(lambda conn: acct.active_card(conn, merchant.id))
+        if card is None:
+            return batch
+        log.info("settlement {key}: attempt booked but never sent; sending it now", key=rec.key)
+        return await self._credit(batch, rec.key, card)
 
     @staticmethod
     def _report(merchant, batch, note: str | None = None) -> BatchReport:
@@ -206,6 +224,9 @@ class Settlement:
         except Exception as exc:       # e.g. the merchant account no longer holds the net
             return await self._set_state(batch.id, FAILED, str(exc))
         crash_point("settlement_after_attempt")
+        return await self._credit(batch, key, card)
+
+    async def _credit(self, batch, key: str, card):
         answer = await self.service.bank.credit_card(
             operation_key=key, card=CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code),
             amount=batch.net)

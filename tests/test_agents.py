@@ -66,16 +66,16 @@ async def test_generated_pins_go_to_the_phone_only_and_are_marked_secret(stack):
     reset = await svc.reset_pin("AG001", MSISDN)
     assert reset.outcome is Outcome.OK and not PIN.search(" ".join(conv_render(reset)))
     last = (await outbox_rows(svc, MSISDN))[-1]
-    assert PIN.search(last.text) and last.meta["secret"] is True
+    assert PIN.search(last.text) and last.secret is True
     await svc.fund_agent("AG001", 5000, operator="test")
     assert (await svc.cash_in("AG001", MSISDN, 5000)).ok
     t = await svc.transfer_ownership("AG001", MSISDN, holder_name="Han Meimei", id_type="ID", id_number="2")
     assert t.outcome is Outcome.OK and not PIN.search(" ".join(conv_render(t)))
     rows = await outbox_rows(svc, MSISDN)
     credentials = [r for r in rows if PIN.search(r.text) and "MM" in r.text]
-    assert len(credentials) == 2 and all(r.meta["secret"] for r in credentials)
+    assert len(credentials) == 2 and all(r.secret for r in credentials)
     cash_in = [r for r in rows if "50.00" in r.text]
-    assert len(cash_in) == 1 and not (cash_in[0].meta or {}).get("secret")   # only credentials are secret
+    assert len(cash_in) == 1 and not cash_in[0].secret   # only credentials are secret
     await shutdown(svc)
 
 

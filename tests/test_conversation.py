@@ -168,8 +168,9 @@ async def test_a_recorded_pin_answer_answered_again_recovers_its_result(stack):
     assert not kt.secret
     creds = await conv.handle(MSISDN, "A")
     assert creds.secret
-    pin = pin_in(creds)
-    await svc.fund_agent("AG001", 10_000, key="f")
+    assert "密码已修改" in " ".join(await conv.handle(MSISDN, f"MM {pin_in(creds)} {CHOSEN_PIN}"))
+    pin = CHOSEN_PIN
+    await svc.fund_agent("AG001", 10_000, key="f", operator="test")
     await svc.cash_in("AG001", MSISDN, 10_000, key="c")
     await conv.handle(MSISDN, "ZF M001 10")
     paid = await conv.handle(MSISDN, pin, message_id=7)
@@ -202,4 +203,27 @@ async def test_statement_dates_are_local_days_of_the_configured_zone(database_ur
     await opened(conv, svc)
     stmt = " ".join(await conv.handle(MSISDN, "MX"))
     assert "06-14" in stmt and "06-15" not in stmt and "100.00" in stmt
+    await shutdown(svc)
+
+
+@aio_test
+async def test_an_a_whose_reply_was_lost_gets_new_credentials_once_it_is_answered_again(stack):
+    """The process died after `A` (message 5) opened the account and before
+    its reply, the only copy of the initial PIN, was recorded. Answered again
+    after the restart, it issues new credentials (the lost ones never left);
+    any other `A`, or one answered again after the PIN was changed, does not."""
+    conv, svc = await conv_for(stack)
+    await conv.handle(MSISDN, "KT", message_id=4)
+    lost = pin_in(await conv.handle(MSISDN, "A", message_id=5))        # its reply never recorded
+    again = await conv.handle(MSISDN, "A", message_id=5, again=True)
+    assert again.secret
+    fresh = pin_in(again)
+    assert "MM" in " ".join(again)
+    other = await conv.handle(MSISDN, "A", message_id=6, again=True)  # a second A: nothing new issued
+    assert not re.search(r"(?<!\d)\d{6}(?!\d)", " ".join(other))
+    if fresh != lost:
+        assert "密码已修改" not in " ".join(await conv.handle(MSISDN, f"MM {lost} {CHOSEN_PIN}"))
+    assert "密码已修改" in " ".join(await conv.handle(MSISDN, f"MM {fresh} {CHOSEN_PIN}"))
+    after = await conv.handle(MSISDN, "A", message_id=5, again=True)  # the PIN was changed: they had it
+    assert not re.search(r"(?<!\d)\d{6}(?!\d)", " ".join(after))
     await shutdown(svc)

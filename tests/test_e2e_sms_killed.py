@@ -21,6 +21,7 @@ def write_config(tmp_path, database_url: str, smsc_port: int, sessions_url: str,
         ('url = "memory://"\nprefix = "tp:"', f'url = "{sessions_url}"\nprefix = "{prefix}"'),
         ('endpoint = "tcp:host=127.0.0.1:port=2775"', f'endpoint = "tcp:host=127.0.0.1:port={smsc_port}"'),
         ("[bank]\n", "[bank]\nenabled = false\n"),
+        ("[security]\n", "[security]\nallow_development_keys = true\n"),
     ]:
         assert old in text, old
         text = text.replace(old, new, 1)

@@ -53,8 +53,8 @@ def test_the_cli_creates_the_sqlite_file_and_its_directories_private(tmp_path):
     db = tmp_path / "var" / "data" / "tp.sqlite3"
     cfg = tmp_path / "tp.toml"
     cfg.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8").replace(
-        'url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"', f'url = "sqlite+aiosqlite:///{db}"'),
-        encoding="utf-8")
+        'url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"', f'url = "sqlite+aiosqlite:///{db}"').replace(
+        "[security]\n", "[security]\nallow_development_keys = true\n", 1), encoding="utf-8")
     assert str(db) in cfg.read_text(encoding="utf-8")
     out = subprocess.run([sys.executable, "-m", "telecom_pay.cli", "db", "upgrade", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0o022))

@@ -89,7 +89,7 @@ class Conversation:
         except ParseError as err:
             return replies_for(render_parse_error(err, lang))
         try:
-            result = await self._dispatch(msisdn, cmd, channel, lang, message_id)
+            result = await self._dispatch(msisdn, cmd, channel, lang, message_id, again)
         except Exception:
             log.failure("command {name} from {msisdn} failed", name=cmd.name, msisdn=mask(msisdn))
             return replies_for([TRY_LATER[lang]])
@@ -123,7 +123,7 @@ class Conversation:
     # ------------------------------------------------------------ dispatch
 
     async def _dispatch(self, msisdn: str, cmd: Command, channel: str, lang: str,
-                        message_id: int | None = None) -> Result | list[str]:
+                        message_id: int | None = None, again: bool = False) -> Result | list[str]:
         svc = self.service
         name = cmd.name
         if name == kw.HELP:
@@ -147,7 +147,13 @@ class Conversation:
                 await self._hold(msisdn, pending, self.settings.pending_payment_minutes)
                 return Result(Outcome.PIN_REQUIRED, amount=pending.get("amount"),
                               params=self._pending_params(pending))
-            return await svc.confirm_open(msisdn, channel=channel)
+            key = message_key(message_id) if message_id is not None else None
+            result = await svc.confirm_open(msisdn, channel=channel, message_key=key)
+            if again and key is not None and result.outcome is Outcome.ALREADY_ACTIVE:
+                # this very A opened the account and its reply, the only copy of
+                # the credentials, was never recorded: they never left
+                return await svc.reissue_lost_credentials(msisdn, key, channel=channel)
+            return result
         if name == kw.CANCEL:
             dropped = await self.sessions.take(self._pending_key(msisdn))
             if dropped is None or dropped.get("action") == kw.OPEN:
