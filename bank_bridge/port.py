@@ -188,6 +188,34 @@ class IsoBankPort:
     async def credit_card(self, *, operation_key: str, card: CardRef, amount: int) -> BankResult:
         return await self._financial("credit", spec.PROC_CREDIT, operation_key, card, amount)
 
+    async def abandon_unsent(self, operation_key: str, *, debit: bool, amount: int) -> BankResult:
+        """Claim a key nothing was ever sent under, so that nothing ever will
+        be: it is recorded as declined without sending, as when no bank is
+        signed on. The store records a key once, so if a 0200 under the key
+        was recorded first, its answer is returned instead, and a sender
+        racing this claim finds the decline and sends nothing."""
+        existing = await self.store.get_operation(operation_key)
+        if existing is not None:
+            return _recorded_result(existing)
+        route = next(iter(self.routes.values()))
+        now = self.reactor.seconds()
+        stan = await self._stans[route.code].next()
+        rrn = await self._rrns.next(now)
+        processing_code = spec.PROC_PURCHASE if debit else spec.PROC_CREDIT
+        message = self._message(spec.FINANCIAL_REQUEST, route, stan, now)
+        operation = dict(operation_key=operation_key, kind="debit" if debit else "credit", bank_code=route.code,
+                         terminal_id=route.terminal_id, mti=spec.FINANCIAL_REQUEST, stan=stan, rrn=rrn,
+                         transmitted_at=message["7"], processing_code=processing_code, pan_token="", last4="",
+                         amount=amount, currency=self.currency, status="declined",
+                         decline=BankDecline.ISSUER_UNAVAILABLE.value, created_at=utcnow(now), updated_at=utcnow(now))
+        base = dict(bank_code=route.code, operation_key=operation_key, mti=spec.FINANCIAL_REQUEST, stan=stan,
+                    rrn=rrn, terminal_id=route.terminal_id, pan_token="", last4="", amount=amount,
+                    processing_code=processing_code)
+        if not await self.store.insert_operation(operation, self._journal(now, "out", "abandoned", **base)):
+            return _recorded_result(await self.store.get_operation(operation_key))
+        log.warning("%s: booked but never sent; recorded as not sent", operation_key)
+        return BankResult(BankStatus.DECLINED, decline=BankDecline.ISSUER_UNAVAILABLE, stan=stan, rrn=rrn)
+
     async def known_outcome(self, operation_key: str) -> BankResult | None:
         """What the bank's answer for `operation_key` is known to be (from the
         store): APPROVED, DECLINED (declined or reversed), UNKNOWN while a

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from telecom_pay import config as config_mod
@@ -65,6 +65,7 @@ class Daemon(MultiService):
         self.clock = clock          # "now" of the core (tests pin it to chosen instants)
         self.components: dict[str, Any] = {}
         self.ready: defer.Deferred = defer.Deferred()
+        self._recovery: task.LoopingCall | None = None
 
     def startService(self):
         super().startService()
@@ -94,9 +95,29 @@ class Daemon(MultiService):
             component = await _maybe_await(load_factory(cfg["factory"])(self.core, cfg, self.reactor))
             self.components[name] = component
             component.setServiceParent(self)
+        self._start_bank_recovery(float(bank_cfg.get("recovery_interval", 60)))
         log.info("telecom-pay ready ({components})", components=", ".join(self.components) or "core only")
 
+    def _start_bank_recovery(self, interval: float) -> None:
+        """Start-up recovery finishes what the last process left; this sweep
+        finishes what this one leaves while it runs (a post that failed after
+        the bank's answer, an operation that was never sent), and runs after
+        the channels are up, so subscribers are told how it ended."""
+        if self.core.service.bank is None or interval <= 0:
+            return
+
+        async def sweep():
+            try:
+                await self.core.service.recover_bank_operations()
+            except Exception:
+                log.failure("bank recovery sweep failed; trying again in {interval} s", interval=interval)
+        self._recovery = task.LoopingCall(lambda: as_deferred(sweep()))
+        self._recovery.clock = self.reactor
+        self._recovery.start(interval, now=True)
+
     def stopService(self):
+        if self._recovery is not None and self._recovery.running:
+            self._recovery.stop()
         d = defer.maybeDeferred(super().stopService)
 
         async def close():

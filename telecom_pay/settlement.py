@@ -282,7 +282,7 @@ async def follow_payouts(service: PaymentService, operation_key: str | None = No
         if rec is None:
             continue
         if rec.state == T_PENDING and operation_key is None:
-            answer = await finish_from_bank(service, rec.key, rec.created_at)
+            answer = await finish_from_bank(service, rec.key, rec.created_at, rec.kind)
             rec = await ledger.get_operation(batch.operation_key)
             if rec.state == T_PENDING:
                 state = REVIEW if answer is not None and answer.review else PAYING

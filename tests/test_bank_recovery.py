@@ -396,3 +396,79 @@ async def test_approved_payout_whose_post_failed_is_paid_by_the_next_run(databas
     finally:
         await st.stop()
         await bank.close()
+
+
+# ---------------------------------------------------------------- defect 5, while the daemon runs
+
+@aio_test
+async def test_the_running_daemon_finishes_an_approved_topup_whose_post_failed(database_url):
+    """No restart: the daemon's recovery sweep posts the approved top-up once
+    the database accepts it again, and the subscriber is told over SMPP."""
+    from tests.bankdouble import InProcessBank
+    from tests.e2ekit import eventually, reply, settings_for, start_daemon, start_smsc, stop_daemon
+    from tests.servicekit import PAN_DEBIT
+    sim, port = await start_smsc()
+    bank = InProcessBank()
+    bank.add_card(PAN_DEBIT, card_type="debit", balance=100_000)
+    daemon = await start_daemon(settings_for(database_url, port, **{"bank.recovery_interval": 0.2}), bank=bank)
+    try:
+        svc = daemon.core.service
+        phone = sim.handset("13800138000")
+        await open_active(svc)
+        assert (await svc.bind_card(MSISDN, PAN_DEBIT, "3012", channel="t")).ok
+        await fail_posts(database_url, True)
+        with pytest.raises(Exception):
+            await svc.topup(MSISDN, 200_00, channel="t", key="tp-run")
+        assert (await svc.ledger.get_operation("tp-run")).state == "pending"
+        await asyncio.sleep(0.5)                                  # sweeps run, the post still fails
+        assert (await svc.ledger.get_operation("tp-run")).state == "pending"
+        await fail_posts(database_url, False)
+
+        async def posted():
+            return (await svc.ledger.get_operation("tp-run")).state == "posted"
+        await eventually(posted, timeout=10)
+        assert "200.00" in await reply(phone, expect="200.00")
+        assert (await svc.balance(MSISDN, channel="t")).balance == 200_00
+        assert await svc.check_books() == []
+        await asyncio.sleep(0.5)                                  # later sweeps change nothing
+        assert (await svc.balance(MSISDN, channel="t")).balance == 200_00
+    finally:
+        await stop_daemon(daemon)
+        await wait_deferred(sim.stop())
+
+
+@aio_test
+async def test_a_topup_booked_but_never_sent_is_claimed_as_not_sent_and_voided(database_url):
+    """The process stopped between booking a top-up and its 0200. Recovery
+    claims the key at the bridge as not sent and voids the booking; a late
+    sender (the process that booked it, had it lived on) then finds the
+    claim and sends nothing, so the card is never debited for a voided top-up."""
+    from telecom_pay import accounts as acct
+    from telecom_pay.bank_port import BankStatus, CardRef
+    from telecom_pay.ledger.ledger import Leg, OperationRequest
+    bank = await Bank().listen()
+    st = await Stack(bank, database_url).start()
+    try:
+        await open_active(st.svc)
+        assert (await st.svc.bind_card(MSISDN, DEBIT, "3012", channel="t")).ok
+        w = await st.svc.ledger.read(lambda c: acct.find_wallet(c, MSISDN))
+        card = await st.svc.ledger.read(lambda c: acct.active_card(c, w.id))
+        st.svc.ledger.clock = lambda: datetime.now(timezone.utc) - timedelta(minutes=2)
+        await st.svc.ledger.execute(OperationRequest(
+            key="tp-unsent", kind="topup", pending=True, channel="sms", actor=f"msisdn:{MSISDN}", account_id=w.id,
+            legs=(Leg(st.svc.system["bank_settlement"], w.id, 100_00, "topup"),), details={"card": card.last4}))
+        st.svc.ledger.clock = lambda: datetime.now(timezone.utc)
+        assert (await st.svc.ledger.get_operation("tp-unsent")).state == "pending"
+        financial_before = [m for m in bank.sim.messages if m["mti"] == "0200"]
+        await st.restart()                                              # recovery on start
+        assert (await st.svc.ledger.get_operation("tp-unsent")).state == "voided"
+        late = await st.bridge.port.debit_card(
+            operation_key="tp-unsent", amount=100_00,
+            card=CardRef(card.token, card.last4, card.bin, card.card_type, card.bank_code))
+        assert late.status is BankStatus.DECLINED
+        assert [m for m in bank.sim.messages if m["mti"] == "0200"] == financial_before
+        assert bank.sim.card(DEBIT).balance == 500_00
+        await books_agree(st.svc, bank)
+    finally:
+        await st.stop()
+        await bank.close()

@@ -91,6 +91,8 @@ class Rig:
                                     enquire_link_interval=2.0, response_timeout=2.0)]
         raw["bank"]["reversal_retry_initial"] = 0.2
         raw["bank"]["reversal_retry_max"] = 1.0
+        raw["bank"]["recovery_interval"] = 0.5              # finish what a kill left within a second or two
+        raw["bank"]["unsent_after_seconds"] = 1.0
         raw["bank"]["banks"] = [dict(raw["bank"]["banks"][0], endpoint=f"tcp:host=127.0.0.1:port={self.iso_port}",
                                      timeout=bank_timeout, echo_interval=5)]
         raw["settlement"]["file_dir"] = str(dep.workdir / "settlement")
