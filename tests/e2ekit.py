@@ -69,8 +69,10 @@ async def reply(handset, *, expect: str | None = None, timeout: float = 10.0) ->
     return await wait_deferred(handset.wait_for_reply(pred, timeout=timeout))
 
 
-async def eventually(predicate, timeout: float = 15.0, interval: float = 0.05):
-    """Wait until `await predicate()` (or predicate()) is true; fail after timeout."""
+async def eventually(predicate, timeout: float = 15.0, interval: float = 0.05, *, required: bool = True):
+    """Wait until `await predicate()` (or predicate()) is true and return its
+    value; after `timeout` fail, or (`required=False`) return the last value
+    so the caller can report what was still missing."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -79,5 +81,7 @@ async def eventually(predicate, timeout: float = 15.0, interval: float = 0.05):
             value = await value
         if value:
             return value
-        assert loop.time() < deadline, "condition not met in time"
+        if loop.time() >= deadline:
+            assert not required, "condition not met in time"
+            return value
         await asyncio.sleep(interval)

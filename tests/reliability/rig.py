@@ -31,6 +31,7 @@ from telecom_pay.aio import wait_deferred
 from telecom_pay.config import DEFAULT_CONFIG
 from telecom_pay.crashpoints import ENV as CRASH_ENV
 from telecom_pay.daemon import Daemon
+from tests.e2ekit import eventually as _eventually
 
 REPO = Path(__file__).resolve().parents[2]
 #: M001's settlement account in the shipped config (`payout_pan`)
@@ -230,16 +231,6 @@ def _pythonpath() -> str:
 
 
 async def eventually(predicate, timeout: float = 15.0, interval: float = 0.05):
-    """Until `predicate()` (or its awaitable) is true; then its value. False
-    after `timeout` (callers report what was still missing)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            return value
-        await asyncio.sleep(interval)
+    """Until `predicate()` (or its awaitable) is true; then its value. The
+    last value after `timeout` (callers report what was still missing)."""
+    return await _eventually(predicate, timeout, interval, required=False)
