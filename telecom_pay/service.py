@@ -780,13 +780,24 @@ class PaymentService:
                 from telecom_pay.settlement import follow_payouts
                 await follow_payouts(self, operation_key)
             return
+        # The money is booked: each step that follows is best-effort on its
+        # own (a batch also follows on the next settle run).
         if rec.kind == "settlement":
             from telecom_pay.settlement import follow_payouts     # settlement builds on this module
-            await follow_payouts(self, operation_key)
+            await self._best_effort(operation_key, follow_payouts(self, rec.key))
         for listener in self.in_doubt_listeners:
-            await listener(rec, approved)
-        if rec.replayed:
-            return
+            await self._best_effort(operation_key, listener(rec, approved))
+        if not rec.replayed:
+            await self._best_effort(operation_key, self._tell_resolution(rec, approved))
+
+    @staticmethod
+    async def _best_effort(key: str, step) -> None:
+        try:
+            await step
+        except Exception as exc:
+            log.warn("after resolving {key}: {err} (the booking stands)", key=key, err=type(exc).__name__)
+
+    async def _tell_resolution(self, rec: OperationRecord, approved: bool) -> None:
         w = await self.ledger.read(lambda conn: acct.get_account(conn, rec.account_id)) if rec.account_id else None
         if w is None or w.msisdn is None:
             return
@@ -802,7 +813,7 @@ class PaymentService:
 
     async def recover_bank_operations(self) -> int:
         """Finish every pending bank operation whose answer the port knows
-        (telecom_pay/bank_recovery.py); run on start."""
+        (telecom_pay/bank_recovery.py); run on start and by the daemon's sweep."""
         from telecom_pay.bank_recovery import recover_bank_operations
         return await recover_bank_operations(self)
 

@@ -108,3 +108,34 @@ async def test_kt_committed_then_store_fails_still_asks_for_a_and_a_opens(sqlite
     assert re.search(r"(?<!\d)\d{6}(?!\d)", welcome), welcome
     assert (await svc.balance(MSISDN, channel="t")).outcome is Outcome.OK
     await shutdown(svc)
+
+
+@aio_test
+async def test_a_bank_resolution_stands_when_what_follows_it_fails(database_url):
+    """The bank's late answer posts a pending top-up; a component listening
+    for resolutions then fails. The post stands, resolve_in_doubt returns
+    normally (the bridge does not take it for a failed resolution), and the
+    subscriber is still told."""
+    from telecom_pay import accounts as acct
+    from telecom_pay.ledger.ledger import Leg, OperationRequest
+    svc = await make_service(database_url)
+    await open_active(svc)
+    told = []
+    svc.add_notifier(lambda msisdn, result: told.append(result))
+
+    async def broken_listener(rec, approved):
+        raise RuntimeError("listener lost its database")
+    svc.add_in_doubt_listener(broken_listener)
+    w = await svc.ledger.read(lambda c: acct.find_wallet(c, MSISDN))
+    await svc.ledger.execute(OperationRequest(
+        key="tp-late", kind="topup", pending=True, channel="sms", actor="t", account_id=w.id,
+        legs=(Leg(svc.system["bank_settlement"], w.id, 100_00, "topup"),)))
+    await svc.resolve_in_doubt("tp-late", approved=True)
+    assert (await svc.ledger.get_operation("tp-late")).state == "posted"
+    assert (await svc.balance(MSISDN, channel="t")).balance == 100_00
+    assert [(r.outcome, r.amount, r.balance) for r in told] == [(Outcome.OK, 100_00, 100_00)]
+    await svc.resolve_in_doubt("tp-late", approved=True)             # told again: nothing new
+    assert len(told) == 1
+    assert (await svc.balance(MSISDN, channel="t")).balance == 100_00
+    assert await svc.check_books() == []
+    await shutdown(svc)
