@@ -227,3 +227,19 @@ async def test_an_a_whose_reply_was_lost_gets_new_credentials_once_it_is_answere
     after = await conv.handle(MSISDN, "A", message_id=5, again=True)  # the PIN was changed: they had it
     assert not re.search(r"(?<!\d)\d{6}(?!\d)", " ".join(after))
     await shutdown(svc)
+
+
+@aio_test
+async def test_a_recovered_receipt_tells_the_balance_right_after_its_payment(stack):
+    """Recovered after a later payment, a receipt still names the balance
+    the original reply would have told, not today's."""
+    conv, svc = await conv_for(stack)
+    pin = await opened(conv, svc)
+    await conv.handle(MSISDN, "ZF M001 10")
+    first = await conv.handle(MSISDN, pin, message_id=7)         # its reply was never recorded
+    assert "90.00" in first[0]
+    await conv.handle(MSISDN, "ZF M001 5")
+    assert "85.00" in (await conv.handle(MSISDN, pin, message_id=8))[0]
+    again = await conv.handle(MSISDN, "******", message_id=7, again=True)
+    assert ref_in(again) == ref_in(first) and "90.00" in again[0] and "85.00" not in again[0]
+    await shutdown(svc)

@@ -26,6 +26,7 @@ from telecom_pay.commands import keywords as kw
 from telecom_pay.commands.parser import Command, ParseError, parse
 from telecom_pay.commands.redaction import is_masked_pin_answer
 from telecom_pay.commands.replies import normalize_lang, render, render_help, render_parse_error
+from telecom_pay.ledger.ledger import balance_after
 from telecom_pay.msisdn import mask, normalize
 from telecom_pay.outcomes import Outcome, Result
 from telecom_pay.service import PaymentService
@@ -264,8 +265,9 @@ class Conversation:
         if rec.state == "voided":
             return Result(Outcome.BANK_DECLINED, amount=rec.amount, params={**params, "reason": "other"})
         balance = None
-        if rec.account_id is not None:
-            balance = (await self.service.ledger.balance(rec.account_id)).available
+        if rec.account_id is not None:      # the balance the original receipt would have told
+            after = balance_after(rec, rec.account_id) or await self.service.ledger.balance(rec.account_id)
+            balance = after.available
         return Result(Outcome.OK, ref=rec.ref, amount=rec.amount, fee=rec.fee or None, balance=balance,
                       params=params)
 

@@ -207,6 +207,16 @@ def _after(rows) -> dict:
     return {str(a["id"]): [a["balance"], a["pending_out"], a["pending_in"], a["consumption"]] for a in rows}
 
 
+def balance_after(rec: "OperationRecord", account_id: int) -> Balance | None:
+    """An account's balance right after `rec` was booked or resolved (stored
+    with the operation), or None for operations stored before that."""
+    after = ((rec.request or {}).get(AFTER) or {}).get(str(account_id))
+    if after is None:
+        return None
+    b, po, pi, c = after
+    return Balance(account_id, b, b - po, max(0, b - po - c), pi)
+
+
 def balance_from_row(row) -> Balance:
     available = row.balance - row.pending_out
     return Balance(row.id, row.balance, available, max(0, available - row.consumption), row.pending_in)
@@ -548,8 +558,7 @@ class Ledger:
         rec = _record(row, replayed=True)
         if after is None:       # booked before balances were stored with operations
             return await self._with_balances(conn, rec)
-        return _with(rec, {int(i): Balance(int(i), b, b - po, max(0, b - po - c), pi)
-                           for i, (b, po, pi, c) in after.items()})
+        return _with(rec, {int(i): balance_after(rec, int(i)) for i in after})
 
     async def _with_balances(self, conn, rec: OperationRecord) -> OperationRecord:
         ids = [i for i in (rec.account_id, rec.counterparty_id) if i is not None]
