@@ -723,12 +723,16 @@ class PaymentService:
         if existing is not None and existing.state != "pending":
             return await self._bank_replay(existing, action, msisdn)
         cards: list[CardRef] = []
+        # A key still pending is replayed without the checks its first run
+        # passed (status, PIN, limits): it only asks the bank again under the
+        # same key, which the bridge answers from its record, never twice.
+        replaying = existing is not None
 
         async def job(conn):
-            w = await self._wallet(conn, msisdn)
-            if check_pin:
+            w = await self._wallet(conn, msisdn, need_active=not replaying)
+            if check_pin and not replaying:
                 await self._check_pin(conn, w, pin, channel=channel)
-            if check_limits:
+            if check_limits and not replaying:
                 await self._check_limits(conn, w, amount)
             card = await acct.active_card(conn, w.id)
             if card is None:

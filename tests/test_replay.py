@@ -118,3 +118,32 @@ async def test_refund_replay_returns_the_refund(stack):
     assert (await svc.balance(MSISDN, channel="t")).balance == 8500
     assert await svc.check_books() == []
     await shutdown(svc)
+
+
+@aio_test
+async def test_replay_of_a_withdrawal_still_in_doubt_asks_the_bank_again_without_the_checks(stack):
+    """The first run passed the checks and the bank's answer is in doubt; the
+    account is frozen since. The replay is not refused for the freeze or a
+    wrong PIN: it asks the bank again under the same key, and once the bank's
+    answer is known it returns the withdrawal, moved once."""
+    from tests.bankdouble import InProcessBank
+    from tests.servicekit import PAN_DEBIT
+    bank = InProcessBank()
+    bank.add_card(PAN_DEBIT, card_type="debit", balance=0)
+    svc = await service(stack, bank=bank)
+    pin = await funded(svc)
+    assert (await svc.bind_card(MSISDN, PAN_DEBIT, "3012", channel="sms")).ok
+    bank.in_doubt = True
+    first = await svc.withdraw(MSISDN, 3000, pin, channel="sms", key="tx:1")
+    assert first.outcome is Outcome.IN_PROGRESS
+    assert (await svc.freeze(MSISDN, channel="sms")).outcome is Outcome.OK
+    again = await svc.withdraw(MSISDN, 3000, wrong(pin), channel="sms", key="tx:1")
+    assert (again.outcome, again.ref) == (Outcome.IN_PROGRESS, first.ref)
+    bank.in_doubt = False
+    bank.unknown.discard("tx:1")                      # the bank's answer arrives: approved
+    done = await svc.withdraw(MSISDN, 3000, wrong(pin), channel="sms", key="tx:1")
+    assert (done.outcome, done.ref, done.amount) == (Outcome.OK, first.ref, 3000)
+    assert bank.movements == [("tx:1", PAN_DEBIT, 3000)]
+    assert (await svc.ledger.get_operation("tx:1")).state == "posted"
+    assert await svc.check_books() == []
+    await shutdown(svc)
