@@ -7,7 +7,7 @@ lifecycle change and its audit record commit together.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -134,7 +134,7 @@ async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: i
     cred = await get_credentials(conn, account_id)
     now = now or utcnow()
     expired = (not ok and cred is not None and cred.pin_locked_until is not None
-               and _aware(cred.pin_locked_until) <= now)
+               and cred.pin_locked_until <= now)
     failures = 0 if ok else 1 if expired else (cred.pin_failures if cred else 0) + 1
     values = {"pin_failures": failures, "updated_at": utcnow()}
     if ok or expired:
@@ -219,10 +219,5 @@ async def recent_audits(conn, account_id: int, actions, *, limit: int = 50) -> l
     rows = (await conn.execute(sa.select(audit_log).where(
         audit_log.c.account_id == account_id, audit_log.c.action.in_(list(actions)))
         .order_by(audit_log.c.id.desc()).limit(limit))).all()
-    return [{"at": _aware(r.at).isoformat(), "action": r.action, "channel": r.channel, "actor": r.actor,
+    return [{"at": r.at.isoformat(), "action": r.action, "channel": r.channel, "actor": r.actor,
              "details": r.details} for r in rows]
-
-
-def _aware(dt: datetime) -> datetime:
-    """SQLite gives naive datetimes back; everything stored is UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ a credential reply (`secret`) loses its text once the SMSC accepted it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -163,7 +163,7 @@ class MessageStore:
                 bucket = int(now.timestamp() // window)
                 key = f"{dedup_key}:{bucket}"
                 earlier = (await conn.execute(_INBOUND_BY_KEY, {"k": f"{dedup_key}:{bucket - 1}"})).first()
-                if earlier is not None and _aware(earlier.received_at) > now - timedelta(seconds=window):
+                if earlier is not None and earlier.received_at > now - timedelta(seconds=window):
                     return Inbound(earlier.id, earlier.msisdn, earlier.text, False)
             insert = _insert_ignoring_duplicates(conn.dialect.name, inbound_messages, ["dedup_key"])
             new_id = (await conn.execute(insert.values(
@@ -248,10 +248,6 @@ class MessageStore:
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING))))).scalar_one()
         return await self.ledger.read(q)
 
-
-def _aware(stamp: datetime) -> datetime:
-    """SQLite gives naive datetimes back; they are UTC."""
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
 
 
 async def _first(conn, query):

@@ -10,7 +10,7 @@ after the commit.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
@@ -70,7 +70,6 @@ class PaymentService:
         self.system: dict[str, int] = {}
         self.merchant_names: dict[str, dict[str, str]] = {}
         self.notifiers: list[Notifier] = []
-        self.in_doubt_listeners: list[Callable[[OperationRecord, bool], Awaitable[None]]] = []
         if bank is not None:
             bank.set_resolver(self)
 
@@ -127,11 +126,6 @@ class PaymentService:
         """Channels register to tell subscribers of events they did not ask
         about in that moment (P2P received, a delayed bank answer)."""
         self.notifiers.append(fn)
-
-    def add_in_doubt_listener(self, fn: Callable[[OperationRecord, bool], Awaitable[None]]) -> None:
-        """Components that started bank operations of their own (settlement)
-        hear how an in-doubt one ended."""
-        self.in_doubt_listeners.append(fn)
 
     async def _notify(self, msisdn: str, result: Result) -> None:
         for fn in self.notifiers:
@@ -789,8 +783,6 @@ class PaymentService:
         if rec.kind == "settlement":
             from telecom_pay.settlement import follow_payouts     # settlement builds on this module
             await self._best_effort(operation_key, follow_payouts(self, rec.key))
-        for listener in self.in_doubt_listeners:
-            await self._best_effort(operation_key, listener(rec, approved))
         if not rec.replayed:
             await self._best_effort(operation_key, self._tell_resolution(rec, approved))
 
@@ -919,8 +911,8 @@ class PaymentService:
         async def job(conn):
             w = await self._wallet(conn, msisdn, need_active=False)
             if w.status == ACTIVE:
-                day = self.clock().astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-                done = await acct.count_audits(conn, w.id, "freeze", since=day.astimezone(timezone.utc),
+                today = business_time.day_start(self.clock(), self.tz)
+                done = await acct.count_audits(conn, w.id, "freeze", since=today,
                                                actor=f"msisdn:{msisdn}")
                 if done >= bound:
                     await acct.audit(conn, actor=f"msisdn:{msisdn}", channel=channel, action="security_alert",
@@ -1070,8 +1062,7 @@ class PaymentService:
             booked = (await conn.execute(sa.select(operations.c.id).where(
                 operations.c.idempotency_key == key))).first()
             if booked is None:                    # a replay returns the original, bound or not
-                day = self.clock().astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-                today = await acct.funded_since(conn, agent.id, day.astimezone(timezone.utc))
+                today = await acct.funded_since(conn, agent.id, business_time.day_start(self.clock(), self.tz))
                 if today + amount > self.settings.agent_float_max_per_day:
                     raise _refuse(Outcome.LIMIT_DAILY, limit=self.settings.agent_float_max_per_day)
             rec = await self.ledger.book(conn, OperationRequest(

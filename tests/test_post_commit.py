@@ -112,30 +112,44 @@ async def test_kt_committed_then_store_fails_still_asks_for_a_and_a_opens(sqlite
 
 @aio_test
 async def test_a_bank_resolution_stands_when_what_follows_it_fails(database_url):
-    """The bank's late answer posts a pending top-up; a component listening
-    for resolutions then fails. The post stands, resolve_in_doubt returns
-    normally (the bridge does not take it for a failed resolution), and the
-    subscriber is still told."""
+    """The bank's late answer posts a pending payout; letting its batch
+    follow then fails (the settlement table is gone: a real database error).
+    The post stands, resolve_in_doubt returns normally (the bridge does not
+    take it for a failed resolution), and a late top-up still tells the
+    subscriber once."""
+    from sqlalchemy.ext.asyncio import create_async_engine
     from telecom_pay import accounts as acct
     from telecom_pay.ledger.ledger import Leg, OperationRequest
+    from telecom_pay.ledger.schema import async_url
     svc = await make_service(database_url)
-    await open_active(svc)
+    pin = await funded(svc)
+    assert (await svc.pay(MSISDN, "M001", 50_00, pin, channel="t", key="p-1")).outcome is Outcome.OK
+    merchant = await svc.ledger.read(lambda c: acct.find_merchant(c, "M001"))
+    await svc.ledger.execute(OperationRequest(
+        key="settle:M001:2026-11-20:1", kind="settlement", pending=True, channel="settlement", actor="settlement",
+        account_id=merchant.id, legs=(Leg(merchant.id, svc.system["bank_settlement"], 40_00, "settlement"),)))
+    engine = create_async_engine(async_url(database_url))
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE settlement_batches RENAME TO settlement_batches_away"))
+    try:
+        await svc.resolve_in_doubt("settle:M001:2026-11-20:1", approved=True)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("ALTER TABLE settlement_batches_away RENAME TO settlement_batches"))
+        await engine.dispose()
+    assert (await svc.ledger.get_operation("settle:M001:2026-11-20:1")).state == "posted"
+
     told = []
     svc.add_notifier(lambda msisdn, result: told.append(result))
-
-    async def broken_listener(rec, approved):
-        raise RuntimeError("listener lost its database")
-    svc.add_in_doubt_listener(broken_listener)
     w = await svc.ledger.read(lambda c: acct.find_wallet(c, MSISDN))
     await svc.ledger.execute(OperationRequest(
         key="tp-late", kind="topup", pending=True, channel="sms", actor="t", account_id=w.id,
         legs=(Leg(svc.system["bank_settlement"], w.id, 100_00, "topup"),)))
     await svc.resolve_in_doubt("tp-late", approved=True)
     assert (await svc.ledger.get_operation("tp-late")).state == "posted"
-    assert (await svc.balance(MSISDN, channel="t")).balance == 100_00
-    assert [(r.outcome, r.amount, r.balance) for r in told] == [(Outcome.OK, 100_00, 100_00)]
+    assert [(r.outcome, r.amount, r.balance) for r in told] == [(Outcome.OK, 100_00, 150_00)]
     await svc.resolve_in_doubt("tp-late", approved=True)             # told again: nothing new
     assert len(told) == 1
-    assert (await svc.balance(MSISDN, channel="t")).balance == 100_00
+    assert (await svc.balance(MSISDN, channel="t")).balance == 150_00
     assert await svc.check_books() == []
     await shutdown(svc)

@@ -68,6 +68,7 @@ class Conversation:
         self.service = service
         self.sessions = sessions or service.sessions
         self.settings = service.settings
+        self._answering: set[int] = set()   # messages whose PIN action this process keeps (see _pin_reply)
 
     # ------------------------------------------------------------ entry points
 
@@ -101,8 +102,12 @@ class Conversation:
         return replies_for(render(result, lang, tz=self.service.tz), result)
 
     async def answered(self, message_id: int) -> None:
-        """The answer to `message_id` is recorded: its PIN answer needs no recovery."""
-        await self.sessions.delete(self._answering_key(message_id))
+        """The answer to `message_id` is recorded: its PIN answer needs no
+        recovery. Only a PIN answer kept a note (no store round trip for any
+        other message); one kept by a process that died expires by its TTL."""
+        if message_id in self._answering:
+            self._answering.discard(message_id)
+            await self.sessions.delete(self._answering_key(message_id))
 
     async def render_for(self, msisdn: str, result: Result) -> Replies:
         """Text for a notification (P2P received, a delayed bank answer, a PIN reset)."""
@@ -221,6 +226,7 @@ class Conversation:
             key = message_key(message_id)
             await self.sessions.put(self._answering_key(message_id), dict(pending, msisdn=msisdn),
                                     ttl=self.settings.pending_payment_minutes * 60)
+            self._answering.add(message_id)
         svc, action, amount = self.service, pending["action"], pending.get("amount")
         if action == kw.PAY:
             result = await svc.pay(msisdn, pending["merchant_code"], amount, pin, channel=channel, key=key,
