@@ -54,6 +54,11 @@ class Deployment:
     def config_path(self) -> Path:
         return self.workdir / "telecom-pay-bench.toml"
 
+    @property
+    def stats_path(self) -> Path:
+        """The daemon's work counters (telecom_pay.perfstats), rewritten every second."""
+        return self.workdir / "daemon-stats.json"
+
     def write_config(self, smsc_port: int, *, binds: int = 1, window: int | None = None) -> Path:
         """The daemon's config: the shipped default with this deployment's
         database and sessions, the SMSC simulator's port, the velocity rule
@@ -74,6 +79,7 @@ class Deployment:
             if window is not None:
                 bind["window"] = window
             raw["sms"]["binds"].append(bind)
+        raw.setdefault("daemon", {})["stats_file"] = str(self.stats_path)
         for section in ("demo", "bank", "bank_sim"):
             raw.pop(section, None)
         self.config_path.write_text(dumps(raw), encoding="utf-8")

@@ -126,6 +126,22 @@ async def get_credentials(conn, account_id: int):
     return (await conn.execute(_CREDENTIALS, {"id": account_id})).first()
 
 
+_WALLET_WITH_CREDENTIALS = (
+    sa.select(accounts, credentials.c.account_id.label("cred_account_id"), credentials.c.pin_hash,
+              credentials.c.pin_failures, credentials.c.pin_locked_until, credentials.c.must_change)
+    .select_from(accounts.outerjoin(credentials, credentials.c.account_id == accounts.c.id))
+    .where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"), accounts.c.status != CLOSED))
+
+
+async def find_wallet_with_credentials(conn, msisdn: str):
+    """(wallet, credentials) in one statement, for the paths every payment
+    takes; the credentials part is None when the account has none."""
+    row = (await conn.execute(_WALLET_WITH_CREDENTIALS, {"msisdn": msisdn})).first()
+    if row is None:
+        return None, None
+    return row, (row if row.cred_account_id is not None else None)
+
+
 async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: int,
                              lock_until: datetime, now: datetime | None = None) -> int:
     """Returns the failure count after this attempt (0 on success). After a

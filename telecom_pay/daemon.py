@@ -23,7 +23,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from telecom_pay import config as config_mod
-from telecom_pay import crashpoints
+from telecom_pay import crashpoints, perfstats
 from telecom_pay.aio import as_deferred, wait_deferred
 
 log = Logger(namespace="telecom_pay.daemon")
@@ -66,6 +66,7 @@ class Daemon(MultiService):
         self.components: dict[str, Any] = {}
         self.ready: defer.Deferred = defer.Deferred()
         self._recovery: task.LoopingCall | None = None
+        self._stats_loop: task.LoopingCall | None = None
 
     def startService(self):
         super().startService()
@@ -96,6 +97,7 @@ class Daemon(MultiService):
             self.components[name] = component
             component.setServiceParent(self)
         self._start_bank_recovery(float(bank_cfg.get("recovery_interval", 60)))
+        self._start_stats_file(self.settings.section("daemon").get("stats_file"))
         log.info("telecom-pay ready ({components})", components=", ".join(self.components) or "core only")
 
     def _start_bank_recovery(self, interval: float) -> None:
@@ -115,9 +117,35 @@ class Daemon(MultiService):
         self._recovery.clock = self.reactor
         self._recovery.start(interval, now=True)
 
+    def _start_stats_file(self, path: str | None) -> None:
+        """`[daemon] stats_file`: the work counters (telecom_pay.perfstats)
+        as JSON, rewritten every second, for benchmarks to read."""
+        if not path:
+            return
+        self._stats_path = path
+
+        def write():
+            try:
+                perfstats.counters["ledger_batches"] = self.core.ledger.batches
+                perfstats.counters["ledger_jobs"] = self.core.ledger.jobs
+                for name, component in self.components.items():
+                    for key, value in (getattr(component, "stats", None) or {}).items():
+                        if isinstance(value, int):
+                            perfstats.counters[f"{name}_{key}"] = value
+                perfstats.write(path)
+            except Exception:
+                log.failure("writing the stats file {path} failed", path=path)
+        self._write_stats = write
+        self._stats_loop = task.LoopingCall(write)
+        self._stats_loop.clock = self.reactor
+        self._stats_loop.start(1.0, now=True)
+
     def stopService(self):
         if self._recovery is not None and self._recovery.running:
             self._recovery.stop()
+        if self._stats_loop is not None and self._stats_loop.running:
+            self._stats_loop.stop()
+            self._write_stats()
         d = defer.maybeDeferred(super().stopService)
 
         async def close():

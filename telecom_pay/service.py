@@ -9,6 +9,7 @@ after the commit.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable
@@ -40,6 +41,10 @@ Notifier = Callable[[str, Result], Awaitable[None] | None]
 
 _STATUS_OUTCOME = {PENDING: Outcome.ACCOUNT_PENDING, FROZEN: Outcome.ACCOUNT_FROZEN,
                    CLOSED: Outcome.ACCOUNT_CLOSED}
+# "not read yet" for an optional row argument whose absence (None) is meaningful
+_UNREAD = object()
+MERCHANT_PREVIEW_TTL = 10.0
+_BOOKED_ACCOUNT = sa.select(operations.c.account_id).where(operations.c.idempotency_key == sa.bindparam("key"))
 
 
 class _Refusal(Exception):
@@ -70,6 +75,7 @@ class PaymentService:
         self.system: dict[str, int] = {}
         self.merchant_names: dict[str, dict[str, str]] = {}
         self.notifiers: list[Notifier] = []
+        self._preview_merchants: dict[str, tuple] = {}
         if bank is not None:
             bank.set_resolver(self)
 
@@ -180,15 +186,17 @@ class PaymentService:
         return w
 
     async def _check_pin(self, conn, wallet, pin: str | None, *, before_change: bool = False,
-                         channel: str = "-") -> None:
+                         channel: str = "-", cred=_UNREAD) -> None:
         """Verifies the PIN; a wrong one is counted (committed even though
         the payment is refused) and locks payments after N failures. An
         initial or agent-reset PIN travelled by SMS and may have been seen:
         it only changes itself (MM) or unfreezes (`before_change`), it
-        never moves money."""
+        never moves money. `cred`: the credentials row when the caller read
+        it with the wallet."""
         if not is_pin_format(pin):
             raise _refuse(Outcome.PIN_FORMAT)
-        cred = await acct.get_credentials(conn, wallet.id)
+        if cred is _UNREAD:
+            cred = await acct.get_credentials(conn, wallet.id)
         now = self.clock()
         if cred is not None and cred.pin_locked_until is not None and cred.pin_locked_until > now:
             minutes = max(1, int((cred.pin_locked_until - now).total_seconds() // 60) + 1)
@@ -278,16 +286,29 @@ class PaymentService:
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         booked = [] if booked is None else booked
-        existing = await self.ledger.get_operation(key)
-        if existing is not None:
-            return await self._replay_payment(existing, build, action, booked, params)
         held = await self._velocity(msisdn)
         if held is not None:
-            return held
+            existing = await self.ledger.get_operation(key)
+            if existing is None:
+                return held
+            return await self._replay_payment(existing, build, action, booked, params)
 
         async def job(conn):
-            w = await self._wallet(conn, msisdn)
-            await self._check_pin(conn, w, pin, channel=channel)
+            # a key already booked is answered first, inside the job (no read
+            # round trip before it for the payment that is new, nearly all)
+            done = (await conn.execute(_BOOKED_ACCOUNT, {"key": key})).first()
+            if done is not None:
+                w = await acct.get_account(conn, done.account_id)
+                req, extra = await build(conn, w)
+                rec = await self.ledger.book(conn, req)
+                booked.append(rec)
+                return self._money_result(action, rec, w.id, **params, **extra)
+            w, cred = await acct.find_wallet_with_credentials(conn, msisdn)
+            if w is None:
+                raise _refuse(Outcome.NO_ACCOUNT)
+            if w.status != ACTIVE:
+                raise _refuse(_STATUS_OUTCOME[w.status])
+            await self._check_pin(conn, w, pin, channel=channel, cred=cred)
             if check_limits:
                 await self._check_limits(conn, w, amount)
             req, extra = await build(conn, w)
@@ -561,9 +582,14 @@ class PaymentService:
         code = merchant_code.upper()
 
         async def q(conn):
-            w = await self._wallet(conn, msisdn)
-            await self._refuse_before_pin_change(conn, w)
-            m = await acct.find_merchant(conn, code)
+            w, cred = await acct.find_wallet_with_credentials(conn, msisdn)
+            if w is None:
+                raise _refuse(Outcome.NO_ACCOUNT)
+            if w.status != ACTIVE:
+                raise _refuse(_STATUS_OUTCOME[w.status])
+            if cred is not None and cred.must_change:
+                raise _refuse(Outcome.PIN_CHANGE_REQUIRED)
+            m = await self._merchant_for_preview(conn, code)
             if m is None:
                 return Result(Outcome.UNKNOWN_MERCHANT, params={"merchant_code": code})
             if m.status != ACTIVE:
@@ -575,6 +601,20 @@ class PaymentService:
             return Result(Outcome.PIN_REQUIRED, amount=amount, params={
                 "action": "pay", "merchant_code": code, "merchant_name": self.merchant_display(code, m.name, lang)})
         return await self._query(q)
+
+    async def _merchant_for_preview(self, conn, code: str):
+        """The merchant row, remembered for MERCHANT_PREVIEW_TTL: the preview
+        only spares a PIN prompt for a payment that cannot happen; the
+        payment itself reads the row again in its own transaction."""
+        now = time.monotonic()
+        hit = self._preview_merchants.get(code)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        m = await acct.find_merchant(conn, code)
+        if len(self._preview_merchants) > 10_000:
+            self._preview_merchants.clear()
+        self._preview_merchants[code] = (m, now + MERCHANT_PREVIEW_TTL)
+        return m
 
     async def pay(self, msisdn: str, merchant_code: str, amount: int, pin: str | None, *, channel: str,
                   key: str | None = None, reference: str | None = None, lang: str = "zh") -> Result:

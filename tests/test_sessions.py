@@ -150,6 +150,40 @@ async def test_only_one_of_many_concurrent_takers_gets_the_value(backend):
             assert winners == [{"round": round_}]
 
 
+@aio_test
+async def test_take_into_moves_the_value_and_sets_the_keeping_ttl(backend):
+    async with backend.store() as s:
+        assert await s.take_into("pending:1", "answering:7", SHORT_TTL) is None
+        assert await s.get("answering:7") is None          # nothing taken, nothing kept
+        await s.put("pending:1", {"action": "ZF", "amount": 1250}, LONG_TTL)
+        assert await s.take_into("pending:1", "answering:7", SHORT_TTL) == {"action": "ZF", "amount": 1250}
+        assert await s.get("pending:1") is None
+        assert await s.get("answering:7") == {"action": "ZF", "amount": 1250}
+        assert 0 < await s.ttl("answering:7") <= SHORT_TTL
+
+
+@aio_test
+async def test_only_one_of_many_concurrent_take_into_gets_the_value(backend):
+    async with backend.store() as s:
+        await s.put("pending:2", {"n": 1}, LONG_TTL)
+        results = await asyncio.gather(*(s.take_into("pending:2", f"answering:{i}", LONG_TTL) for i in range(20)))
+        winners = [i for i, r in enumerate(results) if r is not None]
+        assert len(winners) == 1
+        kept = [i for i in range(20) if await s.get(f"answering:{i}") is not None]
+        assert kept == winners
+
+
+@aio_test
+async def test_delete_many_removes_every_key_given(backend):
+    async with backend.store() as s:
+        for k in ("a:1", "a:2", "a:3"):
+            await s.put(k, {"k": k}, LONG_TTL)
+        await s.delete_many(["a:1", "a:3", "a:absent"])
+        await s.delete_many([])
+        assert await s.get("a:1") is None and await s.get("a:3") is None
+        assert await s.get("a:2") == {"k": "a:2"}
+
+
 # --- put_if_absent ------------------------------------------------------------
 
 @aio_test

@@ -159,7 +159,7 @@ class SmsChannel(MultiService):
         if refusal is not None:
             log.info("sms in {msisdn}: not answered, {why}", msisdn=mask(msisdn), why=refusal)
             return
-        log.info("sms in {msisdn} len={n} parts={parts}", msisdn=mask(msisdn), n=len(event.text), parts=event.parts)
+        log.debug("sms in {msisdn} len={n} parts={parts}", msisdn=mask(msisdn), n=len(event.text), parts=event.parts)
         ussd = event.ussd if event.ussd is not None and event.ussd.service_op is not None else None
         if ussd is not None and ussd.service_op not in (PSSR_IND, USSR_CONF):
             # a USSN confirmation, a user abort (vendor codes) or a session end: nothing to answer
@@ -321,7 +321,7 @@ class SmsChannel(MultiService):
             # sent, but not recorded as sent: after a restart it may go once more
             log.failure("recording {msisdn}'s message as accepted failed", msisdn=mask(out.msisdn))
             return
-        log.info("sms out {msisdn} len={n} parts={parts}", msisdn=mask(out.msisdn), n=len(out.text), parts=len(ids))
+        log.debug("sms out {msisdn} len={n} parts={parts}", msisdn=mask(out.msisdn), n=len(out.text), parts=len(ids))
 
     async def _retry_later(self, out, reason: str) -> None:
         try:

@@ -350,7 +350,7 @@ class EsmeBind:
 
     def _event_ReceiptReceived(self, event: ReceiptReceived) -> None:
         self.counters["dlr"] += 1
-        log.info("smpp dlr bind={bind} msisdn={msisdn} message_id={message_id} state={state} err={err}",
+        log.debug("smpp dlr bind={bind} msisdn={msisdn} message_id={message_id} state={state} err={err}",
                  bind=self.name, msisdn=mask(event.msisdn), message_id=event.message_id,
                  state=event.state, err=event.error)
         d = defer.maybeDeferred(self.application.receipt_received, self, event)

@@ -18,6 +18,8 @@ and never a traceback.
 """
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 from twisted.logger import Logger
@@ -37,6 +39,10 @@ log = Logger(namespace="telecom_pay.conversation")
 TRY_LATER = {"zh": "系统繁忙, 请稍后再试.", "en": "Service busy, please try again later."}
 LANG_TTL = 365 * 24 * 3600
 LANGUAGE_CACHE_TTL = 3600
+LOCAL_LANGUAGE_TTL = 30.0
+LOCAL_LANGUAGE_MAX = 200_000
+# PIN-answer notes whose answer is recorded are deleted together, this often
+ANSWERED_FLUSH_S = 0.05
 
 # Commands that wait for the PIN before anything happens.
 PIN_GUARDED = {kw.PAY, kw.SEND, kw.AIRTIME, kw.TOPUP, kw.WITHDRAW, kw.UNFREEZE, kw.CLOSE}
@@ -69,6 +75,9 @@ class Conversation:
         self.sessions = sessions or service.sessions
         self.settings = service.settings
         self._answering: set[int] = set()   # messages whose PIN action this process keeps (see _pin_reply)
+        self._languages: dict[str, tuple[str, float]] = {}
+        self._answered: list[str] = []      # notes to delete (see answered)
+        self._answered_flush: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ entry points
 
@@ -107,24 +116,53 @@ class Conversation:
         other message); one kept by a process that died expires by its TTL."""
         if message_id in self._answering:
             self._answering.discard(message_id)
-            await self.sessions.delete(self._answering_key(message_id))
+            # deleted with the others answered meanwhile, in one round trip:
+            # a note left behind is harmless (only an unanswered message's is read)
+            self._answered.append(self._answering_key(message_id))
+            if self._answered_flush is None:
+                self._answered_flush = asyncio.get_running_loop().call_later(ANSWERED_FLUSH_S, self._flush_answered)
+
+    def _flush_answered(self) -> None:
+        self._answered_flush = None
+        keys, self._answered = self._answered, []
+
+        async def delete():
+            try:
+                await self.sessions.delete_many(keys)
+            except Exception as exc:     # they expire by their TTL
+                log.warn("forgetting {n} answered PIN notes failed: {err}", n=len(keys), err=type(exc).__name__)
+        asyncio.ensure_future(delete())
 
     async def render_for(self, msisdn: str, result: Result) -> Replies:
         """Text for a notification (P2P received, a delayed bank answer, a PIN reset)."""
         return replies_for(render(result, await self.language(msisdn), tz=self.service.tz), result)
 
     async def language(self, msisdn: str) -> str:
+        cached = self._languages.get(msisdn)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
         stored = await self.sessions.get(f"lang:{msisdn}")
         if stored:
-            return normalize_lang(stored.get("lang"))
-        account = await self.service.account_info(msisdn)
-        if account is None:
-            return normalize_lang(self.settings.default_language)
-        lang = normalize_lang(account.language)
-        # remembered for an hour: the account's language changes only by LANG,
-        # which writes this key itself
-        await self.sessions.put(f"lang:{msisdn}", {"lang": lang}, ttl=LANGUAGE_CACHE_TTL)
+            lang = normalize_lang(stored.get("lang"))
+        else:
+            account = await self.service.account_info(msisdn)
+            if account is None:
+                return normalize_lang(self.settings.default_language)
+            lang = normalize_lang(account.language)
+            # remembered for an hour: the account's language changes only by LANG,
+            # which writes this key itself
+            await self.sessions.put(f"lang:{msisdn}", {"lang": lang}, ttl=LANGUAGE_CACHE_TTL)
+        self._remember_language(msisdn, lang, now)
         return lang
+
+    def _remember_language(self, msisdn: str, lang: str, now: float | None = None) -> None:
+        """Kept in the process for LOCAL_LANGUAGE_TTL: a round trip saved on
+        nearly every message. LANG sent through another instance reaches this
+        one's replies within that time."""
+        if len(self._languages) >= LOCAL_LANGUAGE_MAX:
+            self._languages.clear()
+        self._languages[msisdn] = (lang, (now or time.monotonic()) + LOCAL_LANGUAGE_TTL)
 
     # ------------------------------------------------------------ dispatch
 
@@ -136,6 +174,7 @@ class Conversation:
             return render_help(lang, cmd.topic)
         if name == kw.LANG:
             await self.sessions.put(f"lang:{msisdn}", {"lang": cmd.lang}, ttl=LANG_TTL)
+            self._remember_language(msisdn, normalize_lang(cmd.lang))
             return await svc.set_language(msisdn, cmd.lang)
         if name == kw.OPEN:
             result = await svc.open_account(msisdn, channel=channel, language=lang)
@@ -183,7 +222,8 @@ class Conversation:
     async def _ask_pin(self, msisdn: str, cmd: Command, lang: str) -> Result:
         """Check what can be checked now, then wait for the PIN."""
         svc = self.service
-        pending = {"action": cmd.name, "key": f"conv:{uuid.uuid4().hex}"}
+        # the number travels with the note: a PIN answer's recovery checks it
+        pending = {"action": cmd.name, "key": f"conv:{uuid.uuid4().hex}", "msisdn": msisdn}
         if cmd.name == kw.PAY:
             preview = await svc.preview_payment(msisdn, cmd.merchant_code, cmd.amount, lang=lang)
             if preview.outcome is not Outcome.PIN_REQUIRED:
@@ -216,7 +256,14 @@ class Conversation:
 
     async def _pin_reply(self, msisdn: str, pin: str, channel: str, lang: str,
                          message_id: int | None = None) -> Result:
-        pending = await self.sessions.take(self._pending_key(msisdn))
+        if message_id is None:
+            pending = await self.sessions.take(self._pending_key(msisdn))
+        else:
+            # consumed, and kept under the message for recovery, in one step
+            pending = await self.sessions.take_into(self._pending_key(msisdn), self._answering_key(message_id),
+                                                    ttl=self.settings.pending_payment_minutes * 60)
+            if pending is not None:
+                self._answering.add(message_id)
         if pending is None or pending.get("action") == kw.OPEN:
             if pending is not None:
                 await self._hold(msisdn, pending, self.settings.confirm_minutes)
@@ -224,9 +271,6 @@ class Conversation:
         key = pending["key"]
         if message_id is not None:
             key = message_key(message_id)
-            await self.sessions.put(self._answering_key(message_id), dict(pending, msisdn=msisdn),
-                                    ttl=self.settings.pending_payment_minutes * 60)
-            self._answering.add(message_id)
         svc, action, amount = self.service, pending["action"], pending.get("amount")
         if action == kw.PAY:
             result = await svc.pay(msisdn, pending["merchant_code"], amount, pin, channel=channel, key=key,
@@ -256,9 +300,9 @@ class Conversation:
         claimed = await self.sessions.get(self._answering_key(message_id))
         rec = await self.service.ledger.get_operation(message_key(message_id))
         if rec is None:
-            if claimed is None or claimed.get("msisdn") != msisdn:
+            if claimed is None or claimed.get("msisdn") != msisdn or claimed.get("action") == kw.OPEN:
                 return Result(Outcome.NOTHING_PENDING)
-            pending = {k: v for k, v in claimed.items() if k != "msisdn"}
+            pending = claimed
             await self._hold(msisdn, pending, self.settings.pending_payment_minutes)
             return Result(Outcome.PIN_REQUIRED, amount=pending.get("amount"), params=self._pending_params(pending))
         action = _ACTION_OF_KIND.get(rec.kind, (claimed or {}).get("action", rec.kind))

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from telecom_pay import perfstats
 from telecom_pay.ledger.schema import async_url, prepare_sqlite_file, sync_url
 
 
@@ -63,8 +64,19 @@ def open_database(url: str, *, pool_size: int = 16) -> Database:
     url, blocking_url = async_url(url), sync_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         prepare_sqlite_file(url)
-        return Database(url, _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2),
-                        _sqlite_engine(url, "BEGIN", pool_size=pool_size),
-                        _sqlite_engine(blocking_url, "BEGIN IMMEDIATE", blocking=True, pool_size=1))
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
-    return Database(url, engine, engine, create_engine(blocking_url, pool_size=2, pool_pre_ping=True))
+        db = Database(url, _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2),
+                      _sqlite_engine(url, "BEGIN", pool_size=pool_size),
+                      _sqlite_engine(blocking_url, "BEGIN IMMEDIATE", blocking=True, pool_size=1))
+    else:
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
+        db = Database(url, engine, engine, create_engine(blocking_url, pool_size=2, pool_pre_ping=True))
+    _instrument(db)
+    return db
+
+
+def _instrument(db: Database) -> None:
+    # writer thread (group commit) apart from the reactor's own reads and writes
+    perfstats.instrument_engine(db.sync_write, "db_writer")
+    perfstats.instrument_engine(db.read, "db_reader")
+    if db.write is not db.read:
+        perfstats.instrument_engine(db.write, "db_reader")

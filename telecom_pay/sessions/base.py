@@ -78,9 +78,23 @@ class SessionStore(abc.ABC):
         one gets the value and the others get None.
         """
 
+    async def take_into(self, key: str, keep_as: str, ttl: float) -> dict | None:
+        """`take(key)`, and keep what was taken under `keep_as` for `ttl`
+        seconds, as one atomic step (one round trip): a PIN answer consumes
+        its pending action and keeps a note of it for recovery at once."""
+        value = await self.take(key)
+        if value is not None:
+            await self.put(keep_as, value, ttl)
+        return value
+
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Remove `key` if present; absent keys are not an error."""
+
+    async def delete_many(self, keys: list[str]) -> None:
+        """Remove every key in `keys` (one round trip where the store allows)."""
+        for key in keys:
+            await self.delete(key)
 
     @abc.abstractmethod
     async def incr(self, key: str, ttl: float, amount: int = 1) -> int:

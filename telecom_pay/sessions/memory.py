@@ -77,6 +77,16 @@ class MemorySessionStore(SessionStore):
         del self._entries[key]         # consumed even if undecodable, as GETDEL does
         return self._decode(key, entry)
 
+    async def take_into(self, key: str, keep_as: str, ttl: float) -> dict | None:
+        check_key(keep_as)
+        ttl = check_ttl(ttl)
+        entry = self._live(check_key(key))
+        if entry is None:
+            return None
+        del self._entries[key]
+        self._store(keep_as, entry.data, ttl)
+        return self._decode(key, entry)
+
     async def delete(self, key: str) -> None:
         check_key(key)
         self._check_open()

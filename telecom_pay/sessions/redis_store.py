@@ -30,6 +30,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from telecom_pay import perfstats
+
 from .base import (
     SessionStore, SessionStoreError, SessionStoreUnavailable, SessionValueError,
     check_amount, check_key, decode_value, encode_value, ttl_milliseconds,
@@ -44,6 +46,15 @@ if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return n
+"""
+
+# KEYS[1] taken, KEYS[2] where it is kept; ARGV[1] the keeping TTL in ms.
+_TAKE_INTO = """
+local v = redis.call('GETDEL', KEYS[1])
+if v then
+  redis.call('SET', KEYS[2], v, 'PX', ARGV[1])
+end
+return v
 """
 
 
@@ -85,6 +96,7 @@ class RedisSessionStore(SessionStore):
         )
         self._redis = redis.asyncio.Redis.from_pool(pool)
         self._incr_script = self._redis.register_script(_INCR_FIXED_WINDOW)
+        self._take_into_script = self._redis.register_script(_TAKE_INTO)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -115,9 +127,23 @@ class RedisSessionStore(SessionStore):
             raw = await self._redis.getdel(self._k(key))
         return None if raw is None else decode_value(key, raw)
 
+    async def take_into(self, key: str, keep_as: str, ttl: float) -> dict | None:
+        keys = [self._k(key), self._k(keep_as)]
+        ms = ttl_milliseconds(ttl)
+        with self._errors(key):
+            raw = await self._take_into_script(keys=keys, args=[ms])
+        return None if raw is None else decode_value(key, raw)
+
     async def delete(self, key: str) -> None:
         with self._errors(key):
             await self._redis.delete(self._k(key))
+
+    async def delete_many(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        full = [self._k(k) for k in keys]
+        with self._errors(keys[0]):
+            await self._redis.delete(*full)
 
     async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         full = self._k(key)
@@ -154,6 +180,7 @@ class RedisSessionStore(SessionStore):
         """Turn redis-py's errors into SessionStoreError with a clear message."""
         if self._closed:
             raise SessionStoreUnavailable(f"the Redis session store for {self._where} is closed")
+        perfstats.counters["session_round_trips"] += 1
         try:
             yield
         except redis.exceptions.AuthenticationError as exc:
