@@ -184,10 +184,11 @@ def run_until_stopped(reactor, start, stop) -> int:
 
 
 def _start_logging(level: str = "info") -> None:
-    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                                globalLogBeginner, textFileLogObserver)
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner
+
+    from telecom_pay.logfile import BufferedLogObserver
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(BufferedLogObserver(sys.stderr), [predicate])],
                                      redirectStandardIO=False)
 
 

@@ -12,8 +12,11 @@ a credential reply (`secret`) loses its text once the SMSC accepted it.
 """
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
 
@@ -98,7 +101,6 @@ def _insert_ignoring_duplicates(dialect: str, table, index_elements):
 
 
 # Statements built once (building them costs more than running them).
-_INBOUND_BY_KEY = sa.select(inbound_messages).where(inbound_messages.c.dedup_key == sa.bindparam("k"))
 _INSERT_OUTBOX = outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True)
 _MARK_PROCESSED = inbound_messages.update().where(inbound_messages.c.id == sa.bindparam("_id")).values(
     state="processed", processed_at=sa.bindparam("_at"))
@@ -107,9 +109,19 @@ _ACCEPTED = outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
     updated_at=sa.bindparam("_at"),
     # a credential leaves the database once the SMSC has it (the parts stay, for receipts)
     text=sa.case((outbox.c.secret, ""), else_=outbox.c.text))
-_RECEIPT = outbox.update().where(outbox.c.id == sa.select(outbox_parts.c.outbox_id).where(
-    outbox_parts.c.message_id.in_(sa.bindparam("ids", expanding=True))).limit(1).scalar_subquery()).values(
-    delivery=sa.bindparam("_state"), updated_at=sa.bindparam("_at")).returning(outbox.c.id)
+_INBOUND_BY_KEYS = sa.select(inbound_messages).where(
+    inbound_messages.c.dedup_key.in_(sa.bindparam("keys", expanding=True)))
+_PARTS_BY_IDS = sa.select(outbox_parts.c.message_id, outbox_parts.c.outbox_id).where(
+    outbox_parts.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+_RECEIPT = outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
+    delivery=sa.bindparam("_state"), updated_at=sa.bindparam("_at"))
+
+
+def _outbox_row(channel: str, msisdn: str, text: str, inbound_id: int | None, meta: dict | None,
+                secret: bool, queue_key: str | None, now) -> dict:
+    return dict(channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
+                next_attempt_at=now, meta=meta, created_at=now, updated_at=now, secret=secret,
+                queue_key=queue_key)
 
 
 async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, secret: bool = False,
@@ -124,9 +136,8 @@ async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, s
     if not texts:
         return []
     now = now or utcnow()
-    rows = [dict(channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
-                 next_attempt_at=now, meta=meta, created_at=now, updated_at=now, secret=secret,
-                 queue_key=None if key is None else f"{key}:{i}") for i, text in enumerate(texts)]
+    rows = [_outbox_row(channel, msisdn, text, inbound_id, meta, secret, None if key is None else f"{key}:{i}", now)
+            for i, text in enumerate(texts)]
     if key is None:
         ids = list((await conn.execute(_INSERT_OUTBOX, rows)).scalars())
     else:
@@ -135,6 +146,75 @@ async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, s
         if any(i is None for i in ids):
             return []
     return [Outgoing(i, channel, msisdn, text, 0, meta, secret) for i, text in zip(ids, texts)]
+
+
+class _Coalescer:
+    """Gathers one kind of message-record write (inbound records, answers,
+    acceptances, receipts) into one ledger write job for everything waiting
+    when the writer thread reaches it: under load one job, and a handful of
+    multi-row statements, serve a whole burst instead of one job per
+    message. Each caller still gets its own result, after the COMMIT.
+
+    The job takes what is waiting at the moment it runs (in the writer
+    thread, hence the lock); a rerun of the same job (the ledger redoes a
+    failed batch job by job) works on what it took the first time, so no
+    item is lost or written twice."""
+
+    def __init__(self, ledger: Ledger, process: Callable[[Any, list], Awaitable[list]]):
+        self.ledger = ledger
+        self.process = process
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[Any, asyncio.Future]] = []
+        self._job_queued = False
+
+    def add(self, item) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._waiting.append((item, fut))
+            submit = not self._job_queued
+            self._job_queued = True
+        if submit:
+            asyncio.ensure_future(self._submit())
+        return fut
+
+    async def _submit(self) -> None:
+        taken: list[tuple[Any, asyncio.Future]] | None = None
+
+        async def job(conn):
+            nonlocal taken
+            if taken is None:
+                with self._lock:
+                    taken, self._waiting = self._waiting, []
+                    self._job_queued = False
+            return await self.process(conn, [item for item, _ in taken])
+        try:
+            results = await self.ledger.write(job, refuses=False)
+        except BaseException as exc:
+            if taken is None:     # never ran: the next job takes these
+                with self._lock:
+                    if self._waiting and not self._job_queued:
+                        self._job_queued = True
+                        asyncio.ensure_future(self._submit())
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            for _, fut in taken:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            return
+        for (_, fut), result in zip(taken, results):
+            if not fut.done():
+                fut.set_result(result)
+
+
+@dataclass(frozen=True)
+class _InboundItem:
+    channel: str
+    msisdn: str
+    dedup_key: str
+    text: str
+    window: float | None
+    failed: str | None
 
 
 class MessageStore:
@@ -146,6 +226,10 @@ class MessageStore:
         # the ledger's clock unless told otherwise: one notion of "now" per process
         self.clock = clock if clock is not None else (lambda: ledger.clock())
         self.max_attempts = max_attempts
+        self._inbound = _Coalescer(ledger, self._record_many)
+        self._answers = _Coalescer(ledger, self._complete_many)
+        self._acceptances = _Coalescer(ledger, self._accepted_many)
+        self._receipts = _Coalescer(ledger, self._receipts_many)
 
     async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str, *,
                              window: float | None = None, failed: str | None = None) -> Inbound:
@@ -156,38 +240,79 @@ class MessageStore:
         a delivery with the same key within `window` of the first is a
         re-delivery, a later one a new message. `failed` records a message
         that will not be answered, with the reason."""
-        async def job(conn):
-            now = self.clock()
-            key = dedup_key
-            if window is not None:
-                bucket = int(now.timestamp() // window)
-                key = f"{dedup_key}:{bucket}"
-                earlier = (await conn.execute(_INBOUND_BY_KEY, {"k": f"{dedup_key}:{bucket - 1}"})).first()
-                if earlier is not None and earlier.received_at > now - timedelta(seconds=window):
-                    return Inbound(earlier.id, earlier.msisdn, earlier.text, False)
-            insert = _insert_ignoring_duplicates(conn.dialect.name, inbound_messages, ["dedup_key"])
-            new_id = (await conn.execute(insert.values(
-                channel=channel, msisdn=msisdn, dedup_key=key, text=text,
-                state="received" if failed is None else FAILED, error=None if failed is None else failed[:200],
-                received_at=now, processed_at=None if failed is None else now)
-                .returning(inbound_messages.c.id))).scalar()
-            if new_id is not None:
-                return Inbound(new_id, msisdn, text, True)
-            row = (await conn.execute(_INBOUND_BY_KEY, {"k": key})).first()
-            return Inbound(row.id, row.msisdn, row.text, False)
-        return await self.ledger.write(job, refuses=False)
+        return await self._inbound.add(_InboundItem(channel, msisdn, dedup_key, text, window, failed))
+
+    async def _record_many(self, conn, items: list[_InboundItem]) -> list[Inbound]:
+        now = self.clock()
+        results: list[Inbound | None] = [None] * len(items)
+        keys: list[str] = []
+        earlier: dict[int, str] = {}
+        for i, it in enumerate(items):
+            if it.window is None:
+                keys.append(it.dedup_key)
+                continue
+            bucket = int(now.timestamp() // it.window)
+            keys.append(f"{it.dedup_key}:{bucket}")
+            earlier[i] = f"{it.dedup_key}:{bucket - 1}"
+        if earlier:
+            found = {r.dedup_key: r for r in await conn.execute(_INBOUND_BY_KEYS, {"keys": list(set(earlier.values()))})}
+            for i, key in earlier.items():
+                row = found.get(key)
+                if row is not None and row.received_at > now - timedelta(seconds=items[i].window):
+                    results[i] = Inbound(row.id, row.msisdn, row.text, False)
+        first_of: dict[str, int] = {}       # the same message twice in one burst: the first is new
+        rows = []
+        for i, it in enumerate(items):
+            if results[i] is not None or keys[i] in first_of:
+                continue
+            first_of[keys[i]] = i
+            rows.append(dict(channel=it.channel, msisdn=it.msisdn, dedup_key=keys[i], text=it.text,
+                             state="received" if it.failed is None else FAILED,
+                             error=None if it.failed is None else it.failed[:200],
+                             received_at=now, processed_at=None if it.failed is None else now))
+        new_ids: dict[str, int] = {}
+        if rows:
+            insert = _insert_ignoring_duplicates(conn.dialect.name, inbound_messages, ["dedup_key"]).values(rows)
+            new_ids = {r.dedup_key: r.id for r in await conn.execute(
+                insert.returning(inbound_messages.c.id, inbound_messages.c.dedup_key))}
+        old_keys = [k for k in first_of if k not in new_ids]
+        old = {}
+        if old_keys:
+            old = {r.dedup_key: r for r in await conn.execute(_INBOUND_BY_KEYS, {"keys": old_keys})}
+        for i, it in enumerate(items):
+            if results[i] is not None:
+                continue
+            key = keys[i]
+            if key in new_ids:
+                results[i] = Inbound(new_ids[key], it.msisdn, it.text, first_of[key] == i)
+            else:
+                row = old[key]
+                results[i] = Inbound(row.id, row.msisdn, row.text, False)
+        return results
 
     async def complete(self, inbound_id: int | None, channel: str, msisdn: str, texts: list[str],
                        meta: dict | None = None, *, secret: bool = False) -> list[Outgoing]:
         """Queue replies and mark the inbound message processed, atomically;
         returns the queued messages for the channel to send at once."""
-        async def job(conn):
-            queued = await queue_outgoing(conn, channel, msisdn, texts, secret=secret, inbound_id=inbound_id,
-                                          meta=meta, now=self.clock())
-            if inbound_id is not None:
-                await conn.execute(_MARK_PROCESSED, {"_id": inbound_id, "_at": self.clock()})
-            return queued
-        return await self.ledger.write(job, refuses=False)
+        return await self._answers.add((inbound_id, channel, msisdn, list(texts), meta, secret))
+
+    async def _complete_many(self, conn, items: list) -> list[list[Outgoing]]:
+        now = self.clock()
+        rows, owners = [], []
+        for n, (inbound_id, channel, msisdn, texts, meta, secret) in enumerate(items):
+            for text in texts:
+                rows.append(_outbox_row(channel, msisdn, text, inbound_id, meta, secret, None, now))
+                owners.append(n)
+        results: list[list[Outgoing]] = [[] for _ in items]
+        if rows:
+            ids = list((await conn.execute(_INSERT_OUTBOX, rows)).scalars())
+            for out_id, row, n in zip(ids, rows, owners):
+                results[n].append(Outgoing(out_id, row["channel"], row["msisdn"], row["text"], 0, row["meta"],
+                                           row["secret"]))
+        processed = [{"_id": item[0], "_at": now} for item in items if item[0] is not None]
+        if processed:
+            await conn.execute(_MARK_PROCESSED, processed)
+        return results
 
     async def unprocessed(self, channel: str) -> list[Inbound]:
         """Messages recorded (and acknowledged) but not answered: after a crash."""
@@ -210,13 +335,16 @@ class MessageStore:
         return await self.ledger.read(q)
 
     async def accepted(self, outbox_id: int, message_ids: list[str]) -> None:
-        async def job(conn):
-            now = self.clock()
-            await conn.execute(_ACCEPTED, {"_id": outbox_id, "_ids": message_ids, "_at": now})
-            if message_ids:
-                insert = _insert_ignoring_duplicates(conn.dialect.name, outbox_parts, ["message_id"])
-                await conn.execute(insert, [{"message_id": m, "outbox_id": outbox_id} for m in message_ids])
-        await self.ledger.write(job, refuses=False)
+        await self._acceptances.add((outbox_id, list(message_ids)))
+
+    async def _accepted_many(self, conn, items: list) -> list[None]:
+        now = self.clock()
+        await conn.execute(_ACCEPTED, [{"_id": out_id, "_ids": ids, "_at": now} for out_id, ids in items])
+        parts = [{"message_id": m, "outbox_id": out_id} for out_id, ids in items for m in ids]
+        if parts:
+            insert = _insert_ignoring_duplicates(conn.dialect.name, outbox_parts, ["message_id"])
+            await conn.execute(insert, parts)
+        return [None] * len(items)
 
     async def retry_later(self, outbox_id: int, error: str, attempts: int) -> None:
         """Back off exponentially (capped at 5 minutes); give up after max_attempts."""
@@ -234,10 +362,18 @@ class MessageStore:
 
     async def receipt(self, message_ids: set[str] | frozenset[str], state: str) -> int | None:
         """A delivery receipt: find the outbox message by any candidate id."""
-        async def job(conn):
-            return (await conn.execute(_RECEIPT, {"ids": list(message_ids), "_state": state,
-                                                  "_at": self.clock()})).scalar()
-        return await self.ledger.write(job, refuses=False)
+        return await self._receipts.add((frozenset(message_ids), state))
+
+    async def _receipts_many(self, conn, items: list) -> list[int | None]:
+        wanted = sorted({m for ids, _ in items for m in ids})
+        owner = {r.message_id: r.outbox_id for r in await conn.execute(_PARTS_BY_IDS, {"ids": wanted})}
+        found = [next((owner[m] for m in sorted(ids) if m in owner), None) for ids, _ in items]
+        now = self.clock()
+        updates = [{"_id": out_id, "_state": state, "_at": now} for out_id, (_, state) in zip(found, items)
+                   if out_id is not None]
+        if updates:
+            await conn.execute(_RECEIPT, updates)
+        return found
 
     async def get(self, outbox_id: int):
         return await self.ledger.read(lambda conn: _first(conn, sa.select(outbox).where(outbox.c.id == outbox_id)))
