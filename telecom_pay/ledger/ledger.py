@@ -21,7 +21,9 @@ operation when it was booked or resolved, not today's.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -35,8 +37,7 @@ from twisted.logger import Logger
 from telecom_pay import crashpoints
 from telecom_pay.ledger.database import Database
 from telecom_pay.ledger.tables import (
-    ACTIVE, CLOSED, SYSTEM, T_PENDING, T_POSTED, T_VOIDED, WALLET, accounts, ledger_batches, operations,
-    transfers)
+    ACTIVE, CLOSED, SYSTEM, T_PENDING, T_POSTED, T_VOIDED, WALLET, Stamp, accounts, ledger_batches, operations)
 
 log = Logger(namespace="telecom_pay.ledger")
 
@@ -244,6 +245,7 @@ class _Job:
     apply: Callable[[AsyncConnection], Awaitable[Any]]
     future: asyncio.Future
     savepoint: bool = True
+    req: "OperationRequest | None" = None    # a plain `execute`: may be booked with its neighbours at once
 
 
 class Ledger:
@@ -261,12 +263,14 @@ class Ledger:
         self._marks = 0
         self.batches = 0
         self.jobs = 0
+        self.raw_statements = 0      # statements sent on the raw driver (benchmarks count them)
+        self._sql = _Sql(db.is_sqlite)
 
     # -- public API
 
     async def execute(self, req: OperationRequest) -> OperationRecord:
         """Book an operation (posted, or pending if req.pending)."""
-        return await self.write(lambda conn: self.book(conn, req))
+        return await self._enqueue(_Job(lambda conn: self.book(conn, req), None, True, req))
 
     async def post(self, key: str) -> OperationRecord:
         """Post a pending operation (idempotent: posting twice is fine)."""
@@ -282,13 +286,16 @@ class Ledger:
         (a savepoint per job). `refuses=False` declares that fn raises only
         when the database fails: it then runs without a savepoint (two fewer
         statements) and a failure redoes the batch job by job."""
+        return await self._enqueue(_Job(fn, None, savepoint=refuses))
+
+    async def _enqueue(self, job: _Job) -> Any:
         if self._queue is None:
             self._queue = asyncio.Queue()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._run())
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(fn, fut, savepoint=refuses))
-        return await fut
+        job.future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(job)
+        return await job.future
 
     async def read(self, fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
         async with self.db.read.connect() as conn:
@@ -392,34 +399,27 @@ class Ledger:
         token = secrets.token_hex(16)
         with self.db.sync_write.connect() as raw:
             tx = raw.begin()
+            conn = _WriterConnection(raw, self)
             try:
-                conn = _WriterConnection(raw)
-                for job in batch:
-                    for attempt in range(3):
-                        sp = raw.begin_nested() if job.savepoint else None
-                        try:
-                            result = _drive(job.apply(conn))
-                        except IntegrityError as exc:
-                            if sp is None:
-                                raise     # the transaction is spoilt: the batch is retried job by job
-                            sp.rollback()
-                            if attempt < 2:   # a racing writer took the key or ref: look again
-                                continue
-                            outcomes.append((job, None, exc))
-                        except Exception as exc:
-                            if sp is None:
-                                raise     # its partial writes are in the transaction: redo without it
-                            sp.rollback()
-                            outcomes.append((job, None, exc))
-                        else:
-                            if sp is not None:
-                                sp.commit()
-                            outcomes.append((job, result, None))
-                        break
+                i = 0
+                while i < len(batch):
+                    j = i
+                    while j < len(batch) and batch[j].req is not None:
+                        j += 1
+                    if j - i >= 2:      # a run of plain executes: multi-row statements for all of them
+                        booked = self._book_together(conn, batch[i:j])
+                        if booked is not None:
+                            outcomes.extend(booked)
+                            i = j
+                            continue
+                    self._one_by_one(raw, conn, batch[i:max(j, i + 1)], outcomes)
+                    i = max(j, i + 1)
                 self._mark_batch(raw, token)
             except BaseException:
+                conn.close()
                 tx.rollback()
                 raise
+            conn.close()
             try:
                 tx.commit()
             except Exception as exc:
@@ -428,6 +428,31 @@ class Ledger:
             if conn.moved_money:
                 crashpoints.crash_point("after_ledger_commit")
         return outcomes
+
+    def _one_by_one(self, raw, conn: "_WriterConnection", jobs: list[_Job], outcomes: list) -> None:
+        """Each job in its own savepoint (unless it declared it never refuses)."""
+        for job in jobs:
+            for attempt in range(3):
+                sp = raw.begin_nested() if job.savepoint else None
+                try:
+                    result = _drive(job.apply(conn))
+                except _INTEGRITY_ERRORS as exc:
+                    if sp is None:
+                        raise     # the transaction is spoilt: the batch is retried job by job
+                    sp.rollback()
+                    if attempt < 2:   # a racing writer took the key or ref: look again
+                        continue
+                    outcomes.append((job, None, exc))
+                except Exception as exc:
+                    if sp is None:
+                        raise     # its partial writes are in the transaction: redo without it
+                    sp.rollback()
+                    outcomes.append((job, None, exc))
+                else:
+                    if sp is not None:
+                        sp.commit()
+                    outcomes.append((job, result, None))
+                break
 
     def _mark_batch(self, raw, token: str) -> None:
         now = utcnow()
@@ -443,93 +468,110 @@ class Ledger:
 
     # -- the jobs
 
-    async def book(self, conn: AsyncConnection, req: OperationRequest) -> OperationRecord:
-        """Book `req` on `conn` inside a running write job (see `write`)."""
-        content = req.content()
-        row = (await conn.execute(_OPERATION_BY_KEY, {"key": req.key})).first()
-        if row is not None:
+    async def book(self, conn: "_WriterConnection", req: OperationRequest) -> OperationRecord:
+        """Book `req` on `conn` inside a running write job (see `write`):
+        five prebuilt statements on the raw driver (the key, the accounts
+        locked in id order, the operation, its legs, the balances)."""
+        [result] = self._book_many(conn, [req])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _book_together(self, conn: "_WriterConnection", jobs: list[_Job]) -> list | None:
+        """Book a run of plain `execute` jobs with one statement of each kind
+        for all of them, in a savepoint. Each job is checked, in queue order,
+        against the balances its predecessors left, exactly as job by job,
+        so a refused job is answered with its refusal and changes nothing.
+        Returns None (nothing written) when the run must go job by job: a
+        key twice in it, or the database refused a row (a reference or key
+        taken meanwhile by another writer)."""
+        reqs = [job.req for job in jobs]
+        if len({r.key for r in reqs}) != len(reqs):
+            return None
+        conn.run("SAVEPOINT ledger_batch")
+        try:
+            results = self._book_many(conn, reqs)
+        except _INTEGRITY_ERRORS:
+            conn.run("ROLLBACK TO SAVEPOINT ledger_batch")
+            conn.run("RELEASE SAVEPOINT ledger_batch")
+            return None
+        conn.run("RELEASE SAVEPOINT ledger_batch")
+        return [(job, None, r) if isinstance(r, BaseException) else (job, r, None) for job, r in zip(jobs, results)]
+
+    def _book_many(self, conn: "_WriterConnection", reqs: list[OperationRequest]) -> list:
+        """The requests (distinct keys) booked in order: an OperationRecord or
+        the LedgerError refusing it, per request. Raises only when the
+        database does; its writes are then in the transaction (the caller's
+        savepoint takes them back)."""
+        sql = self._sql
+        results: list = [None] * len(reqs)
+        existing = {row.idempotency_key: row for row in sql.operations_by_keys(conn, [r.key for r in reqs])}
+        todo = []
+        for n, req in enumerate(reqs):
+            row = existing.get(req.key)
+            if row is None:
+                todo.append(n)
+                continue
             # channel and actor have their own columns (rows booked before they
             # were part of the content lack them in the request JSON)
-            differs = _differs({**row.request, "channel": row.channel, "actor": row.actor}, content)
-            if differs:
-                raise IdempotencyConflict(req.key, differs)
-            return await self._replayed(conn, row)
+            differs = _differs({**row.request, "channel": row.channel, "actor": row.actor}, req.content())
+            results[n] = IdempotencyConflict(req.key, differs) if differs else self._replay_record(conn, row)
+        if not todo:
+            return results
 
-        now = self.clock()
-        ids = sorted({leg.debit for leg in req.legs} | {leg.credit for leg in req.legs})
-        q = _ACCOUNTS_BY_ID if self.db.is_sqlite else _ACCOUNTS_BY_ID_LOCKED
-        rows = {r.id: dict(r._mapping) for r in (await conn.execute(q, {"ids": ids}))}
-        missing = [i for i in ids if i not in rows]
-        if missing:
-            raise UnknownAccount(f"no account {missing}")
+        ids = sorted({a for n in todo for leg in reqs[n].legs for a in (leg.debit, leg.credit)})
+        rows = {r["id"]: r for r in sql.accounts(conn, ids, lock=True)}
+        booked = []          # (n, req, content, state, ref, now, stored, parts, balances)
+        touched: dict[int, datetime] = {}
+        for n in todo:
+            req = reqs[n]
+            try:
+                work, parts = _apply_legs(rows, req)
+            except LedgerError as exc:
+                results[n] = exc
+                continue
+            rows.update(work)
+            now = self.clock()
+            for i in work:
+                touched[i] = now
+            state = T_PENDING if req.pending else T_POSTED
+            content = req.content()
+            stored = {**content, AFTER: _after(work.values())}
+            balances = {i: balance_from_row(_Row(a)) for i, a in work.items()}
+            # 32^7 references: a collision is rare enough to be handled by the
+            # unique constraint (the job is retried with a new reference).
+            booked.append((n, req, state, new_ref(), now, stored, parts, balances))
+        if not booked:
+            return results
 
-        parts: list[int] = []
-        for leg in req.legs:
-            d, c = rows[leg.debit], rows[leg.credit]
-            if d["status"] != ACTIVE and d["kind"] != SYSTEM:
-                raise AccountUnavailable(d["id"], d["status"])
-            if c["status"] == CLOSED:
-                raise AccountUnavailable(c["id"], c["status"])
-            available = d["balance"] - d["pending_out"]
-            if not d["allow_negative"]:
-                if available < leg.amount:
-                    raise InsufficientFunds(d["id"], available, leg.amount)
-                if leg.withdraw and available - d["consumption"] < leg.amount:
-                    raise NotWithdrawable(d["id"], max(0, available - d["consumption"]), leg.amount)
-            part = 0 if (leg.withdraw or d["allow_negative"]) else min(d["consumption"], leg.amount)
-            parts.append(part)
-            d["consumption"] -= part
-            if req.pending:
-                d["pending_out"] += leg.amount
-                c["pending_in"] += leg.amount
-            else:
-                d["balance"] -= leg.amount
-                c["balance"] += leg.amount
-                if leg.consumption_credit and c["kind"] == WALLET:
-                    c["consumption"] += leg.amount
+        op_ids = sql.insert_operations(conn, [
+            (ref, req.key, req.kind, req.channel, req.actor, req.account_id, req.counterparty_id, req.amount,
+             req.fee, state, stored, req.memo, req.parent_id, now, None if req.pending else now)
+            for _n, req, state, ref, now, stored, _p, _b in booked])
+        conn.moved_money = True
+        sql.insert_transfers(conn, [
+            (op_ids[req.key], i, leg.kind, leg.debit, leg.credit, leg.amount, parts[i], leg.consumption_credit,
+             state, now, None if req.pending else now)
+            for _n, req, state, _r, now, _s, parts, _b in booked for i, leg in enumerate(req.legs)])
+        sql.store_balances(conn, [rows[i] for i in sorted(touched)], touched)
+        for n, req, state, ref, now, stored, _p, balances in booked:
+            results[n] = OperationRecord(op_ids[req.key], ref, req.key, req.kind, state, req.amount, req.fee,
+                                         req.account_id, req.counterparty_id, now, stored, balances=balances)
+        return results
 
-        state = T_PENDING if req.pending else T_POSTED
-        balances = {i: balance_from_row(_Row(rows[i])) for i in ids}
-        stored = {**content, AFTER: _after(rows.values())}
-        # 32^7 references: a collision is rare enough to be handled by the
-        # unique constraint (the job is retried with a new reference).
-        ref = new_ref()
-        op_id = (await conn.execute(_INSERT_OPERATION, dict(
-            ref=ref, idempotency_key=req.key, kind=req.kind, channel=req.channel, actor=req.actor,
-            account_id=req.account_id, counterparty_id=req.counterparty_id, amount=req.amount,
-            fee=req.fee, state=state, request=stored, memo=req.memo, parent_id=req.parent_id,
-            created_at=now, resolved_at=None if req.pending else now,
-        ))).scalar_one()
-        await conn.execute(_INSERT_TRANSFER, [
-            dict(operation_id=op_id, leg=i, kind=leg.kind, debit_account_id=leg.debit,
-                 credit_account_id=leg.credit, amount=leg.amount, consumption_part=parts[i],
-                 consumption_credit=leg.consumption_credit, state=state, created_at=now,
-                 resolved_at=None if req.pending else now)
-            for i, leg in enumerate(req.legs)])
-        await _store_balances(conn, rows.values(), now)
-        rec = OperationRecord(op_id, ref, req.key, req.kind, state, req.amount, req.fee, req.account_id,
-                              req.counterparty_id, now, stored)
-        return _with(rec, balances)
-
-    async def _resolve(self, conn: AsyncConnection, key: str, target: str) -> OperationRecord:
-        q = sa.select(operations).where(operations.c.idempotency_key == key)
-        if not self.db.is_sqlite:
-            q = q.with_for_update()
-        op = (await conn.execute(q)).first()
+    async def _resolve(self, conn: "_WriterConnection", key: str, target: str) -> OperationRecord:
+        sql = self._sql
+        op = sql.operation_by_key(conn, key, lock=True)
         if op is None:
             raise UnknownOperation(f"no operation with key {key!r}")
         if op.state == target:
-            return await self._replayed(conn, op)
+            return self._replay_record(conn, op)
         if op.state != T_PENDING:
             raise AlreadyResolved(key, op.state)
         now = self.clock()
-        legs = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id)
-                                   .order_by(transfers.c.leg))).all()
+        legs = sql.legs_of(conn, op.id)
         ids = sorted({l.debit_account_id for l in legs} | {l.credit_account_id for l in legs})
-        aq = sa.select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id)
-        if not self.db.is_sqlite:
-            aq = aq.with_for_update()
-        rows = {r.id: dict(r._mapping) for r in (await conn.execute(aq))}
+        rows = {r["id"]: r for r in sql.accounts(conn, ids, lock=True)}
         for leg in legs:
             d, c = rows[leg.debit_account_id], rows[leg.credit_account_id]
             d["pending_out"] -= leg.amount
@@ -541,64 +583,280 @@ class Ledger:
                     c["consumption"] += leg.amount
             else:
                 d["consumption"] += leg.consumption_part
-        await _store_balances(conn, rows.values(), now)
-        await conn.execute(transfers.update().where(transfers.c.operation_id == op.id)
-                           .values(state=target, resolved_at=now))
+        sql.store_balances(conn, list(rows.values()), dict.fromkeys(rows, now))
+        sql.resolve_transfers(conn, op.id, target, now)
         stored = {**op.request, AFTER: _after(rows.values())}
-        await conn.execute(operations.update().where(operations.c.id == op.id)
-                           .values(state=target, resolved_at=now, request=stored))
+        sql.resolve_operation(conn, op.id, target, now, stored)
+        conn.moved_money = True
         rec = _record(op)
         rec = OperationRecord(**{**rec.__dict__, "state": target, "request": stored})
         return _with(rec, {i: balance_from_row(_Row(rows[i])) for i in ids})
 
     async def _replayed(self, conn, row) -> OperationRecord:
+        return self._replay_record(conn, row)
+
+    def _replay_record(self, conn, row) -> OperationRecord:
         """A committed operation as it was answered: the balances right after
         it (stored with it), so a replay tells what the original told."""
         after = (row.request or {}).get(AFTER)
         rec = _record(row, replayed=True)
-        if after is None:       # booked before balances were stored with operations
-            return await self._with_balances(conn, rec)
+        if after is None:       # booked before balances were stored with operations: today's
+            ids = sorted({i for i in (rec.account_id, rec.counterparty_id) if i is not None})
+            if not ids:
+                return rec
+            return _with(rec, {a["id"]: balance_from_row(_Row(a)) for a in self._sql.accounts(conn, ids, lock=False)})
         return _with(rec, {int(i): balance_after(rec, int(i)) for i in after})
-
-    async def _with_balances(self, conn, rec: OperationRecord) -> OperationRecord:
-        ids = [i for i in (rec.account_id, rec.counterparty_id) if i is not None]
-        if not ids:
-            return rec
-        rows = (await conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))).all()
-        return _with(rec, {r.id: balance_from_row(r) for r in rows})
 
 
 # Statements built once: constructing them per call costs more than running them.
+# SQLAlchemy keeps the cold paths (reads, the batch marker); the booking path
+# runs on the raw driver with the strings of `_Sql`.
 _OPERATION_BY_KEY = sa.select(operations).where(operations.c.idempotency_key == sa.bindparam("key"))
-_ACCOUNTS_BY_ID = (sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids", expanding=True)))
-                   .order_by(accounts.c.id))
-_ACCOUNTS_BY_ID_LOCKED = _ACCOUNTS_BY_ID.with_for_update()
-_INSERT_OPERATION = operations.insert().returning(operations.c.id)
-_INSERT_TRANSFER = transfers.insert()
 _INSERT_BATCH = ledger_batches.insert()
 _BATCH_BY_TOKEN = sa.select(ledger_batches.c.token).where(ledger_batches.c.token == sa.bindparam("token"))
 _PRUNE_BATCHES = ledger_batches.delete().where(ledger_batches.c.committed_at < sa.bindparam("before"))
-_STORE_BALANCES = accounts.update().where(accounts.c.id == sa.bindparam("_id")).values(
-    balance=sa.bindparam("_balance"), pending_out=sa.bindparam("_pending_out"),
-    pending_in=sa.bindparam("_pending_in"), consumption=sa.bindparam("_consumption"),
-    updated_at=sa.bindparam("_now"))
+
+try:
+    import psycopg
+    from psycopg.types.json import Json as _PgJson
+    _INTEGRITY_ERRORS: tuple = (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
+except ImportError:  # pragma: no cover - SQLite-only installs
+    _PgJson = None
+    _INTEGRITY_ERRORS = (IntegrityError, sqlite3.IntegrityError)
 
 
-async def _store_balances(conn, rows, now) -> None:
-    """One executemany for every account an operation touched."""
-    await conn.execute(_STORE_BALANCES, [
-        {"_id": a["id"], "_balance": a["balance"], "_pending_out": a["pending_out"],
-         "_pending_in": a["pending_in"], "_consumption": a["consumption"], "_now": now} for a in rows])
+def _apply_legs(rows: dict[int, dict], req: OperationRequest) -> tuple[dict[int, dict], list[int]]:
+    """`req`'s legs applied to copies of the accounts it touches (sorted by
+    id), with the consumption-only part each leg spends; raises the refusal,
+    leaving `rows` as they were."""
+    ids = sorted({leg.debit for leg in req.legs} | {leg.credit for leg in req.legs})
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise UnknownAccount(f"no account {missing}")
+    work = {i: dict(rows[i]) for i in ids}
+    parts: list[int] = []
+    for leg in req.legs:
+        d, c = work[leg.debit], work[leg.credit]
+        if d["status"] != ACTIVE and d["kind"] != SYSTEM:
+            raise AccountUnavailable(d["id"], d["status"])
+        if c["status"] == CLOSED:
+            raise AccountUnavailable(c["id"], c["status"])
+        available = d["balance"] - d["pending_out"]
+        if not d["allow_negative"]:
+            if available < leg.amount:
+                raise InsufficientFunds(d["id"], available, leg.amount)
+            if leg.withdraw and available - d["consumption"] < leg.amount:
+                raise NotWithdrawable(d["id"], max(0, available - d["consumption"]), leg.amount)
+        part = 0 if (leg.withdraw or d["allow_negative"]) else min(d["consumption"], leg.amount)
+        parts.append(part)
+        d["consumption"] -= part
+        if req.pending:
+            d["pending_out"] += leg.amount
+            c["pending_in"] += leg.amount
+        else:
+            d["balance"] -= leg.amount
+            c["balance"] += leg.amount
+            if leg.consumption_credit and c["kind"] == WALLET:
+                c["consumption"] += leg.amount
+    return work, parts
+
+
+_OP_COLS = ("id", "ref", "idempotency_key", "kind", "channel", "actor", "account_id", "counterparty_id", "amount",
+            "fee", "state", "request", "memo", "parent_id", "created_at", "resolved_at")
+_OP_INSERT = _OP_COLS[1:]
+_OP_PG_TYPES = ("text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "text", "json",
+                "text", "bigint", "timestamptz", "timestamptz")
+_ACCOUNT_COLS = ("id", "kind", "status", "balance", "pending_out", "pending_in", "consumption", "allow_negative")
+_LEG_COLS = ("operation_id", "leg", "kind", "debit_account_id", "credit_account_id", "amount", "consumption_part",
+             "consumption_credit", "state", "created_at", "resolved_at")
+_LEG_PG_TYPES = ("bigint", "integer", "text", "bigint", "bigint", "bigint", "bigint", "boolean", "text",
+                 "timestamptz", "timestamptz")
+_LEG_READ = ("leg", "debit_account_id", "credit_account_id", "amount", "consumption_part", "consumption_credit")
+_UTC = timezone.utc
+
+
+class _Sql:
+    """The booking path's statements as prebuilt strings for the raw driver,
+    and the values in the exact stored form SQLAlchemy's types write, so rows
+    read back through SQLAlchemy are the same either way: instants as UtcStamp
+    binds them (UTC; on SQLite the text "YYYY-MM-DD HH:MM:SS.ffffff"), JSON
+    through json.dumps (psycopg's Json on PostgreSQL, as SQLAlchemy's psycopg
+    dialect does), booleans as 0/1 on SQLite.
+
+    PostgreSQL gets every multi-row statement as `unnest` over one array per
+    column: one statement text whatever the batch size, so psycopg prepares
+    it once (server-side) and reuses it. SQLite (in-process, no round trips)
+    gets multi-row VALUES where rows come back and executemany elsewhere."""
+
+    def __init__(self, sqlite: bool):
+        self.sqlite = sqlite
+        ph = "?" if sqlite else "%s"
+        cols = ", ".join(_OP_COLS)
+        acols = ", ".join(_ACCOUNT_COLS)
+        self._op_by_key = f"SELECT {cols} FROM operations WHERE idempotency_key = {ph}"
+        self._op_by_key_locked = self._op_by_key + ("" if sqlite else " FOR UPDATE")
+        self._legs_of = f"SELECT {', '.join(_LEG_READ)} FROM transfers WHERE operation_id = {ph} ORDER BY leg"
+        self._resolve_legs = f"UPDATE transfers SET state = {ph}, resolved_at = {ph} WHERE operation_id = {ph}"
+        self._resolve_op = f"UPDATE operations SET state = {ph}, resolved_at = {ph}, request = {ph} WHERE id = {ph}"
+        self._cache: dict[tuple, str] = {}
+        if sqlite:
+            self._insert_legs = (f"INSERT INTO transfers ({', '.join(_LEG_COLS)}) "
+                                 f"VALUES ({', '.join('?' * len(_LEG_COLS))})")
+            self._store = ("UPDATE accounts SET balance = ?, pending_out = ?, pending_in = ?, consumption = ?, "
+                           "updated_at = ? WHERE id = ?")
+        else:
+            def unnest(types):
+                return "unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+            self._ops_by_keys = f"SELECT {cols} FROM operations WHERE idempotency_key = ANY(%s::text[])"
+            self._accounts = f"SELECT {acols} FROM accounts WHERE id = ANY(%s::bigint[]) ORDER BY id"
+            self._accounts_locked = self._accounts + " FOR UPDATE"
+            self._insert_ops = (f"INSERT INTO operations ({', '.join(_OP_INSERT)}) SELECT * FROM "
+                                f"{unnest(_OP_PG_TYPES)} RETURNING id, idempotency_key")
+            self._insert_legs = (f"INSERT INTO transfers ({', '.join(_LEG_COLS)}) SELECT * FROM "
+                                 f"{unnest(_LEG_PG_TYPES)}")
+            self._store = ("UPDATE accounts AS a SET balance = v.balance, pending_out = v.pending_out, "
+                           "pending_in = v.pending_in, consumption = v.consumption, updated_at = v.updated_at "
+                           f"FROM {unnest(('bigint',) * 5 + ('timestamptz',))} "
+                           "AS v(id, balance, pending_out, pending_in, consumption, updated_at) WHERE a.id = v.id")
+
+    # -- values
+
+    def stamp(self, value: datetime):
+        value = Stamp.process_bind_param(value, None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self.sqlite else value
+
+    def json(self, value):
+        return json.dumps(value) if self.sqlite else _PgJson(value)
+
+    def _read_stamp(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=_UTC)
+        return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
+
+    def _operation(self, t) -> "_Row":
+        row = _Row(dict(zip(_OP_COLS, t)))
+        if isinstance(row.request, str):
+            row.request = json.loads(row.request)
+        row.created_at = self._read_stamp(row.created_at)
+        row.resolved_at = self._read_stamp(row.resolved_at)
+        return row
+
+    def _many(self, kind: str, n: int, build) -> str:
+        sql = self._cache.get((kind, n))
+        if sql is None:
+            sql = self._cache[(kind, n)] = build(n)
+        return sql
+
+    # -- statements
+
+    def operation_by_key(self, conn, key: str, *, lock: bool) -> "_Row | None":
+        t = conn.run(self._op_by_key_locked if lock else self._op_by_key, (key,)).fetchone()
+        return None if t is None else self._operation(t)
+
+    def operations_by_keys(self, conn, keys: list[str]) -> list["_Row"]:
+        if self.sqlite:
+            sql = self._many("ops", len(keys), lambda n: self._op_by_key.replace(
+                "= ?", "IN (" + ", ".join("?" * n) + ")"))
+            rows = conn.run(sql, keys).fetchall()
+        else:
+            rows = conn.run(self._ops_by_keys, (keys,)).fetchall()
+        return [self._operation(t) for t in rows]
+
+    def accounts(self, conn, ids: list[int], *, lock: bool) -> list[dict]:
+        """In id order; locked (FOR UPDATE, in that order, so writers never
+        deadlock) on PostgreSQL. SQLite's writer holds the database lock."""
+        if self.sqlite:
+            sql = self._many("acc", len(ids), lambda n: f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts "
+                                                        f"WHERE id IN ({', '.join('?' * n)}) ORDER BY id")
+            rows = conn.run(sql, ids).fetchall()
+        else:
+            rows = conn.run(self._accounts_locked if lock else self._accounts, (ids,)).fetchall()
+        return [dict(zip(_ACCOUNT_COLS, t)) for t in rows]
+
+    def legs_of(self, conn, op_id: int) -> list["_Row"]:
+        return [_Row(dict(zip(_LEG_READ, t))) for t in conn.run(self._legs_of, (op_id,)).fetchall()]
+
+    def insert_operations(self, conn, ops: list[tuple]) -> dict[str, int]:
+        """Rows in `_OP_INSERT` order (request a dict, instants datetimes);
+        returns key -> id."""
+        stamp, js = self.stamp, self.json
+        rows = [(*o[:10], js(o[10]), o[11], o[12], stamp(o[13]), None if o[14] is None else stamp(o[14]))
+                for o in ops]
+        if self.sqlite:
+            width = len(_OP_INSERT)
+            sql = self._many("ins_ops", len(rows), lambda n: (
+                f"INSERT INTO operations ({', '.join(_OP_INSERT)}) VALUES "
+                + ", ".join(["(" + ", ".join("?" * width) + ")"] * n) + " RETURNING id, idempotency_key"))
+            got = conn.run(sql, [v for r in rows for v in r]).fetchall()
+        else:
+            got = conn.run(self._insert_ops, list(map(list, zip(*rows)))).fetchall()
+        return {key: op_id for op_id, key in got}
+
+    def insert_transfers(self, conn, legs: list[tuple]) -> None:
+        stamp = self.stamp
+        rows = [(*l[:7], int(l[7]) if self.sqlite else l[7], l[8], stamp(l[9]),
+                 None if l[10] is None else stamp(l[10])) for l in legs]
+        if self.sqlite:
+            conn.run_many(self._insert_legs, rows)
+        else:
+            conn.run(self._insert_legs, list(map(list, zip(*rows))))
+
+    def store_balances(self, conn, rows: list[dict], when: dict[int, datetime]) -> None:
+        """The accounts' balance columns as they now stand, each stamped with
+        the instant of the last operation that touched it."""
+        if self.sqlite:
+            conn.run_many(self._store, [(a["balance"], a["pending_out"], a["pending_in"], a["consumption"],
+                                         self.stamp(when[a["id"]]), a["id"]) for a in rows])
+        else:
+            cols = ([a["id"] for a in rows], [a["balance"] for a in rows], [a["pending_out"] for a in rows],
+                    [a["pending_in"] for a in rows], [a["consumption"] for a in rows],
+                    [self.stamp(when[a["id"]]) for a in rows])
+            conn.run(self._store, cols)
+
+    def resolve_transfers(self, conn, op_id: int, state: str, now: datetime) -> None:
+        conn.run(self._resolve_legs, (state, self.stamp(now), op_id))
+
+    def resolve_operation(self, conn, op_id: int, state: str, now: datetime, request: dict) -> None:
+        conn.run(self._resolve_op, (state, self.stamp(now), self.json(request), op_id))
 
 
 class _WriterConnection:
     """What a write job sees in the writer thread: the awaitable interface of
-    an AsyncConnection (execute, begin_nested, dialect) over a blocking one."""
+    an AsyncConnection (execute, begin_nested, dialect) over a blocking one,
+    and the raw driver cursor of the same connection (same transaction) for
+    the ledger's own prebuilt statements (`run`, `run_many`)."""
 
-    def __init__(self, conn):
+    def __init__(self, conn, ledger: "Ledger"):
         self._conn = conn
+        self._ledger = ledger
+        self._cursor = None
         self.dialect = conn.dialect
         self.moved_money = False      # an operation was booked, posted or voided (crash points)
+
+    def cursor(self):
+        """The DB-API cursor (sqlite3 or psycopg 3) of this connection."""
+        if self._cursor is None:
+            self._cursor = self._conn.connection.dbapi_connection.cursor()
+        return self._cursor
+
+    def close(self) -> None:
+        """Release the raw cursor (before COMMIT: SQLite keeps a statement
+        that was not reset from letting the connection go)."""
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+    def run(self, sql: str, params=()):
+        self._ledger.raw_statements += 1
+        cur = self.cursor()
+        cur.execute(sql, params)
+        return cur
+
+    def run_many(self, sql: str, rows) -> None:
+        self._ledger.raw_statements += 1
+        self.cursor().executemany(sql, rows)
 
     async def execute(self, statement, *args, **kwargs):
         if crashpoints.armed is not None and getattr(statement, "table", None) is operations:
