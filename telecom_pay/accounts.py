@@ -12,6 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from telecom_pay.ledger.chart import insert_account
+from telecom_pay.ledger.fastsql import Fast
 from telecom_pay.ledger.ledger import utcnow
 from telecom_pay.ledger.tables import (
     ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, audit_log, cards, credentials,
@@ -39,20 +40,22 @@ async def audit(conn, *, actor: str, channel: str, action: str, account_id: int 
 
 
 # Statements built once: on the hot path, building costs more than running.
-_WALLET = sa.select(accounts).where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"),
-                                    accounts.c.status != CLOSED)
-_WALLET_LOCKED = _WALLET.with_for_update()
-_BY_CODE = sa.select(accounts).where(accounts.c.kind == sa.bindparam("kind"), accounts.c.code == sa.bindparam("code"))
-_BY_ID = sa.select(accounts).where(accounts.c.id == sa.bindparam("id"))
+_WALLET_Q = sa.select(accounts).where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"),
+                                      accounts.c.status != CLOSED)
+_WALLET = Fast(_WALLET_Q)
+_WALLET_LOCKED = Fast(_WALLET_Q.with_for_update())
+_BY_CODE = Fast(sa.select(accounts).where(accounts.c.kind == sa.bindparam("kind"),
+                                          accounts.c.code == sa.bindparam("code")))
+_BY_ID = Fast(sa.select(accounts).where(accounts.c.id == sa.bindparam("id")))
 
 
 async def find_wallet(conn, msisdn: str, *, lock: bool = False):
     q = _WALLET_LOCKED if lock and conn.dialect.name != "sqlite" else _WALLET
-    return (await conn.execute(q, {"msisdn": msisdn})).first()
+    return await q.first(conn, msisdn=msisdn)
 
 
 async def find_by_code(conn, kind: str, code: str):
-    return (await conn.execute(_BY_CODE, {"kind": kind, "code": code})).first()
+    return await _BY_CODE.first(conn, kind=kind, code=code)
 
 
 async def find_merchant(conn, code: str):
@@ -64,7 +67,7 @@ async def find_agent(conn, code: str):
 
 
 async def get_account(conn, account_id: int):
-    return (await conn.execute(_BY_ID, {"id": account_id})).first()
+    return await _BY_ID.first(conn, id=account_id)
 
 
 async def create_pending_wallet(conn, msisdn: str, *, language: str, expires_at: datetime, actor: str,
@@ -126,7 +129,7 @@ async def get_credentials(conn, account_id: int):
     return (await conn.execute(_CREDENTIALS, {"id": account_id})).first()
 
 
-_WALLET_WITH_CREDENTIALS = (
+_WALLET_WITH_CREDENTIALS = Fast(
     sa.select(accounts, credentials.c.account_id.label("cred_account_id"), credentials.c.pin_hash,
               credentials.c.pin_failures, credentials.c.pin_locked_until, credentials.c.must_change)
     .select_from(accounts.outerjoin(credentials, credentials.c.account_id == accounts.c.id))
@@ -136,7 +139,7 @@ _WALLET_WITH_CREDENTIALS = (
 async def find_wallet_with_credentials(conn, msisdn: str):
     """(wallet, credentials) in one statement, for the paths every payment
     takes; the credentials part is None when the account has none."""
-    row = (await conn.execute(_WALLET_WITH_CREDENTIALS, {"msisdn": msisdn})).first()
+    row = await _WALLET_WITH_CREDENTIALS.first(conn, msisdn=msisdn)
     if row is None:
         return None, None
     return row, (row if row.cred_account_id is not None else None)
@@ -196,18 +199,20 @@ SPENDING_KINDS = ("payment", "p2p", "withdrawal", "airtime")
 
 
 _o = operations.c
-_SPENT = sa.select(
+_SPENT = Fast(sa.select(
     sa.func.coalesce(sa.func.sum(sa.case((_o.created_at >= sa.bindparam("day"), _o.amount), else_=0)), 0),
     sa.func.coalesce(sa.func.sum(_o.amount), 0),
-).where(_o.account_id == sa.bindparam("id"), _o.kind.in_(SPENDING_KINDS), _o.state != "voided",
-        _o.created_at >= sa.bindparam("month"))
+).where(_o.account_id == sa.bindparam("id"),
+        # equalities, not IN: a Fast statement takes plain bind parameters
+        sa.or_(*(_o.kind == k for k in SPENDING_KINDS)), _o.state != "voided",
+        _o.created_at >= sa.bindparam("month")))
 
 
 async def spent_since(conn, account_id: int, day: datetime, month: datetime) -> tuple[int, int]:
     """What the account spent (payments, P2P, withdrawals, airtime; pending
     included, voided not) since the start of the day and of the month: the
     base of the daily and monthly limits, in one query."""
-    day_total, month_total = (await conn.execute(_SPENT, {"id": account_id, "day": day, "month": month})).one()
+    day_total, month_total = await _SPENT.first(conn, id=account_id, day=day, month=month)
     return int(day_total), int(month_total)
 
 

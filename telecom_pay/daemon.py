@@ -128,6 +128,7 @@ class Daemon(MultiService):
             try:
                 perfstats.counters["ledger_batches"] = self.core.ledger.batches
                 perfstats.counters["ledger_jobs"] = self.core.ledger.jobs
+                perfstats.counters["db_writer_raw_statements"] = getattr(self.core.ledger, "raw_statements", 0)
                 for name, component in self.components.items():
                     for key, value in (getattr(component, "stats", None) or {}).items():
                         if isinstance(value, int):

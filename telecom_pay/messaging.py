@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
 
+from telecom_pay.ledger.fastsql import Fast
 from telecom_pay.ledger.ledger import Ledger, utcnow
 from telecom_pay.ledger.tables import Stamp
 
@@ -102,13 +103,17 @@ def _insert_ignoring_duplicates(dialect: str, table, index_elements):
 
 # Statements built once (building them costs more than running them).
 _INSERT_OUTBOX = outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True)
-_MARK_PROCESSED = inbound_messages.update().where(inbound_messages.c.id == sa.bindparam("_id")).values(
-    state="processed", processed_at=sa.bindparam("_at"))
-_ACCEPTED = outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
-    state=ACCEPTED, message_ids=sa.bindparam("_ids"), attempts=outbox.c.attempts + 1,
-    updated_at=sa.bindparam("_at"),
+_MARK_PROCESSED = Fast(inbound_messages.update().where(inbound_messages.c.id == sa.bindparam("_id")).values(
+    state="processed", processed_at=sa.bindparam("_at")))
+_ACCEPTED = Fast(outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
+    state=ACCEPTED, message_ids=sa.bindparam("_ids", type_=outbox.c.message_ids.type),
+    attempts=outbox.c.attempts + 1, updated_at=sa.bindparam("_at", type_=Stamp),
     # a credential leaves the database once the SMSC has it (the parts stay, for receipts)
-    text=sa.case((outbox.c.secret, ""), else_=outbox.c.text))
+    text=sa.case((outbox.c.secret, ""), else_=outbox.c.text)))
+_OUTBOX_COLUMNS = ("channel", "msisdn", "text", "inbound_id", "state", "next_attempt_at", "meta", "created_at",
+                   "updated_at", "secret", "queue_key")
+_INSERT_ONE_OUTBOX = Fast(outbox.insert().values(
+    {c: sa.bindparam(c, type_=outbox.c[c].type) for c in _OUTBOX_COLUMNS}).returning(outbox.c.id))
 _INBOUND_BY_KEYS = sa.select(inbound_messages).where(
     inbound_messages.c.dedup_key.in_(sa.bindparam("keys", expanding=True)))
 _PARTS_BY_IDS = sa.select(outbox_parts.c.message_id, outbox_parts.c.outbox_id).where(
@@ -305,13 +310,12 @@ class MessageStore:
                 owners.append(n)
         results: list[list[Outgoing]] = [[] for _ in items]
         if rows:
-            ids = list((await conn.execute(_INSERT_OUTBOX, rows)).scalars())
+            ids = [r.id for r in await _INSERT_ONE_OUTBOX.insert_returning(conn, rows)]
             for out_id, row, n in zip(ids, rows, owners):
                 results[n].append(Outgoing(out_id, row["channel"], row["msisdn"], row["text"], 0, row["meta"],
                                            row["secret"]))
         processed = [{"_id": item[0], "_at": now} for item in items if item[0] is not None]
-        if processed:
-            await conn.execute(_MARK_PROCESSED, processed)
+        await _MARK_PROCESSED.execute_many(conn, processed)
         return results
 
     async def unprocessed(self, channel: str) -> list[Inbound]:
@@ -339,7 +343,7 @@ class MessageStore:
 
     async def _accepted_many(self, conn, items: list) -> list[None]:
         now = self.clock()
-        await conn.execute(_ACCEPTED, [{"_id": out_id, "_ids": ids, "_at": now} for out_id, ids in items])
+        await _ACCEPTED.execute_many(conn, [{"_id": out_id, "_ids": ids, "_at": now} for out_id, ids in items])
         parts = [{"message_id": m, "outbox_id": out_id} for out_id, ids in items for m in ids]
         if parts:
             insert = _insert_ignoring_duplicates(conn.dialect.name, outbox_parts, ["message_id"])

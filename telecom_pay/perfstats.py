@@ -19,6 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 
 counters: defaultdict[str, int] = defaultdict(int)
+# TELECOM_PAY_STATEMENT_COUNTS=1: also count statements by their text (to find which ones a path runs)
+_TRACE = bool(os.environ.get("TELECOM_PAY_STATEMENT_COUNTS"))
 
 
 def count(name: str, n: int = 1) -> None:
@@ -49,6 +51,8 @@ def instrument_engine(engine, prefix: str) -> None:
     @event.listens_for(target, "before_cursor_execute")
     def _statement(conn, cursor, statement, parameters, context, executemany):
         counters[stmt_key] += 1
+        if _TRACE:
+            counters[f"{prefix}: {' '.join(statement.split())[:70]}"] += 1
 
     @event.listens_for(target, "commit")
     def _commit(conn):

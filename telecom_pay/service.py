@@ -23,6 +23,7 @@ from telecom_pay import business_time
 from telecom_pay.bank_port import BankPort, BankStatus, CardRef
 from telecom_pay.config import Settings
 from telecom_pay.ledger.chart import ensure_system_accounts, insert_account
+from telecom_pay.ledger.fastsql import Fast
 from telecom_pay.ledger.ledger import (
     AccountUnavailable, AlreadyResolved, IdempotencyConflict, InsufficientFunds, Leg, Ledger,
     NotWithdrawable, OperationRecord, OperationRequest, UnknownOperation, utcnow)
@@ -44,7 +45,7 @@ _STATUS_OUTCOME = {PENDING: Outcome.ACCOUNT_PENDING, FROZEN: Outcome.ACCOUNT_FRO
 # "not read yet" for an optional row argument whose absence (None) is meaningful
 _UNREAD = object()
 MERCHANT_PREVIEW_TTL = 10.0
-_BOOKED_ACCOUNT = sa.select(operations.c.account_id).where(operations.c.idempotency_key == sa.bindparam("key"))
+_BOOKED_ACCOUNT = Fast(sa.select(operations.c.account_id).where(operations.c.idempotency_key == sa.bindparam("key")))
 
 
 class _Refusal(Exception):
@@ -296,7 +297,7 @@ class PaymentService:
         async def job(conn):
             # a key already booked is answered first, inside the job (no read
             # round trip before it for the payment that is new, nearly all)
-            done = (await conn.execute(_BOOKED_ACCOUNT, {"key": key})).first()
+            done = await _BOOKED_ACCOUNT.first(conn, key=key)
             if done is not None:
                 w = await acct.get_account(conn, done.account_id)
                 req, extra = await build(conn, w)
