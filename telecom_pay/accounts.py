@@ -15,7 +15,7 @@ from telecom_pay.ledger.chart import insert_account
 from telecom_pay.ledger.fastsql import Fast
 from telecom_pay.ledger.ledger import utcnow
 from telecom_pay.ledger.tables import (
-    ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, audit_log, cards, credentials,
+    ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, Stamp, accounts, audit_log, cards, credentials,
     operations)
 
 LIFECYCLE = {
@@ -206,6 +206,33 @@ _SPENT = Fast(sa.select(
         # equalities, not IN: a Fast statement takes plain bind parameters
         sa.or_(*(_o.kind == k for k in SPENDING_KINDS)), _o.state != "voided",
         _o.created_at >= sa.bindparam("month")))
+
+
+def _spent_of(account_id, since: str):
+    return (sa.select(sa.func.coalesce(sa.func.sum(_o.amount), 0))
+            .where(_o.account_id == account_id, sa.or_(*(_o.kind == k for k in SPENDING_KINDS)),
+                   _o.state != "voided", _o.created_at >= sa.bindparam(since, type_=Stamp))
+            .scalar_subquery())
+
+
+# What a PIN-guarded spend needs, in one statement: the wallet, its
+# credentials, whether the key was booked already, and what it spent today
+# and this month (the limits' base; see spent_since).
+_SPEND_CONTEXT = Fast(
+    sa.select(accounts, credentials.c.account_id.label("cred_account_id"), credentials.c.pin_hash,
+              credentials.c.pin_failures, credentials.c.pin_locked_until, credentials.c.must_change,
+              sa.select(_o.account_id).where(_o.idempotency_key == sa.bindparam("key"))
+              .scalar_subquery().label("booked_account"),
+              _spent_of(accounts.c.id, "day").label("spent_day"),
+              _spent_of(accounts.c.id, "month").label("spent_month"))
+    .select_from(accounts.outerjoin(credentials, credentials.c.account_id == accounts.c.id))
+    .where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"), accounts.c.status != CLOSED))
+
+
+async def spend_context(conn, msisdn: str, key: str, day: datetime, month: datetime):
+    """The wallet row (with credentials columns, `booked_account` and
+    `spent_day`/`spent_month`) or None; see _SPEND_CONTEXT."""
+    return await _SPEND_CONTEXT.first(conn, msisdn=msisdn, key=key, day=day, month=month)
 
 
 async def spent_since(conn, account_id: int, day: datetime, month: datetime) -> tuple[int, int]:

@@ -249,11 +249,15 @@ class PaymentService:
                              reason="repeated_lockouts", lockouts=lockouts)
         return Result(Outcome.PIN_LOCKED, params={"locked_minutes": self.settings.pin_lock_minutes})
 
-    async def _check_limits(self, conn, wallet, amount: int) -> None:
+    async def _check_limits(self, conn, wallet, amount: int, *, spent: tuple[int, int] | None = None) -> None:
+        """`spent`: (today, this month) when the caller read them with the wallet."""
         limits = self.settings.limits.get(wallet.kyc_tier) or self.settings.limits[min(self.settings.limits)]
-        now = self.clock()
-        day_total, month_total = await acct.spent_since(conn, wallet.id, business_time.day_start(now, self.tz),
-                                                        business_time.month_start(now, self.tz))
+        if spent is not None:
+            day_total, month_total = int(spent[0]), int(spent[1])
+        else:
+            now = self.clock()
+            day_total, month_total = await acct.spent_since(conn, wallet.id, business_time.day_start(now, self.tz),
+                                                            business_time.month_start(now, self.tz))
         refusal = check_limits(limits, amount, day_total, month_total)
         if refusal is not None:
             raise _refuse(refusal.outcome, limit=refusal.limit)
@@ -295,23 +299,26 @@ class PaymentService:
             return await self._replay_payment(existing, build, action, booked, params)
 
         async def job(conn):
-            # a key already booked is answered first, inside the job (no read
-            # round trip before it for the payment that is new, nearly all)
-            done = await _BOOKED_ACCOUNT.first(conn, key=key)
+            # one statement reads the wallet, its credentials, whether the key
+            # is booked and what it spent; a key already booked is answered
+            # first (no read round trip before the job for a new payment)
+            now = self.clock()
+            w = await acct.spend_context(conn, msisdn, key, business_time.day_start(now, self.tz),
+                                         business_time.month_start(now, self.tz))
+            done = w.booked_account if w is not None else await _BOOKED_ACCOUNT.first(conn, key=key)
             if done is not None:
-                w = await acct.get_account(conn, done.account_id)
+                w = await acct.get_account(conn, done if w is not None else done.account_id)
                 req, extra = await build(conn, w)
                 rec = await self.ledger.book(conn, req)
                 booked.append(rec)
                 return self._money_result(action, rec, w.id, **params, **extra)
-            w, cred = await acct.find_wallet_with_credentials(conn, msisdn)
             if w is None:
                 raise _refuse(Outcome.NO_ACCOUNT)
             if w.status != ACTIVE:
                 raise _refuse(_STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, pin, channel=channel, cred=cred)
+            await self._check_pin(conn, w, pin, channel=channel, cred=w if w.cred_account_id is not None else None)
             if check_limits:
-                await self._check_limits(conn, w, amount)
+                await self._check_limits(conn, w, amount, spent=(w.spent_day, w.spent_month))
             req, extra = await build(conn, w)
             rec = await self.ledger.book(conn, req)
             booked.append(rec)

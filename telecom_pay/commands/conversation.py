@@ -42,7 +42,7 @@ LANGUAGE_CACHE_TTL = 3600
 LOCAL_LANGUAGE_TTL = 30.0
 LOCAL_LANGUAGE_MAX = 200_000
 # PIN-answer notes whose answer is recorded are deleted together, this often
-ANSWERED_FLUSH_S = 0.05
+ANSWERED_FLUSH_S = 0.25
 
 # Commands that wait for the PIN before anything happens.
 PIN_GUARDED = {kw.PAY, kw.SEND, kw.AIRTIME, kw.TOPUP, kw.WITHDRAW, kw.UNFREEZE, kw.CLOSE}
