@@ -10,6 +10,7 @@ the fast path forgot shows up as a difference.
 """
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -309,3 +310,75 @@ def test_pdus_outside_the_fast_set_still_use_smpplib():
     pdu = P.decode_pdu(raw)
     assert type(pdu) is reference_class("bind_transceiver")
     assert raw == P._encode_pdu_smpplib("bind_transceiver", 1, system_id="telecom-pay", password="secret")
+
+
+# --- text: the whole-string fast paths against the per-character tables ------
+
+from channels.smpp import text as T  # noqa: E402
+
+
+def reference_gsm_encode(text):
+    return b"".join(T._GSM_ENCODE[c] for c in text)
+
+
+def reference_gsm_decode(data):
+    out, i = [], 0
+    while i < len(data):
+        b = data[i]
+        i += 1
+        if b > 0x7F:
+            out.append(T.REPLACEMENT)
+        elif b == T.GSM_ESCAPE:
+            if i >= len(data):
+                break
+            nxt = data[i]
+            i += 1
+            out.append(T.REPLACEMENT if nxt > 0x7F else T.GSM_EXTENSION.get(nxt)
+                       or (" " if nxt == T.GSM_ESCAPE else T.GSM_DEFAULT_ALPHABET[nxt]))
+        else:
+            out.append(T.GSM_DEFAULT_ALPHABET[b])
+    return "".join(out)
+
+
+GSM_TEXT = st.text(st.sampled_from(sorted(T._GSM_ENCODE)), max_size=200)
+MIXED_TEXT = st.text(st.sampled_from(sorted(T._GSM_ENCODE)) | st.sampled_from("汉😀`\x1b\x00ñ€"), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(GSM_TEXT | MIXED_TEXT)
+def test_gsm_encode_and_is_gsm_equal_the_per_character_tables(text):
+    fits = all(c in T._GSM_ENCODE for c in text)
+    assert T.is_gsm(text) == fits
+    if fits:
+        assert T.gsm_encode(text) == reference_gsm_encode(text)
+    else:
+        bad = next(c for c in text if c not in T._GSM_ENCODE)
+        with pytest.raises(ValueError, match=re.escape(f"character {bad!r} is not in")):
+            T.gsm_encode(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.binary(max_size=200).map(lambda b: bytes(x & 0x7F for x in b))
+       | GSM_TEXT.map(reference_gsm_encode))
+def test_gsm_decode_equals_the_septet_by_septet_reading(data):
+    assert T.gsm_decode(data) == reference_gsm_decode(data)
+
+
+NEAR_ONE_PART = (   # texts within a few octets of one part: 160 septets, 140 UCS2 octets
+    st.tuples(st.integers(154, 162).flatmap(lambda n: st.text("ab", min_size=n, max_size=n)),
+              st.sampled_from(["", "€", "{}", "€a"])).map("".join)
+    | st.tuples(st.just("汉"), st.integers(64, 70).flatmap(lambda n: st.text("a汉", min_size=n, max_size=n)),
+                st.sampled_from(["", "😀", "a", "😀a"])).map("".join)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(GSM_TEXT | MIXED_TEXT.filter(lambda t: "\x1b" not in t) | NEAR_ONE_PART, st.integers(0, 255))
+def test_single_part_shortcut_equals_the_unit_by_unit_split(text, ref):
+    parts = T.split_message(text, ref)
+    units = [T._GSM_ENCODE[c] for c in text] if T.is_gsm(text) else [c.encode("utf-16-be") for c in text]
+    single = 160 if T.is_gsm(text) else 140
+    if sum(len(u) for u in units) <= single:
+        assert parts == [T.Part(b"".join(units), 0 if T.is_gsm(text) else 8, 0)]
+    else:
+        assert len(parts) > 1 and b"".join(p.short_message[6:] for p in parts) == b"".join(units)
