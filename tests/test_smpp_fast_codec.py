@@ -138,7 +138,7 @@ def test_fast_encode_equals_smpplib_encode_byte_for_byte(command_fields, sequenc
         assert_same_decode(fast[1])
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(FAST_COMMANDS).flatmap(lambda c: st.tuples(st.just(c), any_fields(c))),
        st.integers(-2, 2**32), st.integers(-2, 2**32))
 def test_fast_encode_refuses_what_smpplib_path_refuses_with_the_same_error(command_fields, sequence, status):
@@ -258,7 +258,7 @@ def mutated_pdu(draw):
     return bytes(raw)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_pdu())
 def test_mutated_pdus_decode_or_fail_the_same_on_both_paths(raw):
     assert_same_decode(raw)
@@ -382,3 +382,44 @@ def test_single_part_shortcut_equals_the_unit_by_unit_split(text, ref):
         assert parts == [T.Part(b"".join(units), 0 if T.is_gsm(text) else 8, 0)]
     else:
         assert len(parts) > 1 and b"".join(p.short_message[6:] for p in parts) == b"".join(units)
+
+
+# --- receipts: the date fields without strptime -----------------------------
+
+from datetime import datetime  # noqa: E402
+
+from channels.smpp import receipts as R  # noqa: E402
+
+
+def strptime_date(value):
+    """The receipt date rule as strptime states it: the reference."""
+    digits = value.strip()
+    for fmt, length in (("%y%m%d%H%M%S", 12), ("%y%m%d%H%M", 10)):
+        if len(digits) == length and digits.isdigit():
+            try:
+                return datetime.strptime(digits, fmt)
+            except ValueError:
+                return None
+    return None
+
+
+TWO = st.integers(0, 99).map(lambda n: f"{n:02d}")
+DATE_TEXT = st.one_of(
+    st.tuples(TWO, st.integers(0, 13).map(lambda n: f"{n:02d}"), st.integers(0, 32).map(lambda n: f"{n:02d}"),
+              st.integers(0, 25).map(lambda n: f"{n:02d}"), st.integers(0, 61).map(lambda n: f"{n:02d}"),
+              st.sampled_from(["", "00", "59", "60", "61"]) | TWO).map("".join),
+    st.text("0123456789", min_size=9, max_size=13),
+    st.text("0123456789٣²", min_size=10, max_size=12),
+).flatmap(lambda d: st.sampled_from([d, f" {d} ", d + "x"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(DATE_TEXT)
+def test_receipt_dates_equal_strptime(value):
+    assert R._date_or_none(value) == strptime_date(value)
+
+
+def test_receipt_dates_edge_values_equal_strptime():
+    for value in ("0002290000", "6802291200", "6902291200", "2402291200", "2502291200", "26120112", "261201120060",
+                  "261201120061", "261301120000", "2612010000", "9912312359", "0001010000", "261201120059"):
+        assert R._date_or_none(value) == strptime_date(value), value
