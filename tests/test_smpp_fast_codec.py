@@ -423,3 +423,37 @@ def test_receipt_dates_edge_values_equal_strptime():
     for value in ("0002290000", "6802291200", "6902291200", "2402291200", "2502291200", "26120112", "261201120060",
                   "261201120061", "261301120000", "2612010000", "9912312359", "0001010000", "261201120059"):
         assert R._date_or_none(value) == strptime_date(value), value
+
+
+# --- framing: reads that end on PDU boundaries skip the buffer -----------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=8), st.data())
+def test_reader_gives_the_same_pdus_whether_reads_end_on_boundaries_or_not(sizes, data):
+    pdus = [P.encode_pdu("deliver_sm", i + 1, source_addr="1", short_message=b"m" * (n % 200)) for i, n in
+            enumerate(sizes)]
+    stream = b"".join(pdus)
+    bounds = [0]
+    for p in pdus:
+        bounds.append(bounds[-1] + len(p))
+    cuts = sorted(set(data.draw(st.lists(st.sampled_from(bounds) | st.integers(0, len(stream)), max_size=10))))
+    reader, out, prev = P.PduReader(), [], 0
+    for cut in cuts + [len(stream)]:
+        chunk = stream[prev:cut]
+        out.extend(reader.feed(chunk if data.draw(st.booleans()) else bytearray(chunk)))
+        prev = cut
+    assert out == pdus and all(type(p) is bytes for p in out)
+    assert reader.buffered == 0
+
+
+def test_reader_framing_error_after_whole_pdus_in_one_read():
+    reader = P.PduReader()
+    good = P.encode_pdu("enquire_link", 1)
+    assert reader.feed(good + good[:5]) == [good]   # a whole PDU, then part of one
+    assert reader.buffered == 5
+    with pytest.raises(P.FramingError):
+        reader.feed(good[5:] + struct.pack(">L", 8) + b"\x00" * 12)
+    fresh = P.PduReader()
+    with pytest.raises(P.FramingError):
+        fresh.feed(good + struct.pack(">L", 70000) + b"\x00" * 12)
+    assert fresh.buffered == len(good) + 16    # kept as received, like a read into the buffer

@@ -457,6 +457,7 @@ def _decode_pdu_smpplib(raw: bytes):
 _INT, _STR, _OSTR, _FLAG = 0, 1, 2, 3
 _KINDS = {int: _INT, str: _STR, _ostr: _OSTR, _flag: _FLAG}
 _HEADER = struct.Struct(">LLLL")
+_LENGTH = struct.Struct(">L")
 _TLV_HEADER = struct.Struct(">HH")
 _INT_TLV = {1: struct.Struct(">HHB"), 2: struct.Struct(">HHH"), 4: struct.Struct(">HHL")}
 _NO_LIMIT = 1 << 62
@@ -802,18 +803,30 @@ class PduReader:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
+        if self._buffer or type(data) is not bytes:
+            self._buffer += data
+            buf = self._buffer
+        else:
+            # Nothing left over (the usual case: reads end on PDU boundaries):
+            # slice the PDUs straight out of ``data``, no copy into the buffer.
+            buf = data
         out: list[bytes] = []
-        buf = self._buffer
         start = 0
-        while len(buf) - start >= 4:
-            (length,) = struct.unpack_from(">L", buf, start)
-            if length < HEADER_LENGTH or length > self._max_length:
-                raise FramingError(f"command_length {length} outside {HEADER_LENGTH}..{self._max_length}")
-            if len(buf) - start < length:
+        end = len(buf)
+        max_length = self._max_length
+        while end - start >= 4:
+            (length,) = _LENGTH.unpack_from(buf, start)
+            if length < HEADER_LENGTH or length > max_length:
+                if buf is data:
+                    self._buffer = bytearray(data)
+                raise FramingError(f"command_length {length} outside {HEADER_LENGTH}..{max_length}")
+            if end - start < length:
                 break
-            out.append(bytes(buf[start:start + length]))
+            out.append(bytes(buf[start:start + length]) if buf is not data else buf[start:start + length])
             start += length
-        if start:
+        if buf is data:
+            if start < end:
+                self._buffer = bytearray(data[start:])
+        elif start:
             del buf[:start]
         return out
