@@ -18,6 +18,13 @@ side trips over smpplib's traps (see NOTES-packages.md):
   C-string fields come back as ``str``; ``short_message`` and
   ``message_payload`` stay ``bytes``. Decoding never touches a shared
   sequence counter.
+* The PDUs of every payment and of link keeping (deliver_sm, submit_sm,
+  their responses, enquire_link, enquire_link_resp, generic_nack) skip
+  smpplib's objects: a struct encoder and decoder built from smpplib's field
+  tables gives the same bytes and the same attributes at a tenth of the CPU
+  (see "the fast path" below; the smpplib path stays as
+  ``_encode_pdu_smpplib`` / ``_decode_pdu_smpplib``, the reference of the
+  property tests).
 * At import, the USSD TLVs ``ussd_service_op`` (0x0501, 1 octet),
   ``its_session_info`` (0x1383, 2 octets) and ``its_reply_type`` (0x1380)
   are registered on smpplib's submit_sm, deliver_sm and data_sm classes
@@ -460,7 +467,6 @@ _HEADER = struct.Struct(">LLLL")
 _LENGTH = struct.Struct(">L")
 _TLV_HEADER = struct.Struct(">HH")
 _INT_TLV = {1: struct.Struct(">HHB"), 2: struct.Struct(">HHH"), 4: struct.Struct(">HHL")}
-_NO_LIMIT = 1 << 62
 _new = object.__new__
 
 
