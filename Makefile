@@ -36,11 +36,13 @@ bench-install: $(BENCH_STAMP)
 bench: bench-install
 	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-# longer: offered rates from 100/s to 3000/s, 15 s each
+# longer: payments offered from 100/s to 3000/s (15 s each), keywords at 1000-3000/s
 SWEEP_RATES ?= 100,250,500,750,1000,1500,2000,3000
+SWEEP_KEYWORD_RATES ?= 1000,2000,3000
 bench-sweep: bench-install
 	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m benchmarks.run --rates $(SWEEP_RATES) \
-		--max-run-seconds 15 --keyword-seconds 10 --ceiling-seconds 8 --accounts 1000 $(BENCH_ARGS)
+		--keyword-rates $(SWEEP_KEYWORD_RATES) --max-run-seconds 15 --keyword-seconds 10 --ceiling-seconds 8 \
+		--accounts 1000 $(BENCH_ARGS)
 
 # kill -9 the daemon at random moments under load, then check every promise
 # (SOAK_ARGS="--kills 20 --duration 300 --seed 7 --config postgres")

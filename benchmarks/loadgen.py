@@ -271,7 +271,7 @@ class LoadGenerator:
 class EchoEsme:
     """The trivial ESME (`benchmarks.echo_esme`) in its own process(es), bound to the workers."""
 
-    def __init__(self, ports: list[int], workdir: Path, *, window: int = 10, procs: int | None = None,
+    def __init__(self, ports: list[int], workdir: Path, *, window: int = 100, procs: int | None = None,
                  uvloop: bool = True):
         self.ports = ports
         self.workdir = Path(workdir)

@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rates", default="500,1000",
                    help="open-loop rates in payments/s, comma-separated; empty for none (default 500,1000)")
     p.add_argument("--concurrency", type=int, default=None,
-                   help="handsets paying at once at full speed (default: all accounts)")
+                   help="handsets in use at once, closed and open loop (default: the accounts, at most 200: "
+                        "what is in flight when a run's time is up must still finish soon)")
     p.add_argument("--max-run-seconds", type=float, default=8.0,
                    help="no conversation starts (closed loop) or arrives (open loop) after this long into a "
                         "run, so a slow platform still finishes in minutes; 0 for no limit (default 8)")
@@ -81,7 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keywords", type=int, default=100_000,
                    help="most keyword round trips (YE) in the keyword run; 0 for no keyword run "
                         "(default 100000: the run ends on --keyword-seconds)")
-    p.add_argument("--keyword-seconds", type=float, default=5.0, help="time bound of the keyword run (default 5)")
+    p.add_argument("--keyword-seconds", type=float, default=5.0, help="time bound of each keyword run (default 5)")
+    p.add_argument("--keyword-rates", default="",
+                   help="open-loop rates of keyword round trips/s after the full-speed one, comma-separated "
+                        "(default: none)")
     p.add_argument("--load-procs", type=int, default=1,
                    help="load-generator worker processes, each an SMSC on its own port (default 1)")
     p.add_argument("--binds", type=int, default=1, help="the daemon's SMPP binds to each worker port (default 1)")
@@ -113,11 +117,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
         p.error("--rates takes numbers separated by commas, e.g. 500,1000")
-    if args.accounts < 1 or args.payments < 1 or any(r <= 0 for r in args.rates):
+    try:
+        args.keyword_rates = [float(r) for r in args.keyword_rates.split(",") if r.strip()]
+    except ValueError:
+        p.error("--keyword-rates takes numbers separated by commas, e.g. 1000,3000")
+    if args.accounts < 1 or args.payments < 1 or any(r <= 0 for r in args.rates + args.keyword_rates):
         p.error("--accounts, --payments and each rate must be positive")
     if args.load_procs < 1 or args.binds < 1:
         p.error("--load-procs and --binds must be positive")
-    args.concurrency = min(args.concurrency or args.accounts, args.accounts)
+    args.concurrency = min(args.concurrency or min(args.accounts, 200), args.accounts)
     if args.concurrency < 1:
         p.error("--concurrency must be positive")
     return args
@@ -163,7 +171,8 @@ async def measure_ceiling(args) -> dict:
         pay = await lg.run("payment", 10**7, concurrency=args.concurrency, limit=args.ceiling_seconds,
                            timeout=args.timeout)
         await lg.drain()
-        kw = await lg.run("keyword", 10**7, limit=args.ceiling_seconds, timeout=args.timeout)
+        kw = await lg.run("keyword", 10**7, concurrency=args.concurrency, limit=args.ceiling_seconds,
+                          timeout=args.timeout)
         pf = report.run_figures(pay, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
         kf = report.run_figures(kw, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
         out.update({
@@ -263,14 +272,21 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         runs.append(fig)
         print(report.summary_line(name, fig), flush=True)
         for rate in args.rates:
-            fig = await measure(f"rate-{rate:g}", "payment", args.payments, rate=rate, limit=limit)
+            fig = await measure(f"rate-{rate:g}", "payment", args.payments, rate=rate, concurrency=args.concurrency,
+                                limit=limit)
             runs.append(fig)
             print(report.summary_line(name, fig), flush=True)
         keyword_runs = result["keyword_runs"] = []
         if args.keywords:
-            fig = await measure("keywords", "keyword", args.keywords, limit=args.keyword_seconds)
+            fig = await measure("keywords", "keyword", args.keywords, concurrency=args.concurrency,
+                                limit=args.keyword_seconds)
             keyword_runs.append(fig)
             print(report.summary_line(name, fig), flush=True)
+            for rate in args.keyword_rates:
+                fig = await measure(f"keywords-{rate:g}", "keyword", args.keywords, rate=rate,
+                                    concurrency=args.concurrency, limit=args.keyword_seconds)
+                keyword_runs.append(fig)
+                print(report.summary_line(name, fig), flush=True)
         if ceiling is not None:
             print(f"{name:8s} {report.ceiling_line(ceiling)}", flush=True)
 

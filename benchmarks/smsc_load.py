@@ -712,7 +712,19 @@ def main(argv=None) -> None:
             uvloop.install()
         except ImportError:
             pass
-    asyncio.run(main_async(args))
+    profile_dir = os.environ.get("TELECOM_PAY_LOADGEN_PROFILE")
+    if not profile_dir:
+        asyncio.run(main_async(args))
+        return
+    # where the worker's own CPU goes (pstats files, one per worker)
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(main_async(args))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(profile_dir, f"loadgen-{args.index}.pstats"))
 
 
 if __name__ == "__main__":
