@@ -113,8 +113,14 @@ def git_commit() -> dict:
 
 def host() -> dict:
     import os
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    # the load average tells whether others shared the machine: on 2 cores a
+    # load of 6 leaves each process a third of a core, whatever the harness does
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
-            "kernel": platform.release()}
+            "kernel": platform.release(), "loadavg_1_5_15": load}
 
 
 def timestamp() -> str:

@@ -160,7 +160,8 @@ async def measure_ceiling(args) -> dict:
     _on_interrupt.insert(0, lg.kill)
     echo = EchoEsme([], workdir, uvloop=not args.no_uvloop)
     out: dict = {"load_procs": args.load_procs, "accounts": args.accounts, "seconds": args.ceiling_seconds,
-                 "receipts": not args.no_receipts}
+                 "receipts": not args.no_receipts, "concurrency": args.concurrency,
+                 "loadavg_1_5_15": report.host()["loadavg_1_5_15"]}
     try:
         echo.ports = await lg.start()
         _on_interrupt.insert(0, echo.kill)

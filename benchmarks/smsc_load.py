@@ -247,7 +247,9 @@ class Worker:
                                         "undecodable")}
         self._flush_due = False
         self._forward: dict[int, list] = {}
-        self._parts: dict[tuple, dict] = {}
+        self._parts: dict[tuple, dict] = {}       # long MTs being reassembled
+        self._parts_of: dict[str, object] = {}      # MO text -> its one SMS part
+        self._stamp = (0, "")                       # receipts' date, per minute
         self.sock = None
         self.run: Run | None = None
         self.late: list[Conversation] = []     # confirmations that came after their wait timed out
@@ -281,7 +283,12 @@ class Worker:
     def send_mo(self, handset: Handset, text: str) -> None:
         """Queue one MO; it goes out at once when a window has room."""
         mr = handset.take_mr(text)
-        part = split_message(text, mr)[0]
+        part = self._parts_of.get(text)
+        if part is None:
+            parts = split_message(text, mr)
+            if len(parts) != 1:
+                raise ValueError(f"a load-generator MO must fit one SMS: {text!r}")
+            part = self._parts_of[text] = parts[0]      # one part: the same whatever the TP-MR
         self.queue.append(dict(source_addr_ton=1, source_addr_npi=1, source_addr=handset.e164,
                                dest_addr_ton=0, dest_addr_npi=1, destination_addr=SERVICE_NUMBER,
                                esm_class=part.esm_class, data_coding=part.data_coding,
@@ -343,7 +350,10 @@ class Worker:
             self.schedule_flush()
 
     def queue_receipt(self, now: float, message_id: str, handset_addr: str, platform_addr: str) -> None:
-        stamp = time.strftime("%y%m%d%H%M", time.gmtime())
+        minute = int(time.time() // 60)
+        if self._stamp[0] != minute:
+            self._stamp = (minute, time.strftime("%y%m%d%H%M", time.gmtime(minute * 60)))
+        stamp = self._stamp[1]
         body = (f"id:{message_id} sub:001 dlvrd:001 submit date:{stamp} done date:{stamp} "
                 f"stat:DELIVRD err:000 text:").encode("ascii")
         fields = dict(source_addr_ton=1, source_addr_npi=1, source_addr=handset_addr, dest_addr_ton=0,
