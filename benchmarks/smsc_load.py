@@ -246,7 +246,9 @@ class Worker:
                                         "generic_nacks", "forwarded", "stray_replies", "connections_lost",
                                         "undecodable")}
         self._flush_due = False
-        self._forward: dict[int, list] = {}
+        self._forward: dict[int, list] = {}        # owner -> replies to forward this loop turn
+        self._unsent: deque[tuple[bytes, str]] = deque()
+        self._retry_due = False
         self._parts: dict[tuple, dict] = {}       # long MTs being reassembled
         self._parts_of: dict[str, object] = {}      # MO text -> its one SMS part
         self._stamp = (0, "")                       # receipts' date, per minute
@@ -268,11 +270,31 @@ class Worker:
         if self._forward:
             forward, self._forward = self._forward, {}
             for owner, items in forward.items():
-                data = json.dumps(items, ensure_ascii=False).encode()
-                try:
-                    self.sock.sendto(data, self.socket_path(owner))
-                except OSError:
-                    self.counters["forward_errors"] = self.counters.get("forward_errors", 0) + 1
+                for i in range(0, len(items), 100):      # datagrams well under the socket's limit
+                    self._unsent.append((json.dumps(items[i:i + 100], ensure_ascii=False).encode(),
+                                         self.socket_path(owner)))
+        self._send_forwards()
+
+    def _send_forwards(self) -> None:
+        """Send what waits for another worker; if its socket buffer is full,
+        try again in a millisecond (a reply is never dropped)."""
+        unsent = self._unsent
+        while unsent:
+            data, path = unsent[0]
+            try:
+                self.sock.sendto(data, path)
+            except BlockingIOError:
+                if not self._retry_due:
+                    self._retry_due = True
+                    self.loop.call_later(0.001, self._retry_forwards)
+                return
+            except OSError:
+                self.counters["forward_errors"] = self.counters.get("forward_errors", 0) + 1
+            unsent.popleft()
+
+    def _retry_forwards(self) -> None:
+        self._retry_due = False
+        self._send_forwards()
 
     def socket_path(self, index: int) -> str:
         return os.path.join(self.args.workdir, f"loadgen-{index}.sock")
@@ -499,7 +521,7 @@ class Run:
         self.finished = asyncio.get_running_loop().create_future()
         usable = [h for h in worker.owned if worker.usable(h, self.kind)]
         concurrency = cmd.get("concurrency")
-        self.lines = usable[:concurrency] if concurrency else usable
+        self.lines = usable[:concurrency] if concurrency is not None else usable
         self.deadline = self.start_at + self.limit if self.limit else float("inf")
         self.t0 = self.start_at
         self.cpu0 = _cpu()
