@@ -2,7 +2,9 @@
 
     python -m benchmarks.echo_esme --port P [--port P2 ...] [--window W] [--binds B]
 
-It binds (transceiver) to load-generator workers and answers every
+It binds (transceiver) to load-generator workers (every port in one
+process, replies spread round robin over the binds as the platform does)
+and answers every
 deliver_sm with a deliver_sm_resp; an MO also gets a submit_sm back (with
 a delivery receipt requested, as the platform asks): `ZF <merchant>
 <amount>` a PIN prompt, a 6-digit PIN a confirmation with a reference
@@ -51,7 +53,6 @@ class EchoBind(asyncio.Protocol):
         self.queue: deque[tuple[str, str]] = deque()   # (destination, text) waiting for window room
         self.out: list[bytes] = []
         self.flush_due = False
-        self.pending: dict[str, str] = {}              # msisdn -> amount text of its open payment
 
     def connection_made(self, transport):
         self.transport = transport
@@ -101,15 +102,15 @@ class EchoBind(asyncio.Protocol):
         if esm_class & P.ESM_CLASS_TYPE_MASK:
             return      # a delivery receipt: nothing to answer
         text = decode_short_message(short_message, data_coding, esm_class).text
-        self.queue.append((source_addr, self.answer(source_addr, text)))
+        self.esme.reply(source_addr, self.answer(source_addr, text))
 
     def answer(self, msisdn: str, text: str) -> str:
         m = _ZF.match(text)
         if m:
-            self.pending[msisdn] = m.group(2)
+            self.esme.pending[msisdn] = m.group(2)
             return f"支付 {m.group(2)} 元给 压测商户, 请回复6位支付密码确认, 回复 N 取消."
         if _PIN.match(text):
-            amount = self.pending.pop(msisdn, "0.00")
+            amount = self.esme.pending.pop(msisdn, "0.00")
             ref = "T" + "".join(random.choices(_REF_ALPHABET, k=7))
             return f"{ref} 已支付 {amount} 元给 压测商户, 余额 100.00 元."
         if _BALANCE.match(text):
@@ -162,6 +163,18 @@ class EchoEsme:
         self.password = args.password
         self.window = args.window
         self.source_addr = args.source_addr
+        self.binds: list[EchoBind] = []
+        self.pending: dict[str, str] = {}      # msisdn -> amount text of its open payment
+        self._next = 0
+
+    def reply(self, destination: str, text: str) -> None:
+        """Round robin over the binds, whatever bind the MO came in on, as
+        the platform's pool does: the load generator's forwarding between
+        its workers is then part of the ceiling too."""
+        bind = self.binds[self._next % len(self.binds)]
+        self._next += 1
+        bind.queue.append((destination, text))
+        bind.pump()
 
 
 async def main_async(args) -> None:
@@ -172,6 +185,7 @@ async def main_async(args) -> None:
         for _ in range(args.binds):
             _, proto = await loop.create_connection(lambda: EchoBind(esme), "127.0.0.1", port)
             binds.append(proto)
+    esme.binds = binds
     await asyncio.gather(*(b.bound for b in binds))
     sys.stdout.write("ready\n")
     sys.stdout.flush()

@@ -271,7 +271,7 @@ class LoadGenerator:
 class EchoEsme:
     """The trivial ESME (`benchmarks.echo_esme`) in its own process(es), bound to the workers."""
 
-    def __init__(self, ports: list[int], workdir: Path, *, window: int = 100, procs: int | None = None,
+    def __init__(self, ports: list[int], workdir: Path, *, window: int = 100, procs: int = 1,
                  uvloop: bool = True):
         self.ports = ports
         self.workdir = Path(workdir)
@@ -282,7 +282,7 @@ class EchoEsme:
 
     async def start(self, timeout: float = 30.0) -> None:
         from benchmarks.daemon_process import die_with_parent
-        procs = self.procs or len(self.ports)
+        procs = max(1, min(self.procs, len(self.ports)))
         groups = [self.ports[i::procs] for i in range(procs)]
         for i, ports in enumerate(g for g in groups if g):
             cmd = [sys.executable, "-m", "benchmarks.echo_esme", "--window", str(self.window)]

@@ -164,4 +164,7 @@ def ceiling_line(ceiling: dict) -> str:
     return (f"harness ceiling (load generator x{ceiling['load_procs']} against the echo ESME): "
             f"{ceiling['payments_per_s']:.0f} payments/s (step p99 {_ms(ceiling['payment_step_p99_ms'])} ms), "
             f"{ceiling['keyword_round_trips_per_s']:.0f} keyword round trips/s; "
-            f"load generator cpu {ceiling['loadgen_cpu_utilisation'] * 100:.0f}%")
+            f"load generator cpu {ceiling['loadgen_cpu_utilisation'] * 100:.0f}% "
+            f"({ceiling['loadgen_cpu_per_payment_ms']:.3f} ms a payment, "
+            f"{ceiling['loadgen_cpu_per_round_trip_ms']:.3f} ms a round trip); "
+            f"load average {ceiling.get('loadavg_1_5_15')}")

@@ -50,8 +50,12 @@ def test_answers_look_like_the_platform():
     """The load generator's checks (prompt, reference, balance) pass on the echo's answers."""
     from benchmarks.smsc_load import BALANCE, PROMPT, REFERENCE
 
+    from benchmarks.echo_esme import EchoEsme
+
+    class Args:
+        system_id, password, window, source_addr = "telecom-pay", "secret", 10, "10658888"
     bind = EchoBind.__new__(EchoBind)
-    bind.pending = {}
+    bind.esme = EchoEsme(Args())
     prompt = bind.answer("8613900000001", "ZF M888 12.34")
     assert PROMPT.search(prompt) and "12.34" in prompt
     confirmation = bind.answer("8613900000001", "258147")
