@@ -51,6 +51,11 @@ from benchmarks.smsc_load import MAX_AMOUNT, TPMR_VALUES
 #: to `run_config`) to wire a benchmark in, e.g. the ledger-alone bench.
 EXTRA_SECTIONS: list = []
 
+#: Like EXTRA_SECTIONS, but run after the accounts were opened and before
+#: the daemon starts (e.g. filling the database with a million more
+#: accounts); their dicts go under ``setup_sections[<name>]``.
+SETUP_SECTIONS: list = []
+
 
 @dataclass
 class SectionContext:
@@ -200,7 +205,7 @@ async def measure_ceiling(args) -> dict:
 
 
 async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
-                     sections: list | None = None) -> tuple[dict, bool]:
+                     sections: list | None = None, setup_sections: list | None = None) -> tuple[dict, bool]:
     """One configuration, start to finish. Returns (result, ok)."""
     from benchmarks.daemon_process import DaemonProcess
     from benchmarks.population import check_ledger, populate
@@ -233,6 +238,9 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         result["setup_s"] = round(time.perf_counter() - t, 2)
         if [(s.msisdn, s.pin) for s in subscribers] != [(s.msisdn, s.pin) for s in lg.subscribers]:
             raise RuntimeError("the accounts opened are not the load generator's handsets")
+
+        setup_ok = await _run_sections(SETUP_SECTIONS if setup_sections is None else setup_sections,
+                                       "setup_sections", SectionContext(name, args, dep, config_path, result))
 
         daemon = DaemonProcess(config_path, dep.workdir, log_level=args.daemon_log_level)
         _on_interrupt.insert(0, daemon.kill)
@@ -307,28 +315,20 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         confirmed = [p for run in payment_runs for p in run.confirmed]
         checks = reconcile(await check_ledger(config_path), confirmed + late, late)
         result["ledger"] = checks
-        ok = checks["invariants_ok"] and checks["merchant_ok"]
-        result["invariants_ok"] = ok
+        ledger_ok = checks["invariants_ok"] and checks["merchant_ok"]
+        result["invariants_ok"] = ledger_ok
+        ok = ledger_ok and setup_ok
         for fig in runs + keyword_runs:
             fig.update({"config": name, "accounts": args.accounts, "payments": args.payments,
-                        "invariants_ok": ok, "git_commit": result["git_commit"]})
+                        "invariants_ok": ledger_ok, "git_commit": result["git_commit"]})
         print(f"{name:8s} ledger: invariants {'ok' if checks['invariants_ok'] else 'VIOLATED'}; merchant got "
               f"{checks['ledger_payments']} payments = {checks['ledger_paid_to_merchant']} (confirmed "
               f"{checks['confirmed_total']} = {checks['confirmed_sum']}): "
               f"{'ok' if checks['merchant_ok'] else 'MISMATCH'}", flush=True)
 
-        result["sections"] = {}
-        for section in (EXTRA_SECTIONS if sections is None else sections):
-            section_name = getattr(section, "section_name", getattr(section, "__name__", repr(section)))
-            try:
-                value = section(SectionContext(name, args, dep, config_path, result))
-                if inspect.isawaitable(value):
-                    value = await value
-                result["sections"][section_name] = value
-            except Exception as exc:
-                traceback.print_exc()
-                result["sections"][section_name] = {"error": f"{type(exc).__name__}: {exc}"}
-                ok = False
+        if not await _run_sections(EXTRA_SECTIONS if sections is None else sections, "sections",
+                                   SectionContext(name, args, dep, config_path, result)):
+            ok = False
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
@@ -348,6 +348,25 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
     path = report.write_result(result, args.results_dir, stamp)
     print(f"{name:8s} results: {path}", flush=True)
     return result, ok
+
+
+async def _run_sections(sections: list, key: str, context: SectionContext) -> bool:
+    """Run each section, its dict (or its error) under ``result[key][name]``;
+    False when one raised."""
+    ok = True
+    out = context.result.setdefault(key, {})
+    for section in sections:
+        section_name = getattr(section, "section_name", getattr(section, "__name__", repr(section)))
+        try:
+            value = section(context)
+            if inspect.isawaitable(value):
+                value = await value
+            out[section_name] = value
+        except Exception as exc:
+            traceback.print_exc()
+            out[section_name] = {"error": f"{type(exc).__name__}: {exc}"}
+            ok = False
+    return ok
 
 
 def reconcile(ledger, confirmed: list, late: list) -> dict:
