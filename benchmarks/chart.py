@@ -5,9 +5,9 @@ offered rate, one line per configuration.
 
 Left: confirmed payments/s against offered payments/s (the fixed-rate
 runs; the full-speed run is a marker at the rate it reached, the harness
-ceiling a dashed line, perfect keeping-up the diagonal). Right: p50 and
+ceiling a dotted line, perfect keeping-up the diagonal). Middle: p50 and
 p99 of the worse step (MO sent -> reply received) of the same runs, on a
-log scale. matplotlib comes with the `bench` extra; the Agg backend needs
+log scale. Right: keyword round trips/s, the same way. matplotlib comes with the `bench` extra; the Agg backend needs
 no display.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ def write_chart(results: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_rate, ax_lat) = plt.subplots(1, 2, figsize=(12, 5))
+    fig, (ax_rate, ax_lat, ax_kw) = plt.subplots(1, 3, figsize=(17, 5))
+    kw_top = 1.0
     colours = {"sqlite": "tab:blue", "postgres": "tab:orange"}
     top = 1.0
     ceiling = None
@@ -45,6 +46,25 @@ def write_chart(results: list[dict], path: Path) -> Path:
             ax_lat.plot([x], [r["step_p50_ms"]], "*", markersize=12, color=colour)
             ax_lat.plot([x], [r["step_p99_ms"]], "X", markersize=10, color=colour)
             top = max(top, x)
+        for r in result.get("keyword_runs", []):
+            if not r.get("confirmed"):
+                continue
+            x = r["rate"] or r["round_trips_per_s"]
+            marker = "o" if r["rate"] else "*"
+            ax_kw.plot([x], [r["round_trips_per_s"]], marker, markersize=10 if r["rate"] else 14, color=colour,
+                       label=f"{name} {'fixed rate' if r['rate'] else 'full speed'}")
+            kw_top = max(kw_top, x)
+    if ceiling and ceiling.get("keyword_round_trips_per_s"):
+        c = ceiling["keyword_round_trips_per_s"]
+        ax_kw.axhline(c, linestyle=":", color="grey", label=f"harness ceiling {c:.0f}/s")
+        kw_top = max(kw_top, c)
+    ax_kw.plot([0, kw_top], [0, kw_top], color="lightgrey", linewidth=1)
+    ax_kw.set_xlabel("offered round trips/s (full speed: the rate reached)")
+    ax_kw.set_ylabel("keyword round trips/s")
+    ax_kw.set_title("keyword round trips (YE)")
+    handles, labels = ax_kw.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax_kw.legend(unique.values(), unique.keys(), fontsize=8)
     if ceiling and ceiling.get("payments_per_s"):
         c = ceiling["payments_per_s"]
         ax_rate.axhline(c, linestyle=":", color="grey", label=f"harness ceiling {c:.0f}/s")
