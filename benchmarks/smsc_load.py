@@ -46,6 +46,7 @@ from collections import deque
 
 from channels.smpp import pdu as P
 from channels.smpp.text import decode_message, split_message
+from telecom_pay.money import format_amount
 
 PROMPT = re.compile(r"6位支付密码|6-digit PIN")
 REFERENCE = re.compile(r"\bT[2-9A-HJ-NP-Z]{7}\b")
@@ -61,10 +62,11 @@ _HEADER = struct.Struct(">LLLL")
 _DELIVER_SM_RESP = 0x80000005
 _SUBMIT_SM = 0x00000004
 _ENQUIRE_LINK = 0x00000015
-_ENQUIRE_LINK_RESP = 0x80000015
 _UNBIND = 0x00000006
 _BIND_TRANSCEIVER = 0x00000009
 _GENERIC_NACK = 0x80000000
+#: deliver_sm_resp statuses not worth a retry (as the SMSC simulator reads them)
+_PERMANENT = frozenset({P.ESME_RX_P_APPN, P.ESME_RX_R_APPN, P.ESME_RINVCMDID, P.ESME_RINVBNDSTS})
 
 clock = time.monotonic   # CLOCK_MONOTONIC: comparable across the workers and the parent
 
@@ -72,10 +74,6 @@ clock = time.monotonic   # CLOCK_MONOTONIC: comparable across the workers and th
 def amount_of(index: int) -> int:
     """Varied amounts from 1.00 to 20.00 (minor units), reproducible."""
     return MIN_AMOUNT + (index * 7919) % (MAX_AMOUNT - MIN_AMOUNT + 1)
-
-
-def format_amount(minor: int) -> str:
-    return f"{minor // 100}.{minor % 100:02d}"
 
 
 def e164(msisdn: str) -> str:
@@ -111,7 +109,7 @@ class Conversation:
 
 
 class Handset:
-    __slots__ = ("msisdn", "e164", "pin", "used", "conv", "deadline", "retired", "awaiting", "on_done")
+    __slots__ = ("msisdn", "e164", "pin", "used", "conv", "deadline", "retired", "awaiting")
 
     def __init__(self, msisdn: str, pin: str):
         self.msisdn = msisdn
@@ -122,7 +120,6 @@ class Handset:
         self.deadline = 0.0
         self.retired = False
         self.awaiting: Conversation | None = None   # its confirmation timed out; a late one is still money
-        self.on_done = None
 
     def room(self, text: str, n: int = 1) -> bool:
         return self.used.get(text, 0) + n <= TPMR_VALUES
@@ -143,9 +140,13 @@ class SmscConnection(asyncio.Protocol):
         self.reader = P.PduReader()
         self.transport = None
         self.bound = False
-        self.outstanding = 0
+        self.pending: dict[int, dict] = {}     # our deliver_sm awaiting a response: sequence -> fields
         self.sequence = 0
         self.out: list[bytes] = []
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.pending)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -159,6 +160,10 @@ class SmscConnection(asyncio.Protocol):
         if self in self.worker.connections:
             self.worker.connections.remove(self)
         self.worker.counters["connections_lost"] += 1
+        # unacknowledged: delivered again over another bind, as an SMSC does
+        # (the TP-MR lets the platform recognise what it had already recorded)
+        self.worker.redeliver(list(self.pending.values()))
+        self.pending.clear()
 
     def next_sequence(self) -> int:
         self.sequence = self.sequence + 1 if self.sequence < 0x7FFFFFFF else 1
@@ -183,9 +188,9 @@ class SmscConnection(asyncio.Protocol):
         for raw in frames:
             _length, command_id, status, sequence = _HEADER.unpack_from(raw, 0)
             if command_id == _DELIVER_SM_RESP:
-                self.outstanding -= 1
-                if status != P.ESME_ROK:
-                    w.counters["deliver_sm_errors"] += 1
+                fields = self.pending.pop(sequence, None)
+                if status != P.ESME_ROK and fields is not None:
+                    w.refused(fields, status)
                 continue
             if command_id == _SUBMIT_SM:
                 w.on_submit(self, raw, sequence)
@@ -200,7 +205,7 @@ class SmscConnection(asyncio.Protocol):
                 self.transport.close()
             elif command_id == _GENERIC_NACK:
                 w.counters["generic_nacks"] += 1
-                self.outstanding -= 1
+                self.pending.pop(sequence, None)
             elif command_id & 0x80000000:
                 pass     # enquire_link_resp and the like
             else:
@@ -325,13 +330,30 @@ class Worker:
         conns = [c for c in self.connections if c.bound and c.outstanding < self.window]
         while queue and conns:
             for conn in conns:
-                while queue and conn.outstanding < self.window:
+                while queue and len(conn.pending) < self.window:
                     fields = queue.popleft()
-                    conn.outstanding += 1
-                    conn.write(P.encode_pdu("deliver_sm", conn.next_sequence(), **fields))
+                    sequence = conn.next_sequence()
+                    conn.pending[sequence] = fields
+                    conn.write(P.encode_pdu("deliver_sm", sequence, **fields))
                 if not queue:
                     break
             conns = [c for c in conns if c.outstanding < self.window]
+
+    def refused(self, fields: dict, status: int) -> None:
+        """A deliver_sm answered with an error: a temporary one (throttled,
+        queue full, try later) is delivered again after 50 ms; a permanent
+        one is counted and dropped (the conversation then times out)."""
+        self.counters["deliver_sm_errors"] += 1
+        if status in _PERMANENT:
+            self.counters["deliver_sm_rejected"] = self.counters.get("deliver_sm_rejected", 0) + 1
+            return
+        self.loop.call_later(0.05, self.redeliver, [fields])
+
+    def redeliver(self, items: list[dict]) -> None:
+        if items:
+            self.counters["redelivered"] = self.counters.get("redelivered", 0) + len(items)
+            self.queue.extendleft(reversed(items))
+            self.pump()
 
     def on_submit(self, conn: SmscConnection, raw: bytes, sequence: int) -> None:
         now = clock()
