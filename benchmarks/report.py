@@ -167,4 +167,6 @@ def ceiling_line(ceiling: dict) -> str:
             f"load generator cpu {ceiling['loadgen_cpu_utilisation'] * 100:.0f}% "
             f"({ceiling['loadgen_cpu_per_payment_ms']:.3f} ms a payment, "
             f"{ceiling['loadgen_cpu_per_round_trip_ms']:.3f} ms a round trip); "
-            f"load average {ceiling.get('loadavg_1_5_15')}")
+            f"load average {ceiling.get('loadavg_1_5_15')}"
+            + "".join(f"; at {f['rate']:g}/s offered: {f['payments_per_s']:.0f}/s, step p50/p99 "
+                      f"{_ms(f['step_p50_ms'])}/{_ms(f['step_p99_ms'])} ms" for f in ceiling.get("fixed_rates", [])))

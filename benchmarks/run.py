@@ -179,6 +179,17 @@ async def measure_ceiling(args) -> dict:
         await lg.drain()
         kw = await lg.run("keyword", 10**7, concurrency=args.concurrency, limit=args.ceiling_seconds,
                           timeout=args.timeout)
+        await lg.drain()
+        # the harness's own latency floor at the offered rates the daemon gets
+        fixed = []
+        for rate in args.rates:
+            run = await lg.run("payment", 10**7, rate=rate, concurrency=args.concurrency,
+                               limit=min(2.0, args.ceiling_seconds), timeout=args.timeout)
+            f = report.run_figures(run, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
+            fixed.append({k: f[k] for k in ("rate", "offered", "confirmed", "failed", "dropped", "payments_per_s",
+                                            "step_p50_ms", "step_p99_ms", "loadgen_cpu_utilisation")})
+            await lg.drain()
+        out["fixed_rates"] = fixed
         pf = report.run_figures(pay, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
         kf = report.run_figures(kw, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
         out.update({
