@@ -332,6 +332,10 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         for fig in runs + keyword_runs:
             fig.update({"config": name, "accounts": args.accounts, "payments": args.payments,
                         "invariants_ok": ledger_ok, "git_commit": result["git_commit"]})
+            if ceiling is not None and "error" not in ceiling:
+                # beside every figure, what the harness alone reached on the same workload
+                fig["harness_ceiling_per_s"] = ceiling["payments_per_s" if fig["workload"] == "payment"
+                                                       else "keyword_round_trips_per_s"]
         print(f"{name:8s} ledger: invariants {'ok' if checks['invariants_ok'] else 'VIOLATED'}; merchant got "
               f"{checks['ledger_payments']} payments = {checks['ledger_paid_to_merchant']} (confirmed "
               f"{checks['confirmed_total']} = {checks['confirmed_sum']}): "

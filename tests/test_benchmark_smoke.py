@@ -58,6 +58,9 @@ def test_benchmark_runs_and_reconciles(tmp_path):
     ceiling = result["harness_ceiling"]
     assert "error" not in ceiling, ceiling
     assert ceiling["payments_per_s"] > 0 and ceiling["keyword_round_trips_per_s"] > 0
+    assert [r["harness_ceiling_per_s"] for r in runs + [kw]] == [ceiling["payments_per_s"]] * 2 + [
+        ceiling["keyword_round_trips_per_s"]]
+    assert [f["rate"] for f in ceiling["fixed_rates"]] == [40.0]
     assert ceiling["payment_failed"] == 0 and ceiling["keyword_failed"] == 0
     counters = result["loadgen_counters"]
     assert counters["forwarded"] > 0, counters       # two binds: some replies came in on the other worker
