@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install services bench soak clean
+.PHONY: run test install services bench bench-sweep bench-install soak clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,26 @@ run: install
 test: install
 	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: install
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) setup.cfg
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench-install: $(BENCH_STAMP)
+
+# a few minutes: the harness ceiling, then sqlite and postgres at full speed,
+# 500/s, 1000/s and keyword round trips (BENCH_ARGS="--configs postgres ...")
+bench: bench-install
 	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# longer: payments offered from 100/s to 3000/s (15 s each), keywords at 1000-3000/s
+SWEEP_RATES ?= 100,250,500,750,1000,1500,2000,3000
+SWEEP_KEYWORD_RATES ?= 1000,2000,3000
+bench-sweep: bench-install
+	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m benchmarks.run --rates $(SWEEP_RATES) \
+		--keyword-rates $(SWEEP_KEYWORD_RATES) --max-run-seconds 15 --keyword-seconds 10 --ceiling-seconds 8 \
+		--accounts 1000 $(BENCH_ARGS)
 
 # kill -9 the daemon at random moments under load, then check every promise
 # (SOAK_ARGS="--kills 20 --duration 300 --seed 7 --config postgres")

@@ -59,10 +59,13 @@ class Deployment:
         """The daemon's work counters (telecom_pay.perfstats), rewritten every second."""
         return self.workdir / "daemon-stats.json"
 
-    def write_config(self, smsc_port: int, *, binds: int = 1, window: int | None = None) -> Path:
+    def write_config(self, smsc_port: int | None = None, *, binds: int = 1, window: int | None = None,
+                     smsc_ports: list[int] | None = None) -> Path:
         """The daemon's config: the shipped default with this deployment's
-        database and sessions, the SMSC simulator's port, the velocity rule
-        off and limits no benchmark reaches."""
+        database and sessions, the SMSC's port (or the load generator's
+        ports, `binds` binds to each), the velocity rule off and limits no
+        benchmark reaches."""
+        ports = list(smsc_ports or [smsc_port])
         raw = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
         raw["database"] = {"url": self.database_url, "auto_upgrade": True}
         raw["sessions"] = {"url": self.sessions_url, "prefix": self.sessions_prefix}
@@ -74,11 +77,12 @@ class Deployment:
         raw["merchants"] = merchants + [dict(BENCH_MERCHANT)]
         template = raw["sms"]["binds"][0]
         raw["sms"]["binds"] = []
-        for _ in range(binds):
-            bind = dict(template, endpoint=f"tcp:host=127.0.0.1:port={smsc_port}")
-            if window is not None:
-                bind["window"] = window
-            raw["sms"]["binds"].append(bind)
+        for port in ports:
+            for _ in range(binds):
+                bind = dict(template, endpoint=f"tcp:host=127.0.0.1:port={port}")
+                if window is not None:
+                    bind["window"] = window
+                raw["sms"]["binds"].append(bind)
         raw.setdefault("daemon", {})["stats_file"] = str(self.stats_path)
         for section in ("demo", "bank", "bank_sim"):
             raw.pop(section, None)

@@ -9,7 +9,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.load import RunRecord
+from benchmarks.loadgen import LoadRun
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -27,11 +27,16 @@ def percentiles(values_ms: list[float]) -> dict[str, float | None]:
             "max": round(v[-1], 2), "mean": round(sum(v) / len(v), 2)}
 
 
-def run_figures(run: RunRecord, *, daemon_cpu_s: float, daemon_peak_rss_mb: float,
+def run_figures(run: LoadRun, *, daemon_cpu_s: float, daemon_peak_rss_mb: float,
                 driver_cpu_s: float) -> dict:
+    """The figures of one run. Payment runs keep the fields of the first
+    harness (`latency_ms` is PIN sent -> confirmation); both workloads add
+    per-step latencies (MO sent -> reply received) and the load
+    generator's own CPU."""
     confirmed = run.confirmed
     duration = max(run.t_end - run.t0, 1e-9)
-    return {
+    fig = {
+        "workload": run.workload,
         "mode": run.mode,
         "rate": run.rate,
         "concurrency": run.concurrency,
@@ -41,23 +46,58 @@ def run_figures(run: RunRecord, *, daemon_cpu_s: float, daemon_peak_rss_mb: floa
         "errors": run.errors(),
         "error_samples": run.error_samples(),
         "duration_s": round(duration, 3),
-        "payments_per_s": round(len(confirmed) / duration, 1),
-        # from the PIN reply MO being sent to the confirmation arriving
-        "latency_ms": percentiles([(p.done - p.pin_sent) * 1000 for p in confirmed]),
-        # from `ZF` being sent to the PIN prompt arriving (a round trip that books nothing)
-        "prompt_latency_ms": percentiles([(p.prompted - p.started) * 1000 for p in run.payments if p.prompted]),
-        # from the payment being due (open loop) or started (closed loop) to its confirmation,
-        # including any wait for an idle handset: what an open-loop client really sees
-        "end_to_end_ms": percentiles([(p.done - p.scheduled) * 1000 for p in confirmed]),
+    }
+    if run.workload == "payment":
+        prompt = percentiles([(p.r1 - p.t1) * 1000 for p in run.records if p.r1])
+        confirmation = percentiles([(p.r2 - p.t2) * 1000 for p in confirmed])
+        fig.update({
+            "payments_per_s": round(len(confirmed) / duration, 1),
+            # from the PIN reply MO being sent to the confirmation arriving
+            "latency_ms": confirmation,
+            # from `ZF` being sent to the PIN prompt arriving (a round trip that books nothing)
+            "prompt_latency_ms": prompt,
+            # each step, MO sent -> reply received: the `ZF` step and the PIN step
+            "step_latency_ms": {"prompt": prompt, "confirmation": confirmation},
+            # the worse step's p50 / p99: what the latency targets are read against
+            "step_p50_ms": _worst(prompt, confirmation, "p50"),
+            "step_p99_ms": _worst(prompt, confirmation, "p99"),
+            # `ZF` sent -> confirmation arrived: the subscriber's whole conversation
+            "conversation_ms": percentiles([(p.r2 - p.t1) * 1000 for p in confirmed]),
+            # from the payment being due (open loop) or started (closed loop) to its confirmation,
+            # including any wait for an idle handset: what an open-loop client really sees
+            "end_to_end_ms": percentiles([(p.r2 - p.scheduled) * 1000 for p in confirmed]),
+        })
+        per = "payment"
+    else:
+        latency = percentiles([(p.r1 - p.t1) * 1000 for p in confirmed])
+        fig.update({
+            "round_trips_per_s": round(len(confirmed) / duration, 1),
+            # the keyword MO sent -> its reply received
+            "latency_ms": latency,
+            "step_p50_ms": latency["p50"],
+            "step_p99_ms": latency["p99"],
+            "end_to_end_ms": percentiles([(p.r1 - p.scheduled) * 1000 for p in confirmed]),
+        })
+        per = "round_trip"
+    fig.update({
         "waited_for_handset": run.waited,
         "dropped": run.dropped,
         "max_backlog": run.max_backlog,
         "daemon_cpu_s": round(daemon_cpu_s, 2),
-        "daemon_cpu_per_payment_ms": round(daemon_cpu_s * 1000 / len(confirmed), 3) if confirmed else None,
+        f"daemon_cpu_per_{per}_ms": round(daemon_cpu_s * 1000 / len(confirmed), 3) if confirmed else None,
         "daemon_cpu_utilisation": round(daemon_cpu_s / duration, 3),
         "daemon_peak_rss_mb": round(daemon_peak_rss_mb, 1),
+        # the load-generator workers (their own processes), and the benchmark process itself
+        "loadgen_cpu_s": round(run.loadgen_cpu_s, 2),
+        "loadgen_cpu_utilisation": round(run.loadgen_cpu_s / duration, 3),
         "driver_cpu_s": round(driver_cpu_s, 2),
-    }
+    })
+    return fig
+
+
+def _worst(a: dict, b: dict, key: str):
+    values = [v[key] for v in (a, b) if v[key] is not None]
+    return max(values) if values else None
 
 
 def git_commit() -> dict:
@@ -73,8 +113,14 @@ def git_commit() -> dict:
 
 def host() -> dict:
     import os
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    # the load average tells whether others shared the machine: on 2 cores a
+    # load of 6 leaves each process a third of a core, whatever the harness does
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
-            "kernel": platform.release()}
+            "kernel": platform.release(), "loadavg_1_5_15": load}
 
 
 def timestamp() -> str:
@@ -93,11 +139,34 @@ def _ms(v) -> str:
 
 
 def summary_line(config: str, fig: dict) -> str:
-    lat = fig["latency_ms"]
     what = "full speed" if fig["rate"] is None else f"{fig['rate']:g}/s"
     dropped = f", {fig['dropped']} dropped" if fig.get("dropped") else ""
-    return (f"{config:8s} {what:>10s}: {fig['confirmed']} confirmed, {fig['failed']} failed{dropped} in "
-            f"{fig['duration_s']:.2f} s = {fig['payments_per_s']:.0f} payments/s; latency ms "
-            f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])} max {_ms(lat['max'])}; "
+    if fig.get("workload", "payment") == "payment":
+        rate = f"{fig['payments_per_s']:.0f} payments/s"
+        steps = fig["step_latency_ms"]
+        lat = (f"step p50/p99 ms: prompt {_ms(steps['prompt']['p50'])}/{_ms(steps['prompt']['p99'])}, "
+               f"confirmation {_ms(steps['confirmation']['p50'])}/{_ms(steps['confirmation']['p99'])}")
+        what = f"pay {what}"
+    else:
+        rate = f"{fig['round_trips_per_s']:.0f} round trips/s"
+        lat = f"p50/p99 ms {_ms(fig['latency_ms']['p50'])}/{_ms(fig['latency_ms']['p99'])}"
+        what = f"kw {what}"
+    return (f"{config:8s} {what:>14s}: {fig['confirmed']} confirmed, {fig['failed']} failed{dropped} in "
+            f"{fig['duration_s']:.2f} s = {rate}; {lat}; "
             f"daemon cpu {fig['daemon_cpu_s']:.1f} s ({fig['daemon_cpu_utilisation'] * 100:.0f}%), "
+            f"loadgen cpu {fig['loadgen_cpu_utilisation'] * 100:.0f}%, "
             f"peak rss {fig['daemon_peak_rss_mb']:.0f} MB")
+
+
+def ceiling_line(ceiling: dict) -> str:
+    if "error" in ceiling:
+        return f"harness ceiling: not measured ({ceiling['error']})"
+    return (f"harness ceiling (load generator x{ceiling['load_procs']} against the echo ESME): "
+            f"{ceiling['payments_per_s']:.0f} payments/s (step p99 {_ms(ceiling['payment_step_p99_ms'])} ms), "
+            f"{ceiling['keyword_round_trips_per_s']:.0f} keyword round trips/s; "
+            f"load generator cpu {ceiling['loadgen_cpu_utilisation'] * 100:.0f}% "
+            f"({ceiling['loadgen_cpu_per_payment_ms']:.3f} ms a payment, "
+            f"{ceiling['loadgen_cpu_per_round_trip_ms']:.3f} ms a round trip); "
+            f"load average {ceiling.get('loadavg_1_5_15')}"
+            + "".join(f"; at {f['rate']:g}/s offered: {f['payments_per_s']:.0f}/s, step p50/p99 "
+                      f"{_ms(f['step_p50_ms'])}/{_ms(f['step_p99_ms'])} ms" for f in ceiling.get("fixed_rates", [])))

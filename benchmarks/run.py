@@ -1,63 +1,115 @@
 """`make bench`: complete SMS payments against the daemon, per configuration.
 
     python -m benchmarks.run [--configs sqlite,postgres] [--accounts N] [--payments M]
-                             [--rates 100,500] [--concurrency C] [--timeout S] ...
+                             [--rates 500,1000] [--load-procs P] [--concurrency C] ...
 
-For each configuration (benchmarks.deployment): create N funded accounts and
-the benchmark merchant through the core, start the daemon as its own process
-(`telecom-pay run --config <generated toml>`) bound to the SMSC simulator in
-this process, drive M payments at full speed (closed loop) and M more at each
-fixed rate (open loop), stop the daemon, check the ledger invariants and that
-the merchant received exactly the confirmed payments. Each configuration's
-figures go to benchmarks/results/<timestamp>-<config>.json with a summary line
-per run on stdout. Exit status 1 when a ledger check failed or a
+First the harness's own ceiling: the load generator against a trivial echo
+ESME (benchmarks.echo_esme). Then, for each configuration
+(benchmarks.deployment): create N funded accounts and the benchmark
+merchant through the core, start the load generator (benchmarks.loadgen:
+P worker processes, each an SMSC on its own port) and the daemon as its own
+process (`telecom-pay run --config <generated toml>`, one bind per worker
+port), drive payments at full speed (closed loop) and at each fixed rate
+(open loop), then keyword round trips at full speed, stop the daemon, check
+the ledger invariants and that the merchant received exactly the confirmed
+payments, and run the extra sections (`EXTRA_SECTIONS`). Each
+configuration's figures go to benchmarks/results/<timestamp>-<config>.json,
+with a summary line per run on stdout, and a chart of all of them to
+<timestamp>-chart.png. Exit status 1 when a ledger check failed or a
 configuration could not run.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from telecom_pay.daemon import install_asyncio_reactor
 
 from benchmarks import deployment, report
-from benchmarks.load import MAX_AMOUNT, MO_LIMIT
+from benchmarks.loadgen import EchoEsme, LoadGenerator
+from benchmarks.smsc_load import MAX_AMOUNT, TPMR_VALUES
+
+#: Extra benchmark sections, run once per configuration after its SMS runs
+#: and ledger checks, while its database still exists (the daemon has
+#: stopped). Each is a callable taking a `SectionContext` and returning a
+#: dict (or an awaitable of one); the dict goes into the result JSON under
+#: ``sections[<name>]`` (name: the callable's ``section_name`` attribute or
+#: its ``__name__``). A section that raises is recorded as
+#: ``{"error": ...}`` and fails the run. Append to it (or pass ``sections=``
+#: to `run_config`) to wire a benchmark in, e.g. the ledger-alone bench.
+EXTRA_SECTIONS: list = []
+
+#: Like EXTRA_SECTIONS, but run after the accounts were opened and before
+#: the daemon starts (e.g. filling the database with a million more
+#: accounts); their dicts go under ``setup_sections[<name>]``.
+SETUP_SECTIONS: list = []
+
+
+@dataclass
+class SectionContext:
+    name: str                      # the configuration: "sqlite" or "postgres"
+    args: argparse.Namespace       # the command line
+    deployment: "deployment.Deployment"
+    config_path: Path              # the daemon's generated config
+    result: dict                   # this configuration's result so far (read only, please)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default="sqlite,postgres",
                    help="comma-separated configurations: sqlite, postgres (default: both)")
-    p.add_argument("--accounts", type=int, default=200, help="funded accounts = handsets (default 200)")
-    p.add_argument("--payments", type=int, default=2000, help="payments per run (default 2000)")
-    p.add_argument("--rates", default="100,500",
-                   help="open-loop rates in payments/s, comma-separated; empty for none (default 100,500)")
+    p.add_argument("--accounts", type=int, default=400, help="funded accounts = handsets (default 400)")
+    p.add_argument("--payments", type=int, default=50_000,
+                   help="most payments per run (default 50000: runs end on --max-run-seconds)")
+    p.add_argument("--rates", default="500,1000",
+                   help="open-loop rates in payments/s, comma-separated; empty for none (default 500,1000)")
     p.add_argument("--concurrency", type=int, default=None,
-                   help="handsets paying at once at full speed (default: all accounts)")
-    p.add_argument("--max-run-seconds", type=float, default=20.0,
-                   help="no payment starts (closed loop) or arrives (open loop) after this long into a run, "
-                        "so a slow platform still finishes in minutes; 0 for no limit (default 20)")
+                   help="handsets in use at once, closed and open loop (default: the accounts, at most 200: "
+                        "what is in flight when a run's time is up must still finish soon)")
+    p.add_argument("--max-run-seconds", type=float, default=8.0,
+                   help="no conversation starts (closed loop) or arrives (open loop) after this long into a "
+                        "run, so a slow platform still finishes in minutes; 0 for no limit (default 8)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
-    p.add_argument("--warmup", type=int, default=50,
-                   help="payments before the first measured run, not reported (default 50)")
-    p.add_argument("--binds", type=int, default=1, help="SMPP binds of the daemon (default 1)")
+    p.add_argument("--warmup", type=int, default=100,
+                   help="payments before the first measured run, not reported (default 100)")
+    p.add_argument("--keywords", type=int, default=100_000,
+                   help="most keyword round trips (YE) in the keyword run; 0 for no keyword run "
+                        "(default 100000: the run ends on --keyword-seconds)")
+    p.add_argument("--keyword-seconds", type=float, default=5.0, help="time bound of each keyword run (default 5)")
+    p.add_argument("--keyword-rates", default="",
+                   help="open-loop rates of keyword round trips/s after the full-speed one, comma-separated "
+                        "(default: none)")
+    p.add_argument("--load-procs", type=int, default=1,
+                   help="load-generator worker processes, each an SMSC on its own port (default 1)")
+    p.add_argument("--binds", type=int, default=1, help="the daemon's SMPP binds to each worker port (default 1)")
     p.add_argument("--window", type=int, default=None,
                    help="the daemon's SMPP window per bind (default: the shipped config's)")
-    p.add_argument("--smsc-window", type=int, default=None,
-                   help="the simulated SMSC's deliver_sm window per bind (default: its config's)")
+    p.add_argument("--smsc-window", type=int, default=64,
+                   help="the load generator's deliver_sm window per bind (default 64)")
+    p.add_argument("--no-receipts", action="store_true",
+                   help="send no delivery receipts (default: a receipt for every submit_sm that asks)")
+    p.add_argument("--receipt-delay", type=float, default=0.2, help="seconds before a receipt (default 0.2)")
+    p.add_argument("--no-uvloop", action="store_true", help="run the load generator on plain asyncio")
+    p.add_argument("--ceiling-seconds", type=float, default=4.0,
+                   help="length of each harness-ceiling run against the echo ESME; 0 to skip (default 4)")
+    p.add_argument("--no-chart", action="store_true", help="write no PNG chart")
     p.add_argument("--daemon-log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
     p.add_argument("--keep", action="store_true", help="keep each configuration's working directory "
-                   "(generated config, daemon log; the PostgreSQL database is dropped regardless)")
+                   "(generated config, daemon and load-generator logs; the PostgreSQL database is dropped "
+                   "regardless)")
     p.add_argument("--profile", action="store_true",
                    help="sample the daemon with py-spy (if installed) during the full-speed run; "
                         "writes <results>/<timestamp>-<config>-full_speed.txt (collapsed stacks)")
@@ -69,34 +121,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
-        p.error("--rates takes numbers separated by commas, e.g. 100,500")
-    if args.accounts < 1 or args.payments < 1 or any(r <= 0 for r in args.rates):
+        p.error("--rates takes numbers separated by commas, e.g. 500,1000")
+    try:
+        args.keyword_rates = [float(r) for r in args.keyword_rates.split(",") if r.strip()]
+    except ValueError:
+        p.error("--keyword-rates takes numbers separated by commas, e.g. 1000,3000")
+    if args.accounts < 1 or args.payments < 1 or any(r <= 0 for r in args.rates + args.keyword_rates):
         p.error("--accounts, --payments and each rate must be positive")
-    args.concurrency = min(args.concurrency or args.accounts, args.accounts)
+    if args.load_procs < 1 or args.binds < 1:
+        p.error("--load-procs and --binds must be positive")
+    args.concurrency = min(args.concurrency or min(args.accounts, 200), args.accounts)
     if args.concurrency < 1:
         p.error("--concurrency must be positive")
     return args
 
 
 def account_balance(args) -> int:
-    """Enough for the most payments one account may make (minor units): a
-    closed loop spreads its payments over `concurrency` handsets, an open
-    loop over all of them (round robin while they keep up; 3x margin for
-    the faster ones taking more when they do not)."""
-    def share(payments: int, handsets: int) -> int:
-        return -(-payments // handsets)
-    most = (share(args.warmup, args.concurrency) + share(args.payments, args.concurrency)
-            + 3 * len(args.rates) * share(args.payments, args.accounts))
-    return max(10_000, (most + 1) * MAX_AMOUNT)
-
-
-async def _wait_bound(sim, binds: int, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while sum(1 for b in sim.binds if b.bound_at is not None) < binds:
-        if loop.time() > deadline:
-            raise RuntimeError(f"the daemon did not bind to the SMSC simulator within {timeout:.0f} s")
-        await asyncio.sleep(0.05)
+    """Enough for the most payments one account can make in a configuration
+    (minor units): a handset pays at most once per TP-MR value of its PIN
+    text (benchmarks.smsc_load), whatever the runs."""
+    return max(10_000, (TPMR_VALUES + 1) * MAX_AMOUNT)
 
 
 def _py_spy() -> str | None:
@@ -104,104 +148,202 @@ def _py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
-    """One configuration, start to finish. Returns (result, ledger_ok)."""
-    from simulators.smsc import SmscConfig, SmscSimulator
-    from telecom_pay.aio import wait_deferred
-    from telecom_pay.config import DEFAULT_CONFIG, load
+def _loadgen(args, subscribers, workdir: Path) -> LoadGenerator:
+    return LoadGenerator(subscribers, workdir, procs=args.load_procs, window=args.smsc_window,
+                         receipts=not args.no_receipts, receipt_delay=args.receipt_delay,
+                         merchant=deployment.BENCH_MERCHANT["code"], uvloop=not args.no_uvloop)
 
+
+async def measure_ceiling(args) -> dict:
+    """The load generator's own ceiling: the same workloads, closed loop,
+    against the echo ESME (which does no work). A daemon figure near it
+    means the harness, not the daemon, was the limit."""
+    from benchmarks.population import Subscriber, msisdns
+    workdir = Path(tempfile.mkdtemp(prefix="telecom-pay-bench-ceiling-"))
+    subscribers = [Subscriber(m, "258147") for m in msisdns(args.accounts)]
+    lg = _loadgen(args, subscribers, workdir)
+    _on_interrupt.insert(0, lg.kill)
+    echo = EchoEsme([], workdir, uvloop=not args.no_uvloop)
+    out: dict = {"load_procs": args.load_procs, "accounts": args.accounts, "seconds": args.ceiling_seconds,
+                 "receipts": not args.no_receipts, "concurrency": args.concurrency,
+                 "loadavg_1_5_15": report.host()["loadavg_1_5_15"]}
+    try:
+        echo.ports = await lg.start()
+        _on_interrupt.insert(0, echo.kill)
+        await echo.start()
+        await lg.wait_bound(1)
+        await lg.run("payment", 200, concurrency=args.concurrency, limit=1.0, timeout=args.timeout, mode="warmup")
+        await lg.drain()
+        pay = await lg.run("payment", 10**7, concurrency=args.concurrency, limit=args.ceiling_seconds,
+                           timeout=args.timeout)
+        await lg.drain()
+        kw = await lg.run("keyword", 10**7, concurrency=args.concurrency, limit=args.ceiling_seconds,
+                          timeout=args.timeout)
+        await lg.drain()
+        # the harness's own latency floor at the offered rates the daemon gets
+        fixed = []
+        for rate in args.rates:
+            run = await lg.run("payment", 10**7, rate=rate, concurrency=args.concurrency,
+                               limit=min(2.0, args.ceiling_seconds), timeout=args.timeout)
+            f = report.run_figures(run, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
+            fixed.append({k: f[k] for k in ("rate", "offered", "confirmed", "failed", "dropped", "payments_per_s",
+                                            "step_p50_ms", "step_p99_ms", "loadgen_cpu_utilisation")})
+            await lg.drain()
+        out["fixed_rates"] = fixed
+        pf = report.run_figures(pay, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
+        kf = report.run_figures(kw, daemon_cpu_s=0.0, daemon_peak_rss_mb=0.0, driver_cpu_s=0.0)
+        out.update({
+            "payments_per_s": pf["payments_per_s"], "payment_failed": pf["failed"],
+            "payment_step_p50_ms": pf["step_p50_ms"], "payment_step_p99_ms": pf["step_p99_ms"],
+            "keyword_round_trips_per_s": kf["round_trips_per_s"], "keyword_failed": kf["failed"],
+            "keyword_p99_ms": kf["step_p99_ms"],
+            "loadgen_cpu_utilisation": pf["loadgen_cpu_utilisation"],
+            "keyword_loadgen_cpu_utilisation": kf["loadgen_cpu_utilisation"],
+            "loadgen_cpu_per_payment_ms": round(pay.loadgen_cpu_s * 1000 / max(1, pf["confirmed"]), 3),
+            "loadgen_cpu_per_round_trip_ms": round(kw.loadgen_cpu_s * 1000 / max(1, kf["confirmed"]), 3),
+        })
+    except Exception as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        await echo.stop()
+        await lg.stop()
+        for fn in (lg.kill, echo.kill):
+            if fn in _on_interrupt:
+                _on_interrupt.remove(fn)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
+                     sections: list | None = None, setup_sections: list | None = None) -> tuple[dict, bool]:
+    """One configuration, start to finish. Returns (result, ok)."""
     from benchmarks.daemon_process import DaemonProcess
-    from benchmarks.load import PaymentDriver
     from benchmarks.population import check_ledger, populate
 
     stamp = report.timestamp()
     result: dict = {"config": name, "accounts": args.accounts, "payments": args.payments,
                     "rates": args.rates, "concurrency": args.concurrency, "warmup": args.warmup,
-                    "timeout_s": args.timeout, "started_at": stamp, **report.git_commit(), "host": report.host()}
+                    "timeout_s": args.timeout, "load_procs": args.load_procs, "binds_per_port": args.binds,
+                    "receipts": not args.no_receipts, "max_run_seconds": args.max_run_seconds,
+                    "started_at": stamp, **report.git_commit(), "host": report.host()}
+    if ceiling is not None:
+        result["harness_ceiling"] = ceiling
     result["invariants_ok"] = None    # unknown until the ledger was checked
     dep = deployment.prepare(name, keep_workdir=args.keep)
     _on_interrupt.append(dep.close)
-    sim = daemon = None
-    ledger_ok = False
+    lg = daemon = None
+    ok = False
     try:
-        sim_cfg = dict(load(DEFAULT_CONFIG).section("smsc_sim"))
-        if args.smsc_window:
-            sim_cfg["window"] = args.smsc_window
-        sim = SmscSimulator(SmscConfig.from_mapping(sim_cfg), reactor)
-        port = await wait_deferred(sim.listen("tcp:0:interface=127.0.0.1"))
-        config_path = dep.write_config(port.getHost().port, binds=args.binds, window=args.window)
         result["database"] = dep.database_url.split(":", 1)[0]
         result["sessions"] = dep.sessions_url.split(":", 1)[0]
+        # the ports first (the config names them); the handsets' PINs come with the accounts
+        from benchmarks.population import BENCH_PIN, Subscriber, msisdns
+        lg = _loadgen(args, [Subscriber(m, BENCH_PIN) for m in msisdns(args.accounts)], dep.workdir / "loadgen")
+        _on_interrupt.insert(0, lg.kill)
+        ports = await lg.start()
+        config_path = dep.write_config(smsc_ports=ports, binds=args.binds, window=args.window)
 
         t = time.perf_counter()
         subscribers = await populate(config_path, args.accounts, account_balance(args))
         result["setup_s"] = round(time.perf_counter() - t, 2)
+        if [(s.msisdn, s.pin) for s in subscribers] != [(s.msisdn, s.pin) for s in lg.subscribers]:
+            raise RuntimeError("the accounts opened are not the load generator's handsets")
+
+        setup_ok = await _run_sections(SETUP_SECTIONS if setup_sections is None else setup_sections,
+                                       "setup_sections", SectionContext(name, args, dep, config_path, result))
 
         daemon = DaemonProcess(config_path, dep.workdir, log_level=args.daemon_log_level)
         _on_interrupt.insert(0, daemon.kill)
         t = time.perf_counter()
         await daemon.start()
-        await _wait_bound(sim, args.binds)
+        await lg.wait_bound(args.binds)
         result["daemon_start_s"] = round(time.perf_counter() - t, 2)
         result["daemon_pid"] = daemon.pid
+        payment_runs = []
 
-        driver = PaymentDriver(sim, subscribers, deployment.BENCH_MERCHANT["code"], timeout=args.timeout)
-        all_runs = []
-
-        async def measure(start, label: str, profile: bool = False) -> dict:
+        async def measure(label: str, workload: str, count: int, *, rate=None, concurrency=None, limit=0.0,
+                          mode=None, profile: bool = False) -> dict:
+            await lg.drain()           # the previous run's receipts are not this run's load
+            await asyncio.sleep(0.3)
             cpu0 = daemon.cpu_seconds()
             daemon.reset_peak_rss()
             self0 = resource.getrusage(resource.RUSAGE_SELF)
             spy = _start_py_spy(daemon.pid, args.results_dir / f"{stamp}-{name}-{label}.txt") if profile else None
-            run = await wait_deferred(start())
+            run = await lg.run(workload, count, rate=rate, concurrency=concurrency, limit=limit,
+                               timeout=args.timeout, mode=mode)
             if spy is not None:
                 _stop_py_spy(spy)
             self1 = resource.getrusage(resource.RUSAGE_SELF)
-            all_runs.append(run)
+            if workload == "payment":
+                payment_runs.append(run)
             return report.run_figures(
                 run, daemon_cpu_s=daemon.cpu_seconds() - cpu0, daemon_peak_rss_mb=daemon.peak_rss_mb(),
                 driver_cpu_s=(self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime))
 
+        limit = args.max_run_seconds
         if args.warmup:
-            warm = await measure(lambda: driver.run_closed(args.warmup, args.concurrency, limit=args.max_run_seconds,
-                                                           mode="warmup"), "warmup")
+            warm = await measure("warmup", "payment", args.warmup, concurrency=args.concurrency, limit=limit,
+                                 mode="warmup")
             result["warmup_run"] = {k: warm[k] for k in ("confirmed", "failed", "errors", "error_samples")}
         runs = result["runs"] = []
-        fig = await measure(lambda: driver.run_closed(args.payments, args.concurrency, limit=args.max_run_seconds),
-                            "full_speed", profile=args.profile)
+        fig = await measure("full_speed", "payment", args.payments, concurrency=args.concurrency, limit=limit,
+                            profile=args.profile)
         runs.append(fig)
         print(report.summary_line(name, fig), flush=True)
         for rate in args.rates:
-            await asyncio.sleep(1.0)   # let the previous run's receipts drain
-            fig = await measure(lambda rate=rate: driver.run_open(args.payments, rate, reactor,
-                                                                  limit=args.max_run_seconds), f"rate-{rate:g}")
+            fig = await measure(f"rate-{rate:g}", "payment", args.payments, rate=rate, concurrency=args.concurrency,
+                                limit=limit)
             runs.append(fig)
             print(report.summary_line(name, fig), flush=True)
+        keyword_runs = result["keyword_runs"] = []
+        if args.keywords:
+            fig = await measure("keywords", "keyword", args.keywords, concurrency=args.concurrency,
+                                limit=args.keyword_seconds)
+            keyword_runs.append(fig)
+            print(report.summary_line(name, fig), flush=True)
+            for rate in args.keyword_rates:
+                fig = await measure(f"keywords-{rate:g}", "keyword", args.keywords, rate=rate,
+                                    concurrency=args.concurrency, limit=args.keyword_seconds)
+                keyword_runs.append(fig)
+                print(report.summary_line(name, fig), flush=True)
+        if ceiling is not None:
+            print(f"{name:8s} {report.ceiling_line(ceiling)}", flush=True)
 
-        result["handsets_rested"] = driver.rested
-        if driver.rested:
-            print(f"{name:8s} warning: {driver.rested} handset(s) sent {MO_LIMIT} MOs and were rested (their "
-                  "TP-MR would repeat); give more --accounts", flush=True)
+        result["handsets_rested"] = await lg.rested("payment")
+        if result["handsets_rested"]:
+            print(f"{name:8s} warning: {result['handsets_rested']} handset(s) used every TP-MR of their PIN "
+                  f"and were rested; give more --accounts", flush=True)
+        await lg.drain()
         await asyncio.sleep(0.5)
         result["daemon_exit_status"] = await daemon.stop()
         result["daemon_log_errors"] = _count_log_errors(daemon.log_path)
-        late = driver.collect_late()
-        await wait_deferred(sim.stop())
-        sim = None
+        late = await lg.late()
+        result["loadgen_counters"] = await lg.counters()
+        await lg.stop()
 
-        # late confirmations got their reference in collect_late: the money moved
-        confirmed = [p for run in all_runs for p in run.confirmed]
-        checks = reconcile(await check_ledger(config_path), confirmed, late)
+        # late confirmations got their reference in the worker: the money moved
+        confirmed = [p for run in payment_runs for p in run.confirmed]
+        checks = reconcile(await check_ledger(config_path), confirmed + late, late)
         result["ledger"] = checks
         ledger_ok = checks["invariants_ok"] and checks["merchant_ok"]
         result["invariants_ok"] = ledger_ok
-        for fig in runs:
+        ok = ledger_ok and setup_ok
+        for fig in runs + keyword_runs:
             fig.update({"config": name, "accounts": args.accounts, "payments": args.payments,
                         "invariants_ok": ledger_ok, "git_commit": result["git_commit"]})
+            if ceiling is not None and "error" not in ceiling:
+                # beside every figure, what the harness alone reached on the same workload
+                fig["harness_ceiling_per_s"] = ceiling["payments_per_s" if fig["workload"] == "payment"
+                                                       else "keyword_round_trips_per_s"]
         print(f"{name:8s} ledger: invariants {'ok' if checks['invariants_ok'] else 'VIOLATED'}; merchant got "
               f"{checks['ledger_payments']} payments = {checks['ledger_paid_to_merchant']} (confirmed "
               f"{checks['confirmed_total']} = {checks['confirmed_sum']}): "
               f"{'ok' if checks['merchant_ok'] else 'MISMATCH'}", flush=True)
+
+        if not await _run_sections(EXTRA_SECTIONS if sections is None else sections, "sections",
+                                   SectionContext(name, args, dep, config_path, result)):
+            ok = False
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
@@ -211,15 +353,35 @@ async def run_config(name: str, args, reactor) -> tuple[dict, bool]:
         if daemon is not None:
             await daemon.stop()
             _on_interrupt.remove(daemon.kill)
+        if lg is not None:
+            await lg.stop()
+            _on_interrupt.remove(lg.kill)
         _on_interrupt.remove(dep.close)
-        if sim is not None:
-            await wait_deferred(sim.stop())
         problems = dep.close()
         if problems:
             result["cleanup_problems"] = problems
     path = report.write_result(result, args.results_dir, stamp)
     print(f"{name:8s} results: {path}", flush=True)
-    return result, ledger_ok
+    return result, ok
+
+
+async def _run_sections(sections: list, key: str, context: SectionContext) -> bool:
+    """Run each section, its dict (or its error) under ``result[key][name]``;
+    False when one raised."""
+    ok = True
+    out = context.result.setdefault(key, {})
+    for section in sections:
+        section_name = getattr(section, "section_name", getattr(section, "__name__", repr(section)))
+        try:
+            value = section(context)
+            if inspect.isawaitable(value):
+                value = await value
+            out[section_name] = value
+        except Exception as exc:
+            traceback.print_exc()
+            out[section_name] = {"error": f"{type(exc).__name__}: {exc}"}
+            ok = False
+    return ok
 
 
 def reconcile(ledger, confirmed: list, late: list) -> dict:
@@ -288,10 +450,23 @@ def _interrupted() -> None:
 
 async def bench(reactor, args) -> int:
     status = 0
+    ceiling = None
+    if args.ceiling_seconds > 0:
+        ceiling = await measure_ceiling(args)
+        print(report.ceiling_line(ceiling), flush=True)
+    results = []
     for name in args.configs:
-        result, ok = await run_config(name, args, reactor)
+        result, ok = await run_config(name, args, reactor, ceiling=ceiling)
+        results.append(result)
         if not ok or "error" in result:
             status = 1
+    if not args.no_chart:
+        try:
+            from benchmarks import chart
+            path = chart.write_chart(results, args.results_dir / f"{report.timestamp()}-chart.png")
+            print(f"chart: {path}", flush=True)
+        except ImportError as exc:
+            print(f"no chart ({exc}); `make bench` installs matplotlib (the bench extra)", flush=True)
     return status
 
 
