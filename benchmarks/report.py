@@ -155,7 +155,15 @@ def summary_line(config: str, fig: dict) -> str:
             f"{fig['duration_s']:.2f} s = {rate}; {lat}; "
             f"daemon cpu {fig['daemon_cpu_s']:.1f} s ({fig['daemon_cpu_utilisation'] * 100:.0f}%), "
             f"loadgen cpu {fig['loadgen_cpu_utilisation'] * 100:.0f}%, "
-            f"peak rss {fig['daemon_peak_rss_mb']:.0f} MB")
+            f"peak rss {fig['daemon_peak_rss_mb']:.0f} MB{_work(fig.get('work_per_confirmed'))}")
+
+
+def _work(work: dict | None) -> str:
+    if not work:
+        return ""
+    return (f"; each: {work['daemon_cpu_ms']:.2f} ms daemon cpu, {work['db_writer_statements_all']:g} writer + "
+            f"{work['db_reader_statements']:g} reader SQL, {work['db_writer_commits']:g} commits, "
+            f"{work['session_round_trips']:g} Redis round trips")
 
 
 def ceiling_line(ceiling: dict) -> str:
@@ -170,3 +178,28 @@ def ceiling_line(ceiling: dict) -> str:
             f"load average {ceiling.get('loadavg_1_5_15')}"
             + "".join(f"; at {f['rate']:g}/s offered: {f['payments_per_s']:.0f}/s, step p50/p99 "
                       f"{_ms(f['step_p50_ms'])}/{_ms(f['step_p99_ms'])} ms" for f in ceiling.get("fixed_rates", [])))
+
+
+# The daemon's work counters (telecom_pay.perfstats, `[daemon] stats_file`)
+# that say what a payment costs besides CPU time.
+WORK_COUNTERS = ("db_writer_statements", "db_writer_raw_statements", "db_writer_commits", "db_reader_statements",
+                 "ledger_jobs", "ledger_batches", "session_round_trips", "sms_mo", "sms_mt_accepted", "sms_receipts")
+
+
+def read_daemon_stats(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def work_per_unit(before: dict, after: dict, units: int) -> dict:
+    """Counter increments between two stats snapshots, per confirmed payment
+    (or round trip); {} when the daemon wrote no stats."""
+    if not before or not after or units <= 0:
+        return {}
+    b, a = before.get("counters", {}), after.get("counters", {})
+    out = {name: round((a.get(name, 0) - b.get(name, 0)) / units, 2) for name in WORK_COUNTERS}
+    out["db_writer_statements_all"] = round(out["db_writer_statements"] + out["db_writer_raw_statements"], 2)
+    out["daemon_cpu_ms"] = round((after.get("cpu_s", 0) - before.get("cpu_s", 0)) * 1000 / units, 3)
+    return out

@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--load-procs", type=int, default=1,
                    help="load-generator worker processes, each an SMSC on its own port (default 1)")
     p.add_argument("--binds", type=int, default=1, help="the daemon's SMPP binds to each worker port (default 1)")
-    p.add_argument("--window", type=int, default=None,
+    p.add_argument("--window", type=int, default=64,
                    help="the daemon's SMPP window per bind (default: the shipped config's)")
     p.add_argument("--smsc-window", type=int, default=64,
                    help="the load generator's deliver_sm window per bind (default 64)")
@@ -265,7 +265,8 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         async def measure(label: str, workload: str, count: int, *, rate=None, concurrency=None, limit=0.0,
                           mode=None, profile: bool = False) -> dict:
             await lg.drain()           # the previous run's receipts are not this run's load
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.2)   # the daemon rewrites its stats file every second
+            stats0 = report.read_daemon_stats(dep.stats_path)
             cpu0 = daemon.cpu_seconds()
             daemon.reset_peak_rss()
             self0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -277,9 +278,14 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
             self1 = resource.getrusage(resource.RUSAGE_SELF)
             if workload == "payment":
                 payment_runs.append(run)
-            return report.run_figures(
+            fig = report.run_figures(
                 run, daemon_cpu_s=daemon.cpu_seconds() - cpu0, daemon_peak_rss_mb=daemon.peak_rss_mb(),
                 driver_cpu_s=(self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime))
+            await lg.drain()
+            await asyncio.sleep(1.2)
+            fig["work_per_confirmed"] = report.work_per_unit(stats0, report.read_daemon_stats(dep.stats_path),
+                                                             fig.get("confirmed") or 0)
+            return fig
 
         limit = args.max_run_seconds
         if args.warmup:
