@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
 
-from telecom_pay.ledger.fastsql import Fast
+from telecom_pay.ledger.fastsql import Fast, PerDialect
 from telecom_pay.ledger.ledger import Ledger, utcnow
 from telecom_pay.ledger.tables import Stamp
 
@@ -110,6 +110,12 @@ _ACCEPTED = Fast(outbox.update().where(outbox.c.id == sa.bindparam("_id")).value
     attempts=outbox.c.attempts + 1, updated_at=sa.bindparam("_at", type_=Stamp),
     # a credential leaves the database once the SMSC has it (the parts stay, for receipts)
     text=sa.case((outbox.c.secret, ""), else_=outbox.c.text)))
+_INBOUND_COLUMNS = ("channel", "msisdn", "dedup_key", "text", "state", "error", "received_at", "processed_at")
+_INSERT_INBOUND = PerDialect(lambda name: _insert_ignoring_duplicates(name, inbound_messages, ["dedup_key"]).values(
+    {c: sa.bindparam(c, type_=inbound_messages.c[c].type) for c in _INBOUND_COLUMNS}).returning(inbound_messages.c.id))
+_INSERT_PARTS = PerDialect(lambda name: _insert_ignoring_duplicates(name, outbox_parts, ["message_id"]).values(
+    message_id=sa.bindparam("message_id", type_=outbox_parts.c.message_id.type),
+    outbox_id=sa.bindparam("outbox_id", type_=outbox_parts.c.outbox_id.type)))
 _OUTBOX_COLUMNS = ("channel", "msisdn", "text", "inbound_id", "state", "next_attempt_at", "meta", "created_at",
                    "updated_at", "secret", "queue_key")
 _INSERT_ONE_OUTBOX = Fast(outbox.insert().values(
@@ -277,9 +283,8 @@ class MessageStore:
                              received_at=now, processed_at=None if it.failed is None else now))
         new_ids: dict[str, int] = {}
         if rows:
-            insert = _insert_ignoring_duplicates(conn.dialect.name, inbound_messages, ["dedup_key"]).values(rows)
-            new_ids = {r.dedup_key: r.id for r in await conn.execute(
-                insert.returning(inbound_messages.c.id, inbound_messages.c.dedup_key))}
+            inserted = await _INSERT_INBOUND.on(conn).insert_returning(conn, rows)
+            new_ids = {row["dedup_key"]: r.id for row, r in zip(rows, inserted) if r is not None}
         old_keys = [k for k in first_of if k not in new_ids]
         old = {}
         if old_keys:
@@ -345,9 +350,7 @@ class MessageStore:
         now = self.clock()
         await _ACCEPTED.execute_many(conn, [{"_id": out_id, "_ids": ids, "_at": now} for out_id, ids in items])
         parts = [{"message_id": m, "outbox_id": out_id} for out_id, ids in items for m in ids]
-        if parts:
-            insert = _insert_ignoring_duplicates(conn.dialect.name, outbox_parts, ["message_id"])
-            await conn.execute(insert, parts)
+        await _INSERT_PARTS.on(conn).execute_many(conn, parts)
         return [None] * len(items)
 
     async def retry_later(self, outbox_id: int, error: str, attempts: int) -> None:

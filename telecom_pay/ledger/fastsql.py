@@ -107,19 +107,41 @@ class Fast:
 
     async def insert_returning(self, conn, rows: list[dict]) -> list:
         """An INSERT ... RETURNING for each row, in order (one statement per
-        row on SQLite, in process; one executemany on PostgreSQL)."""
+        row on SQLite, in process; one executemany on PostgreSQL); None for
+        a row that returned nothing (ON CONFLICT DO NOTHING)."""
         if not rows:
             return []
         if not hasattr(conn, "run"):
             return [(await conn.execute(self.statement, r)).first() for r in rows]
         c = self._compiled(conn.dialect)
         if conn.dialect.name == "sqlite":
-            return [c.rows([conn.run(c.sql, c.params(r)).fetchone()])[0] for r in rows]
+            out = []
+            for r in rows:
+                raw = conn.run(c.sql, c.params(r)).fetchone()
+                out.append(None if raw is None else c.rows([raw])[0])
+            return out
         cur = conn.cursor()
         cur.executemany(c.sql, [c.params(r) for r in rows], returning=True)
         out = []
         while True:
-            out.extend(c.rows(cur.fetchall()))
+            got = cur.fetchall()
+            out.append(c.rows(got)[0] if got else None)
             if not cur.nextset():
                 break
         return out
+
+
+class PerDialect:
+    """A Fast statement whose Core form differs by backend (INSERT ... ON
+    CONFLICT comes from each dialect's own `insert`): `build(name)` makes it."""
+
+    def __init__(self, build):
+        self._build = build
+        self._fast: dict[str, Fast] = {}
+
+    def on(self, conn) -> Fast:
+        name = conn.dialect.name
+        fast = self._fast.get(name)
+        if fast is None:
+            fast = self._fast[name] = Fast(self._build(name))
+        return fast
