@@ -5,13 +5,24 @@ replies (recorded in the same transaction that marks the inbound message
 processed, sent until the carrier accepts, then tracked to delivery).
 
 It writes through the ledger's group commit, so a burst of messages shares
-commits with the payments it carries. A message that will not be answered
+commits with the payments it carries.
+
+Several daemon instances may share one database. The right to answer an
+inbound message, or to send an outbox row, is a lease held in the row
+(`claimed_by`, `claimed_until`): an instance records a message, or queues
+a reply it sends at once, already claimed by itself; its pump renews what
+it holds; a row whose lease ran out (its instance died) is claimed by
+another with one UPDATE over `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite
+has one writer). Leases are compared on the instances' clocks, so the
+lease must be long against their skew. A message that will not be answered
 (its sender is not a mobile number) is recorded `failed` with the reason.
 Rows store no secrets: the channel masks PIN answers before the insert, and
 a credential reply (`secret`) loses its text once the SMSC accepted it.
 """
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,6 +45,9 @@ inbound_messages = sa.Table(
     sa.Column("received_at", Stamp, nullable=False),
     sa.Column("processed_at", Stamp),
     sa.Column("error", sa.String(200)),                        # why a failed message is not answered
+    # the instance answering it, and until when (its lease; see the module's docstring)
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", Stamp),
     sa.UniqueConstraint("dedup_key", name="uq_inbound_dedup"),
 )
 outbox = sa.Table(
@@ -56,6 +70,9 @@ outbox = sa.Table(
     sa.Column("secret", sa.Boolean, nullable=False, server_default=sa.false()),
     # set by a writer that may run twice (a redo after an ambiguous COMMIT): queued once
     sa.Column("queue_key", sa.String(160)),
+    # the instance sending it, and until when; none for a row any instance may send
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", Stamp),
     sa.UniqueConstraint("queue_key", name="uq_outbox_queue_key"),
 )
 sa.Index("ix_inbound_state", inbound_messages.c.state)
@@ -67,6 +84,22 @@ outbox_parts = sa.Table(
 )
 
 QUEUED, SENDING, ACCEPTED, FAILED = "queued", "sending", "accepted", "failed"
+DEFAULT_LEASE = 15.0        # seconds an instance holds a claim without renewing it
+
+
+def default_instance_id() -> str:
+    """Unique among live processes (host and pid). A restarted daemon gets
+    a new one, so it takes its former self's rows over only once their
+    leases ran out; a stable `[daemon] instance_id` lets it take them at
+    once, and must then never be shared by two live instances."""
+    return f"{socket.gethostname()}:{os.getpid()}"[-64:]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds a row and until when, written with the row."""
+    by: str
+    until: object
 
 
 @dataclass(frozen=True)
@@ -114,19 +147,22 @@ _RECEIPT = outbox.update().where(outbox.c.id == sa.select(outbox_parts.c.outbox_
 
 async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, secret: bool = False,
                          key: str | None = None, inbound_id: int | None = None,
-                         meta: dict | None = None, now=None) -> list[Outgoing]:
+                         meta: dict | None = None, now=None, claim: Claim | None = None) -> list[Outgoing]:
     """Queue messages in the outbox inside the caller's write job, so they
     commit with whatever the job books (any process may call it; the SMS
     daemon's outbox scan sends them). `secret` marks a credential SMS, whose
     text is blanked once the SMSC accepted it. With `key`, a second call with
     the same key (a redo after an ambiguous COMMIT) queues nothing again and
-    returns []."""
+    returns []. `claim`: the caller sends them at once itself, so no other
+    instance's scan takes them while it does (no statement of its own)."""
     if not texts:
         return []
     now = now or utcnow()
     rows = [dict(channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
                  next_attempt_at=now, meta=meta, created_at=now, updated_at=now, secret=secret,
-                 queue_key=None if key is None else f"{key}:{i}") for i, text in enumerate(texts)]
+                 queue_key=None if key is None else f"{key}:{i}",
+                 claimed_by=None if claim is None else claim.by, claimed_until=None if claim is None else claim.until)
+            for i, text in enumerate(texts)]
     if key is None:
         ids = list((await conn.execute(_INSERT_OUTBOX, rows)).scalars())
     else:
@@ -138,14 +174,23 @@ async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, s
 
 
 class MessageStore:
-    """One process sends a channel's outbox (in-flight messages are tracked
-    in memory by the channel, not marked in the database)."""
+    """The message record of one daemon instance (`instance_id`), which may
+    share the database with others: what it answers and sends it claims in
+    the rows for `lease` seconds at a time (see the module's docstring)."""
 
-    def __init__(self, ledger: Ledger, *, clock=None, max_attempts: int = 50):
+    def __init__(self, ledger: Ledger, *, clock=None, max_attempts: int = 50, instance_id: str | None = None,
+                 lease: float = DEFAULT_LEASE):
         self.ledger = ledger
         # the ledger's clock unless told otherwise: one notion of "now" per process
         self.clock = clock if clock is not None else (lambda: ledger.clock())
         self.max_attempts = max_attempts
+        self.instance_id = instance_id or default_instance_id()
+        if lease <= 0:
+            raise ValueError("the claim lease must be a positive number of seconds")
+        self.lease = lease
+
+    def _claim(self, now) -> Claim:
+        return Claim(self.instance_id, now + timedelta(seconds=self.lease))
 
     async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str, *,
                              window: float | None = None, failed: str | None = None) -> Inbound:
@@ -160,6 +205,7 @@ class MessageStore:
             now = self.clock()
             key = dedup_key
             if window is not None:
+                await _lock_key(conn, dedup_key)
                 bucket = int(now.timestamp() // window)
                 key = f"{dedup_key}:{bucket}"
                 earlier = (await conn.execute(_INBOUND_BY_KEY, {"k": f"{dedup_key}:{bucket - 1}"})).first()
@@ -169,7 +215,8 @@ class MessageStore:
             new_id = (await conn.execute(insert.values(
                 channel=channel, msisdn=msisdn, dedup_key=key, text=text,
                 state="received" if failed is None else FAILED, error=None if failed is None else failed[:200],
-                received_at=now, processed_at=None if failed is None else now)
+                received_at=now, processed_at=None if failed is None else now,
+                claimed_by=self.instance_id, claimed_until=self._claim(now).until)
                 .returning(inbound_messages.c.id))).scalar()
             if new_id is not None:
                 return Inbound(new_id, msisdn, text, True)
@@ -182,8 +229,9 @@ class MessageStore:
         """Queue replies and mark the inbound message processed, atomically;
         returns the queued messages for the channel to send at once."""
         async def job(conn):
+            now = self.clock()
             queued = await queue_outgoing(conn, channel, msisdn, texts, secret=secret, inbound_id=inbound_id,
-                                          meta=meta, now=self.clock())
+                                          meta=meta, now=now, claim=self._claim(now))
             if inbound_id is not None:
                 await conn.execute(_MARK_PROCESSED, {"_id": inbound_id, "_at": self.clock()})
             return queued
@@ -200,14 +248,78 @@ class MessageStore:
 
     async def due(self, channel: str, *, exclude: set[int] | frozenset[int] = frozenset(),
                   limit: int = 100) -> list[Outgoing]:
-        """Queued messages whose (re)try time has come, except those in flight."""
+        """Queued messages whose (re)try time has come, except those in flight
+        (a read: what `claim_due` would choose from, claims aside)."""
         async def q(conn):
             query = sa.select(outbox).where(
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING)),
                 outbox.c.next_attempt_at <= self.clock()).order_by(outbox.c.id).limit(limit + len(exclude))
             rows = [r for r in (await conn.execute(query)).all() if r.id not in exclude][:limit]
-            return [Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta, r.secret) for r in rows]
+            return [_outgoing(r) for r in rows]
         return await self.ledger.read(q)
+
+    async def claim_due(self, channel: str, *, limit: int = 100, mine: bool = False) -> list[Outgoing]:
+        """Claims queued messages whose (re)try time has come and that no live
+        instance holds (never claimed, or the lease ran out), oldest first,
+        and returns them for this instance to send. `mine`: also those this
+        instance id holds already (a restart under a stable id: its former
+        self was sending them)."""
+        async def job(conn):
+            now = self.clock()
+            free = sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now)
+            if mine:
+                free = sa.or_(free, outbox.c.claimed_by == self.instance_id)
+            chosen = (sa.select(outbox.c.id).where(
+                outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING)),
+                outbox.c.next_attempt_at <= now, free).order_by(outbox.c.id).limit(limit))
+            if conn.dialect.name == "postgresql":
+                chosen = chosen.with_for_update(skip_locked=True)
+            claim = self._claim(now)
+            rows = (await conn.execute(outbox.update().where(outbox.c.id.in_(chosen.scalar_subquery()))
+                                       .values(claimed_by=claim.by, claimed_until=claim.until)
+                                       .returning(*outbox.c))).all()
+            return [_outgoing(r) for r in sorted(rows, key=lambda r: r.id)]
+        return await self.ledger.write(job, refuses=False)
+
+    async def claim_unanswered(self, channel: str, *, limit: int | None = 100, mine: bool = False) -> list[Inbound]:
+        """Claims recorded messages nobody is answering: those whose claim ran
+        out (their instance died, or stopped renewing), unclaimed ones older
+        than a lease, and with `mine` those this instance id holds (after a
+        restart under the same id, or when answering them failed)."""
+        async def job(conn):
+            now = self.clock()
+            c = inbound_messages.c
+            free = sa.or_(c.claimed_until < now,
+                          sa.and_(c.claimed_until.is_(None), c.received_at < now - timedelta(seconds=self.lease)))
+            if mine:
+                free = sa.or_(free, c.claimed_by == self.instance_id)
+            chosen = (sa.select(c.id).where(c.channel == channel, c.state == "received", free)
+                      .order_by(c.id).limit(limit))        # limit None: all of them
+            if conn.dialect.name == "postgresql":
+                chosen = chosen.with_for_update(skip_locked=True)
+            claim = self._claim(now)
+            rows = (await conn.execute(inbound_messages.update().where(c.id.in_(chosen.scalar_subquery()))
+                                       .values(claimed_by=claim.by, claimed_until=claim.until)
+                                       .returning(c.id, c.msisdn, c.text))).all()
+            return [Inbound(r.id, r.msisdn, r.text, True) for r in sorted(rows, key=lambda r: r.id)]
+        return await self.ledger.write(job, refuses=False)
+
+    async def renew(self, channel: str, sending: set[int] | frozenset[int] = frozenset()) -> None:
+        """Extends this instance's leases: on every message it recorded or
+        claimed and has not answered yet, and on the outbox rows it is
+        sending (`sending`; a row it holds but no longer sends, say one whose
+        acceptance could not be recorded, runs out and is sent again)."""
+        async def job(conn):
+            until = self._claim(self.clock()).until
+            c = inbound_messages.c
+            await conn.execute(inbound_messages.update().where(
+                c.state == "received", c.claimed_by == self.instance_id, c.channel == channel)
+                .values(claimed_until=until))
+            if sending:
+                await conn.execute(outbox.update().where(
+                    outbox.c.id.in_(sorted(sending)), outbox.c.claimed_by == self.instance_id,
+                    outbox.c.state.in_((QUEUED, SENDING))).values(claimed_until=until))
+        await self.ledger.write(job, refuses=False)
 
     async def accepted(self, outbox_id: int, message_ids: list[str]) -> None:
         async def job(conn):
@@ -225,11 +337,16 @@ class MessageStore:
         async def job(conn):
             state = FAILED if attempts + 1 >= self.max_attempts else QUEUED
             values = dict(state=state, attempts=attempts + 1, error=error[:200],
-                          next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock())
+                          next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock(),
+                          # any instance may send it once the back-off is over
+                          claimed_by=None, claimed_until=None)
             if state == FAILED:
                 # never sent: a credential is not kept either (a new one is issued by reset)
                 values["text"] = sa.case((outbox.c.secret, ""), else_=outbox.c.text)
-            await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(**values))
+            # a lease that ran out may be another instance's now: its send decides
+            await conn.execute(outbox.update().where(
+                outbox.c.id == outbox_id,
+                sa.or_(outbox.c.claimed_by.is_(None), outbox.c.claimed_by == self.instance_id)).values(**values))
         await self.ledger.write(job, refuses=False)
 
     async def receipt(self, message_ids: set[str] | frozenset[str], state: str) -> int | None:
@@ -248,6 +365,23 @@ class MessageStore:
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING))))).scalar_one()
         return await self.ledger.read(q)
 
+
+
+_KEY_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+
+
+async def _lock_key(conn, key: str) -> None:
+    """Serialises the look-up of the previous window's record and the insert
+    into this window's between instances recording the same message: without
+    it, two re-deliveries either side of a window's edge, each recorded by its
+    own instance before the other's commit, would both be taken as new. Held
+    until the (group) commit; SQLite has one writer and needs none."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_KEY_LOCK, {"k": key})
+
+
+def _outgoing(r) -> Outgoing:
+    return Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta, r.secret)
 
 
 async def _first(conn, query):

@@ -85,6 +85,8 @@ class Rig:
         dep = self.deployment
         raw["database"] = {"url": dep.database_url, "auto_upgrade": True}
         raw["sessions"] = {"url": dep.sessions_url, "prefix": dep.sessions_prefix}
+        # a restart takes its former self's claims over at once (messaging.py)
+        raw["daemon"] = {"instance_id": "rig-daemon"}
         raw["security"]["velocity_payments_per_minute"] = 0
         raw["security"]["allow_development_keys"] = True      # a test deployment, by declaration
         raw["sms"]["retry_poll"] = 0.2
