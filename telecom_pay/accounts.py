@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from telecom_pay.ledger.chart import insert_account
 from telecom_pay.ledger.ledger import utcnow
 from telecom_pay.ledger.tables import (
-    ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, accounts, audit_log, cards, credentials,
+    ACTIVE, AGENT, CLOSED, FROZEN, MERCHANT, PENDING, WALLET, Stamp, accounts, audit_log, cards, credentials,
     operations)
 
 LIFECYCLE = {
@@ -122,8 +122,31 @@ async def set_credentials(conn, account_id: int, *, pin_hash: str | None = None,
 _CREDENTIALS = sa.select(credentials).where(credentials.c.account_id == sa.bindparam("id"))
 
 
-async def get_credentials(conn, account_id: int):
-    return (await conn.execute(_CREDENTIALS, {"id": account_id})).first()
+async def get_credentials(conn, account_id: int, *, lock: bool = False):
+    """`lock`: the row stays locked until the transaction ends (PostgreSQL;
+    SQLite has one writer), so a PIN check and the count of its failure are
+    not interleaved with another instance's check of the same account."""
+    query = _CREDENTIALS_LOCKED if lock and conn.dialect.name == "postgresql" else _CREDENTIALS
+    return (await conn.execute(query, {"id": account_id})).first()
+
+
+_CREDENTIALS_LOCKED = _CREDENTIALS.with_for_update()
+_PIN_OK = credentials.update().where(credentials.c.account_id == sa.bindparam("id")).values(
+    pin_failures=0, pin_locked_until=None, updated_at=sa.bindparam("_at"))
+
+
+def _pin_failed(now: datetime, max_failures: int, lock_until: datetime):
+    """One statement that counts a wrong PIN against the row as it is when
+    the UPDATE runs (a read then a write would lose a failure counted by
+    another instance in between). SET expressions all see the old row."""
+    c = credentials.c
+    expired = sa.and_(c.pin_locked_until.is_not(None), c.pin_locked_until <= sa.literal(now, Stamp))
+    failures = sa.case((expired, 1), else_=c.pin_failures + 1)
+    return credentials.update().where(c.account_id == sa.bindparam("id")).values(
+        pin_failures=failures,
+        pin_locked_until=sa.case((expired, sa.null()), (failures >= max_failures, sa.literal(lock_until, Stamp)),
+                                 else_=c.pin_locked_until),
+        updated_at=sa.bindparam("_at")).returning(c.pin_failures)
 
 
 async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: int,
@@ -131,18 +154,13 @@ async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: i
     """Returns the failure count after this attempt (0 on success). After a
     lockout has run out, counting starts again: one wrong PIN (a spoofed
     sender's, say) must not lock the account again at once."""
-    cred = await get_credentials(conn, account_id)
     now = now or utcnow()
-    expired = (not ok and cred is not None and cred.pin_locked_until is not None
-               and cred.pin_locked_until <= now)
-    failures = 0 if ok else 1 if expired else (cred.pin_failures if cred else 0) + 1
-    values = {"pin_failures": failures, "updated_at": utcnow()}
-    if ok or expired:
-        values["pin_locked_until"] = None
-    elif failures >= max_failures:
-        values["pin_locked_until"] = lock_until
-    await conn.execute(credentials.update().where(credentials.c.account_id == account_id).values(**values))
-    return failures
+    if ok:
+        await conn.execute(_PIN_OK, {"id": account_id, "_at": utcnow()})
+        return 0
+    failures = (await conn.execute(_pin_failed(now, max_failures, lock_until),
+                                   {"id": account_id, "_at": utcnow()})).scalar()
+    return 1 if failures is None else failures      # no credentials row: the first failure of nothing
 
 
 _ACTIVE_CARD = sa.select(cards).where(cards.c.account_id == sa.bindparam("id"), cards.c.status == "active")

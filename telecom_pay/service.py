@@ -185,10 +185,17 @@ class PaymentService:
         the payment is refused) and locks payments after N failures. An
         initial or agent-reset PIN travelled by SMS and may have been seen:
         it only changes itself (MM) or unfreezes (`before_change`), it
-        never moves money."""
+        never moves money.
+
+        Across instances: the credentials row is locked FOR UPDATE, and a
+        failure is counted by one UPDATE (accounts.record_pin_attempt). A
+        refused job's savepoint releases the lock before the count, so two
+        instances racing the same account may each try one PIN on the count
+        both read; the count itself never loses a failure."""
         if not is_pin_format(pin):
             raise _refuse(Outcome.PIN_FORMAT)
-        cred = await acct.get_credentials(conn, wallet.id)
+        # locked until the commit: another instance's check of this account waits for this one's count
+        cred = await acct.get_credentials(conn, wallet.id, lock=True)
         now = self.clock()
         if cred is not None and cred.pin_locked_until is not None and cred.pin_locked_until > now:
             minutes = max(1, int((cred.pin_locked_until - now).total_seconds() // 60) + 1)
@@ -252,15 +259,31 @@ class PaymentService:
     def _velocity_key(self, msisdn: str) -> str:
         return f"velocity:{msisdn}:{int(self.clock().timestamp() // 60)}"
 
-    async def _velocity(self, msisdn: str) -> Result | None:
-        """Holds a payment when the number already made N this minute."""
+    async def _velocity(self, msisdn: str) -> tuple[Result | None, str | None]:
+        """Holds a payment when the number already made N this minute. The
+        slot is reserved first (INCR, atomic in the shared store), so
+        payments checked at once by several instances cannot all pass on one
+        count; a hold, and a payment that does not go through, gives its
+        slot back (`_give_back`). Returns (hold or None, the key reserved)."""
         n = self.settings.velocity_per_minute
         if n <= 0:
-            return None
-        count = await self.sessions.incr(self._velocity_key(msisdn), ttl=61, amount=0)
-        if count >= n:
-            return Result(Outcome.VELOCITY_HOLD, params={"retry_after": 60 - int(self.clock().timestamp()) % 60})
-        return None
+            return None, None
+        key = self._velocity_key(msisdn)
+        count = await self.sessions.incr(key, ttl=61)
+        if count > n:
+            await self._give_back(key)
+            return Result(Outcome.VELOCITY_HOLD, params={"retry_after": 60 - int(self.clock().timestamp()) % 60}), None
+        return None, key
+
+    async def _give_back(self, key: str | None) -> None:
+        """Best effort: a slot not given back only holds the number a little
+        early within this minute; it never lets a payment through."""
+        if key is None:
+            return
+        try:
+            await self.sessions.incr(key, ttl=61, amount=-1)
+        except Exception as exc:
+            log.warn("velocity slot not given back: {err}", err=type(exc).__name__)
 
     def _money_result(self, action: str, rec: OperationRecord, account_id: int, **params) -> Result:
         bal = rec.balance_of(account_id)
@@ -281,7 +304,7 @@ class PaymentService:
         existing = await self.ledger.get_operation(key)
         if existing is not None:
             return await self._replay_payment(existing, build, action, booked, params)
-        held = await self._velocity(msisdn)
+        held, slot = await self._velocity(msisdn)
         if held is not None:
             return held
 
@@ -294,9 +317,15 @@ class PaymentService:
             rec = await self.ledger.book(conn, req)
             booked.append(rec)
             return self._money_result(action, rec, w.id, **params, **extra)
-        result = await self._run_keeping(job)
+        try:
+            result = await self._run_keeping(job)
+        except BaseException:
+            await self._give_back(slot)
+            raise
         if result.outcome is Outcome.OK and not booked[-1].replayed:
             await self._after_commit(msisdn, action, channel, result)
+        else:
+            await self._give_back(slot)
         return result
 
     async def _replay_payment(self, existing: OperationRecord, build, action: str, booked: list,
@@ -313,12 +342,8 @@ class PaymentService:
 
     async def _after_commit(self, msisdn: str, action: str, channel: str, result: Result) -> None:
         """Best-effort work after a payment committed: nothing here may turn
-        the success into a failure (the subscriber would pay again)."""
-        try:
-            await self.sessions.incr(self._velocity_key(msisdn), ttl=61)
-        except Exception as exc:
-            log.warn("velocity count of {msisdn} lost after {ref}: {err}", msisdn=mask(msisdn), ref=result.ref,
-                     err=type(exc).__name__)
+        the success into a failure (the subscriber would pay again). The
+        velocity slot was reserved before (see _velocity)."""
         try:
             log.info("{action} ok {msisdn} {ref} amount={amount} channel={channel}", action=action,
                      msisdn=mask(msisdn), ref=result.ref, amount=result.amount, channel=channel)
