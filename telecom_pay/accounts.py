@@ -125,8 +125,31 @@ async def set_credentials(conn, account_id: int, *, pin_hash: str | None = None,
 _CREDENTIALS = sa.select(credentials).where(credentials.c.account_id == sa.bindparam("id"))
 
 
-async def get_credentials(conn, account_id: int):
-    return (await conn.execute(_CREDENTIALS, {"id": account_id})).first()
+async def get_credentials(conn, account_id: int, *, lock: bool = False):
+    """`lock`: the row stays locked until the transaction ends (PostgreSQL;
+    SQLite has one writer), so a PIN check and the count of its failure are
+    not interleaved with another instance's check of the same account."""
+    query = _CREDENTIALS_LOCKED if lock and conn.dialect.name == "postgresql" else _CREDENTIALS
+    return (await conn.execute(query, {"id": account_id})).first()
+
+
+_CREDENTIALS_LOCKED = _CREDENTIALS.with_for_update()
+_PIN_OK = credentials.update().where(credentials.c.account_id == sa.bindparam("id")).values(
+    pin_failures=0, pin_locked_until=None, updated_at=sa.bindparam("_at"))
+
+
+def _pin_failed(now: datetime, max_failures: int, lock_until: datetime):
+    """One statement that counts a wrong PIN against the row as it is when
+    the UPDATE runs (a read then a write would lose a failure counted by
+    another instance in between). SET expressions all see the old row."""
+    c = credentials.c
+    expired = sa.and_(c.pin_locked_until.is_not(None), c.pin_locked_until <= sa.literal(now, Stamp))
+    failures = sa.case((expired, 1), else_=c.pin_failures + 1)
+    return credentials.update().where(c.account_id == sa.bindparam("id")).values(
+        pin_failures=failures,
+        pin_locked_until=sa.case((expired, sa.null()), (failures >= max_failures, sa.literal(lock_until, Stamp)),
+                                 else_=c.pin_locked_until),
+        updated_at=sa.bindparam("_at")).returning(c.pin_failures)
 
 
 _WALLET_WITH_CREDENTIALS = Fast(
@@ -150,18 +173,13 @@ async def record_pin_attempt(conn, account_id: int, *, ok: bool, max_failures: i
     """Returns the failure count after this attempt (0 on success). After a
     lockout has run out, counting starts again: one wrong PIN (a spoofed
     sender's, say) must not lock the account again at once."""
-    cred = await get_credentials(conn, account_id)
     now = now or utcnow()
-    expired = (not ok and cred is not None and cred.pin_locked_until is not None
-               and cred.pin_locked_until <= now)
-    failures = 0 if ok else 1 if expired else (cred.pin_failures if cred else 0) + 1
-    values = {"pin_failures": failures, "updated_at": utcnow()}
-    if ok or expired:
-        values["pin_locked_until"] = None
-    elif failures >= max_failures:
-        values["pin_locked_until"] = lock_until
-    await conn.execute(credentials.update().where(credentials.c.account_id == account_id).values(**values))
-    return failures
+    if ok:
+        await conn.execute(_PIN_OK, {"id": account_id, "_at": utcnow()})
+        return 0
+    failures = (await conn.execute(_pin_failed(now, max_failures, lock_until),
+                                   {"id": account_id, "_at": utcnow()})).scalar()
+    return 1 if failures is None else failures      # no credentials row: the first failure of nothing
 
 
 _ACTIVE_CARD = sa.select(cards).where(cards.c.account_id == sa.bindparam("id"), cards.c.status == "active")
@@ -218,6 +236,8 @@ def _spent_of(account_id, since: str):
 # What a PIN-guarded spend needs, in one statement: the wallet, its
 # credentials, whether the key was booked already, and what it spent today
 # and this month (the limits' base; see spent_since).
+# The credentials row is locked (PostgreSQL) as get_credentials(lock=True) does:
+# an inner join, so a wallet without credentials takes the plain path.
 _SPEND_CONTEXT = Fast(
     sa.select(accounts, credentials.c.account_id.label("cred_account_id"), credentials.c.pin_hash,
               credentials.c.pin_failures, credentials.c.pin_locked_until, credentials.c.must_change,
@@ -225,8 +245,9 @@ _SPEND_CONTEXT = Fast(
               .scalar_subquery().label("booked_account"),
               _spent_of(accounts.c.id, "day").label("spent_day"),
               _spent_of(accounts.c.id, "month").label("spent_month"))
-    .select_from(accounts.outerjoin(credentials, credentials.c.account_id == accounts.c.id))
-    .where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"), accounts.c.status != CLOSED))
+    .select_from(accounts.join(credentials, credentials.c.account_id == accounts.c.id))
+    .where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"), accounts.c.status != CLOSED)
+    .with_for_update(of=credentials))
 
 
 async def spend_context(conn, msisdn: str, key: str, day: datetime, month: datetime):

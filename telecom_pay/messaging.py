@@ -5,7 +5,16 @@ replies (recorded in the same transaction that marks the inbound message
 processed, sent until the carrier accepts, then tracked to delivery).
 
 It writes through the ledger's group commit, so a burst of messages shares
-commits with the payments it carries. A message that will not be answered
+commits with the payments it carries.
+
+Several daemon instances may share one database. The right to answer an
+inbound message, or to send an outbox row, is a lease held in the row
+(`claimed_by`, `claimed_until`): an instance records a message, or queues
+a reply it sends at once, already claimed by itself; its pump renews what
+it holds; a row whose lease ran out (its instance died) is claimed by
+another with one UPDATE over `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite
+has one writer). Leases are compared on the instances' clocks, so the
+lease must be long against their skew. A message that will not be answered
 (its sender is not a mobile number) is recorded `failed` with the reason.
 Rows store no secrets: the channel masks PIN answers before the insert, and
 a credential reply (`secret`) loses its text once the SMSC accepted it.
@@ -14,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
@@ -38,6 +49,9 @@ inbound_messages = sa.Table(
     sa.Column("received_at", Stamp, nullable=False),
     sa.Column("processed_at", Stamp),
     sa.Column("error", sa.String(200)),                        # why a failed message is not answered
+    # the instance answering it, and until when (its lease; see the module's docstring)
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", Stamp),
     sa.UniqueConstraint("dedup_key", name="uq_inbound_dedup"),
 )
 outbox = sa.Table(
@@ -60,6 +74,9 @@ outbox = sa.Table(
     sa.Column("secret", sa.Boolean, nullable=False, server_default=sa.false()),
     # set by a writer that may run twice (a redo after an ambiguous COMMIT): queued once
     sa.Column("queue_key", sa.String(160)),
+    # the instance sending it, and until when; none for a row any instance may send
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", Stamp),
     sa.UniqueConstraint("queue_key", name="uq_outbox_queue_key"),
 )
 sa.Index("ix_inbound_state", inbound_messages.c.state)
@@ -71,6 +88,22 @@ outbox_parts = sa.Table(
 )
 
 QUEUED, SENDING, ACCEPTED, FAILED = "queued", "sending", "accepted", "failed"
+DEFAULT_LEASE = 15.0        # seconds an instance holds a claim without renewing it
+
+
+def default_instance_id() -> str:
+    """Unique among live processes (host and pid). A restarted daemon gets
+    a new one, so it takes its former self's rows over only once their
+    leases ran out; a stable `[daemon] instance_id` lets it take them at
+    once, and must then never be shared by two live instances."""
+    return f"{socket.gethostname()}:{os.getpid()}"[-64:]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds a row and until when, written with the row."""
+    by: str
+    until: object
 
 
 @dataclass(frozen=True)
@@ -110,14 +143,15 @@ _ACCEPTED = Fast(outbox.update().where(outbox.c.id == sa.bindparam("_id")).value
     attempts=outbox.c.attempts + 1, updated_at=sa.bindparam("_at", type_=Stamp),
     # a credential leaves the database once the SMSC has it (the parts stay, for receipts)
     text=sa.case((outbox.c.secret, ""), else_=outbox.c.text)))
-_INBOUND_COLUMNS = ("channel", "msisdn", "dedup_key", "text", "state", "error", "received_at", "processed_at")
+_INBOUND_COLUMNS = ("channel", "msisdn", "dedup_key", "text", "state", "error", "received_at", "processed_at",
+                    "claimed_by", "claimed_until")
 _INSERT_INBOUND = PerDialect(lambda name: _insert_ignoring_duplicates(name, inbound_messages, ["dedup_key"]).values(
     {c: sa.bindparam(c, type_=inbound_messages.c[c].type) for c in _INBOUND_COLUMNS}).returning(inbound_messages.c.id))
 _INSERT_PARTS = PerDialect(lambda name: _insert_ignoring_duplicates(name, outbox_parts, ["message_id"]).values(
     message_id=sa.bindparam("message_id", type_=outbox_parts.c.message_id.type),
     outbox_id=sa.bindparam("outbox_id", type_=outbox_parts.c.outbox_id.type)))
 _OUTBOX_COLUMNS = ("channel", "msisdn", "text", "inbound_id", "state", "next_attempt_at", "meta", "created_at",
-                   "updated_at", "secret", "queue_key")
+                   "updated_at", "secret", "queue_key", "claimed_by", "claimed_until")
 _INSERT_ONE_OUTBOX = Fast(outbox.insert().values(
     {c: sa.bindparam(c, type_=outbox.c[c].type) for c in _OUTBOX_COLUMNS}).returning(outbox.c.id))
 _INBOUND_BY_KEYS = sa.select(inbound_messages).where(
@@ -129,25 +163,28 @@ _RECEIPT = outbox.update().where(outbox.c.id == sa.bindparam("_id")).values(
 
 
 def _outbox_row(channel: str, msisdn: str, text: str, inbound_id: int | None, meta: dict | None,
-                secret: bool, queue_key: str | None, now) -> dict:
+                secret: bool, queue_key: str | None, now, claim: "Claim | None" = None) -> dict:
     return dict(channel=channel, msisdn=msisdn, text=text, inbound_id=inbound_id, state=QUEUED,
                 next_attempt_at=now, meta=meta, created_at=now, updated_at=now, secret=secret,
-                queue_key=queue_key)
+                queue_key=queue_key, claimed_by=None if claim is None else claim.by,
+                claimed_until=None if claim is None else claim.until)
 
 
 async def queue_outgoing(conn, channel: str, msisdn: str, texts: list[str], *, secret: bool = False,
                          key: str | None = None, inbound_id: int | None = None,
-                         meta: dict | None = None, now=None) -> list[Outgoing]:
+                         meta: dict | None = None, now=None, claim: Claim | None = None) -> list[Outgoing]:
     """Queue messages in the outbox inside the caller's write job, so they
     commit with whatever the job books (any process may call it; the SMS
     daemon's outbox scan sends them). `secret` marks a credential SMS, whose
     text is blanked once the SMSC accepted it. With `key`, a second call with
     the same key (a redo after an ambiguous COMMIT) queues nothing again and
-    returns []."""
+    returns []. `claim`: the caller sends them at once itself, so no other
+    instance's scan takes them while it does (no statement of its own)."""
     if not texts:
         return []
     now = now or utcnow()
-    rows = [_outbox_row(channel, msisdn, text, inbound_id, meta, secret, None if key is None else f"{key}:{i}", now)
+    rows = [_outbox_row(channel, msisdn, text, inbound_id, meta, secret, None if key is None else f"{key}:{i}", now,
+                        claim)
             for i, text in enumerate(texts)]
     if key is None:
         ids = list((await conn.execute(_INSERT_OUTBOX, rows)).scalars())
@@ -229,14 +266,23 @@ class _InboundItem:
 
 
 class MessageStore:
-    """One process sends a channel's outbox (in-flight messages are tracked
-    in memory by the channel, not marked in the database)."""
+    """The message record of one daemon instance (`instance_id`), which may
+    share the database with others: what it answers and sends it claims in
+    the rows for `lease` seconds at a time (see the module's docstring)."""
 
-    def __init__(self, ledger: Ledger, *, clock=None, max_attempts: int = 50):
+    def __init__(self, ledger: Ledger, *, clock=None, max_attempts: int = 50, instance_id: str | None = None,
+                 lease: float = DEFAULT_LEASE):
         self.ledger = ledger
         # the ledger's clock unless told otherwise: one notion of "now" per process
         self.clock = clock if clock is not None else (lambda: ledger.clock())
         self.max_attempts = max_attempts
+        self.instance_id = instance_id or default_instance_id()
+        if lease <= 0:
+            raise ValueError("the claim lease must be a positive number of seconds")
+        self.lease = lease
+
+    def _claim(self, now) -> Claim:
+        return Claim(self.instance_id, now + timedelta(seconds=self.lease))
         self._inbound = _Coalescer(ledger, self._record_many)
         self._answers = _Coalescer(ledger, self._complete_many)
         self._acceptances = _Coalescer(ledger, self._accepted_many)
@@ -255,6 +301,7 @@ class MessageStore:
 
     async def _record_many(self, conn, items: list[_InboundItem]) -> list[Inbound]:
         now = self.clock()
+        claim = self._claim(now)
         results: list[Inbound | None] = [None] * len(items)
         keys: list[str] = []
         earlier: dict[int, str] = {}
@@ -266,6 +313,8 @@ class MessageStore:
             keys.append(f"{it.dedup_key}:{bucket}")
             earlier[i] = f"{it.dedup_key}:{bucket - 1}"
         if earlier:
+            for key in sorted({items[i].dedup_key for i in earlier}):     # in key order: bursts never deadlock
+                await _lock_key(conn, key)
             found = {r.dedup_key: r for r in await conn.execute(_INBOUND_BY_KEYS, {"keys": list(set(earlier.values()))})}
             for i, key in earlier.items():
                 row = found.get(key)
@@ -280,7 +329,8 @@ class MessageStore:
             rows.append(dict(channel=it.channel, msisdn=it.msisdn, dedup_key=keys[i], text=it.text,
                              state="received" if it.failed is None else FAILED,
                              error=None if it.failed is None else it.failed[:200],
-                             received_at=now, processed_at=None if it.failed is None else now))
+                             received_at=now, processed_at=None if it.failed is None else now,
+                             claimed_by=claim.by, claimed_until=claim.until))
         new_ids: dict[str, int] = {}
         if rows:
             inserted = await _INSERT_INBOUND.on(conn).insert_returning(conn, rows)
@@ -308,10 +358,11 @@ class MessageStore:
 
     async def _complete_many(self, conn, items: list) -> list[list[Outgoing]]:
         now = self.clock()
+        claim = self._claim(now)      # sent at once by this instance
         rows, owners = [], []
         for n, (inbound_id, channel, msisdn, texts, meta, secret) in enumerate(items):
             for text in texts:
-                rows.append(_outbox_row(channel, msisdn, text, inbound_id, meta, secret, None, now))
+                rows.append(_outbox_row(channel, msisdn, text, inbound_id, meta, secret, None, now, claim))
                 owners.append(n)
         results: list[list[Outgoing]] = [[] for _ in items]
         if rows:
@@ -334,14 +385,78 @@ class MessageStore:
 
     async def due(self, channel: str, *, exclude: set[int] | frozenset[int] = frozenset(),
                   limit: int = 100) -> list[Outgoing]:
-        """Queued messages whose (re)try time has come, except those in flight."""
+        """Queued messages whose (re)try time has come, except those in flight
+        (a read: what `claim_due` would choose from, claims aside)."""
         async def q(conn):
             query = sa.select(outbox).where(
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING)),
                 outbox.c.next_attempt_at <= self.clock()).order_by(outbox.c.id).limit(limit + len(exclude))
             rows = [r for r in (await conn.execute(query)).all() if r.id not in exclude][:limit]
-            return [Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta, r.secret) for r in rows]
+            return [_outgoing(r) for r in rows]
         return await self.ledger.read(q)
+
+    async def claim_due(self, channel: str, *, limit: int = 100, mine: bool = False) -> list[Outgoing]:
+        """Claims queued messages whose (re)try time has come and that no live
+        instance holds (never claimed, or the lease ran out), oldest first,
+        and returns them for this instance to send. `mine`: also those this
+        instance id holds already (a restart under a stable id: its former
+        self was sending them)."""
+        async def job(conn):
+            now = self.clock()
+            free = sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now)
+            if mine:
+                free = sa.or_(free, outbox.c.claimed_by == self.instance_id)
+            chosen = (sa.select(outbox.c.id).where(
+                outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING)),
+                outbox.c.next_attempt_at <= now, free).order_by(outbox.c.id).limit(limit))
+            if conn.dialect.name == "postgresql":
+                chosen = chosen.with_for_update(skip_locked=True)
+            claim = self._claim(now)
+            rows = (await conn.execute(outbox.update().where(outbox.c.id.in_(chosen.scalar_subquery()))
+                                       .values(claimed_by=claim.by, claimed_until=claim.until)
+                                       .returning(*outbox.c))).all()
+            return [_outgoing(r) for r in sorted(rows, key=lambda r: r.id)]
+        return await self.ledger.write(job, refuses=False)
+
+    async def claim_unanswered(self, channel: str, *, limit: int | None = 100, mine: bool = False) -> list[Inbound]:
+        """Claims recorded messages nobody is answering: those whose claim ran
+        out (their instance died, or stopped renewing), unclaimed ones older
+        than a lease, and with `mine` those this instance id holds (after a
+        restart under the same id, or when answering them failed)."""
+        async def job(conn):
+            now = self.clock()
+            c = inbound_messages.c
+            free = sa.or_(c.claimed_until < now,
+                          sa.and_(c.claimed_until.is_(None), c.received_at < now - timedelta(seconds=self.lease)))
+            if mine:
+                free = sa.or_(free, c.claimed_by == self.instance_id)
+            chosen = (sa.select(c.id).where(c.channel == channel, c.state == "received", free)
+                      .order_by(c.id).limit(limit))        # limit None: all of them
+            if conn.dialect.name == "postgresql":
+                chosen = chosen.with_for_update(skip_locked=True)
+            claim = self._claim(now)
+            rows = (await conn.execute(inbound_messages.update().where(c.id.in_(chosen.scalar_subquery()))
+                                       .values(claimed_by=claim.by, claimed_until=claim.until)
+                                       .returning(c.id, c.msisdn, c.text))).all()
+            return [Inbound(r.id, r.msisdn, r.text, True) for r in sorted(rows, key=lambda r: r.id)]
+        return await self.ledger.write(job, refuses=False)
+
+    async def renew(self, channel: str, sending: set[int] | frozenset[int] = frozenset()) -> None:
+        """Extends this instance's leases: on every message it recorded or
+        claimed and has not answered yet, and on the outbox rows it is
+        sending (`sending`; a row it holds but no longer sends, say one whose
+        acceptance could not be recorded, runs out and is sent again)."""
+        async def job(conn):
+            until = self._claim(self.clock()).until
+            c = inbound_messages.c
+            await conn.execute(inbound_messages.update().where(
+                c.state == "received", c.claimed_by == self.instance_id, c.channel == channel)
+                .values(claimed_until=until))
+            if sending:
+                await conn.execute(outbox.update().where(
+                    outbox.c.id.in_(sorted(sending)), outbox.c.claimed_by == self.instance_id,
+                    outbox.c.state.in_((QUEUED, SENDING))).values(claimed_until=until))
+        await self.ledger.write(job, refuses=False)
 
     async def accepted(self, outbox_id: int, message_ids: list[str]) -> None:
         await self._acceptances.add((outbox_id, list(message_ids)))
@@ -360,11 +475,16 @@ class MessageStore:
         async def job(conn):
             state = FAILED if attempts + 1 >= self.max_attempts else QUEUED
             values = dict(state=state, attempts=attempts + 1, error=error[:200],
-                          next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock())
+                          next_attempt_at=self.clock() + timedelta(seconds=delay), updated_at=self.clock(),
+                          # any instance may send it once the back-off is over
+                          claimed_by=None, claimed_until=None)
             if state == FAILED:
                 # never sent: a credential is not kept either (a new one is issued by reset)
                 values["text"] = sa.case((outbox.c.secret, ""), else_=outbox.c.text)
-            await conn.execute(outbox.update().where(outbox.c.id == outbox_id).values(**values))
+            # a lease that ran out may be another instance's now: its send decides
+            await conn.execute(outbox.update().where(
+                outbox.c.id == outbox_id,
+                sa.or_(outbox.c.claimed_by.is_(None), outbox.c.claimed_by == self.instance_id)).values(**values))
         await self.ledger.write(job, refuses=False)
 
     async def receipt(self, message_ids: set[str] | frozenset[str], state: str) -> int | None:
@@ -391,6 +511,23 @@ class MessageStore:
                 outbox.c.channel == channel, outbox.c.state.in_((QUEUED, SENDING))))).scalar_one()
         return await self.ledger.read(q)
 
+
+
+_KEY_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+
+
+async def _lock_key(conn, key: str) -> None:
+    """Serialises the look-up of the previous window's record and the insert
+    into this window's between instances recording the same message: without
+    it, two re-deliveries either side of a window's edge, each recorded by its
+    own instance before the other's commit, would both be taken as new. Held
+    until the (group) commit; SQLite has one writer and needs none."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_KEY_LOCK, {"k": key})
+
+
+def _outgoing(r) -> Outgoing:
+    return Outgoing(r.id, r.channel, r.msisdn, r.text, r.attempts, r.meta, r.secret)
 
 
 async def _first(conn, query):

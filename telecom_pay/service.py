@@ -193,11 +193,18 @@ class PaymentService:
         initial or agent-reset PIN travelled by SMS and may have been seen:
         it only changes itself (MM) or unfreezes (`before_change`), it
         never moves money. `cred`: the credentials row when the caller read
-        it with the wallet."""
+        it (locked) with the wallet.
+
+        Across instances: the credentials row is locked FOR UPDATE, and a
+        failure is counted by one UPDATE (accounts.record_pin_attempt). A
+        refused job's savepoint releases the lock before the count, so two
+        instances racing the same account may each try one PIN on the count
+        both read; the count itself never loses a failure."""
         if not is_pin_format(pin):
             raise _refuse(Outcome.PIN_FORMAT)
         if cred is _UNREAD:
-            cred = await acct.get_credentials(conn, wallet.id)
+            # locked until the commit: another instance's check of this account waits for this one's count
+            cred = await acct.get_credentials(conn, wallet.id, lock=True)
         now = self.clock()
         if cred is not None and cred.pin_locked_until is not None and cred.pin_locked_until > now:
             minutes = max(1, int((cred.pin_locked_until - now).total_seconds() // 60) + 1)
@@ -265,15 +272,31 @@ class PaymentService:
     def _velocity_key(self, msisdn: str) -> str:
         return f"velocity:{msisdn}:{int(self.clock().timestamp() // 60)}"
 
-    async def _velocity(self, msisdn: str) -> Result | None:
-        """Holds a payment when the number already made N this minute."""
+    async def _velocity(self, msisdn: str) -> tuple[Result | None, str | None]:
+        """Holds a payment when the number already made N this minute. The
+        slot is reserved first (INCR, atomic in the shared store), so
+        payments checked at once by several instances cannot all pass on one
+        count; a hold, and a payment that does not go through, gives its
+        slot back (`_give_back`). Returns (hold or None, the key reserved)."""
         n = self.settings.velocity_per_minute
         if n <= 0:
-            return None
-        count = await self.sessions.incr(self._velocity_key(msisdn), ttl=61, amount=0)
-        if count >= n:
-            return Result(Outcome.VELOCITY_HOLD, params={"retry_after": 60 - int(self.clock().timestamp()) % 60})
-        return None
+            return None, None
+        key = self._velocity_key(msisdn)
+        count = await self.sessions.incr(key, ttl=61)
+        if count > n:
+            await self._give_back(key)
+            return Result(Outcome.VELOCITY_HOLD, params={"retry_after": 60 - int(self.clock().timestamp()) % 60}), None
+        return None, key
+
+    async def _give_back(self, key: str | None) -> None:
+        """Best effort: a slot not given back only holds the number a little
+        early within this minute; it never lets a payment through."""
+        if key is None:
+            return
+        try:
+            await self.sessions.incr(key, ttl=61, amount=-1)
+        except Exception as exc:
+            log.warn("velocity slot not given back: {err}", err=type(exc).__name__)
 
     def _money_result(self, action: str, rec: OperationRecord, account_id: int, **params) -> Result:
         bal = rec.balance_of(account_id)
@@ -291,7 +314,7 @@ class PaymentService:
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         booked = [] if booked is None else booked
-        held = await self._velocity(msisdn)
+        held, slot = await self._velocity(msisdn)
         if held is not None:
             existing = await self.ledger.get_operation(key)
             if existing is None:
@@ -305,27 +328,40 @@ class PaymentService:
             now = self.clock()
             w = await acct.spend_context(conn, msisdn, key, business_time.day_start(now, self.tz),
                                          business_time.month_start(now, self.tz))
-            done = w.booked_account if w is not None else await _BOOKED_ACCOUNT.first(conn, key=key)
+            if w is not None:
+                done = w.booked_account
+            else:           # no wallet with credentials: the plain path (and its refusals)
+                row = await _BOOKED_ACCOUNT.first(conn, key=key)
+                done = None if row is None else row.account_id
             if done is not None:
-                w = await acct.get_account(conn, done if w is not None else done.account_id)
+                w = await acct.get_account(conn, done)
                 req, extra = await build(conn, w)
                 rec = await self.ledger.book(conn, req)
                 booked.append(rec)
                 return self._money_result(action, rec, w.id, **params, **extra)
             if w is None:
-                raise _refuse(Outcome.NO_ACCOUNT)
-            if w.status != ACTIVE:
-                raise _refuse(_STATUS_OUTCOME[w.status])
-            await self._check_pin(conn, w, pin, channel=channel, cred=w if w.cred_account_id is not None else None)
+                w = await self._wallet(conn, msisdn)
+                await self._check_pin(conn, w, pin, channel=channel)
+            else:
+                if w.status != ACTIVE:
+                    raise _refuse(_STATUS_OUTCOME[w.status])
+                await self._check_pin(conn, w, pin, channel=channel, cred=w)
             if check_limits:
-                await self._check_limits(conn, w, amount, spent=(w.spent_day, w.spent_month))
+                spent = (w.spent_day, w.spent_month) if hasattr(w, "spent_day") else None
+                await self._check_limits(conn, w, amount, spent=spent)
             req, extra = await build(conn, w)
             rec = await self.ledger.book(conn, req)
             booked.append(rec)
             return self._money_result(action, rec, w.id, **params, **extra)
-        result = await self._run_keeping(job)
+        try:
+            result = await self._run_keeping(job)
+        except BaseException:
+            await self._give_back(slot)
+            raise
         if result.outcome is Outcome.OK and not booked[-1].replayed:
             await self._after_commit(msisdn, action, channel, result)
+        else:
+            await self._give_back(slot)
         return result
 
     async def _replay_payment(self, existing: OperationRecord, build, action: str, booked: list,
@@ -342,12 +378,8 @@ class PaymentService:
 
     async def _after_commit(self, msisdn: str, action: str, channel: str, result: Result) -> None:
         """Best-effort work after a payment committed: nothing here may turn
-        the success into a failure (the subscriber would pay again)."""
-        try:
-            await self.sessions.incr(self._velocity_key(msisdn), ttl=61)
-        except Exception as exc:
-            log.warn("velocity count of {msisdn} lost after {ref}: {err}", msisdn=mask(msisdn), ref=result.ref,
-                     err=type(exc).__name__)
+        the success into a failure (the subscriber would pay again). The
+        velocity slot was reserved before (see _velocity)."""
         try:
             log.info("{action} ok {msisdn} {ref} amount={amount} channel={channel}", action=action,
                      msisdn=mask(msisdn), ref=result.ref, amount=result.amount, channel=channel)

@@ -226,6 +226,26 @@ def test_long_chinese_mt_is_reassembled_in_the_inbox(make_sim):
     esme.transport.loseConnection()
 
 
+@pytest_twisted.inlineCallbacks
+def test_mos_are_spread_over_the_bound_esmes_in_turn(make_sim):
+    """Two daemon instances, each with its own bind of the account: the SMSC
+    hands MOs to one and the other in turn (a bind that dies leaves the
+    rest to the other, tested with the daemons in tests/reliability)."""
+    sim, port = yield make_sim()
+    one = yield bound_esme(port)
+    two = yield bound_esme(port)
+    phone = sim.handset(CUSTOMER)
+    for i in range(6):
+        yield phone.send(f"YE {i}")
+    texts = [[decode_message(r).text for r in e.requests if r.command == "deliver_sm"] for e in (one, two)]
+    assert sorted(texts) == [["YE 0", "YE 2", "YE 4"], ["YE 1", "YE 3", "YE 5"]]
+    one.transport.loseConnection()
+    yield sleep(0.2)
+    yield phone.send("YE after")
+    assert decode_message(two.requests[-1]).text == "YE after"
+    two.transport.loseConnection()
+
+
 # --- link management ---------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks

@@ -22,6 +22,14 @@ recoverable from it; PIN answers and `MM old new` are stored masked.
 Messages of one subscriber are handled in arrival order; different
 subscribers in parallel. A restart requeues what was being sent and answers
 what was recorded but not yet answered.
+
+Several instances may run over one database, each with its own binds; the
+SMSC may hand any of them any message. Who answers a message and who sends
+a reply is claimed in the database (telecom_pay/messaging.py): the instance
+that records a message answers it, the one that queues a reply sends it,
+and each renews its claims while it works; what a dead instance held is
+claimed by a live one once the lease runs out. The sets kept here only stop
+this process from handling one row twice at the same time.
 """
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ from telecom_pay.aio import as_deferred, wait_deferred
 from telecom_pay.commands.redaction import redact
 from telecom_pay.core import Core
 from telecom_pay.crashpoints import crash_point
-from telecom_pay.messaging import MessageStore
+from telecom_pay.messaging import DEFAULT_LEASE, MessageStore
 from telecom_pay.msisdn import MsisdnError, mask, normalize
 from telecom_pay.outcomes import Result
 
@@ -67,7 +75,7 @@ def fit_ussd(text: str) -> str:
 class SmsChannel(MultiService):
     def __init__(self, core: Core, binds: list[dict], *, reactor=None, channel: str = "sms",
                  dedup_window: float = 120.0, redelivery_window: float = 15.0, retry_poll: float = 1.0,
-                 batch: int = 200):
+                 batch: int = 200, instance_id: str | None = None, lease: float = DEFAULT_LEASE):
         super().__init__()
         self.core = core
         self.channel = channel
@@ -75,7 +83,7 @@ class SmsChannel(MultiService):
         self.redelivery_window = redelivery_window
         self.retry_poll = retry_poll
         self.batch = batch
-        self.messages = MessageStore(core.ledger)
+        self.messages = MessageStore(core.ledger, instance_id=instance_id, lease=lease)
         self.pool = EsmePool(binds, self, reactor=reactor)
         self.pool.setServiceParent(self)
         self._chains: dict[str, asyncio.Future] = {}
@@ -101,18 +109,31 @@ class SmsChannel(MultiService):
         self._pump_task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        await self._answer_unanswered("recorded before the restart")
+        try:
+            await self._answer_unanswered("recorded before the restart", mine=True)
+        except Exception:
+            log.failure("answering what was recorded before the restart failed; trying again")
+            self._answer_failed = True
         await self._pump()
 
-    async def _answer_unanswered(self, why: str) -> None:
-        """Messages recorded (and acknowledged) whose answer is not under way:
-        after a restart, or when answering failed (the database was down)."""
-        for inbound in await self.messages.unprocessed(self.channel):
-            if inbound.id in self._answering:
-                continue
-            log.info("answering {msisdn}: {why}", msisdn=mask(inbound.msisdn), why=why)
-            # the stored text: a PIN answer is masked, and the conversation recovers it by its key
-            self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None, again=True))
+    async def _answer_unanswered(self, why: str, *, mine: bool) -> None:
+        """Claims and answers recorded (and acknowledged) messages whose answer
+        is not under way anywhere: a dead instance's once their lease ran out,
+        and with `mine` this instance id's own (after a restart under the same
+        id, or when answering failed here because the database was down)."""
+        while True:
+            # this id's own rows all at once: they stay claimed by it, a second round would return them again
+            claimed = await self.messages.claim_unanswered(self.channel, limit=None if mine else self.batch,
+                                                           mine=mine)
+            for inbound in claimed:
+                if inbound.id in self._answering:
+                    continue
+                log.info("answering {msisdn}: {why}", msisdn=mask(inbound.msisdn), why=why)
+                # the stored text: a PIN answer is masked, and the conversation recovers it by its key
+                self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None,
+                                                             again=True))
+            if mine or len(claimed) < self.batch:
+                return
 
     def stopService(self):
         self._stopping = True
@@ -266,19 +287,29 @@ class SmsChannel(MultiService):
             fut.add_done_callback(done)
 
     async def _pump(self) -> None:
-        """Sends what is due from the outbox: retries after a back-off, and
-        everything left from before a restart."""
+        """Sends what is due from the outbox and nobody holds: retries after a
+        back-off, everything left from before a restart, a dead instance's
+        once its claims ran out. Every third of a lease it renews this
+        instance's claims and takes over a dead one's unanswered messages."""
         loop = asyncio.get_running_loop()
         last_sweep = loop.time()
+        tend_every = self.messages.lease / 3
+        last_tend = loop.time()
+        mine = True          # the first scan takes this id's own rows: a restart's
         while not self._stopping:
             self._wake.clear()
             try:
-                due = await self.messages.due(self.channel, exclude=frozenset(self._sending), limit=self.batch)
+                if loop.time() >= last_tend + tend_every:
+                    last_tend = loop.time()
+                    await self.messages.renew(self.channel, frozenset(self._sending))
+                    await self._answer_unanswered("its instance stopped answering", mine=False)
+                due = await self.messages.claim_due(self.channel, limit=self.batch, mine=mine)
+                mine = False
                 self._dispatch(due)
                 if self._answer_failed and loop.time() >= last_sweep + self.unanswered_sweep:
                     self._answer_failed = False
                     last_sweep = loop.time()
-                    await self._answer_unanswered("answering failed before")
+                    await self._answer_unanswered("answering failed before", mine=True)
             except Exception:
                 # the database is away: keep going, everything is still in the outbox
                 log.failure("outbox scan failed; trying again")
@@ -287,7 +318,7 @@ class SmsChannel(MultiService):
             if len(due) == self.batch:
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.retry_poll)
+                await asyncio.wait_for(self._wake.wait(), timeout=min(self.retry_poll, tend_every))
             except asyncio.TimeoutError:
                 pass
 
@@ -362,6 +393,9 @@ def _failure(exc: BaseException):
 def make_channel(core: Core, config: dict[str, Any], reactor) -> SmsChannel:
     """Factory named in config: `[sms] factory = "channels.smpp.app:make_channel"`."""
     binds = config.get("binds") or []
+    instance = core.settings.section("daemon")
     return SmsChannel(core, binds, reactor=reactor, dedup_window=float(config.get("dedup_window", 120)),
                       redelivery_window=float(config.get("redelivery_window", 15)),
-                      retry_poll=float(config.get("retry_poll", 1.0)))
+                      retry_poll=float(config.get("retry_poll", 1.0)),
+                      instance_id=instance.get("instance_id") or None,
+                      lease=float(instance.get("claim_lease", DEFAULT_LEASE)))

@@ -80,11 +80,16 @@ class Rig:
         rig.config_path = rig.write_config(bank_timeout=bank_timeout, extra=extra or {})
         return rig
 
-    def write_config(self, *, bank_timeout: float, extra: dict) -> Path:
+    def write_config(self, *, bank_timeout: float, extra: dict, name: str = "telecom-pay.toml") -> Path:
+        """The daemon's config file (`name` in the deployment's directory):
+        the deployment, the simulators' ports, fast retries; `extra` sets
+        dotted keys (e.g. a second instance's `daemon.instance_id`)."""
         raw = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
         dep = self.deployment
         raw["database"] = {"url": dep.database_url, "auto_upgrade": True}
         raw["sessions"] = {"url": dep.sessions_url, "prefix": dep.sessions_prefix}
+        # a restart takes its former self's claims over at once (messaging.py)
+        raw["daemon"] = {"instance_id": "rig-daemon"}
         raw["security"]["velocity_payments_per_minute"] = 0
         raw["security"]["allow_development_keys"] = True      # a test deployment, by declaration
         raw["sms"]["retry_poll"] = 0.2
@@ -105,7 +110,7 @@ class Rig:
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = value
-        path = dep.workdir / "telecom-pay.toml"
+        path = dep.workdir / name
         path.write_text(dumps(raw), encoding="utf-8")
         return path
 
@@ -120,18 +125,22 @@ class Rig:
 
     # ------------------------------------------------------------ the daemon process
 
-    async def start(self, *, crash_at: str | None = None, timeout: float = 60.0) -> DaemonProcess:
-        """`telecom-pay run` as its own process, armed at `crash_at`; returns
-        once it is bound to the SMSC and signed on at the bank."""
+    async def start(self, *, crash_at: str | None = None, timeout: float = 60.0,
+                    config: Path | None = None) -> DaemonProcess:
+        """`telecom-pay run` as its own process, armed at `crash_at`, with
+        `config` (default: the rig's); returns once it is bound to the SMSC
+        (one more bind than before) and signed on at the bank."""
         self._starts += 1
         env = {"PYTHONPATH": _pythonpath(), CRASH_ENV: crash_at or ""}
-        proc = DaemonProcess(self.config_path, self.deployment.workdir, env=env, name=f"daemon-{self._starts}")
+        proc = DaemonProcess(config or self.config_path, self.deployment.workdir, env=env,
+                             name=f"daemon-{self._starts}")
         self.processes.append(proc)
         signed_on = len(self.bank.messages)
+        bound_before = {b.bind_id for b in self.smsc.binds if b.bound_at is not None}
         await proc.start(timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not (any(b.bound_at is not None for b in self.smsc.binds)
+        while not (any(b.bound_at is not None and b.bind_id not in bound_before for b in self.smsc.binds)
                    and any(m["mti"] == "0810" for m in list(self.bank.messages)[signed_on:])):
             if proc.proc.poll() is not None:
                 raise RigError(f"the daemon exited ({proc.proc.returncode}) before it was bound; "
