@@ -280,13 +280,13 @@ class MessageStore:
         if lease <= 0:
             raise ValueError("the claim lease must be a positive number of seconds")
         self.lease = lease
-
-    def _claim(self, now) -> Claim:
-        return Claim(self.instance_id, now + timedelta(seconds=self.lease))
         self._inbound = _Coalescer(ledger, self._record_many)
         self._answers = _Coalescer(ledger, self._complete_many)
         self._acceptances = _Coalescer(ledger, self._accepted_many)
         self._receipts = _Coalescer(ledger, self._receipts_many)
+
+    def _claim(self, now) -> Claim:
+        return Claim(self.instance_id, now + timedelta(seconds=self.lease))
 
     async def record_inbound(self, channel: str, msisdn: str, dedup_key: str, text: str, *,
                              window: float | None = None, failed: str | None = None) -> Inbound:
@@ -304,22 +304,29 @@ class MessageStore:
         claim = self._claim(now)
         results: list[Inbound | None] = [None] * len(items)
         keys: list[str] = []
-        earlier: dict[int, str] = {}
+        # the neighbouring windows' keys: a delivery just after an edge finds
+        # the one just before it, and one whose clock ran a little behind
+        # (another instance's) finds one recorded just after
+        nearby: dict[int, tuple[str, str]] = {}
         for i, it in enumerate(items):
             if it.window is None:
                 keys.append(it.dedup_key)
                 continue
             bucket = int(now.timestamp() // it.window)
             keys.append(f"{it.dedup_key}:{bucket}")
-            earlier[i] = f"{it.dedup_key}:{bucket - 1}"
-        if earlier:
-            for key in sorted({items[i].dedup_key for i in earlier}):     # in key order: bursts never deadlock
+            nearby[i] = (f"{it.dedup_key}:{bucket - 1}", f"{it.dedup_key}:{bucket + 1}")
+        if nearby:
+            for key in sorted({items[i].dedup_key for i in nearby}):     # in key order: bursts never deadlock
                 await _lock_key(conn, key)
-            found = {r.dedup_key: r for r in await conn.execute(_INBOUND_BY_KEYS, {"keys": list(set(earlier.values()))})}
-            for i, key in earlier.items():
-                row = found.get(key)
-                if row is not None and row.received_at > now - timedelta(seconds=items[i].window):
-                    results[i] = Inbound(row.id, row.msisdn, row.text, False)
+            wanted = list({k for pair in nearby.values() for k in pair})
+            found = {r.dedup_key: r for r in await conn.execute(_INBOUND_BY_KEYS, {"keys": wanted})}
+            for i, pair in nearby.items():
+                window = timedelta(seconds=items[i].window)
+                for key in pair:
+                    row = found.get(key)
+                    if row is not None and abs(row.received_at - now) < window:
+                        results[i] = Inbound(row.id, row.msisdn, row.text, False)
+                        break
         first_of: dict[str, int] = {}       # the same message twice in one burst: the first is new
         rows = []
         for i, it in enumerate(items):
