@@ -105,6 +105,7 @@ async def _measure(ledger, system, merchant, wallets, payments: int, concurrency
     counter = StatementCounter(ledger.db.sync_write)
     raw0 = getattr(ledger, "raw_statements", 0)
     batches0, jobs0 = ledger.batches, ledger.jobs
+    writer0 = getattr(ledger, "writer_cpu_s", 0.0)
     latencies: list[float] = []
     failures: list[str] = []
     next_i = iter(range(payments))
@@ -144,6 +145,7 @@ async def _measure(ledger, system, merchant, wallets, payments: int, concurrency
         "failure_samples": failures[:5], "elapsed_s": round(elapsed, 3),
         "ops_per_s": round(ok / elapsed, 1), "latency_ms": percentiles(latencies),
         "cpu_s": round(cpu, 3), "cpu_ms_per_op": round(cpu * 1000 / per, 4),
+        "writer_cpu_ms_per_op": round((getattr(ledger, "writer_cpu_s", 0.0) - writer0) * 1000 / per, 4),
         "statements": statements, "statements_per_op": round(statements / per, 3),
         "commits": commits, "commits_per_op": round(commits / per, 4),
         "mean_batch": round((ledger.jobs - jobs0) / max(commits, 1), 1),
@@ -269,7 +271,7 @@ def run(config: str = "postgres", *, payments: int = 20000, concurrency: int = 6
 def summary(result: dict) -> str:
     f = result["ledger"]
     line = (f"ledger {result['config']:8s} {f['ops_per_s']:8.1f} ops/s  p50 {f['latency_ms']['p50']} ms  "
-            f"p99 {f['latency_ms']['p99']} ms  cpu {f['cpu_ms_per_op']} ms/op  "
+            f"p99 {f['latency_ms']['p99']} ms  cpu {f['cpu_ms_per_op']} ms/op (writer {f['writer_cpu_ms_per_op']})  "
             f"{f['statements_per_op']} stmts/op  {f['commits_per_op']} commits/op (batch {f['mean_batch']})  "
             f"books {'ok' if result['ok'] else 'NOT OK'}")
     if "pgbench" in result:
