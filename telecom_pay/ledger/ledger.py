@@ -766,7 +766,8 @@ class _Sql:
                 return "json_to_recordset(%s::json) AS v(" + ", ".join(f"{c} {t}" for c, t in cols_types) + ")"
             self._pg_ops_by_keys = (f"SELECT {cols} FROM operations WHERE idempotency_key = "
                                     "ANY(ARRAY(SELECT json_array_elements_text(%s::json)))")
-            self._pg_accounts = f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts WHERE id = ANY(%s::bigint[]) ORDER BY id"
+            self._pg_accounts = (f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts "
+                                 "WHERE id = ANY(%s::bigint[]) ORDER BY id")
             self._pg_accounts_locked = self._pg_accounts + " FOR UPDATE"
             op_types = dict(zip(_OP_PG_INSERT, ("bigint", "text", "text", "text", "text", "text", "bigint", "bigint",
                                                 "bigint", "bigint", "text", "json", "text", "bigint", "timestamptz",
