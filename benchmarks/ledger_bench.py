@@ -3,7 +3,8 @@
 PostgreSQL server in the same run.
 
     python -m benchmarks.ledger_bench --config postgres|sqlite [--payments N] [--concurrency C]
-                                      [--accounts A] [--max-batch B] [--no-pgbench] [--json FILE]
+                                      [--accounts A] [--extra-accounts X] [--max-batch B]
+                                      [--no-pgbench] [--json FILE]
 
 A payment is what `PaymentService.pay` books: subscriber -> merchant, plus the
 merchant's fee leg to fee income (6 per mille, at least 1), through
@@ -36,6 +37,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -55,7 +57,7 @@ def fee_of(amount: int) -> int:
     return max(1, (amount * FEE_PER_MILLE + 500) // 1000)
 
 
-async def _setup(url: str, accounts: int, balance: int, max_batch: int | None = None):
+async def _setup(url: str, accounts: int, balance: int, max_batch: int | None = None, extra: int = 0):
     """Schema, system accounts, `accounts` wallets and one merchant (bulk
     inserted: the set-up is not measured), then each wallet topped up
     through the ledger (which also warms it up)."""
@@ -75,6 +77,10 @@ async def _setup(url: str, accounts: int, balance: int, max_batch: int | None = 
     first, last = await asyncio.get_running_loop().run_in_executor(
         None, lambda: bulk_accounts(db.sync_write, accounts, with_credentials=False))
     wallets = list(range(first, last + 1))
+    if extra:          # passive accounts beside the paying ones (the database at scale)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: bulk_accounts(db.sync_write, extra, first_msisdn=13500000000, with_credentials=False))
+        await asyncio.get_running_loop().run_in_executor(None, lambda: _analyze(db.sync_write))
 
     async def topup(w):
         await ledger.execute(OperationRequest(
@@ -82,6 +88,41 @@ async def _setup(url: str, accounts: int, balance: int, max_batch: int | None = 
             legs=(Leg(system["bank_settlement"], w, balance, "topup"),)))
     await asyncio.gather(*(topup(w) for w in wallets))
     return ledger, system, merchant, wallets
+
+
+def _server_cpu(ledger) -> Callable[[], float | None]:
+    """CPU seconds the PostgreSQL backends of the bench's database used
+    from now until the returned function is called (None where the server's
+    processes cannot be read: not PostgreSQL, or not on this host)."""
+    if ledger.db.is_sqlite:
+        return lambda: None
+    import sqlalchemy as sa
+    with ledger.db.sync_write.connect() as c:
+        pids = [r[0] for r in c.execute(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))]
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def total() -> float | None:
+        s = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue              # a backend that went away
+            s += int(fields[11]) + int(fields[12])
+        return s / tick
+    try:
+        start = total()
+    except (OSError, ValueError):
+        return lambda: None
+    return lambda: total() - start
+
+
+def _analyze(engine) -> None:
+    with engine.connect() as c:
+        c.exec_driver_sql("ANALYZE")
+        c.commit()
 
 
 class StatementCounter:
@@ -105,6 +146,7 @@ async def _measure(ledger, system, merchant, wallets, payments: int, concurrency
     counter = StatementCounter(ledger.db.sync_write)
     raw0 = getattr(ledger, "raw_statements", 0)
     batches0, jobs0 = ledger.batches, ledger.jobs
+    writer0 = getattr(ledger, "writer_cpu_s", 0.0)
     latencies: list[float] = []
     failures: list[str] = []
     next_i = iter(range(payments))
@@ -131,9 +173,11 @@ async def _measure(ledger, system, merchant, wallets, payments: int, concurrency
             paid["sum"] += amount
             paid["fees"] += fee
 
+    server = _server_cpu(ledger)
     cpu0, t0 = _cpu(), time.perf_counter()
     await asyncio.gather(*(caller(c) for c in range(concurrency)))
     elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    server_cpu = server()
     counter.remove()
     ok = len(latencies)
     statements = counter.n + getattr(ledger, "raw_statements", 0) - raw0
@@ -144,6 +188,8 @@ async def _measure(ledger, system, merchant, wallets, payments: int, concurrency
         "failure_samples": failures[:5], "elapsed_s": round(elapsed, 3),
         "ops_per_s": round(ok / elapsed, 1), "latency_ms": percentiles(latencies),
         "cpu_s": round(cpu, 3), "cpu_ms_per_op": round(cpu * 1000 / per, 4),
+        "server_cpu_ms_per_op": None if server_cpu is None else round(server_cpu * 1000 / per, 4),
+        "writer_cpu_ms_per_op": round((getattr(ledger, "writer_cpu_s", 0.0) - writer0) * 1000 / per, 4),
         "statements": statements, "statements_per_op": round(statements / per, 3),
         "commits": commits, "commits_per_op": round(commits / per, 4),
         "mean_batch": round((ledger.jobs - jobs0) / max(commits, 1), 1),
@@ -207,7 +253,8 @@ def run_pgbench(admin_url: str, clients: int, *, seconds: int = 10, scale: int =
 async def _ledger_part(dep, args) -> dict:
     balance = 10 ** 9
     t = time.perf_counter()
-    ledger, system, merchant, wallets = await _setup(dep.database_url, args.accounts, balance, args.max_batch)
+    ledger, system, merchant, wallets = await _setup(dep.database_url, args.accounts, balance, args.max_batch,
+                                                     args.extra_accounts)
     setup_s = time.perf_counter() - t
     try:
         if args.warmup:
@@ -217,6 +264,7 @@ async def _ledger_part(dep, args) -> dict:
         fig = await _measure(ledger, system, merchant, wallets, args.payments, args.concurrency, "run")
         fig["setup_s"] = round(setup_s, 2)
         fig["accounts"] = args.accounts
+        fig["extra_accounts"] = args.extra_accounts
         fig["max_batch"] = ledger.max_batch
         fig["check"] = await _check(ledger, merchant, warm_paid + fig["paid"], warm_fees + fig["fees"],
                                     len(wallets))
@@ -241,12 +289,13 @@ async def _merchant_flows(ledger, merchant: int) -> tuple[int, int]:
 
 
 def run(config: str = "postgres", *, payments: int = 20000, concurrency: int = 64, accounts: int = 1000,
-        warmup: int = 500, max_batch: int | None = None, pgbench: bool = True, pgbench_seconds: int = 10,
+        warmup: int = 500, max_batch: int | None = None, extra_accounts: int = 0, pgbench: bool = True,
+        pgbench_seconds: int = 10,
         pgbench_scale: int = 10, pgbench_clients: int | None = None) -> dict:
     """The ledger-alone figures as a dict for a results JSON (see the module
     docstring); `ok` is False when the books or the merchant do not check out."""
     args = argparse.Namespace(payments=payments, concurrency=concurrency, accounts=accounts, warmup=warmup,
-                              max_batch=max_batch)
+                              max_batch=max_batch, extra_accounts=extra_accounts)
     result: dict = {"config": config, **git_commit(), "host": host()}
     dep = deployment.prepare(config)
     try:
@@ -269,7 +318,8 @@ def run(config: str = "postgres", *, payments: int = 20000, concurrency: int = 6
 def summary(result: dict) -> str:
     f = result["ledger"]
     line = (f"ledger {result['config']:8s} {f['ops_per_s']:8.1f} ops/s  p50 {f['latency_ms']['p50']} ms  "
-            f"p99 {f['latency_ms']['p99']} ms  cpu {f['cpu_ms_per_op']} ms/op  "
+            f"p99 {f['latency_ms']['p99']} ms  cpu {f['cpu_ms_per_op']} ms/op (writer {f['writer_cpu_ms_per_op']}, "
+            f"server {f['server_cpu_ms_per_op']})  "
             f"{f['statements_per_op']} stmts/op  {f['commits_per_op']} commits/op (batch {f['mean_batch']})  "
             f"books {'ok' if result['ok'] else 'NOT OK'}")
     if "pgbench" in result:
@@ -288,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accounts", type=int, default=1000, help="subscriber wallets paying (default 1000)")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--max-batch", type=int, default=None, help="the ledger's group-commit batch bound")
+    p.add_argument("--extra-accounts", type=int, default=0,
+                   help="passive accounts bulk-inserted beside the paying ones (e.g. 1000000)")
     p.add_argument("--no-pgbench", action="store_true")
     p.add_argument("--pgbench-seconds", type=int, default=10)
     p.add_argument("--pgbench-scale", type=int, default=10)
@@ -295,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the result here")
     a = p.parse_args(argv)
     result = run(a.config, payments=a.payments, concurrency=a.concurrency, accounts=a.accounts,
-                 warmup=a.warmup, max_batch=a.max_batch, pgbench=not a.no_pgbench and a.config == "postgres",
+                 warmup=a.warmup, max_batch=a.max_batch, extra_accounts=a.extra_accounts,
+                 pgbench=not a.no_pgbench and a.config == "postgres",
                  pgbench_seconds=a.pgbench_seconds, pgbench_scale=a.pgbench_scale,
                  pgbench_clients=a.pgbench_clients)
     print(summary(result), flush=True)

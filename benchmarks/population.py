@@ -177,7 +177,8 @@ def bulk_accounts(engine, count: int, *, first_msisdn: int = PASSIVE_FIRST_MSISD
             stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
             exp = expires.strftime("%Y-%m-%d %H:%M:%S.%f")
             cur.executemany(
-                f"INSERT INTO accounts ({', '.join(_ACCOUNT_COLUMNS)}) VALUES ({', '.join('?' * len(_ACCOUNT_COLUMNS))})",
+                f"INSERT INTO accounts ({', '.join(_ACCOUNT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_ACCOUNT_COLUMNS))})",
                 ((i, "wallet", f"{prefix}{first_msisdn + 1 + i - first}", "", "active", "zh", 1, 0, 0, 0, 0, 0,
                   stamp, stamp, exp) for i in range(first, last + 1)))
             if with_credentials:

@@ -113,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="sample the daemon with py-spy (if installed) during the full-speed run; "
                         "writes <results>/<timestamp>-<config>-full_speed.txt (collapsed stacks)")
+    p.add_argument("--extra-accounts", type=int, default=0,
+                   help="passive accounts (active, empty, with credentials) bulk-inserted beside the funded "
+                        "ones before the daemon starts, e.g. 1000000 (default 0)")
+    p.add_argument("--no-ledger-alone", dest="ledger_alone", action="store_false",
+                   help="skip the ledger-alone run with pgbench beside it (benchmarks.ledger_bench; "
+                        "runs once when postgres is among the configurations)")
     args = p.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in args.configs:
@@ -244,6 +250,14 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         ports = await lg.start()
         config_path = dep.write_config(smsc_ports=ports, binds=args.binds, window=args.window)
 
+        if args.extra_accounts:
+            from benchmarks.population import populate_passive
+            t = time.perf_counter()
+            await asyncio.get_running_loop().run_in_executor(None, populate_passive, config_path,
+                                                             args.extra_accounts)
+            result["extra_accounts"] = args.extra_accounts
+            result["extra_accounts_s"] = round(time.perf_counter() - t, 2)
+            print(f"{name:8s} {args.extra_accounts} passive accounts in {result['extra_accounts_s']} s", flush=True)
         t = time.perf_counter()
         subscribers = await populate(config_path, args.accounts, account_balance(args))
         result["setup_s"] = round(time.perf_counter() - t, 2)
@@ -473,7 +487,23 @@ async def bench(reactor, args) -> int:
             print(f"chart: {path}", flush=True)
         except ImportError as exc:
             print(f"no chart ({exc}); `make bench` installs matplotlib (the bench extra)", flush=True)
+    if args.ledger_alone and "postgres" in args.configs:
+        status |= await ledger_alone(args)
     return status
+
+
+async def ledger_alone(args) -> int:
+    """The ledger without SMS and pgbench beside it, in its own process
+    (benchmarks.ledger_bench); its JSON goes beside the others."""
+    out = args.results_dir / f"{report.timestamp()}-ledger-alone.json"
+    cmd = [sys.executable, "-m", "benchmarks.ledger_bench", "--config", "postgres", "--json", str(out)]
+    proc = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: subprocess.run(cmd, capture_output=True, text=True))
+    sys.stdout.write(proc.stdout)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+    print(f"ledger   results: {out}", flush=True)
+    return 1 if proc.returncode else 0
 
 
 def main(argv: list[str] | None = None) -> int:

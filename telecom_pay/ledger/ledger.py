@@ -21,9 +21,11 @@ operation when it was booked or resolved, not today's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -54,7 +56,8 @@ def utcnow() -> datetime:
 
 def new_ref() -> str:
     """A short public reference subscribers can read out: T + 7 symbols."""
-    return "T" + "".join(secrets.choice(REF_ALPHABET) for _ in range(7))
+    bits = secrets.randbits(35)           # 7 symbols of 5 bits: the alphabet has 32, so each is uniform
+    return "T" + "".join(REF_ALPHABET[(bits >> (5 * i)) & 31] for i in range(7))
 
 
 # ---------------------------------------------------------------- errors
@@ -264,6 +267,7 @@ class Ledger:
         self.batches = 0
         self.jobs = 0
         self.raw_statements = 0      # statements sent on the raw driver (benchmarks count them)
+        self.writer_cpu_s = 0.0      # CPU time of the writer thread committing batches
         self._sql = _Sql(db.is_sqlite)
 
     # -- public API
@@ -395,6 +399,13 @@ class Ledger:
         is a coroutine over the connection; here its awaits on the connection
         complete at once, so it is driven to its end without an event loop
         and the reactor thread never waits on the database."""
+        cpu0 = time.thread_time()
+        try:
+            return self._commit_transaction(batch)
+        finally:
+            self.writer_cpu_s += time.thread_time() - cpu0
+
+    def _commit_transaction(self, batch: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         token = secrets.token_hex(16)
         with self.db.sync_write.connect() as raw:
@@ -488,24 +499,36 @@ class Ledger:
         reqs = [job.req for job in jobs]
         if len({r.key for r in reqs}) != len(reqs):
             return None
-        conn.run("SAVEPOINT ledger_batch")
         try:
-            results = self._book_many(conn, reqs)
+            results = self._book_many(conn, reqs, savepoint="ledger_batch")
         except _INTEGRITY_ERRORS:
             conn.run("ROLLBACK TO SAVEPOINT ledger_batch")
             conn.run("RELEASE SAVEPOINT ledger_batch")
             return None
-        conn.run("RELEASE SAVEPOINT ledger_batch")
         return [(job, None, r) if isinstance(r, BaseException) else (job, r, None) for job, r in zip(jobs, results)]
 
-    def _book_many(self, conn: "_WriterConnection", reqs: list[OperationRequest]) -> list:
+    def _book_many(self, conn: "_WriterConnection", reqs: list[OperationRequest], *,
+                   savepoint: str | None = None) -> list:
         """The requests (distinct keys) booked in order: an OperationRecord or
         the LedgerError refusing it, per request. Raises only when the
         database does; its writes are then in the transaction (the caller's
-        savepoint takes them back)."""
+        savepoint, or `savepoint` opened here and released on success, takes
+        them back).
+
+        Two round trips on PostgreSQL (pipeline mode): the reads (existing
+        keys, the accounts locked in id order, operation ids drawn from
+        their sequence), then every write. SQLite runs in process."""
         sql = self._sql
         results: list = [None] * len(reqs)
-        existing = {row.idempotency_key: row for row in sql.operations_by_keys(conn, [r.key for r in reqs])}
+        ids = sorted({a for req in reqs for leg in req.legs for a in (leg.debit, leg.credit)})
+        with conn.pipeline():
+            if savepoint:
+                conn.run(f"SAVEPOINT {savepoint}")
+            found = sql.operations_by_keys(conn, [r.key for r in reqs])
+            locked = sql.accounts(conn, ids, lock=True)
+            new_ids = sql.operation_ids(conn, len(reqs))
+        existing = {row.idempotency_key: row for row in found()}
+        rows = {r["id"]: r for r in locked()}
         todo = []
         for n, req in enumerate(reqs):
             row = existing.get(req.key)
@@ -516,12 +539,8 @@ class Ledger:
             # were part of the content lack them in the request JSON)
             differs = _differs({**row.request, "channel": row.channel, "actor": row.actor}, req.content())
             results[n] = IdempotencyConflict(req.key, differs) if differs else self._replay_record(conn, row)
-        if not todo:
-            return results
 
-        ids = sorted({a for n in todo for leg in reqs[n].legs for a in (leg.debit, leg.credit)})
-        rows = {r["id"]: r for r in sql.accounts(conn, ids, lock=True)}
-        booked = []          # (n, req, content, state, ref, now, stored, parts, balances)
+        booked = []          # (n, req, state, ref, now, stored, parts, balances)
         touched: dict[int, datetime] = {}
         for n in todo:
             req = reqs[n]
@@ -535,25 +554,27 @@ class Ledger:
             for i in work:
                 touched[i] = now
             state = T_PENDING if req.pending else T_POSTED
-            content = req.content()
-            stored = {**content, AFTER: _after(work.values())}
+            stored = {**req.content(), AFTER: _after(work.values())}
             balances = {i: balance_from_row(_Row(a)) for i, a in work.items()}
             # 32^7 references: a collision is rare enough to be handled by the
             # unique constraint (the job is retried with a new reference).
             booked.append((n, req, state, new_ref(), now, stored, parts, balances))
-        if not booked:
-            return results
 
-        op_ids = sql.insert_operations(conn, [
-            (ref, req.key, req.kind, req.channel, req.actor, req.account_id, req.counterparty_id, req.amount,
-             req.fee, state, stored, req.memo, req.parent_id, now, None if req.pending else now)
-            for _n, req, state, ref, now, stored, _p, _b in booked])
-        conn.moved_money = True
-        sql.insert_transfers(conn, [
-            (op_ids[req.key], i, leg.kind, leg.debit, leg.credit, leg.amount, parts[i], leg.consumption_credit,
-             state, now, None if req.pending else now)
-            for _n, req, state, _r, now, _s, parts, _b in booked for i, leg in enumerate(req.legs)])
-        sql.store_balances(conn, [rows[i] for i in sorted(touched)], touched)
+        with conn.pipeline():
+            if booked:
+                op_ids = sql.insert_operations(conn, [
+                    (ref, req.key, req.kind, req.channel, req.actor, req.account_id, req.counterparty_id,
+                     req.amount, req.fee, state, stored, req.memo, req.parent_id, now,
+                     None if req.pending else now)
+                    for _n, req, state, ref, now, stored, _p, _b in booked], new_ids())
+                conn.moved_money = True
+                sql.insert_transfers(conn, [
+                    (op_ids[req.key], i, leg.kind, leg.debit, leg.credit, leg.amount, parts[i],
+                     leg.consumption_credit, state, now, None if req.pending else now)
+                    for _n, req, state, _r, now, _s, parts, _b in booked for i, leg in enumerate(req.legs)])
+                sql.store_balances(conn, [rows[i] for i in sorted(touched)], touched)
+            if savepoint:
+                conn.run(f"RELEASE SAVEPOINT {savepoint}")
         for n, req, state, ref, now, stored, _p, balances in booked:
             results[n] = OperationRecord(op_ids[req.key], ref, req.key, req.kind, state, req.amount, req.fee,
                                          req.account_id, req.counterparty_id, now, stored, balances=balances)
@@ -571,7 +592,7 @@ class Ledger:
         now = self.clock()
         legs = sql.legs_of(conn, op.id)
         ids = sorted({l.debit_account_id for l in legs} | {l.credit_account_id for l in legs})
-        rows = {r["id"]: r for r in sql.accounts(conn, ids, lock=True)}
+        rows = {r["id"]: r for r in sql.accounts(conn, ids, lock=True)()}
         for leg in legs:
             d, c = rows[leg.debit_account_id], rows[leg.credit_account_id]
             d["pending_out"] -= leg.amount
@@ -604,7 +625,7 @@ class Ledger:
             ids = sorted({i for i in (rec.account_id, rec.counterparty_id) if i is not None})
             if not ids:
                 return rec
-            return _with(rec, {a["id"]: balance_from_row(_Row(a)) for a in self._sql.accounts(conn, ids, lock=False)})
+            return _with(rec, {a["id"]: balance_from_row(_Row(a)) for a in self._sql.accounts(conn, ids, lock=False)()})
         return _with(rec, {int(i): balance_after(rec, int(i)) for i in after})
 
 
@@ -618,10 +639,8 @@ _PRUNE_BATCHES = ledger_batches.delete().where(ledger_batches.c.committed_at < s
 
 try:
     import psycopg
-    from psycopg.types.json import Json as _PgJson
     _INTEGRITY_ERRORS: tuple = (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
 except ImportError:  # pragma: no cover - SQLite-only installs
-    _PgJson = None
     _INTEGRITY_ERRORS = (IntegrityError, sqlite3.IntegrityError)
 
 
@@ -664,15 +683,30 @@ def _apply_legs(rows: dict[int, dict], req: OperationRequest) -> tuple[dict[int,
 _OP_COLS = ("id", "ref", "idempotency_key", "kind", "channel", "actor", "account_id", "counterparty_id", "amount",
             "fee", "state", "request", "memo", "parent_id", "created_at", "resolved_at")
 _OP_INSERT = _OP_COLS[1:]
-_OP_PG_TYPES = ("text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "text", "json",
-                "text", "bigint", "timestamptz", "timestamptz")
+_OP_PG_INSERT = ("id",) + _OP_INSERT
 _ACCOUNT_COLS = ("id", "kind", "status", "balance", "pending_out", "pending_in", "consumption", "allow_negative")
 _LEG_COLS = ("operation_id", "leg", "kind", "debit_account_id", "credit_account_id", "amount", "consumption_part",
              "consumption_credit", "state", "created_at", "resolved_at")
-_LEG_PG_TYPES = ("bigint", "integer", "text", "bigint", "bigint", "bigint", "bigint", "boolean", "text",
-                 "timestamptz", "timestamptz")
 _LEG_READ = ("leg", "debit_account_id", "credit_account_id", "amount", "consumption_part", "consumption_credit")
 _UTC = timezone.utc
+
+
+_LAST_ISO: list = [(None, None)]
+
+
+def _iso(value: datetime | None) -> str | None:
+    """An instant as text PostgreSQL reads back to the same microsecond
+    (UTC, as UtcStamp binds it). The legs and balances of one operation share
+    its instant: the last one converted is remembered (as one pair, swapped
+    whole, so writers of other ledgers in other threads cannot mix them)."""
+    if value is None:
+        return None
+    last, text = _LAST_ISO[0]
+    if last is value:
+        return text
+    text = Stamp.process_bind_param(value, None).isoformat()
+    _LAST_ISO[0] = (value, text)
+    return text
 
 
 class _Sql:
@@ -680,44 +714,77 @@ class _Sql:
     and the values in the exact stored form SQLAlchemy's types write, so rows
     read back through SQLAlchemy are the same either way: instants as UtcStamp
     binds them (UTC; on SQLite the text "YYYY-MM-DD HH:MM:SS.ffffff"), JSON
-    through json.dumps (psycopg's Json on PostgreSQL, as SQLAlchemy's psycopg
-    dialect does), booleans as 0/1 on SQLite.
+    as json.dumps writes it (what SQLAlchemy sends on both backends; the
+    PostgreSQL json type keeps the text as given), booleans as 0/1 on SQLite.
 
-    PostgreSQL gets every multi-row statement as `unnest` over one array per
-    column: one statement text whatever the batch size, so psycopg prepares
-    it once (server-side) and reuses it. SQLite (in-process, no round trips)
-    gets multi-row VALUES where rows come back and executemany elsewhere."""
+    SQLite (in process, C bindings) gets multi-row VALUES with one parameter
+    per value, built once per row count. PostgreSQL gets each multi-row
+    statement as one constant text taking the whole batch as one JSON
+    parameter (`json_to_recordset`), or an id array literal: psycopg then
+    prepares each statement once, and a batch is dumped by json.dumps in C
+    instead of psycopg's per-value Python work (measured: one parameter per
+    value, or one array per column, cost this writer more than all its other
+    work per operation together)."""
+
+    # SQLite allows 32766 parameters per statement, PostgreSQL 65535.
+    MAX_PARAMS = 30000
 
     def __init__(self, sqlite: bool):
         self.sqlite = sqlite
-        ph = "?" if sqlite else "%s"
+        self.ph = ph = "?" if sqlite else "%s"
         cols = ", ".join(_OP_COLS)
-        acols = ", ".join(_ACCOUNT_COLS)
         self._op_by_key = f"SELECT {cols} FROM operations WHERE idempotency_key = {ph}"
         self._op_by_key_locked = self._op_by_key + ("" if sqlite else " FOR UPDATE")
+        self._ops_by_keys = f"SELECT {cols} FROM operations WHERE idempotency_key IN "
+        lock = "" if sqlite else " FOR UPDATE"
+        self._accounts = f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts WHERE id IN {{}} ORDER BY id"
+        self._accounts_locked = self._accounts + lock
         self._legs_of = f"SELECT {', '.join(_LEG_READ)} FROM transfers WHERE operation_id = {ph} ORDER BY leg"
         self._resolve_legs = f"UPDATE transfers SET state = {ph}, resolved_at = {ph} WHERE operation_id = {ph}"
-        self._resolve_op = f"UPDATE operations SET state = {ph}, resolved_at = {ph}, request = {ph} WHERE id = {ph}"
-        self._cache: dict[tuple, str] = {}
+        js = "?" if sqlite else "%s::json"
+        self._resolve_op = f"UPDATE operations SET state = {ph}, resolved_at = {ph}, request = {js} WHERE id = {ph}"
+        op_row = [ph] * len(_OP_INSERT)
+        op_row[_OP_INSERT.index("request")] = js
+        self._op_row = "(" + ", ".join(op_row) + ")"
+        self._insert_ops = f"INSERT INTO operations ({', '.join(_OP_INSERT)}) VALUES {{}} RETURNING id, idempotency_key"
+        self._leg_row = "(" + ", ".join([ph] * len(_LEG_COLS)) + ")"
+        self._insert_legs = f"INSERT INTO transfers ({', '.join(_LEG_COLS)}) VALUES {{}}"
         if sqlite:
-            self._insert_legs = (f"INSERT INTO transfers ({', '.join(_LEG_COLS)}) "
-                                 f"VALUES ({', '.join('?' * len(_LEG_COLS))})")
-            self._store = ("UPDATE accounts SET balance = ?, pending_out = ?, pending_in = ?, consumption = ?, "
-                           "updated_at = ? WHERE id = ?")
+            self._store_row = "(?, ?, ?, ?, ?, ?)"
+            v = "v.column"
+            self._store = (f"UPDATE accounts SET balance = {v}2, pending_out = {v}3, pending_in = {v}4, "
+                           f"consumption = {v}5, updated_at = {v}6 FROM (VALUES {{}}) AS v WHERE accounts.id = {v}1")
         else:
-            def unnest(types):
-                return "unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
-            self._ops_by_keys = f"SELECT {cols} FROM operations WHERE idempotency_key = ANY(%s::text[])"
-            self._accounts = f"SELECT {acols} FROM accounts WHERE id = ANY(%s::bigint[]) ORDER BY id"
-            self._accounts_locked = self._accounts + " FOR UPDATE"
-            self._insert_ops = (f"INSERT INTO operations ({', '.join(_OP_INSERT)}) SELECT * FROM "
-                                f"{unnest(_OP_PG_TYPES)} RETURNING id, idempotency_key")
-            self._insert_legs = (f"INSERT INTO transfers ({', '.join(_LEG_COLS)}) SELECT * FROM "
-                                 f"{unnest(_LEG_PG_TYPES)}")
+            self._store_row = "(%s::bigint, %s::bigint, %s::bigint, %s::bigint, %s::bigint, %s::timestamptz)"
             self._store = ("UPDATE accounts AS a SET balance = v.balance, pending_out = v.pending_out, "
                            "pending_in = v.pending_in, consumption = v.consumption, updated_at = v.updated_at "
-                           f"FROM {unnest(('bigint',) * 5 + ('timestamptz',))} "
-                           "AS v(id, balance, pending_out, pending_in, consumption, updated_at) WHERE a.id = v.id")
+                           "FROM (VALUES {}) AS v(id, balance, pending_out, pending_in, consumption, updated_at) "
+                           "WHERE a.id = v.id")
+        self._cache: dict[tuple, str] = {}
+        if not sqlite:
+            def record(cols_types):
+                return "json_to_recordset(%s::json) AS v(" + ", ".join(f"{c} {t}" for c, t in cols_types) + ")"
+            self._pg_ops_by_keys = (f"SELECT {cols} FROM operations WHERE idempotency_key = "
+                                    "ANY(ARRAY(SELECT json_array_elements_text(%s::json)))")
+            self._pg_accounts = (f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts "
+                                 "WHERE id = ANY(%s::bigint[]) ORDER BY id")
+            self._pg_accounts_locked = self._pg_accounts + " FOR UPDATE"
+            op_types = dict(zip(_OP_PG_INSERT, ("bigint", "text", "text", "text", "text", "text", "bigint", "bigint",
+                                                "bigint", "bigint", "text", "json", "text", "bigint", "timestamptz",
+                                                "timestamptz")))
+            self._pg_insert_ops = (f"INSERT INTO operations ({', '.join(_OP_PG_INSERT)}) SELECT "
+                                   + ", ".join(f"v.{c}" for c in _OP_PG_INSERT) + f" FROM {record(op_types.items())}")
+            self._pg_op_ids = ("SELECT nextval(pg_get_serial_sequence('operations', 'id')) "
+                               "FROM generate_series(1, %s)")
+            leg_types = dict(zip(_LEG_COLS, ("bigint", "integer", "text", "bigint", "bigint", "bigint", "bigint",
+                                             "boolean", "text", "timestamptz", "timestamptz")))
+            self._pg_insert_legs = (f"INSERT INTO transfers ({', '.join(_LEG_COLS)}) SELECT "
+                                    + ", ".join(f"v.{c}" for c in _LEG_COLS) + f" FROM {record(leg_types.items())}")
+            self._pg_store = ("UPDATE accounts AS a SET balance = v.balance, pending_out = v.pending_out, "
+                              "pending_in = v.pending_in, consumption = v.consumption, updated_at = v.updated_at "
+                              "FROM " + record([("id", "bigint"), ("balance", "bigint"), ("pending_out", "bigint"),
+                                                ("pending_in", "bigint"), ("consumption", "bigint"),
+                                                ("updated_at", "timestamptz")]) + " WHERE a.id = v.id")
 
     # -- values
 
@@ -725,8 +792,9 @@ class _Sql:
         value = Stamp.process_bind_param(value, None)
         return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self.sqlite else value
 
-    def json(self, value):
-        return json.dumps(value) if self.sqlite else _PgJson(value)
+    @staticmethod
+    def json(value) -> str:
+        return json.dumps(value)
 
     def _read_stamp(self, value):
         if value is None:
@@ -743,11 +811,17 @@ class _Sql:
         row.resolved_at = self._read_stamp(row.resolved_at)
         return row
 
-    def _many(self, kind: str, n: int, build) -> str:
-        sql = self._cache.get((kind, n))
+    def _sized(self, template: str, row: str, n: int) -> str:
+        """`template` with n copies of `row` (a VALUES list or an IN list)."""
+        sql = self._cache.get((template, n))
         if sql is None:
-            sql = self._cache[(kind, n)] = build(n)
+            sql = self._cache[(template, n)] = template.format(", ".join([row] * n))
         return sql
+
+    def _chunks(self, rows: list, width: int):
+        step = max(1, self.MAX_PARAMS // width)
+        for i in range(0, len(rows), step):
+            yield rows[i:i + step]
 
     # -- statements
 
@@ -755,65 +829,97 @@ class _Sql:
         t = conn.run(self._op_by_key_locked if lock else self._op_by_key, (key,)).fetchone()
         return None if t is None else self._operation(t)
 
-    def operations_by_keys(self, conn, keys: list[str]) -> list["_Row"]:
-        if self.sqlite:
-            sql = self._many("ops", len(keys), lambda n: self._op_by_key.replace(
-                "= ?", "IN (" + ", ".join("?" * n) + ")"))
-            rows = conn.run(sql, keys).fetchall()
-        else:
-            rows = conn.run(self._ops_by_keys, (keys,)).fetchall()
-        return [self._operation(t) for t in rows]
+    def operations_by_keys(self, conn, keys: list[str]) -> Callable[[], list["_Row"]]:
+        """Sends the query; the returned function reads its rows (after a pipeline)."""
+        if not self.sqlite:
+            cur = conn.query(self._pg_ops_by_keys, (json.dumps(keys),))
+            return lambda: [self._operation(t) for t in cur.fetchall()]
+        out = []
+        for part in self._chunks(keys, 1):
+            sql = self._sized(self._ops_by_keys + "({})", self.ph, len(part))
+            out.extend(self._operation(t) for t in conn.run(sql, part).fetchall())
+        return lambda: out
 
-    def accounts(self, conn, ids: list[int], *, lock: bool) -> list[dict]:
+    def accounts(self, conn, ids: list[int], *, lock: bool) -> Callable[[], list[dict]]:
         """In id order; locked (FOR UPDATE, in that order, so writers never
-        deadlock) on PostgreSQL. SQLite's writer holds the database lock."""
+        deadlock) on PostgreSQL. SQLite's writer holds the database lock.
+        Sends the query; the returned function reads its rows."""
+        if not self.sqlite:
+            literal = "{" + ",".join(map(str, ids)) + "}"
+            cur = conn.query(self._pg_accounts_locked if lock else self._pg_accounts, (literal,))
+            return lambda: [dict(zip(_ACCOUNT_COLS, t)) for t in cur.fetchall()]
+        template = (self._accounts_locked if lock else self._accounts).replace("IN {}", "IN ({})")
+        out = []
+        for part in self._chunks(ids, 1):
+            out.extend(dict(zip(_ACCOUNT_COLS, t)) for t in conn.run(self._sized(template, self.ph, len(part)),
+                                                                     part).fetchall())
+        return lambda: out
+
+    def operation_ids(self, conn, n: int) -> Callable[[], list[int] | None]:
+        """PostgreSQL: n ids drawn from the operations' sequence, so the
+        legs can be written in the same round trip as their operations (an
+        unused id is a gap, as a rolled-back insert leaves). SQLite: None
+        (ids come back from the insert)."""
         if self.sqlite:
-            sql = self._many("acc", len(ids), lambda n: f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts "
-                                                        f"WHERE id IN ({', '.join('?' * n)}) ORDER BY id")
-            rows = conn.run(sql, ids).fetchall()
-        else:
-            rows = conn.run(self._accounts_locked if lock else self._accounts, (ids,)).fetchall()
-        return [dict(zip(_ACCOUNT_COLS, t)) for t in rows]
+            return lambda: None
+        cur = conn.query(self._pg_op_ids, (n,))
+        return lambda: [t[0] for t in cur.fetchall()]
 
     def legs_of(self, conn, op_id: int) -> list["_Row"]:
         return [_Row(dict(zip(_LEG_READ, t))) for t in conn.run(self._legs_of, (op_id,)).fetchall()]
 
-    def insert_operations(self, conn, ops: list[tuple]) -> dict[str, int]:
-        """Rows in `_OP_INSERT` order (request a dict, instants datetimes);
-        returns key -> id."""
+    def insert_operations(self, conn, ops: list[tuple], ids: list[int] | None) -> dict[str, int]:
+        """Rows in `_OP_INSERT` order (request a dict, instants datetimes),
+        with the ids from `operation_ids`; returns key -> id."""
         stamp, js = self.stamp, self.json
-        rows = [(*o[:10], js(o[10]), o[11], o[12], stamp(o[13]), None if o[14] is None else stamp(o[14]))
-                for o in ops]
-        if self.sqlite:
-            width = len(_OP_INSERT)
-            sql = self._many("ins_ops", len(rows), lambda n: (
-                f"INSERT INTO operations ({', '.join(_OP_INSERT)}) VALUES "
-                + ", ".join(["(" + ", ".join("?" * width) + ")"] * n) + " RETURNING id, idempotency_key"))
-            got = conn.run(sql, [v for r in rows for v in r]).fetchall()
-        else:
-            got = conn.run(self._insert_ops, list(map(list, zip(*rows)))).fetchall()
-        return {key: op_id for op_id, key in got}
+        if not self.sqlite:
+            iso = _iso
+            # the request nested as JSON: a json column keeps that slice of the text as
+            # it is, which json.dumps writes exactly as it writes the object alone
+            doc = json.dumps([dict(zip(_OP_PG_INSERT, (op_id, *o[:13], iso(o[13]), iso(o[14]))))
+                              for op_id, o in zip(ids, ops)])
+            conn.run(self._pg_insert_ops, (doc,))
+            return {o[1]: op_id for op_id, o in zip(ids, ops)}
+        got = {}
+        for part in self._chunks(ops, len(_OP_INSERT)):
+            params = []
+            for o in part:
+                params.extend(o[:10])
+                params.extend((js(o[10]), o[11], o[12], stamp(o[13]), None if o[14] is None else stamp(o[14])))
+            sql = self._sized(self._insert_ops, self._op_row, len(part))
+            got.update((key, op_id) for op_id, key in conn.run(sql, params).fetchall())
+        return got
 
     def insert_transfers(self, conn, legs: list[tuple]) -> None:
-        stamp = self.stamp
-        rows = [(*l[:7], int(l[7]) if self.sqlite else l[7], l[8], stamp(l[9]),
-                 None if l[10] is None else stamp(l[10])) for l in legs]
-        if self.sqlite:
-            conn.run_many(self._insert_legs, rows)
-        else:
-            conn.run(self._insert_legs, list(map(list, zip(*rows))))
+        stamp, sqlite = self.stamp, self.sqlite
+        if not sqlite:
+            iso = _iso
+            doc = json.dumps([dict(zip(_LEG_COLS, (*l[:9], iso(l[9]), iso(l[10])))) for l in legs])
+            conn.run(self._pg_insert_legs, (doc,))
+            return
+        for part in self._chunks(legs, len(_LEG_COLS)):
+            params = []
+            for l in part:
+                params.extend(l[:7])
+                params.extend((int(l[7]) if sqlite else l[7], l[8], stamp(l[9]),
+                               None if l[10] is None else stamp(l[10])))
+            conn.run(self._sized(self._insert_legs, self._leg_row, len(part)), params)
 
     def store_balances(self, conn, rows: list[dict], when: dict[int, datetime]) -> None:
         """The accounts' balance columns as they now stand, each stamped with
         the instant of the last operation that touched it."""
-        if self.sqlite:
-            conn.run_many(self._store, [(a["balance"], a["pending_out"], a["pending_in"], a["consumption"],
-                                         self.stamp(when[a["id"]]), a["id"]) for a in rows])
-        else:
-            cols = ([a["id"] for a in rows], [a["balance"] for a in rows], [a["pending_out"] for a in rows],
-                    [a["pending_in"] for a in rows], [a["consumption"] for a in rows],
-                    [self.stamp(when[a["id"]]) for a in rows])
-            conn.run(self._store, cols)
+        if not self.sqlite:
+            doc = json.dumps([{"id": a["id"], "balance": a["balance"], "pending_out": a["pending_out"],
+                               "pending_in": a["pending_in"], "consumption": a["consumption"],
+                               "updated_at": _iso(when[a["id"]])} for a in rows])
+            conn.run(self._pg_store, (doc,))
+            return
+        for part in self._chunks(rows, 6):
+            params = []
+            for a in part:
+                params.extend((a["id"], a["balance"], a["pending_out"], a["pending_in"], a["consumption"],
+                               self.stamp(when[a["id"]])))
+            conn.run(self._sized(self._store, self._store_row, len(part)), params)
 
     def resolve_transfers(self, conn, op_id: int, state: str, now: datetime) -> None:
         conn.run(self._resolve_legs, (state, self.stamp(now), op_id))
@@ -847,6 +953,20 @@ class _WriterConnection:
         if self._cursor is not None:
             self._cursor.close()
             self._cursor = None
+
+    def pipeline(self):
+        """psycopg's pipeline mode (statements sent without waiting for each
+        answer; the block's end waits once), nothing on SQLite."""
+        if self.dialect.name == "sqlite":
+            return contextlib.nullcontext()
+        return self._conn.connection.dbapi_connection.pipeline()
+
+    def query(self, sql: str, params=()):
+        """A statement whose rows are read later (its own cursor)."""
+        self._ledger.raw_statements += 1
+        cur = self._conn.connection.dbapi_connection.cursor()
+        cur.execute(sql, params)
+        return cur
 
     def run(self, sql: str, params=()):
         self._ledger.raw_statements += 1
