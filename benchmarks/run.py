@@ -113,6 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="sample the daemon with py-spy (if installed) during the full-speed run; "
                         "writes <results>/<timestamp>-<config>-full_speed.txt (collapsed stacks)")
+    p.add_argument("--instances", default="1,2",
+                   help="daemon instances to measure on PostgreSQL, comma-separated; each above 1 is an "
+                        "extra run with that many daemons over the one database and Redis, each bound to "
+                        "its share of the load generator's workers (--load-procs is raised to match; "
+                        "default 1,2)")
     p.add_argument("--extra-accounts", type=int, default=0,
                    help="passive accounts (active, empty, with credentials) bulk-inserted beside the funded "
                         "ones before the daemon starts, e.g. 1000000 (default 0)")
@@ -126,6 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"unknown configuration {c!r}; choose from {', '.join(deployment.CONFIGS)}")
     try:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+        args.instances = sorted({int(n) for n in args.instances.split(",") if n.strip()} or {1})
     except ValueError:
         p.error("--rates takes numbers separated by commas, e.g. 500,1000")
     try:
@@ -154,8 +160,8 @@ def _py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-def _loadgen(args, subscribers, workdir: Path) -> LoadGenerator:
-    return LoadGenerator(subscribers, workdir, procs=args.load_procs, window=args.smsc_window,
+def _loadgen(args, subscribers, workdir: Path, *, procs: int | None = None) -> LoadGenerator:
+    return LoadGenerator(subscribers, workdir, procs=procs or args.load_procs, window=args.smsc_window,
                          receipts=not args.no_receipts, receipt_delay=args.receipt_delay,
                          merchant=deployment.BENCH_MERCHANT["code"], uvloop=not args.no_uvloop)
 
@@ -221,8 +227,80 @@ async def measure_ceiling(args) -> dict:
     return out
 
 
+def _instance_configs(config_path: Path, dep, instances: int) -> list[tuple[Path, Path]]:
+    """`instances` daemons over the one database and Redis: each its own
+    instance id, stats file and share of the load generator's ports."""
+    import tomllib
+
+    from benchmarks.tomlwriter import dumps
+    raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    binds = raw["sms"]["binds"]
+    if len(binds) < instances:
+        raise ValueError(f"{instances} instances need at least as many binds (--load-procs {instances})")
+    out = []
+    for n in range(instances):
+        mine = dict(raw, sms=dict(raw["sms"], binds=binds[n::instances]))
+        stats = dep.workdir / f"daemon{n + 1}-stats.json"
+        mine["daemon"] = dict(raw.get("daemon", {}), instance_id=f"bench-{n + 1}", stats_file=str(stats))
+        path = config_path.with_name(f"{config_path.stem}-{n + 1}.toml")
+        path.write_text(dumps(mine), encoding="utf-8")
+        out.append((path, stats))
+    return out
+
+
+class _Daemons:
+    """One or more daemon processes measured as one platform."""
+
+    def __init__(self, procs: list, stats_paths: list[Path]):
+        self.procs, self.stats_paths = procs, stats_paths
+
+    @property
+    def pid(self):
+        return self.procs[0].pid if len(self.procs) == 1 else [p.pid for p in self.procs]
+
+    @property
+    def log_path(self) -> Path:
+        return self.procs[0].log_path
+
+    async def start(self) -> None:
+        await asyncio.gather(*(p.start() for p in self.procs))
+
+    async def stop(self):
+        codes = [await p.stop() for p in self.procs]
+        return codes[0] if len(codes) == 1 else codes
+
+    def kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+
+    def cpu_seconds(self) -> float:
+        return sum(p.cpu_seconds() for p in self.procs)
+
+    def peak_rss_mb(self) -> float:
+        return max(p.peak_rss_mb() for p in self.procs)
+
+    def reset_peak_rss(self) -> None:
+        for p in self.procs:
+            p.reset_peak_rss()
+
+    def log_tail(self) -> str:
+        return "\n".join(p.log_tail() for p in self.procs)
+
+    def stats(self) -> dict:
+        """The instances' counters summed (CPU included)."""
+        snaps = [report.read_daemon_stats(path) for path in self.stats_paths]
+        if not all(snaps):
+            return {}
+        counters: dict = {}
+        for snap in snaps:
+            for k, v in snap.get("counters", {}).items():
+                counters[k] = counters.get(k, 0) + v
+        return {"cpu_s": sum(snap.get("cpu_s", 0) for snap in snaps), "counters": counters}
+
+
 async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
-                     sections: list | None = None, setup_sections: list | None = None) -> tuple[dict, bool]:
+                     sections: list | None = None, setup_sections: list | None = None,
+                     instances: int = 1) -> tuple[dict, bool]:
     """One configuration, start to finish. Returns (result, ok)."""
     from benchmarks.daemon_process import DaemonProcess
     from benchmarks.population import check_ledger, populate
@@ -245,10 +323,14 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         result["sessions"] = dep.sessions_url.split(":", 1)[0]
         # the ports first (the config names them); the handsets' PINs come with the accounts
         from benchmarks.population import BENCH_PIN, Subscriber, msisdns
-        lg = _loadgen(args, [Subscriber(m, BENCH_PIN) for m in msisdns(args.accounts)], dep.workdir / "loadgen")
+        lg = _loadgen(args, [Subscriber(m, BENCH_PIN) for m in msisdns(args.accounts)], dep.workdir / "loadgen",
+                      procs=max(args.load_procs, instances))
         _on_interrupt.insert(0, lg.kill)
         ports = await lg.start()
         config_path = dep.write_config(smsc_ports=ports, binds=args.binds, window=args.window)
+        configs = _instance_configs(config_path, dep, instances) if instances > 1 else [(config_path, dep.stats_path)]
+        result["instances"] = instances
+        label = name if instances == 1 else f"{name}x{instances}"
 
         if args.extra_accounts:
             from benchmarks.population import populate_passive
@@ -267,7 +349,9 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         setup_ok = await _run_sections(SETUP_SECTIONS if setup_sections is None else setup_sections,
                                        "setup_sections", SectionContext(name, args, dep, config_path, result))
 
-        daemon = DaemonProcess(config_path, dep.workdir, log_level=args.daemon_log_level)
+        daemon = _Daemons([DaemonProcess(path, dep.workdir, log_level=args.daemon_log_level,
+                                         name="daemon" if n == 0 else f"daemon{n + 1}")
+                           for n, (path, _) in enumerate(configs)], [stats for _, stats in configs])
         _on_interrupt.insert(0, daemon.kill)
         t = time.perf_counter()
         await daemon.start()
@@ -280,11 +364,11 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
                           mode=None, profile: bool = False) -> dict:
             await lg.drain()           # the previous run's receipts are not this run's load
             await asyncio.sleep(1.2)   # the daemon rewrites its stats file every second
-            stats0 = report.read_daemon_stats(dep.stats_path)
+            stats0 = daemon.stats()
             cpu0 = daemon.cpu_seconds()
             daemon.reset_peak_rss()
             self0 = resource.getrusage(resource.RUSAGE_SELF)
-            spy = _start_py_spy(daemon.pid, args.results_dir / f"{stamp}-{name}-{label}.txt") if profile else None
+            spy = _start_py_spy(daemon.procs[0].pid, args.results_dir / f"{stamp}-{name}-{label}.txt") if profile else None
             run = await lg.run(workload, count, rate=rate, concurrency=concurrency, limit=limit,
                                timeout=args.timeout, mode=mode)
             if spy is not None:
@@ -297,8 +381,8 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
                 driver_cpu_s=(self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime))
             await lg.drain()
             await asyncio.sleep(1.2)
-            fig["work_per_confirmed"] = report.work_per_unit(stats0, report.read_daemon_stats(dep.stats_path),
-                                                             fig.get("confirmed") or 0)
+            fig["work_per_confirmed"] = report.work_per_unit(stats0, daemon.stats(), fig.get("confirmed") or 0)
+            fig["instances"] = instances
             return fig
 
         limit = args.max_run_seconds
@@ -310,23 +394,23 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         fig = await measure("full_speed", "payment", args.payments, concurrency=args.concurrency, limit=limit,
                             profile=args.profile)
         runs.append(fig)
-        print(report.summary_line(name, fig), flush=True)
+        print(report.summary_line(label, fig), flush=True)
         for rate in args.rates:
             fig = await measure(f"rate-{rate:g}", "payment", args.payments, rate=rate, concurrency=args.concurrency,
                                 limit=limit)
             runs.append(fig)
-            print(report.summary_line(name, fig), flush=True)
+            print(report.summary_line(label, fig), flush=True)
         keyword_runs = result["keyword_runs"] = []
         if args.keywords:
             fig = await measure("keywords", "keyword", args.keywords, concurrency=args.concurrency,
                                 limit=args.keyword_seconds)
             keyword_runs.append(fig)
-            print(report.summary_line(name, fig), flush=True)
+            print(report.summary_line(label, fig), flush=True)
             for rate in args.keyword_rates:
                 fig = await measure(f"keywords-{rate:g}", "keyword", args.keywords, rate=rate,
                                     concurrency=args.concurrency, limit=args.keyword_seconds)
                 keyword_runs.append(fig)
-                print(report.summary_line(name, fig), flush=True)
+                print(report.summary_line(label, fig), flush=True)
         if ceiling is not None:
             print(f"{name:8s} {report.ceiling_line(ceiling)}", flush=True)
 
@@ -337,7 +421,7 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
         await lg.drain()
         await asyncio.sleep(0.5)
         result["daemon_exit_status"] = await daemon.stop()
-        result["daemon_log_errors"] = _count_log_errors(daemon.log_path)
+        result["daemon_log_errors"] = sum(_count_log_errors(p.log_path) for p in daemon.procs)
         late = await lg.late()
         result["loadgen_counters"] = await lg.counters()
         await lg.stop()
@@ -480,6 +564,16 @@ async def bench(reactor, args) -> int:
         results.append(result)
         if not ok or "error" in result:
             status = 1
+    if "postgres" in args.configs:
+        for instances in args.instances:
+            if instances < 2:
+                continue
+            # several daemons over one PostgreSQL and one Redis, the load spread over their binds
+            print(f"postgres with {instances} daemon instances:", flush=True)
+            result, ok = await run_config("postgres", args, reactor, instances=instances,
+                                          sections=[], setup_sections=[])
+            if not ok or "error" in result:
+                status = 1
     if not args.no_chart:
         try:
             from benchmarks import chart
