@@ -5,7 +5,10 @@ replies (recorded in the same transaction that marks the inbound message
 processed, sent until the carrier accepts, then tracked to delivery).
 
 It writes through the ledger's group commit, so a burst of messages shares
-commits with the payments it carries.
+commits with the payments it carries. A message that will not be answered
+(its sender is not a mobile number) is recorded `failed` with the reason.
+Rows store no secrets: the channel masks PIN answers before the insert, and
+a credential reply (`secret`) loses its text once the SMSC accepted it.
 
 Several daemon instances may share one database. The right to answer an
 inbound message, or to send an outbox row, is a lease held in the row
@@ -14,19 +17,16 @@ a reply it sends at once, already claimed by itself; its pump renews what
 it holds; a row whose lease ran out (its instance died) is claimed by
 another with one UPDATE over `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite
 has one writer). Leases are compared on the instances' clocks, so the
-lease must be long against their skew. A message that will not be answered
-(its sender is not a mobile number) is recorded `failed` with the reason.
-Rows store no secrets: the channel masks PIN answers before the insert, and
-a credential reply (`secret`) loses its text once the SMSC accepted it.
+lease must be long against their skew.
 """
 from __future__ import annotations
 
 import asyncio
-import threading
 import os
 import socket
+import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
@@ -103,7 +103,7 @@ def default_instance_id() -> str:
 class Claim:
     """Who holds a row and until when, written with the row."""
     by: str
-    until: object
+    until: datetime
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,11 @@ class SmsChannel(MultiService):
             for inbound in claimed:
                 if inbound.id in self._answering:
                     continue
+                if mine and inbound.msisdn in self._chains:
+                    # it may be this process's, waiting behind the subscriber's previous message
+                    # (not yet in _answering): the next sweep answers it if nobody did
+                    self._answer_failed = True
+                    continue
                 log.info("answering {msisdn}: {why}", msisdn=mask(inbound.msisdn), why=why)
                 # the stored text: a PIN answer is masked, and the conversation recovers it by its key
                 self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None,
