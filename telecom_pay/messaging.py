@@ -316,8 +316,7 @@ class MessageStore:
             keys.append(f"{it.dedup_key}:{bucket}")
             nearby[i] = (f"{it.dedup_key}:{bucket - 1}", f"{it.dedup_key}:{bucket + 1}")
         if nearby:
-            for key in sorted({items[i].dedup_key for i in nearby}):     # in key order: bursts never deadlock
-                await _lock_key(conn, key)
+            await _lock_keys(conn, sorted({items[i].dedup_key for i in nearby}))
             wanted = list({k for pair in nearby.values() for k in pair})
             found = {r.dedup_key: r for r in await conn.execute(_INBOUND_BY_KEYS, {"keys": wanted})}
             for i, pair in nearby.items():
@@ -521,6 +520,9 @@ class MessageStore:
 
 
 _KEY_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+# every key of a burst in one statement, in the order given (unnest keeps it)
+_KEY_LOCKS = sa.text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                     "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n)")
 
 
 async def _lock_key(conn, key: str) -> None:
@@ -531,6 +533,13 @@ async def _lock_key(conn, key: str) -> None:
     until the (group) commit; SQLite has one writer and needs none."""
     if conn.dialect.name == "postgresql":
         await conn.execute(_KEY_LOCK, {"k": key})
+
+
+async def _lock_keys(conn, keys: list[str]) -> None:
+    """`_lock_key` for every key of a burst, one round trip; sorted, so two
+    instances' bursts take their locks in one order and never deadlock."""
+    if conn.dialect.name == "postgresql" and keys:
+        await conn.execute(_KEY_LOCKS, {"keys": keys})
 
 
 def _outgoing(r) -> Outgoing:
