@@ -277,3 +277,44 @@ async def _random_ops(url, script):
         await assert_sound(ledger)
     await ledger.close()
     await ledger.db.dispose()
+
+
+@aio_test
+async def test_a_key_twice_in_one_batch_moves_money_once(database_url):
+    """Two deliveries of one request queued together (and neighbours): the
+    batch goes job by job, the second is a replay of the first."""
+    ledger = await make_ledger(database_url)
+    w = await funded_wallet(ledger, 1000)
+    m = await new_account(ledger, MERCHANT, code="M1")
+    req = OperationRequest(key="dup", kind="payment", account_id=w, legs=(Leg(w, m, 300, "payment"),))
+    others = [OperationRequest(key=f"o-{i}", kind="payment", legs=(Leg(w, m, 10, "payment"),)) for i in range(3)]
+    results = await asyncio.gather(ledger.execute(req), *(ledger.execute(r) for r in others), ledger.execute(req))
+    first, last = results[0], results[-1]
+    assert first.replayed is False and last.replayed is True and last.id == first.id and last.ref == first.ref
+    assert last.balance_of(w).balance == first.balance_of(w).balance
+    assert (await ledger.balance(w)).balance == 1000 - 300 - 30
+    await assert_sound(ledger)
+    await ledger.close()
+
+
+@aio_test
+async def test_a_reference_collision_in_a_batch_redoes_it_job_by_job(database_url, monkeypatch):
+    """The database refuses a batch's row (a reference already taken): the
+    batch's writes are rolled back and every job is booked on its own, once."""
+    from telecom_pay.ledger import ledger as ledger_mod
+    ledger = await make_ledger(database_url)
+    w = await funded_wallet(ledger, 1000)
+    m = await new_account(ledger, MERCHANT, code="M1")
+    taken = (await ledger.get_operation(f"fund-{w}")).ref
+    real = ledger_mod.new_ref
+    refs = iter([taken])
+    monkeypatch.setattr(ledger_mod, "new_ref", lambda: next(refs, None) or real())
+    batches = ledger.batches
+    results = await asyncio.gather(*(ledger.execute(OperationRequest(
+        key=f"c-{i}", kind="payment", legs=(Leg(w, m, 100, "payment"),))) for i in range(5)))
+    assert ledger.batches == batches + 1
+    assert len({r.ref for r in results}) == 5 and taken not in {r.ref for r in results}
+    assert all(not r.replayed for r in results)
+    assert (await ledger.balance(w)).balance == 500 and (await ledger.balance(m)).balance == 500
+    await assert_sound(ledger)
+    await ledger.close()

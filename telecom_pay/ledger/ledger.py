@@ -226,6 +226,12 @@ def balance_from_row(row) -> Balance:
     return Balance(row.id, row.balance, available, max(0, available - row.consumption), row.pending_in)
 
 
+def _balance_of(a: dict) -> Balance:
+    """balance_from_row over an account dict of the booking path."""
+    available = a["balance"] - a["pending_out"]
+    return Balance(a["id"], a["balance"], available, max(0, available - a["consumption"]), a["pending_in"])
+
+
 def _differs(old: dict, new: dict) -> list[str]:
     names = [k for k in new if k != "legs" and old.get(k) != new.get(k)]
     if not names and old.get("legs") != new.get("legs"):
@@ -555,7 +561,7 @@ class Ledger:
                 touched[i] = now
             state = T_PENDING if req.pending else T_POSTED
             stored = {**req.content(), AFTER: _after(work.values())}
-            balances = {i: balance_from_row(_Row(a)) for i, a in work.items()}
+            balances = {i: _balance_of(a) for i, a in work.items()}
             # 32^7 references: a collision is rare enough to be handled by the
             # unique constraint (the job is retried with a new reference).
             booked.append((n, req, state, new_ref(), now, stored, parts, balances))
