@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import random
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 
 # Nothing here imports twisted.internet.reactor at module level: `main`
@@ -85,12 +86,28 @@ async def soak(*, config: str = "sqlite", kills: int = 3, duration: float = 20.0
         await rig.close()
 
 
+TP_MR_SPAN = 240             # MOs a handset sends within one dedup window at most (of 256 TP-MRs)
+TP_MR_HORIZON_S = 125.0      # the daemon's dedup window (120 s), and a little more
+
+
 async def _stream(sub, rng: random.Random, stop: asyncio.Event, report: SoakReport) -> None:
     """One subscriber's requests, one conversation at a time; replies that
     do not come (the daemon is down) are not waited for beyond a few seconds."""
     from tests.reliability.scenes import reply
 
+    sent: deque[float] = deque()
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
+        # A handset's TP-MR is 8 bits: its 257th MO repeats the first one's,
+        # and the same text with it inside the dedup window is (rightly) a
+        # re-delivery. A phone cannot outpace that horizon; neither does this one.
+        while len(sent) >= TP_MR_SPAN and loop.time() - sent[0] < TP_MR_HORIZON_S:
+            await asyncio.sleep(min(1.0, TP_MR_HORIZON_S - (loop.time() - sent[0])))
+            if stop.is_set():
+                return
+        while len(sent) >= TP_MR_SPAN:
+            sent.popleft()
+        sent.extend((loop.time(), loop.time()))
         if rng.random() < 0.7:
             command = f"ZF M001 {rng.randint(100, 300) / 100:.2f}"
         else:

@@ -27,6 +27,10 @@ LEASE = 2.0                  # seconds: the survivor takes the dead one's rows o
 SUBSCRIBERS = [(f"1380013{n:04d}", f"622202000010{n:04d}") for n in range(8)]
 LOAD_SECONDS = 6.0
 DIES_AT = "after_mo_recorded:60"     # its 60th MO: a second or two into the load
+# A handset's TP-MR is 8 bits: its 257th MO repeats the first one's, and with
+# the same text inside the dedup window it is (rightly) a re-delivery. Each
+# subscriber stays below that, whatever the platform's speed.
+MAX_PAYMENTS = 110
 
 
 async def _bound(rig: Rig) -> set[str]:
@@ -39,7 +43,7 @@ async def _pay_stream(sub, n: int, stop: asyncio.Event, asked: list[tuple[str, i
     prompt, the PIN, the receipt. An answer that does not come in time (it
     was in the killed instance's hands) is not waited for beyond that."""
     i = 0
-    while not stop.is_set():
+    while not stop.is_set() and i < MAX_PAYMENTS:
         i += 1
         amount = 100 + n * 1000 + i          # fen, unique per request
         asked.append((sub.msisdn, amount))
