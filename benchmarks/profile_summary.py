@@ -24,6 +24,36 @@ def _name(frame: str) -> str:
     return f"{m.group('func')} ({short})"
 
 
+# Where a sample's time goes, by the innermost frame that matches (first
+# matching rule wins): the parts of the daemon a reader can act on.
+AREAS = (("logging", "twisted/logger"), ("smpp codec", "smpp/pdu.py"), ("smpplib", "smpplib/"),
+         ("smpp session/client", "channels/smpp/"), ("sqlalchemy", "sqlalchemy/"), ("aiosqlite", "aiosqlite/"),
+         ("psycopg", "psycopg"), ("redis client", "redis/"), ("conversation", "telecom_pay/commands/"),
+         ("service", "telecom_pay/service.py"), ("message record", "telecom_pay/messaging.py"),
+         ("ledger", "telecom_pay/ledger/"), ("sessions", "telecom_pay/sessions/"), ("json", "json/"),
+         ("asyncio", "asyncio/"), ("twisted reactor", "twisted/"))
+
+
+def breakdown(path: Path) -> dict[str, float]:
+    """Percent of samples per area (AREAS), the rest as `other`."""
+    areas: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        area = "other"
+        for frame in reversed(stack.split(";")):
+            hit = next((name for name, pattern in AREAS if pattern in frame), None)
+            if hit:
+                area = hit
+                break
+        areas[area] += n
+    return {a: round(n * 100 / total, 1) for a, n in areas.most_common()} if total else {}
+
+
 def summarise(path: Path, top: int = 25) -> str:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -45,6 +75,8 @@ def summarise(path: Path, top: int = 25) -> str:
     out += [f"  {n * 100 / total:5.1f}%  {f}" for f, n in own.most_common(top)]
     out += ["", f"top {top} by inclusive time:"]
     out += [f"  {n * 100 / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    out += ["", "by area (innermost matching frame):"]
+    out += [f"  {pct:5.1f}%  {area}" for area, pct in breakdown(path).items()]
     return "\n".join(out)
 
 

@@ -373,6 +373,7 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
                                timeout=args.timeout, mode=mode)
             if spy is not None:
                 _stop_py_spy(spy)
+                profile_path = args.results_dir / f"{stamp}-{name}-{label}.txt"
             self1 = resource.getrusage(resource.RUSAGE_SELF)
             if workload == "payment":
                 payment_runs.append(run)
@@ -383,6 +384,10 @@ async def run_config(name: str, args, reactor, *, ceiling: dict | None = None,
             await asyncio.sleep(1.2)
             fig["work_per_confirmed"] = report.work_per_unit(stats0, daemon.stats(), fig.get("confirmed") or 0)
             fig["instances"] = instances
+            if spy is not None and profile_path.exists():
+                from benchmarks.profile_summary import breakdown
+                fig["profile_file"] = str(profile_path)
+                fig["profile_breakdown"] = breakdown(profile_path)
             return fig
 
         limit = args.max_run_seconds

@@ -172,9 +172,10 @@ class PaymentService:
             return Result(_STATUS_OUTCOME.get(e.status, Outcome.ACCOUNT_FROZEN))
 
     async def _query(self, q) -> Result:
-        """A read that may refuse (raise _Refusal) like a write job does."""
+        """A read that may refuse (raise _Refusal) like a write job does (a
+        hot-path read: see Ledger.read_hot)."""
         try:
-            return await self.ledger.read(q)
+            return await self.ledger.read_hot(q)
         except _Refusal as r:
             return r.result
 
@@ -549,12 +550,12 @@ class PaymentService:
             return Result(Outcome.OK, balance=available,
                           params={"action": "balance", "withdrawable": withdrawable,
                                   "pending_in": w.pending_in, "status": w.status, "language": w.language})
-        return await self.ledger.read(q)
+        return await self.ledger.read_hot(q)
 
     async def account_info(self, msisdn: str):
         """The wallet row (or None): language, status, tier; for channels."""
         msisdn = self._norm(msisdn)
-        return await self.ledger.read(lambda conn: acct.find_wallet(conn, msisdn))
+        return await self.ledger.read_hot(lambda conn: acct.find_wallet(conn, msisdn))
 
     async def statement(self, msisdn: str, *, channel: str, page: int = 1, per_page: int = 5,
                         lang: str = "zh") -> Result:
