@@ -69,3 +69,34 @@ async def test_rows_written_raw_equal_rows_written_by_sqlalchemy(database_url):
     finally:
         await ledger.close()
         await ledger.db.dispose()
+
+
+class _Refused(Exception):
+    pass
+
+
+@aio_test
+async def test_read_hot_answers_like_a_plain_read_and_passes_refusals_on(database_url):
+    ledger = await make_ledger(database_url)
+    try:
+        at = datetime(2026, 12, 1, 23, 30, tzinfo=timezone.utc)
+        [row] = await ledger.write(lambda conn: FAST_INSERT.insert_returning(conn, [_row(1, at)]), refuses=False)
+        hot = await ledger.read_hot(lambda conn: FAST_BY_ID.first(conn, id=row.id))
+        plain = await ledger.read(lambda conn: FAST_BY_ID.first(conn, id=row.id))
+        assert hot._asdict() == dict(plain._mapping)
+        assert hot.created_at == at and hot.meta == {"ussd_op": 17, "zh": "支付"}
+
+        async def refuses(conn):
+            await FAST_BY_ID.first(conn, id=row.id)
+            raise _Refused("no such wallet")
+        try:
+            await ledger.read_hot(refuses)
+        except _Refused as exc:
+            assert str(exc) == "no such wallet"
+        else:
+            raise AssertionError("the refusal did not reach the caller")
+        # and the ledger goes on (a refusal did not spoil the batch it rode in)
+        assert (await ledger.read_hot(lambda conn: FAST_BY_ID.first(conn, id=row.id))).id == row.id
+    finally:
+        await ledger.close()
+        await ledger.db.dispose()
