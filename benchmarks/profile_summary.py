@@ -34,18 +34,22 @@ AREAS = (("logging", "twisted/logger"), ("smpp codec", "smpp/pdu.py"), ("smpplib
          ("asyncio", "asyncio/"), ("twisted reactor", "twisted/"))
 
 
+def _samples(path: Path):
+    """(raw frames outermost first, sample count) per line of a collapsed-stack file."""
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield [f for f in stack.split(";") if f], int(count)
+
+
 def breakdown(path: Path) -> dict[str, float]:
     """Percent of samples per area (AREAS), the rest as `other`."""
     areas: Counter[str] = Counter()
     total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for frames, n in _samples(path):
         total += n
         area = "other"
-        for frame in reversed(stack.split(";")):
+        for frame in reversed(frames):
             hit = next((name for name, pattern in AREAS if pattern in frame), None)
             if hit:
                 area = hit
@@ -58,13 +62,9 @@ def summarise(path: Path, top: int = 25) -> str:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for raw, n in _samples(path):
         total += n
-        frames = [_name(f) for f in stack.split(";") if f]
+        frames = [_name(f) for f in raw]
         if frames:
             own[frames[-1]] += n
         for f in set(frames):
