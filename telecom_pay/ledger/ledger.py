@@ -321,7 +321,7 @@ class Ledger:
         PostgreSQL (where the writer's round trips are what is scarce) it runs
         on a reader thread's own autocommit connection, on the raw driver too:
         one round trip. A refusal fn raises reaches the caller; on SQLite a
-        database error fails the batch like any write job's.""" 
+        database error fails the batch like any write job's."""
         if not self.db.is_sqlite:
             ok, value = await asyncio.get_running_loop().run_in_executor(self._readers, self._read_blocking, fn)
             if ok:
