@@ -152,9 +152,11 @@ def _pin_failed(now: datetime, max_failures: int, lock_until: datetime):
         updated_at=sa.bindparam("_at")).returning(c.pin_failures)
 
 
+# The credentials columns a PIN check reads, beside the wallet's own.
+_CREDENTIAL_COLUMNS = (credentials.c.account_id.label("cred_account_id"), credentials.c.pin_hash,
+                       credentials.c.pin_failures, credentials.c.pin_locked_until, credentials.c.must_change)
 _WALLET_WITH_CREDENTIALS = Fast(
-    sa.select(accounts, credentials.c.account_id.label("cred_account_id"), credentials.c.pin_hash,
-              credentials.c.pin_failures, credentials.c.pin_locked_until, credentials.c.must_change)
+    sa.select(accounts, *_CREDENTIAL_COLUMNS)
     .select_from(accounts.outerjoin(credentials, credentials.c.account_id == accounts.c.id))
     .where(accounts.c.kind == WALLET, accounts.c.msisdn == sa.bindparam("msisdn"), accounts.c.status != CLOSED))
 
@@ -217,20 +219,19 @@ SPENDING_KINDS = ("payment", "p2p", "withdrawal", "airtime")
 
 
 _o = operations.c
-_SPENT = Fast(sa.select(
-    sa.func.coalesce(sa.func.sum(sa.case((_o.created_at >= sa.bindparam("day"), _o.amount), else_=0)), 0),
-    sa.func.coalesce(sa.func.sum(_o.amount), 0),
-).where(_o.account_id == sa.bindparam("id"),
-        # equalities, not IN: a Fast statement takes plain bind parameters
-        sa.or_(*(_o.kind == k for k in SPENDING_KINDS)), _o.state != "voided",
-        _o.created_at >= sa.bindparam("month")))
 
 
 def _spent_of(account_id, since: str):
+    """What counts against the limits, once: spending kinds, pending
+    included, voided not, since the instant bound as `since`."""
     return (sa.select(sa.func.coalesce(sa.func.sum(_o.amount), 0))
+            # equalities, not IN: a Fast statement takes plain bind parameters
             .where(_o.account_id == account_id, sa.or_(*(_o.kind == k for k in SPENDING_KINDS)),
                    _o.state != "voided", _o.created_at >= sa.bindparam(since, type_=Stamp))
             .scalar_subquery())
+
+
+_SPENT = Fast(sa.select(_spent_of(sa.bindparam("id"), "day"), _spent_of(sa.bindparam("id"), "month")))
 
 
 # What a PIN-guarded spend needs, in one statement: the wallet, its
@@ -239,8 +240,7 @@ def _spent_of(account_id, since: str):
 # The credentials row is locked (PostgreSQL) as get_credentials(lock=True) does:
 # an inner join, so a wallet without credentials takes the plain path.
 _SPEND_CONTEXT = Fast(
-    sa.select(accounts, credentials.c.account_id.label("cred_account_id"), credentials.c.pin_hash,
-              credentials.c.pin_failures, credentials.c.pin_locked_until, credentials.c.must_change,
+    sa.select(accounts, *_CREDENTIAL_COLUMNS,
               sa.select(_o.account_id).where(_o.idempotency_key == sa.bindparam("key"))
               .scalar_subquery().label("booked_account"),
               _spent_of(accounts.c.id, "day").label("spent_day"),

@@ -519,25 +519,19 @@ class MessageStore:
 
 
 
-_KEY_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
 # every key of a burst in one statement, in the order given (unnest keeps it)
 _KEY_LOCKS = sa.text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
                      "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n)")
 
 
-async def _lock_key(conn, key: str) -> None:
-    """Serialises the look-up of the previous window's record and the insert
-    into this window's between instances recording the same message: without
-    it, two re-deliveries either side of a window's edge, each recorded by its
-    own instance before the other's commit, would both be taken as new. Held
-    until the (group) commit; SQLite has one writer and needs none."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(_KEY_LOCK, {"k": key})
-
-
 async def _lock_keys(conn, keys: list[str]) -> None:
-    """`_lock_key` for every key of a burst, one round trip; sorted, so two
-    instances' bursts take their locks in one order and never deadlock."""
+    """Serialises the look-up of the neighbouring windows' records and the
+    insert into this window's between instances recording the same message:
+    without it, two re-deliveries either side of a window's edge, each
+    recorded by its own instance before the other's commit, would both be
+    taken as new. One round trip for a burst's keys, sorted, so two
+    instances' bursts take their locks in one order and never deadlock. Held
+    until the (group) commit; SQLite has one writer and needs none."""
     if conn.dialect.name == "postgresql" and keys:
         await conn.execute(_KEY_LOCKS, {"keys": keys})
 
