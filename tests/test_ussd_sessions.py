@@ -10,7 +10,7 @@ from twisted.internet import task
 from channels.smpp import pdu as P
 from channels.smpp.session import UssdInfo
 from channels.smpp.ussd import (ANSWER, BEGIN, IGNORE, RELEASE, UssdSessions, UssdSettings, classify, fit_page,
-                                session_id)
+                                next_page_info, page_ussd, session_id)
 
 A = "8613800138000"
 
@@ -60,11 +60,15 @@ def test_unanswered_page_times_out_and_an_answer_resets_the_deadline():
     assert [s.session_id for s in sessions.expired()] == ["s1"] and len(sessions) == 0
 
 
-def test_reply_echoes_its_session_info_with_the_end_bit():
+def test_pages_keep_the_session_number_and_count_the_dialogue_sequence():
     sessions = UssdSessions(10, task.Clock().seconds)
-    s = sessions.open("s", A, UssdInfo(1, 0x1A04, 5), bind=None, code="*188#")
-    assert s.reply(end=False) == UssdInfo(P.USSD_USSR_REQ, 0x1A04, 5)
-    assert s.reply(end=True) == UssdInfo(P.USSD_PSSR_RESP, 0x1A05, 5)
+    s = sessions.open("s", A, UssdInfo(1, 0x1A00, 5), bind=None, code="*188#")
+    assert s.next_page(end=False) == UssdInfo(P.USSD_USSR_REQ, 0x1A02, 5)
+    assert s.next_page(end=False) == UssdInfo(P.USSD_USSR_REQ, 0x1A04, 5)
+    assert s.next_page(end=True) == UssdInfo(P.USSD_PSSR_RESP, 0x1A07, 5)
+    assert next_page_info(0x1AFE, end=False) == 0x1A00          # the sequence wraps within its 7 bits
+    assert next_page_info(None, end=True) is None
+    assert page_ussd(UssdInfo(0x12, 0x0306, None), end=False) == UssdInfo(P.USSD_USSR_REQ, 0x0308, None)
 
 
 def test_a_push_gets_a_session_number_no_open_dialogue_uses():

@@ -251,7 +251,7 @@ class SmsChannel(MultiService):
         works; anything else, and the push's fallback, goes by SMS."""
         texts = await self.core.conversation.render_for(msisdn, result)
         if result.outcome in (Outcome.CONFIRM_REQUIRED, Outcome.PIN_REQUIRED) and self.ussd is not None:
-            if await self.push_menu(msisdn, entry="pending", fallback=list(texts)):
+            if await self.push_menu(msisdn, entry=_push_entry(result.outcome.value), fallback=list(texts)):
                 return
         self._dispatch(await self.messages.complete(None, self.channel, msisdn, texts,
                                                     secret=getattr(texts, "secret", False)))
@@ -273,7 +273,7 @@ class SmsChannel(MultiService):
         """A queued notice asking for a confirmation (an agent opened the
         account) goes as a pushed page; the SMS is its fallback, queued
         again by the dialogue if the page does not reach the subscriber."""
-        page = await self.ussd.push(out.msisdn, entry="pending", fallback=[out.text])
+        page = await self.ussd.push(out.msisdn, entry=_push_entry(out.meta["confirm"]), fallback=[out.text])
         if page is None:
             return False
         self._dispatch(await self.messages.complete(None, self.channel, out.msisdn, [page.text], page.meta()))
@@ -412,6 +412,13 @@ class SmsChannel(MultiService):
 
     def link_down(self, bind) -> None:
         log.warn("smpp bind {name} down", name=bind.name)
+
+
+def _push_entry(outcome: str) -> str:
+    """Where a pushed session opens the menu: an account waiting for its
+    agreement (opened by an agent, kept in the database rather than the
+    session store) at the agreement; anything else at what is pending."""
+    return "confirm_open" if outcome == Outcome.CONFIRM_REQUIRED.value else "pending"
 
 
 def _failure(exc: BaseException):

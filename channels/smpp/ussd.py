@@ -4,8 +4,17 @@ The conventions (NOTES-packages.md): a PSSR indication (op 1) carrying the
 dialled code opens a session; each page we send is a USSR request (op 2)
 and the subscriber's answer a USSR confirm (op 0x12); our last page is a
 PSSR response (op 0x11). The network ends a dialogue with a vendor release
-code (0x20, 0x21, 0x81 ...) or the end bit of `its_session_info`, which we
-echo back unchanged on every page so the SMSC can route it.
+code (0x20, 0x21, 0x81 ...) or the end bit of `its_session_info`.
+
+its_session_info (SMPP 3.4 5.3.2.43): its first octet, the session number,
+is echoed back unchanged on every page so the SMSC routes it to the right
+dialogue; the second carries the sequence number of the dialogue unit,
+which the ESME assigns, and the end bit. We count the sequence up with each
+page, and the phone's answer echoes it: that is what tells the SMSC's
+re-delivery of an answer (same sequence: a duplicate, dropped by the
+inbound record) from the same key pressed again on the next page (a new
+answer). Echoing the whole value unchanged made the second `1` of a
+dialogue look like a re-delivery of the first.
 
 The menu is the MenuEngine's (telecom_pay/menus/engine.py): this module only
 maps PDUs to engine calls and screens to pages. A session nobody answers
@@ -42,6 +51,7 @@ log = Logger(namespace="telecom_pay.ussd")
 BEGIN, ANSWER, RELEASE, IGNORE = "begin", "answer", "release", "ignore"
 MORE_KEYS = frozenset({"99", "*"})
 HOME = "home"              # the entry of a code that opens the home menu
+PENDING_NODES = frozenset({"pin", "confirm_open"})   # the engine's pages of a pending confirmation
 
 UNKNOWN_CODE = {
     "zh": "未知的服务代码 {code}. 请拨 {home}",
@@ -72,6 +82,21 @@ def classify(ussd: UssdInfo) -> str:
     if ussd.session_ended:
         return RELEASE
     return IGNORE                   # a USSN confirmation, a PSSD: nothing to answer
+
+
+def next_page_info(info: int | None, *, end: bool) -> int | None:
+    """its_session_info of our next page after one carrying `info`: the same
+    session number, the next dialogue-unit sequence, the end bit if last."""
+    if info is None:
+        return None
+    sequence = (((info >> 1) & 0x7F) + 1) & 0x7F
+    return (info & 0xFF00) | sequence << 1 | (1 if end else 0)
+
+
+def page_ussd(after: UssdInfo, *, end: bool) -> UssdInfo:
+    """The TLVs of the page that answers `after` (an inbound PDU or our last page)."""
+    return UssdInfo(P.USSD_PSSR_RESP if end else P.USSD_USSR_REQ, next_page_info(after.session_info, end=end),
+                    after.user_message_reference)
 
 
 def session_id(msisdn: str, ussd: UssdInfo, key: str = "its_session_info") -> str:
@@ -129,7 +154,7 @@ class OpenSession:
     """One dialogue as this process knows it: enough to answer it and to end it."""
     session_id: str
     msisdn: str
-    session_info: int | None
+    session_info: int | None        # of the last PDU either side sent
     user_message_reference: int | None
     bind: str | None
     code: str
@@ -138,8 +163,11 @@ class OpenSession:
     answered: bool = False          # a pushed page the subscriber has answered
     fallback: tuple[str, ...] = ()  # what to send by SMS if a push never reaches them
 
-    def reply(self, *, end: bool) -> UssdInfo:
-        return UssdInfo(None, self.session_info, self.user_message_reference).reply(end=end)
+    def next_page(self, *, end: bool) -> UssdInfo:
+        """The TLVs of our next page in this session."""
+        info = page_ussd(UssdInfo(None, self.session_info, self.user_message_reference), end=end)
+        self.session_info = info.session_info
+        return info
 
 
 class UssdSessions:
@@ -259,7 +287,7 @@ class UssdDialogue:
                  t=self.settings.timeout)
         await self.engine.end(s.session_id, "timeout")
         lang = await self.language(s.msisdn)
-        info = s.reply(end=True)
+        info = s.next_page(end=True)
         await self.queue(s.msisdn, [fit_page(TIMED_OUT[lang].format(home=self.settings.home_code))],
                          Page("", info, s.bind, s.session_id).meta())
         if s.pushed and not s.answered and s.fallback:
@@ -288,7 +316,7 @@ class UssdDialogue:
             if entry is None:
                 lang = await self.language(msisdn)
                 page = UNKNOWN_CODE[lang].format(code=stripped[:20] or "?", home=self.settings.home_code)
-                return Page(fit_page(page), ussd.reply(end=True), bind, sid)
+                return Page(fit_page(page), page_ussd(ussd, end=True), bind, sid)
             self.stats["sessions"] += 1
             self.sessions.close(sid)
             self.sessions.open(sid, msisdn, ussd, bind=bind, code=stripped)
@@ -299,6 +327,7 @@ class UssdDialogue:
                 # opened by another instance, or before a restart: the engine's store knows it
                 s = self.sessions.open(sid, msisdn, ussd, bind=bind, code="")
             s.answered = True
+            s.session_info = ussd.session_info      # the page it answers: ours to count on from
             if stripped in MORE_KEYS:
                 screen = await self.engine.more(sid)
             else:
@@ -307,11 +336,14 @@ class UssdDialogue:
 
     def _page(self, sid: str, msisdn: str, screen, ussd: UssdInfo, bind: str | None) -> Page:
         text = self.render(screen, self.prompts)
-        if screen.end or screen.transfer:
+        end = bool(screen.end or screen.transfer)
+        s = self.sessions.get(sid)
+        info = s.next_page(end=end) if s is not None else page_ussd(ussd, end=end)
+        if end:
             self.sessions.close(sid)
-            return Page(text, ussd.reply(end=True), bind, sid)
-        self.sessions.waiting(sid)
-        return Page(text, ussd.reply(end=False), bind, sid)
+        else:
+            self.sessions.waiting(sid)
+        return Page(text, info, bind, sid)
 
     # ------------------------------------------------------------ push
 
@@ -325,7 +357,8 @@ class UssdDialogue:
         ussd = UssdInfo(P.USSD_USSR_REQ, number << 8, None)
         sid = session_id(msisdn, ussd, "its_session_info")
         screen = await self.engine.start(sid, msisdn, channel="ussd", entry=entry)
-        if screen.end:
+        if screen.end or (entry == "pending" and screen.node not in PENDING_NODES):
+            # nothing pending (it was answered meanwhile): the engine showed the home menu
             await self.engine.end(sid, "nothing to push")
             return None
         self.stats["pushes"] += 1

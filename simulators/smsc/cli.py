@@ -120,13 +120,19 @@ def _handset(args) -> int:
         first = True
         while True:
             try:
-                screen = await wait_deferred(control.ussd(msisdn, answer, wait=timeout, dial=first))
+                screen = await wait_deferred(control.ussd(msisdn, answer, wait=timeout, dial=first,
+                                                                answer=not first))
             except ControlError as exc:
-                if exc.code != 504:
+                if exc.code == 409 and not first:
+                    # the session ended while we were reading its page (the network released it)
+                    screens = (await wait_deferred(control.ussd_screens(msisdn)))["screens"]
+                    screen = screens[-1] if screens else {"ended": True}
+                elif exc.code == 504:
+                    print(f"(no page within {timeout:g} s)", file=sys.stderr, flush=True)
+                    await wait_deferred(control.ussd_hangup(msisdn))
+                    return 1
+                else:
                     raise
-                print(f"(no page within {timeout:g} s)", file=sys.stderr, flush=True)
-                await wait_deferred(control.ussd_hangup(msisdn))
-                return 1
             first = False
             print(screen.get("text", ""), flush=True)
             if screen.get("ended"):

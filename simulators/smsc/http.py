@@ -6,8 +6,9 @@
     GET    /handsets/{msisdn}                 one handset: inbox, sent, USSD screens
     POST   /handsets/{msisdn}/mo              {"text": ..., "wait": s}: send an SMS, wait up to s for the ack
     GET    /handsets/{msisdn}/inbox           ?since=N&wait=s: messages from index N, long-polling up to s
-    POST   /handsets/{msisdn}/ussd            {"text": ..., "wait": s, "dial"?: true}: dial (no open
-                                              session, or "dial" to hang up the open one first) or answer
+    POST   /handsets/{msisdn}/ussd            {"text": ..., "wait": s, "dial"?: true, "answer"?: true}:
+                                              dial (no open session, or "dial" to hang up the open one
+                                              first) or answer ("answer": 409 if none is open)
     POST   /handsets/{msisdn}/ussd/hangup     the phone ends its session (user abort to the platform)
     POST   /handsets/{msisdn}/ussd/release    {"reason"?: "released" | "timeout"}: the network ends it
     GET    /handsets/{msisdn}/ussd            the USSD screens and session
@@ -208,7 +209,7 @@ class SmscControlApi:
             handset.hang_up()
         session = handset.ussd_session
         try:
-            if session is None or not session.open:
+            if (session is None or not session.open) and not data.get("answer"):
                 screen = handset.dial_ussd(text, timeout=wait or DEFAULT_WAIT)
             else:
                 screen = handset.ussd_reply(text, timeout=wait or DEFAULT_WAIT)
