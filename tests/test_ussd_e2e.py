@@ -103,7 +103,17 @@ async def test_menu_opens_an_account_tops_up_and_pays_with_the_pin(stack):
     ussd = daemon.components["sms"].ussd
     await eventually(lambda: ussd.stats["releases"] == 1 and len(ussd.sessions) == 0)
     assert await svc.check_books() == []
+    stored = await inbound_texts(svc)
+    assert "1" in stored and not [t for t in stored if CHOSEN_PIN in t or initial in t]   # no PIN kept
     await down(sim, daemon)
+
+
+async def inbound_texts(svc) -> list[str]:
+    from telecom_pay.messaging import inbound_messages
+
+    async def q(conn):
+        return [r.text for r in await conn.execute(sa.select(inbound_messages.c.text))]
+    return await svc.ledger.read(q)
 
 
 @aio_test

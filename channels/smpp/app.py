@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from channels.smpp.client import SubmitError
 from channels.smpp.pool import EsmePool
 from channels.smpp.session import MessageReceived, ReceiptReceived, UssdInfo
-from channels.smpp.ussd import UssdDialogue, UssdSettings
+from channels.smpp.ussd import UssdDialogue, UssdSettings, redact_answer
 from telecom_pay.aio import as_deferred, wait_deferred
 from telecom_pay.commands.redaction import redact
 from telecom_pay.core import Core
@@ -170,7 +170,7 @@ class SmsChannel(MultiService):
             refusal = "sender is not a mobile number"
         identified = event.user_message_reference is not None
         inbound = await self.messages.record_inbound(
-            self.channel, msisdn, self._dedup_key(event), redact(event.text),
+            self.channel, msisdn, self._dedup_key(event), stored_text(event),
             window=self.dedup_window if identified else self.redelivery_window, failed=refusal)
         if not inbound.is_new:
             self.stats["duplicates"] += 1
@@ -412,6 +412,13 @@ class SmsChannel(MultiService):
 
     def link_down(self, bind) -> None:
         log.warn("smpp bind {name} down", name=bind.name)
+
+
+def stored_text(event: MessageReceived) -> str:
+    """What of an inbound message may be stored: SMS PIN answers are masked
+    by the command parser; a USSD answer may also be a menu's PIN step."""
+    text = redact(event.text)
+    return redact_answer(text) if event.ussd is not None else text
 
 
 def _push_entry(outcome: str) -> str:

@@ -110,6 +110,8 @@ def _handset(args) -> int:
             index = data["next"]
         return replies
 
+    from channels.smpp.ussd import redact_answer
+
     async def dial(msisdn: str, code: str, keys: str | None, timeout: float) -> int:
         """Prints every page; 0 once the session ends (or the script is
         done: the phone hangs up), 1 when a page does not come in time or
@@ -145,8 +147,7 @@ def _handset(args) -> int:
                     await wait_deferred(control.ussd_hangup(msisdn))
                     return 0
                 answer = script.pop(0)
-                # a PIN is not echoed (a 6-digit answer may be one)
-                print(f"> {'******' if answer.isdigit() and len(answer) == 6 else answer}", flush=True)
+                print(f"> {redact_answer(answer)}", flush=True)        # a PIN is not echoed
             else:
                 print("> ", end="", flush=True)
                 line = await loop.run_in_executor(None, sys.stdin.readline)
