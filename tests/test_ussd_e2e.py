@@ -251,7 +251,7 @@ async def test_pending_payment_notified_is_pushed_and_paid_by_the_page(sqlite_ur
     svc = daemon.core.service
     await funded(svc, MSISDN, 5000)
     phone = sim.handset(PHONE)
-    assert "8.00" in await say(phone, "ZF M001 8")         # held, the PIN asked by SMS
+    assert await say(phone, "ZF M001 8", expect="8.00")    # held, the PIN asked by SMS
     shown = phone.wait_for_ussd(10)
     await svc.notify(MSISDN, Result(Outcome.PIN_REQUIRED, amount=800))   # e.g. a reminder
     page = await wait_deferred(shown)

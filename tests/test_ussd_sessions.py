@@ -8,6 +8,7 @@ import pytest
 from twisted.internet import task
 
 from channels.smpp import pdu as P
+from tests.aio import aio_test
 from channels.smpp.session import UssdInfo
 from channels.smpp.ussd import (ANSWER, BEGIN, IGNORE, RELEASE, UssdSessions, UssdSettings, classify, fit_page,
                                 next_page_info, page_ussd, redact_answer, session_id)
@@ -89,3 +90,21 @@ def test_pin_shaped_answers_are_masked_before_they_are_stored():
     assert redact_answer("258147 369258") == redact_answer("258147369258") == "****** ******"
     for kept in ("1", "00", "99", "12.50", "13900139000", "ZF M001 8"):
         assert redact_answer(kept) == kept
+
+
+@aio_test
+async def test_a_timeout_is_left_to_the_instance_that_sent_the_last_page():
+    from channels.smpp.ussd import UssdDialogue
+    from telecom_pay.sessions.memory import MemorySessionStore
+    store = MemorySessionStore()
+    clock = task.Clock()
+
+    def dialogue():
+        return UssdDialogue(None, None, UssdSettings(), language=None, render=None, clock=clock, queue=None,
+                            serialize=None, store=store)
+    here, there = dialogue(), dialogue()
+    s = here.sessions.open("ussd:x:1", A, UssdInfo(1, 0x0100), bind=None, code="*188#")
+    await here._noted(s.session_id)
+    assert not await here._continued_elsewhere(s)
+    await there._noted(s.session_id)                 # the next answer reached the other instance
+    assert await here._continued_elsewhere(s)

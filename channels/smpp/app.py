@@ -89,7 +89,7 @@ class SmsChannel(MultiService):
         if menus is not None:
             self.ussd = UssdDialogue(menus, prompts, ussd or UssdSettings(), language=core.conversation.language,
                                      render=render_ussd, clock=reactor or default_reactor,
-                                     queue=self._queue, serialize=self._serialize)
+                                     queue=self._queue, serialize=self._serialize, store=core.sessions)
         core.service.add_notifier(self._notify)
         self.stats = {"mo": 0, "duplicates": 0, "mt_accepted": 0, "mt_retry": 0, "receipts": 0}
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import random
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -266,8 +267,15 @@ class UssdDialogue:
     """Runs the USSD sessions of one channel on the menu engine."""
 
     def __init__(self, engine, prompts, settings: UssdSettings, *, language: Callable[[str], Awaitable[str]],
-                 render: Callable, clock, queue: Queue, serialize: Serialize, rng: random.Random | None = None):
+                 render: Callable, clock, queue: Queue, serialize: Serialize, rng: random.Random | None = None,
+                 store=None):
+        """`store`: the session store shared by every instance, where each
+        page sent is noted, so that the instance whose timer fires can tell
+        whether the dialogue went on through another one (the SMSC may
+        hand a session's next answer to any bind)."""
         self.engine = engine
+        self.store = store
+        self._token = uuid.uuid4().hex[:12]
         self.prompts = prompts
         self.settings = settings
         self.language = language
@@ -298,6 +306,9 @@ class UssdDialogue:
             self.serialize(s.msisdn, self._timed_out(s))
 
     async def _timed_out(self, s: OpenSession) -> None:
+        if await self._continued_elsewhere(s):
+            log.info("ussd {msisdn}: the session went on through another instance", msisdn=mask(s.msisdn))
+            return
         self.stats["timeouts"] += 1
         log.info("ussd {msisdn}: no answer within {t}s, session ended", msisdn=mask(s.msisdn),
                  t=self.settings.timeout)
@@ -308,6 +319,24 @@ class UssdDialogue:
                          Page("", info, s.bind, s.session_id).meta())
         if s.pushed and not s.answered and s.fallback:
             await self._fall_back(s.msisdn, s.fallback, "no answer to the pushed page")
+
+    async def _noted(self, sid: str) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.put(f"ussdpage:{sid}", {"by": self._token}, ttl=self.settings.timeout * 2)
+        except Exception as exc:        # the timeout then ends the session here (as with one instance)
+            log.warn("noting a USSD page failed: {err}", err=type(exc).__name__)
+
+    async def _continued_elsewhere(self, s: OpenSession) -> bool:
+        if self.store is None:
+            return False
+        try:
+            note = await self.store.get(f"ussdpage:{s.session_id}")
+        except Exception as exc:
+            log.warn("reading a USSD page note failed: {err}", err=type(exc).__name__)
+            return False
+        return note is not None and note.get("by") != self._token
 
     # ------------------------------------------------------------ inbound
 
@@ -348,9 +377,9 @@ class UssdDialogue:
                 screen = await self.engine.more(sid)
             else:
                 screen = await self.engine.answer(sid, stripped, message_id=inbound_id)
-        return self._page(sid, msisdn, screen, ussd, bind)
+        return await self._page(sid, msisdn, screen, ussd, bind)
 
-    def _page(self, sid: str, msisdn: str, screen, ussd: UssdInfo, bind: str | None) -> Page:
+    async def _page(self, sid: str, msisdn: str, screen, ussd: UssdInfo, bind: str | None) -> Page:
         text = self.render(screen, self.prompts)
         end = bool(screen.end or screen.transfer)
         s = self.sessions.get(sid)
@@ -359,6 +388,7 @@ class UssdDialogue:
             self.sessions.close(sid)
         else:
             self.sessions.waiting(sid)
+            await self._noted(sid)
         return Page(text, info, bind, sid)
 
     # ------------------------------------------------------------ push
@@ -379,7 +409,7 @@ class UssdDialogue:
             return None
         self.stats["pushes"] += 1
         self.sessions.open(sid, msisdn, ussd, bind=None, code="", pushed=True, fallback=tuple(fallback))
-        page = self._page(sid, msisdn, screen, ussd, None)
+        page = await self._page(sid, msisdn, screen, ussd, None)
         return Page(page.text, page.ussd, None, sid, push=True, fallback=tuple(fallback))
 
     async def push_refused(self, msisdn: str, sid: str, fallback: list[str], reason: str) -> None:
