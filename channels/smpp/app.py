@@ -1,5 +1,6 @@
 """The SMS (and USSD) channel: the ESME pool on one side, the core on the
-other.
+other. USSD inputs take the same path (recorded, then answered, the page
+queued in the outbox); what they mean for the menu is channels/smpp/ussd.py.
 
 Path of one message (DESIGN section 3): deliver_sm -> durable inbound record,
 deduplicated by the database -> deliver_sm_resp -> the conversation
