@@ -3,7 +3,9 @@ platform, the phone hanging up, the network releasing or timing out a
 session, and an SMSC (or a busy phone) refusing a push."""
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
+import treq
 from twisted.internet import reactor
 
 from channels.smpp import pdu as P
@@ -97,4 +99,32 @@ def test_ussd_timeout_fault_releases_an_unanswered_page_only(make_sim):
     assert timed_out.ussd_service_op == 0x21 and timed_out.its_session_info & 1
     assert phone.ussd_screens[-1].reason == "timeout" and not phone.ussd_session.open
     assert sim.traffic.records(100, command="deliver_sm")[-1].ussd_service_op == 0x21   # kept in the record
+    esme.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_control_api_dial_answer_hang_up_release_and_the_dial_pad(make_sim):  # noqa: F811
+    from simulators.smsc.control import ControlError, SmscControl
+    from tests.test_smsc_sim_http import call, start
+    sim, esme, base = yield start(make_sim)
+    control = SmscControl(base)
+    with pytest.raises(ControlError) as refused:
+        yield control.ussd(CUSTOMER, "1", wait=1, answer=True)          # nothing open to answer
+    assert refused.value.code == 409
+    yield control.ussd(CUSTOMER, "*188#", wait=5)
+    assert (yield control.ussd_hangup(CUSTOMER)) is True
+    abort = [r for r in sim.traffic.records(50, command="deliver_sm") if r.ussd_service_op == P.USSD_USER_ABORT]
+    assert len(abort) == 1
+    assert (yield control.ussd_hangup(CUSTOMER)) is False
+    yield control.ussd(CUSTOMER, "*188#", wait=5)
+    screen = yield control.ussd(CUSTOMER, "*188#", wait=5, dial=True)   # dial again: the open one hangs up first
+    assert screen["text"] == "menu for *188#"
+    code, body = yield call("POST", f"{base}/handsets/{CUSTOMER}/ussd/release", {"reason": "timeout"})
+    assert code == 200 and body["released"] is True
+    shown = yield control.ussd_screens(CUSTOMER)
+    assert shown["screens"][-1]["reason"] == "timeout" and shown["session"]["open"] is False
+    code, _ = yield call("POST", f"{base}/handsets/{CUSTOMER}/ussd/release", {"reason": "bored"})
+    assert code == 400
+    page = yield (yield treq.get(f"{base}/")).text()
+    assert 'id="pad"' in page and "/ussd/hangup" in page
     esme.transport.loseConnection()

@@ -58,6 +58,8 @@ from telecom_pay.outcomes import Outcome, Result
 
 log = Logger(namespace="telecom_pay.sms")
 
+USSD_SEND_ATTEMPTS = 3      # submits of one USSD page (0.5 s, 1 s apart) before it is given up
+
 class SmsChannel(MultiService):
     def __init__(self, core: Core, binds: list[dict], *, reactor=None, channel: str = "sms",
                  dedup_window: float = 120.0, redelivery_window: float = 15.0, retry_poll: float = 1.0,
@@ -365,7 +367,8 @@ class SmsChannel(MultiService):
                 return
             self.stats["mt_retry"] += 1
             log.warn("sms out {msisdn} not accepted ({reason}); retrying", msisdn=mask(out.msisdn), reason=exc.reason)
-            await self._retry_later(out, exc.reason)
+            # a USSD page is worth a few quick tries only: its session times out in minutes
+            await self._retry_later(out, exc.reason, final=ussd is not None and out.attempts + 1 >= USSD_SEND_ATTEMPTS)
             return
         except Exception as exc:
             self.stats["mt_retry"] += 1

@@ -260,6 +260,16 @@ class Handset:
         return (session is not None and session.open
                 and ((its_session_info or 0) >> 8) != (session.its_session_info() >> 8))
 
+    def shows_page(self, op: int, its_session_info: int | None) -> bool:
+        """Whether a USSD PDU reaches the screen: a page of the open
+        dialogue, a page opening one (push) or a notification. A page for a
+        dialogue already over (the phone hung up, the network released it)
+        goes nowhere."""
+        session = self.ussd_session
+        if session is not None and session.open:
+            return its_session_info is None or (its_session_info >> 8) == (session.its_session_info() >> 8)
+        return op in (P.USSD_USSR_REQ, P.USSD_USSN_REQ)
+
     def _network_closed(self, reason: str, text: str) -> None:
         """The network ended the open session (a release, its timer): the
         phone shows why."""

@@ -300,6 +300,9 @@ class SmscSimulator:
         while len(self.messages) > self.config.traffic_capacity:
             self.messages.popitem(last=False)
         if pdu.ussd_service_op is not None:
+            if not handset.shows_page(pdu.ussd_service_op, pdu.its_session_info):
+                log.info("SMSC sim: USSD page for {msisdn}'s ended dialogue not shown", msisdn=msisdn)
+                return
             handset._ussd_arrived(decoded.text, pdu.ussd_service_op, pdu.its_session_info)
             session = handset.ussd_session
             if session is not None and session.open:
