@@ -261,6 +261,27 @@ async def test_pending_payment_notified_is_pushed_and_paid_by_the_page(sqlite_ur
     await down(sim, daemon)
 
 
+@aio_test
+async def test_a_pushed_pin_page_that_fails_leaves_the_payment_to_the_sms(sqlite_url):
+    sim, daemon, _ = await up(sqlite_url, push=True, timeout=1.0)
+    svc = daemon.core.service
+    await funded(svc, MSISDN, 5000)
+    phone = sim.handset(PHONE)
+    ussd = daemon.components["sms"].ussd
+    assert await say(phone, "ZF M001 8", expect="8.00")
+    sim.faults.add("refuse_push", count=1)
+    await svc.notify(MSISDN, Result(Outcome.PIN_REQUIRED, amount=800))
+    assert await reply(phone, expect="支付密码")             # refused: the reminder comes by SMS
+    shown = phone.wait_for_ussd(10)
+    await svc.notify(MSISDN, Result(Outcome.PIN_REQUIRED, amount=800))
+    await wait_deferred(shown)                             # pushed, and left unanswered
+    await eventually(lambda: ussd.stats["timeouts"] == 1)
+    assert await reply(phone, expect="支付密码") and ussd.stats["push_fallbacks"] == 2
+    paid = await say(phone, CHOSEN_PIN, expect="42.00")    # the payment is still pending: the PIN pays it
+    assert REF_RE.search(paid) and (await svc.balance(MSISDN, channel="t")).balance == 4200
+    await down(sim, daemon)
+
+
 # ------------------------------------------------------------ the handset CLI
 
 async def handset_cli(control: str, *args: str) -> tuple[int, str, str]:

@@ -312,13 +312,22 @@ class UssdDialogue:
         self.stats["timeouts"] += 1
         log.info("ussd {msisdn}: no answer within {t}s, session ended", msisdn=mask(s.msisdn),
                  t=self.settings.timeout)
-        await self.engine.end(s.session_id, "timeout")
+        await self._end(s, "timeout")
         lang = await self.language(s.msisdn)
         info = s.next_page(end=True)
         await self.queue(s.msisdn, [fit_page(TIMED_OUT[lang].format(home=self.settings.home_code))],
                          Page("", info, s.bind, s.session_id).meta())
         if s.pushed and not s.answered and s.fallback:
             await self._fall_back(s.msisdn, s.fallback, "no answer to the pushed page")
+
+    async def _end(self, s: OpenSession | None, reason: str, sid: str | None = None) -> None:
+        """Ends the engine's dialogue, which drops the PIN action it left
+        pending; but a pushed page nobody answered showed a confirmation
+        pending from elsewhere (an SMS, a merchant's request), which its
+        SMS fallback still asks for: that session is left to expire."""
+        if s is not None and s.pushed and not s.answered:
+            return
+        await self.engine.end(sid or s.session_id, reason)
 
     async def _noted(self, sid: str) -> None:
         if self.store is None:
@@ -351,7 +360,7 @@ class UssdDialogue:
             self.stats["releases"] += 1
             s = self.sessions.close(sid)
             log.info("ussd {msisdn}: released by the network (op {op})", msisdn=mask(msisdn), op=ussd.service_op)
-            await self.engine.end(sid, "released")
+            await self._end(s, "released", sid)
             if s is not None and s.pushed and not s.answered and s.fallback:
                 await self._fall_back(msisdn, s.fallback, "the pushed page was released unanswered")
             return None
@@ -414,8 +423,7 @@ class UssdDialogue:
 
     async def push_refused(self, msisdn: str, sid: str, fallback: list[str], reason: str) -> None:
         """The SMSC would not take the pushed page: the SMS goes instead."""
-        self.sessions.close(sid)
-        await self.engine.end(sid, "push refused")
+        self.sessions.close(sid)         # never shown: the engine's state of it expires by its TTL
         await self._fall_back(msisdn, tuple(fallback), f"the SMSC refused the push ({reason})")
 
     async def _fall_back(self, msisdn: str, texts: tuple[str, ...], why: str) -> None:
