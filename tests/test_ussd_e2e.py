@@ -158,6 +158,25 @@ async def test_network_release_and_hang_up_mid_payment_move_no_money(sqlite_url)
 
 
 @aio_test
+async def test_a_redelivered_answer_is_answered_once_and_the_same_key_again_is_new(sqlite_url):
+    sim, daemon, _ = await up(sqlite_url)
+    svc = daemon.core.service
+    await funded(svc, MSISDN, 5000)
+    phone = sim.handset(PHONE)
+    sms = daemon.components["sms"]
+    await dial(phone)
+    await key(phone, "4")
+    sim.faults.add("duplicate", count=1)                   # the SMSC delivers the next answer twice
+    await key(phone, "1")                                  # M001
+    await eventually(lambda: sms.stats["duplicates"] == 1)
+    await asyncio.sleep(0.3)
+    pages = [r for r in sim.traffic.records(1000, command="submit_sm") if r.ussd_service_op is not None]
+    assert len(pages) == 3                                 # home, merchants, the amount: not answered twice
+    assert "1.00" in await key(phone, "1")                 # the same key on the next page is a new answer
+    await down(sim, daemon)
+
+
+@aio_test
 async def test_unknown_code_gets_an_end_text(sqlite_url):
     sim, daemon, _ = await up(sqlite_url, codes={"*188#": "home", "*188*1#": "balance"})
     phone = sim.handset(PHONE)
