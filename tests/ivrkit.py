@@ -1,7 +1,8 @@
-"""A small menu engine and IVR renderer with the contracts of
-telecom_pay/menus/engine.py and telecom_pay/menus/ivr.py, for testing the
-FastAGI call runner at that seam (timeouts, retries, `*`, hang-ups,
-transfer) without the database. The end-to-end tests use the real ones."""
+"""A small menu engine with the contract of telecom_pay/menus/engine.py, for
+testing the FastAGI call runner at that seam (timeouts, retries, `*`,
+hang-ups, transfer, a payment that is still running when the caller hangs
+up) with a tree small enough to script. The end-to-end tests use the real
+engine."""
 from __future__ import annotations
 
 import asyncio
@@ -9,49 +10,6 @@ from dataclasses import dataclass, field
 
 from telecom_pay.menus.screen import Collect, Option, Say, Screen
 from telecom_pay.outcomes import Outcome, Result
-
-
-@dataclass(frozen=True)
-class Play:
-    kind: str
-    value: str
-    text: str
-
-
-@dataclass(frozen=True)
-class DtmfSpec:
-    min_digits: int
-    max_digits: int
-    timeout_ms: int
-    terminator: str = "#"
-    retries: int = 2
-    secret: bool = False
-
-
-@dataclass(frozen=True)
-class IvrTurn:
-    plays: tuple
-    collect: DtmfSpec | None
-    hangup: bool
-    transfer: str | None
-
-
-def render(screen: Screen, prompts, sounds: str = "telecom-pay") -> IvrTurn:
-    plays = []
-    for say in screen.says + tuple(o.label for o in screen.options):
-        if say.kind == "prompt":
-            plays.append(Play("file", f"{sounds}/{screen.lang}/{say.name}", say.name))
-        elif say.kind == "number":
-            plays.append(Play("number", str(say.value), str(say.value)))
-        else:
-            plays.append(Play("digits", str(say.value), str(say.value)))
-    collect = None
-    if screen.collect is not None:
-        c = screen.collect
-        collect = DtmfSpec(c.min_length, c.max_length, 3000, secret=c.secret)
-    elif screen.options:
-        collect = DtmfSpec(1, 1, 3000)
-    return IvrTurn(tuple(plays), collect, screen.end, screen.transfer)
 
 
 @dataclass

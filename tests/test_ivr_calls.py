@@ -14,13 +14,14 @@ from channels.ivr.call import IvrCalls, IvrSettings, caller_msisdn
 from channels.ivr.server import AgiFactory
 from simulators.asterisk.caller import CallScript, place_call
 from telecom_pay.calls import CallLog
+from telecom_pay.menus.ivr import render_ivr
 from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
-from tests.ivrkit import TinyEngine, render
+from tests.ivrkit import TinyEngine
 from tests.servicekit import make_service, shutdown
 
 PROMPTS = {"main_menu": {"en": "Main menu."}, "paid": {"en": "Paid, reference"},
-           "balance_is": {"en": "Your balance is"}, "goodbye": {"en": "Goodbye."}}
+           "balance_is": {"en": "Your balance is"}, "goodbye": {"en": "Goodbye."}, "no_input": {"en": "Nothing pressed."}}
 
 
 class Rig:
@@ -30,7 +31,7 @@ class Rig:
         self.notified = []
         svc.add_notifier(lambda msisdn, result: self.notified.append((msisdn, result)))
         self.call_log = CallLog(svc.ledger)
-        self.calls = IvrCalls(engine, svc, self.call_log, None, render, IvrSettings(retries=2))
+        self.calls = IvrCalls(engine, svc, self.call_log, None, render_ivr, IvrSettings(retries=2))
         self.factory = AgiFactory(self.calls, reactor, header_timeout=2.0, command_timeout=command_timeout)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.endpoint = f"tcp:127.0.0.1:{self.port.getHost().port}"

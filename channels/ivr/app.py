@@ -84,8 +84,7 @@ def make_channel(core: Core, config: dict[str, Any], reactor) -> IvrChannel:
     from telecom_pay.menus.engine import MenuEngine
     from telecom_pay.menus.ivr import render_ivr
     from telecom_pay.menus.prompts import Prompts
-    engine = getattr(core, "menus", None) or MenuEngine(core.conversation, core.sessions,
-                                                        ttl=float(config.get("session_ttl", 600)))
+    engine = core.menus or MenuEngine(core.conversation, core.sessions)
     calls = IvrCalls(engine, core.service, CallLog(core.ledger), Prompts.load(config.get("prompts")), render_ivr,
                      IvrSettings.from_config(config, core.settings.region))
     return IvrChannel(calls, str(config.get("endpoint", "tcp:4573:interface=127.0.0.1")), reactor,

@@ -50,6 +50,11 @@ KEYS = "0123456789*#"
 WITHHELD = {"", "unknown", "anonymous", "restricted", "private", "withheld"}
 
 
+def _listens_with_get_data(plays) -> bool:
+    """Input after a recorded prompt: GET DATA plays that prompt and listens."""
+    return bool(plays) and plays[-1].kind == "file"
+
+
 def caller_msisdn(callerid: str, region: str) -> str | None:
     """The subscriber's MSISDN from the switch's caller id, or None when it
     is withheld or not a mobile number."""
@@ -69,6 +74,7 @@ class IvrSettings:
     dtmf_timeout_ms: int | None = None         # None: the renderer's value
     retries: int | None = None
     goodbye_prompt: str = "goodbye"
+    no_input_prompt: str = "no_input"
     region: str = "CN"
 
     @classmethod
@@ -79,7 +85,8 @@ class IvrSettings:
                    agent_target=str(cfg.get("agent_target", "telecom-pay-agents,s,1")),
                    dtmf_timeout_ms=int(t) if t is not None else None,
                    retries=int(r) if r is not None else None,
-                   goodbye_prompt=str(cfg.get("goodbye_prompt", "goodbye")), region=region)
+                   goodbye_prompt=str(cfg.get("goodbye_prompt", "goodbye")),
+                   no_input_prompt=str(cfg.get("no_input_prompt", "no_input")), region=region)
 
 
 class IvrCalls:
@@ -162,8 +169,10 @@ class Call:
             pressed = await self._play(turn.plays, escape=not last_turn)
             if self.conn.hung_up:
                 raise CallGone("hung up")
+            if last_turn or pressed is not None or not _listens_with_get_data(turn.plays):
+                # played to its end (or cut short by the caller's own key): the result was heard
+                self.unheard = None
             if last_turn:
-                self.unheard = None           # the result was played to its end
                 await self._finish()
                 return "completed"
             digits = await self._collect(turn.plays, collect, pressed)
@@ -171,10 +180,11 @@ class Call:
             if digits is None:
                 no_input += 1
                 if no_input > collect.retries:
-                    await self._goodbye()
+                    await self._prompt(self.calls.settings.goodbye_prompt)
                     self.outcome = "timeout"
                     await self._finish()
                     return "timeout"
+                await self._prompt(self.calls.settings.no_input_prompt)
                 continue                          # the same screen again
             no_input = 0
             if digits == "*":
@@ -203,7 +213,7 @@ class Call:
         key pressed during a prompt stops the playing and is returned."""
         digits = KEYS if escape else ""
         todo = list(plays)
-        if escape and todo and todo[-1].kind == "file":
+        if escape and _listens_with_get_data(todo):
             todo = todo[:-1]
         for play in todo:
             if self.conn.hung_up:
@@ -236,7 +246,7 @@ class Call:
         """The input of one step, without its `#`; None when nothing (or
         too little) came before the timeout."""
         wait = spec.timeout_ms / 1000.0
-        if pressed is None and plays and plays[-1].kind == "file":
+        if pressed is None and _listens_with_get_data(plays):
             r = await self.conn.send("GET DATA", plays[-1].value, spec.timeout_ms, spec.max_digits,
                                      wait=wait * (spec.max_digits + 1))
             if r.failed:
@@ -269,12 +279,10 @@ class Call:
 
     # ------------------------------------------------------------ endings
 
-    async def _goodbye(self) -> None:
-        name = self.calls.settings.goodbye_prompt
-        try:
+    async def _prompt(self, name: str) -> None:
+        """A prompt of the channel's own (no input, goodbye), not of a screen."""
+        if name:
             await self.conn.send("STREAM FILE", f"{self.calls.settings.sounds}/{self.lang}/{name}", "")
-        except CallGone:
-            pass
 
     async def _finish(self) -> None:
         """The dialogue is over: say how for the dialplan and hang up."""
