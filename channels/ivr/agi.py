@@ -25,8 +25,9 @@ flight, as the protocol does. It owns no socket and no timer:
 `channels.ivr.app` moves the bytes and enforces a per-command timeout.
 
 A peer that is not Asterisk gets a bounded tolerance: a line that is not a
-response is reported (`Garbage`) and skipped; too many of them, an
-over-long line or a header that never ends make the session `Fatal`.
+response is reported (`Garbage`) and skipped; too many of them in a row
+(without an AGI line between), an over-long line or a header that never
+ends make the session `Fatal`.
 """
 from __future__ import annotations
 
@@ -181,8 +182,8 @@ class _State:
 
 class AgiSession:
     """See the module docstring. `max_line` bounds one line (Asterisk's own
-    lines are well under 2 KB); `max_garbage` bounds the skipped lines of a
-    connection; `max_header_lines` bounds the header block."""
+    lines are well under 2 KB), `max_garbage` the skipped lines in a row,
+    `max_header_lines` the header block."""
 
     def __init__(self, *, max_line: int = 8192, max_garbage: int = 20, max_header_lines: int = 200,
                  max_usage_lines: int = 200):
@@ -193,7 +194,8 @@ class AgiSession:
         self._buffer = b""
         self._out: list[bytes] = []
         self._s = _State()
-        self.garbage = 0
+        self.garbage = 0               # lines skipped on this connection
+        self._garbage_run = 0          # ... since the last AGI line
         self.hung_up = False
         self.env: AgiEnvironment | None = None
 
@@ -263,8 +265,9 @@ class AgiSession:
 
     def _skip(self, line: str) -> list[Event]:
         self.garbage += 1
-        if self.garbage > self.max_garbage:
-            return [Garbage(line[:200]), self._fatal(f"more than {self.max_garbage} lines that are not AGI")]
+        self._garbage_run += 1
+        if self._garbage_run > self.max_garbage:
+            return [Garbage(line[:200]), self._fatal(f"more than {self.max_garbage} lines in a row that are not AGI")]
         return [Garbage(line[:200])]
 
     def _line(self, line: str) -> list[Event]:
@@ -304,6 +307,7 @@ class AgiSession:
         return command
 
     def _answered(self, response: Response) -> Response:
+        self._garbage_run = 0
         if response.code == 511:
             # the channel is dead even if the HANGUP line was not sent (AGISIGHUP=no)
             self.hung_up = True
@@ -327,4 +331,5 @@ class AgiSession:
         if m is None:
             return self._skip(line)
         s.header[m.group(1)] = m.group(2)
+        self._garbage_run = 0
         return []

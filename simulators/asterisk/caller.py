@@ -20,7 +20,8 @@ An empty entry (or `-`) is silence; an exhausted script is silence too
 Faults: hang up at command N or after K script entries (the command running
 answers `200 result=-1`, then `HANGUP` is sent and every later command but
 the dead-channel ones gets 511, as on a real hung-up channel); drop the TCP
-connection at command N; garbage lines before the answers; slow answers.
+connection at command N; garbage lines before the answers; slow answers;
+a peer that sends only noise after the header.
 The simulator never imports the service: prompts.toml is read as a file.
 """
 from __future__ import annotations
@@ -108,6 +109,7 @@ class CallScript:
     close_at: int | None = None             # drop the TCP connection when the Nth command arrives
     garbage_every: int = 0                  # a garbage line before every Nth answer
     slow: float = 0.0                       # seconds before each answer
+    noise: int = 0                          # after the header: this many garbage lines, then no answer at all
 
 
 @dataclass
@@ -315,6 +317,8 @@ class CallerProtocol(Protocol):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         self.transport.write(self.call.header())
+        if self.call.script.noise:
+            self.transport.write("".join(self._garbage() + "\n" for _ in range(self.call.script.noise)).encode())
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -325,6 +329,9 @@ class CallerProtocol(Protocol):
 
     def _drain(self) -> None:
         if self._busy or not self._queue or self.transport is None:
+            return
+        if self.call.script.noise:
+            self._queue.clear()               # a peer that only makes noise never answers
             return
         line = self._queue.pop(0)
         before = len(self.call.heard)
