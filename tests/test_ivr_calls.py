@@ -123,6 +123,19 @@ async def test_hang_up_after_the_pin_still_pays_once_and_sends_the_receipt(rig_f
 
 
 @aio_test
+async def test_connection_dropped_while_the_pin_is_checked_still_pays_once(rig_factory):
+    rig = await rig_factory(pause=0.3)
+    try:
+        await rig.call(["2", "123456#"], drop_after_keys=2)
+        await asyncio.sleep(0.5)
+        await rig.settled()
+        assert len(rig.engine.paid) == 1 and len(rig.notified) == 1
+        assert rig.engine.ended[-1][1] == "hangup"
+    finally:
+        await rig.close()
+
+
+@aio_test
 async def test_hang_up_before_the_pin_moves_nothing(rig_factory):
     rig = await rig_factory()
     try:

@@ -17,10 +17,11 @@ An empty entry (or `-`) is silence; an exhausted script is silence too
 (`200 result= (timeout)` for GET DATA, `200 result=0` for WAIT FOR DIGIT);
 `h` hangs up instead of answering.
 
-Faults: hang up at command N or after K script entries (the command running
-answers `200 result=-1`, then `HANGUP` is sent and every later command but
-the dead-channel ones gets 511, as on a real hung-up channel); drop the TCP
-connection at command N; garbage lines before the answers; slow answers;
+Faults: hang up at command N (it answers `200 result=-1`, then `HANGUP` is
+sent and every later command but the dead-channel ones gets 511, as on a
+real hung-up channel) or right after the Kth script entry was keyed (its
+answer, then `HANGUP` at once, while the platform works on the input); drop
+the TCP connection at command N or right after the Kth entry; garbage lines before the answers; slow answers;
 a peer that sends only noise after the header.
 The simulator never imports the service: prompts.toml is read as a file.
 """
@@ -105,7 +106,8 @@ class Heard:
 class CallScript:
     keys: list[str] = field(default_factory=list)
     hangup_at: int | None = None            # hang up while the Nth command runs (1 = ANSWER)
-    hangup_after_keys: int | None = None    # hang up at the first command after K entries were used
+    hangup_after_keys: int | None = None    # hang up right after the Kth entry was keyed (HANGUP, then dead)
+    drop_after_keys: int | None = None      # drop the TCP connection right after the Kth entry was keyed
     close_at: int | None = None             # drop the TCP connection when the Nth command arrives
     garbage_every: int = 0                  # a garbage line before every Nth answer
     slow: float = 0.0                       # seconds before each answer
@@ -130,6 +132,7 @@ class SimulatedCall:
     dead: bool = False
     hung_up_by: str | None = None           # caller | platform
     close_now: bool = False
+    drop_after_answer: bool = False
     _used: int = 0
     _buffer: str = ""
     _count: int = 0
@@ -185,8 +188,7 @@ class SimulatedCall:
 
     def _must_hang_up(self) -> bool:
         s = self.script
-        return ((s.hangup_at is not None and self._count >= s.hangup_at)
-                or (s.hangup_after_keys is not None and self._used >= s.hangup_after_keys))
+        return s.hangup_at is not None and self._count >= s.hangup_at
 
     def _hang_up(self, by: str) -> list[str]:
         self.dead = True
@@ -218,7 +220,16 @@ class SimulatedCall:
             if name in DEAD_OK:
                 return self._run(name, rest) + self._hang_up("caller")
             return ["200 result=-1" + (" endpos=0" if name == "STREAM FILE" else "")] + self._hang_up("caller")
-        return self._run(name, rest)
+        used = self._used
+        out = self._run(name, rest)
+        if self._used > used and not self.dead:
+            s = self.script
+            if s.drop_after_keys is not None and self._used >= s.drop_after_keys:
+                self.drop_after_answer = True
+            elif s.hangup_after_keys is not None and self._used >= s.hangup_after_keys:
+                # the caller put the phone down after the keys: Asterisk says so at once
+                out = out + self._hang_up("caller")
+        return out
 
     @staticmethod
     def _name(args: list[str]) -> str | None:
@@ -347,6 +358,10 @@ class CallerProtocol(Protocol):
         if s.garbage_every and self._answers % s.garbage_every == 0:
             out = [self._garbage()] + out
         payload = "".join(f"{o}\n" for o in out).encode()
+        if self.call.drop_after_answer:
+            self.transport.write(payload)
+            self.transport.loseConnection()
+            return
         if s.slow > 0:
             self._busy = True
             self.clock.callLater(s.slow, self._send_later, payload)

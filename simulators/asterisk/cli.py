@@ -20,6 +20,7 @@ def add_call_parser(ops) -> None:
     c.add_argument("--hangup-at", type=int, help="hang up while the Nth AGI command runs")
     c.add_argument("--hangup-after-keys", type=int, help="hang up right after the Kth key entry")
     c.add_argument("--drop-at", type=int, help="drop the TCP connection at the Nth command")
+    c.add_argument("--drop-after-keys", type=int, help="drop the TCP connection right after the Kth key entry")
     c.add_argument("--garbage-every", type=int, default=0, help="a garbage line before every Nth answer")
     c.add_argument("--slow", type=float, default=0.0, help="seconds before each answer")
     c.add_argument("--arg", action="append", default=[], help="agi_arg_N (repeatable), e.g. callback")
@@ -40,6 +41,7 @@ def run_call(args: argparse.Namespace) -> int:
     install_asyncio_reactor()
     script = CallScript(keys=parse_keys(args.keys), hangup_at=args.hangup_at,
                         hangup_after_keys=args.hangup_after_keys, close_at=args.drop_at,
+                        drop_after_keys=args.drop_after_keys,
                         garbage_every=args.garbage_every, slow=args.slow)
     msisdn = None if args.msisdn.lower() in ("unknown", "anonymous", "") else args.msisdn
     status = {"code": 0}
