@@ -62,6 +62,7 @@ async def open_funded(s: Stack, amount: int = 10_000) -> str:
     await say(s.phone, f"MM {PIN_RE.search(creds).group(1)} {CHOSEN_PIN}", expect="支付密码已修改")
     await s.svc.fund_agent("AG001", amount, operator="test", key="ivr-float")
     assert (await s.svc.cash_in("AG001", MSISDN, amount, key="ivr-cash")).ok
+    await reply(s.phone, expect="现金存入")             # its SMS, so later replies are the ones awaited
     return CHOSEN_PIN
 
 
@@ -190,5 +191,28 @@ async def test_garbage_drops_and_slowness_leave_no_session_and_the_next_call_is_
         call = await s.call(["1", "0"])
         assert "done_balance" in said(call) and call.hung_up_by == "platform"
         assert await s.balance() == 10_000
+    finally:
+        await down(s)
+
+
+@aio_test
+async def test_handset_call_cli_prints_what_is_heard_and_exits_0(sqlite_url):
+    import sys
+    s = await up({"database_url": sqlite_url})
+    try:
+        await open_funded(s)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "telecom_pay.cli", "handset", "call", LOCAL, "--keys", "1,0",
+            "--agi", f"tcp:127.0.0.1:{s.port}", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 0, err.decode()
+        assert "余额查询" in text and "\n> 1\n" in text and "100" in text      # the balance, 100 yuan
+        assert "(call ended: the IVR hung up; TP_RESULT=ok)" in text
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "telecom_pay.cli", "handset", "call", LOCAL, "--agi", "tcp:127.0.0.1:1",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 2 and "no FastAGI server" in err.decode()
     finally:
         await down(s)

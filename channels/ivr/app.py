@@ -39,6 +39,7 @@ class IvrChannel(Service):
         self.stop_timeout = stop_timeout
         self.factory = AgiFactory(calls, reactor, header_timeout=header_timeout, command_timeout=command_timeout)
         self.port = None
+        self.listen_error: str | None = None
         self._listening: defer.Deferred | None = None
 
     @property
@@ -56,12 +57,17 @@ class IvrChannel(Service):
             return port
 
         def failed(failure):
+            self.listen_error = failure.getErrorMessage()
             log.failure("the FastAGI server could not listen on {endpoint}", failure, endpoint=self.endpoint)
         self._listening.addCallbacks(listening, failed)
 
     async def wait_listening(self) -> int:
-        """The TCP port bound (tests bind port 0)."""
+        """The TCP port bound (tests bind port 0). A port that cannot be bound
+        (another process holds it) does not stop the daemon's other channels:
+        it is logged, and raised here."""
         while self.port is None:
+            if self.listen_error is not None:
+                raise OSError(f"the FastAGI server could not listen on {self.endpoint}: {self.listen_error}")
             await asyncio.sleep(0.01)
         return self.port.getHost().port
 

@@ -127,6 +127,7 @@ class SimulatedCall:
     agi_port: int = 4573
     language: str = "en"
     heard: list[Heard] = field(default_factory=list)
+    log: list[tuple[str, str]] = field(default_factory=list)    # ("heard", text) and ("pressed", keys), in order
     variables: dict[str, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     dead: bool = False
@@ -175,6 +176,10 @@ class SimulatedCall:
         texts = self.prompts.get(name, {})
         text = texts.get(lang) or next(iter(texts.values()), None) or f"[{name}]"
         return Heard("prompt", name, text)
+
+    def _hear(self, h: Heard) -> None:
+        self.heard.append(h)
+        self.log.append(("heard", h.text))
 
     # ------------------------------------------------------------ keys
 
@@ -252,17 +257,17 @@ class SimulatedCall:
             if len(rest) not in (2, 3):
                 return self._usage(name)
             h = self._prompt_text(rest[0])
-            self.heard.append(h)
+            self._hear(h)
             return [f"200 result=0 endpos={len(h.text) * 800}"]
         if name in ("SAY NUMBER", "SAY DIGITS"):
             if len(rest) < 2 or not rest[0].lstrip("-").isdigit():
                 return self._usage(name)
-            self.heard.append(Heard("number" if name == "SAY NUMBER" else "digits", rest[0], rest[0]))
+            self._hear(Heard("number" if name == "SAY NUMBER" else "digits", rest[0], rest[0]))
             return ["200 result=0"]
         if name == "GET DATA":
             if not rest:
                 return self._usage(name)
-            self.heard.append(self._prompt_text(rest[0]))
+            self._hear(self._prompt_text(rest[0]))
             maximum = int(rest[2]) if len(rest) > 2 and rest[2].isdigit() else 1024
             return self._get_data(maximum)
         if name == "WAIT FOR DIGIT":
@@ -288,11 +293,13 @@ class SimulatedCall:
         if self._buffer:
             entry, self._buffer = self._buffer, ""
         if entry is None or entry in ("", "-"):
+            self.log.append(("pressed", ""))
             return ["200 result= (timeout)"]
         if entry.lower() == "h":
             return ["200 result=-1"] + self._hang_up("caller")
         terminated = "#" in entry
         digits = entry.split("#", 1)[0][:maximum]
+        self.log.append(("pressed", digits + ("#" if terminated and len(digits) < maximum else "")))
         if terminated or len(digits) >= maximum:
             return [f"200 result={digits}"]
         return [f"200 result={digits} (timeout)"]
@@ -301,11 +308,13 @@ class SimulatedCall:
         if not self._buffer:
             entry = self._next_entry()
             if entry is None or entry in ("", "-"):
+                self.log.append(("pressed", ""))
                 return ["200 result=0"]
             if entry.lower() == "h":
                 return ["200 result=-1"] + self._hang_up("caller")
             self._buffer = entry
         key, self._buffer = self._buffer[0], self._buffer[1:]
+        self.log.append(("pressed", key))
         return [f"200 result={ord(key)}"]
 
 
@@ -313,11 +322,11 @@ class CallerProtocol(Protocol):
     """Moves the lines of one `SimulatedCall`; `ended` fires with it when
     the server closes the connection (or the caller drops it)."""
 
-    def __init__(self, call: SimulatedCall, clock, *, rng: random.Random | None = None, on_heard=None):
+    def __init__(self, call: SimulatedCall, clock, *, rng: random.Random | None = None, on_event=None):
         self.call = call
         self.clock = clock
         self.ended: defer.Deferred = defer.Deferred()
-        self.on_heard = on_heard
+        self.on_event = on_event
         self._buffer = b""
         self._rng = rng or random.Random(7)
         self._answers = 0
@@ -345,11 +354,11 @@ class CallerProtocol(Protocol):
             self._queue.clear()               # a peer that only makes noise never answers
             return
         line = self._queue.pop(0)
-        before = len(self.call.heard)
+        before = len(self.call.log)
         out = self.call.answer(line)
-        if self.on_heard is not None:
-            for h in self.call.heard[before:]:
-                self.on_heard(h)
+        if self.on_event is not None:
+            for kind, text in self.call.log[before:]:
+                self.on_event(kind, text)
         if self.call.close_now:
             self.transport.abortConnection()
             return
@@ -385,14 +394,14 @@ class CallerProtocol(Protocol):
 
 
 class CallerFactory(Factory):
-    def __init__(self, call: SimulatedCall, clock, on_heard=None):
+    def __init__(self, call: SimulatedCall, clock, on_event=None):
         self.call = call
         self.clock = clock
-        self.on_heard = on_heard
+        self.on_event = on_event
         self.protocol_instance: CallerProtocol | None = None
 
     def buildProtocol(self, addr) -> CallerProtocol:
-        p = CallerProtocol(self.call, self.clock, on_heard=self.on_heard)
+        p = CallerProtocol(self.call, self.clock, on_event=self.on_event)
         p.factory = self
         self.protocol_instance = p
         return p
@@ -408,7 +417,7 @@ def new_uniqueid(clock) -> str:
 
 async def place_call(reactor, endpoint: str, msisdn: str | None, script: CallScript, *,
                      prompts: dict | None = None, args: tuple[str, ...] = (), uniqueid: str | None = None,
-                     timeout: float = 60.0, on_heard=None) -> SimulatedCall:
+                     timeout: float = 60.0, on_event=None) -> SimulatedCall:
     """Dial the FastAGI server at `endpoint` (`tcp:127.0.0.1:4573`) and run
     the call until the server ends it; returns the call (what was heard,
     the variables set, who hung up). Raises TimeoutError after `timeout`."""
@@ -421,7 +430,7 @@ async def place_call(reactor, endpoint: str, msisdn: str | None, script: CallScr
     call = SimulatedCall(msisdn, script, load_prompts() if prompts is None else prompts,
                          uniqueid or new_uniqueid(reactor), args=args,
                          agi_port=int(m.group(1)) if m else 4573)
-    factory = CallerFactory(call, reactor, on_heard=on_heard)
+    factory = CallerFactory(call, reactor, on_event=on_event)
     proto = await wait_deferred(clientFromString(reactor, client).connect(factory))
     try:
         return await asyncio.wait_for(wait_deferred(proto.ended), timeout)

@@ -33,7 +33,7 @@ def parse_keys(text: str) -> list[str]:
 
 
 def run_call(args: argparse.Namespace) -> int:
-    from twisted.internet import task
+    from twisted.internet import error, task
 
     from simulators.asterisk.caller import CallScript, place_call
     from telecom_pay.aio import as_deferred
@@ -46,14 +46,32 @@ def run_call(args: argparse.Namespace) -> int:
     msisdn = None if args.msisdn.lower() in ("unknown", "anonymous", "") else args.msisdn
     status = {"code": 0}
 
-    def heard(h):
-        print(h.text, flush=True)
+    line: list[str] = []
+    last = {"kind": None}
+
+    def flush():
+        if line:
+            print(" ".join(line), flush=True)
+            line.clear()
+
+    def event(kind, text):
+        """What is heard goes on one line per screen; keys on their own line."""
+        if kind == "heard":
+            if last["kind"] == "pressed":
+                print(flush=True)
+            line.append(text)
+        else:
+            if last["kind"] != "pressed":
+                flush()
+                print("> ", end="", flush=True)
+            print(text or "(silence)", end="", flush=True)
+        last["kind"] = kind
 
     async def main(reactor):
         try:
             call = await place_call(reactor, args.agi, msisdn, script, args=tuple(args.arg),
-                                    timeout=args.timeout, on_heard=heard)
-        except ConnectionRefusedError:
+                                    timeout=args.timeout, on_event=event)
+        except (ConnectionRefusedError, error.ConnectionRefusedError, error.ConnectError):
             print(f"no FastAGI server at {args.agi} (start one with `make run`)", file=sys.stderr)
             status["code"] = 2
             return
@@ -65,6 +83,9 @@ def run_call(args: argparse.Namespace) -> int:
             print(f"error: {exc!r}", file=sys.stderr)
             status["code"] = 2
             return
+        if last["kind"] == "pressed":
+            print(flush=True)
+        flush()
         if args.verbose:
             for c in call.commands:
                 print(f"  > {c}", file=sys.stderr)
