@@ -252,3 +252,17 @@ def test_caller_id_withheld_or_not_mobile_is_none():
     assert caller_msisdn("+86 138 0013 8000", "CN") == "8613800138000"
     for cid in ("", "unknown", "Anonymous", "01012345678", "garbage"):
         assert caller_msisdn(cid, "CN") is None
+
+
+@aio_test
+async def test_a_callback_names_the_number_it_dialled(rig_factory):
+    rig = await rig_factory()
+    try:
+        await place_call(reactor, rig.endpoint, None, CallScript(keys=["1"]), prompts=PROMPTS,
+                         args=("callback", "13900139000"), timeout=20)
+        await rig.settled()
+        assert rig.engine.started[-1][1] == "8613900139000"
+        (start, _end) = await rig.call_log.events()
+        assert start["detail"] == {"script": "ivr", "callback": True}
+    finally:
+        await rig.close()

@@ -2,7 +2,8 @@
 
 The caller is identified by `agi_callerid` (a mobile number normalised to
 E.164; withheld, "unknown" or a fixed line is None: the menu still offers
-an agent and account opening). The call is answered, then each screen is
+an agent and account opening); a call-back (`agi_arg_1` = `callback`) by
+the number in `agi_arg_2` when the dialplan passes it. The call is answered, then each screen is
 rendered (`telecom_pay.menus.ivr.render_ivr`) and played: STREAM FILE for
 recorded prompts, SAY NUMBER / SAY DIGITS for values, all with escape digits
 when input follows so a key interrupts the prompt. Input is collected with
@@ -112,7 +113,12 @@ class Call:
         self.env = env
         self.call_id = env.uniqueid or f"noid-{id(conn)}"
         self.session_id = f"ivr:{self.call_id}"
-        self.msisdn = caller_msisdn(env.callerid, calls.settings.region)
+        self.callback = bool(env.args) and env.args[0] == "callback"
+        # a call-back the platform originated may name the number it dialled
+        # (AGI(agi://HOST:4573/ivr,callback,MSISDN)): that beats a caller id
+        dialled = env.args[1] if self.callback and len(env.args) > 1 else ""
+        self.msisdn = (caller_msisdn(dialled, calls.settings.region) if dialled else None) \
+            or caller_msisdn(env.callerid, calls.settings.region)
         self.step = 0
         self.unheard = None           # a result the caller has not heard to its end (after a PIN)
         self.lang = "zh"
@@ -127,8 +133,9 @@ class Call:
         calls.stats["calls"] += 1
         clock = calls.call_log.ledger.clock
         started = clock()
-        await self._event("agi_start", detail={"script": self.env.network_script, "args": list(self.env.args)})
-        log.info("call {call_id} from {who}", call_id=self.call_id, who=self.who)
+        await self._event("agi_start", detail={"script": self.env.network_script, "callback": self.callback})
+        log.info("{kind} {call_id} with {who}", kind="call-back" if self.callback else "call", call_id=self.call_id,
+                 who=self.who)
         reason = "hangup"
         try:
             await self.conn.send("ANSWER")
