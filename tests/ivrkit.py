@@ -15,7 +15,7 @@ from telecom_pay.outcomes import Outcome, Result
 @dataclass
 class TinyEngine:
     """root: 1 balance (end), 2 pay (PIN 123456, `pause` seconds before
-    it answers), 9 agent (transfer)."""
+    it answers), 5 a core that fails, 9 agent (transfer)."""
     pause: float = 0.0
     pin: str = "123456"
     started: list = field(default_factory=list)
@@ -50,6 +50,8 @@ class TinyEngine:
                 self.states[session_id] = "pin"
                 return Screen("pin", says=(Say.prompt("enter_pin"),), collect=Collect("pin", 6, 6, secret=True),
                               lang="en", meta={"path": "root>pay>pin"})
+            if text == "5":
+                raise RuntimeError("the database is down")
             if text == "9":
                 return Screen("agent", says=(Say.prompt("connecting_agent"),), transfer="agents", lang="en",
                               meta={"path": "root>agent", "pin_verified": False})

@@ -266,3 +266,17 @@ async def test_a_callback_names_the_number_it_dialled(rig_factory):
         assert start["detail"] == {"script": "ivr", "callback": True}
     finally:
         await rig.close()
+
+
+@aio_test
+async def test_a_failing_core_says_goodbye_and_the_next_call_is_served(rig_factory):
+    rig = await rig_factory()
+    try:
+        call = await rig.call(["5"])
+        assert heard(call)[-1] == "Goodbye." and call.variables["TP_RESULT"] == "error"
+        assert call.hung_up_by == "platform"
+        await rig.settled()
+        assert rig.engine.ended[-1][1] == "error"
+        assert "12345" in heard(await rig.call(["1"]))
+    finally:
+        await rig.close()

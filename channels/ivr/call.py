@@ -26,7 +26,7 @@ any point before the PIN is entered ends the engine session
 ends with `engine.end`, whatever the peer did.
 
 Results for the dialplan: `TP_RESULT` (the outcome of the last operation,
-or `transfer`, `timeout`, `done`) and, for a hand-off to an agent,
+or `transfer`, `timeout`, `error`, `done`) and, for a hand-off to an agent,
 `TP_TRANSFER` (the dialplan target, `context,exten,priority`). A hand-off
 ends the AGI without HANGUP so the dialplan goes on, after the AGI line, to
 `GotoIf($["${TP_TRANSFER}" != ""]?${TP_TRANSFER})` (config/asterisk/
@@ -143,6 +143,12 @@ class Call:
             reason = await self._dialogue(screen)
         except CallGone:
             reason = "hangup"
+        except Exception:
+            # the core failed (database down, a bug): the caller hears goodbye
+            # rather than silence; what a PIN started is the core's to finish
+            reason = "error"
+            log.failure("call {call_id} failed", call_id=self.call_id)
+            await self._sorry()
         finally:
             if reason == "hangup" and self.unheard is not None:
                 await self._receipt_by_sms()
@@ -290,6 +296,15 @@ class Call:
         """A prompt of the channel's own (no input, goodbye), not of a screen."""
         if name:
             await self.conn.send("STREAM FILE", f"{self.calls.settings.sounds}/{self.lang}/{name}", "")
+
+    async def _sorry(self) -> None:
+        try:
+            if not self.conn.hung_up:
+                await self._prompt(self.calls.settings.goodbye_prompt)
+                self.outcome = "error"
+                await self._finish()
+        except CallGone:
+            pass
 
     async def _finish(self) -> None:
         """The dialogue is over: say how for the dialplan and hang up."""
