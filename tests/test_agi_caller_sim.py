@@ -3,6 +3,7 @@ line against our own AGI session (no sockets)."""
 from __future__ import annotations
 
 from channels.ivr.agi import AgiSession, HungUp, Response, Started
+from tests.aio import aio_test
 from simulators.asterisk.caller import CallScript, SimulatedCall, load_prompts, split_args
 
 
@@ -108,3 +109,24 @@ def test_platform_hangup_is_reported_like_asterisk():
 def test_argument_splitting():
     assert split_args('STREAM FILE beep ""') == ["STREAM", "FILE", "beep", ""]
     assert split_args('SET VARIABLE X "a \\"b\\" c"') == ["SET", "VARIABLE", "X", 'a "b" c']
+
+
+@aio_test
+async def test_a_caller_who_hung_up_leaves_a_server_that_never_closes():
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    from simulators.asterisk.caller import place_call
+    from telecom_pay.aio import wait_deferred
+
+    class Deaf(Protocol):
+        def dataReceived(self, data):
+            if b"\n\n" in data:
+                self.transport.write(b"ANSWER\n")
+    port = reactor.listenTCP(0, Factory.forProtocol(Deaf), interface="127.0.0.1")
+    try:
+        sim = await place_call(reactor, f"tcp:127.0.0.1:{port.getHost().port}", "13800138000",
+                               CallScript(hangup_at=1, linger=0.2), prompts={}, timeout=5)
+        assert sim.hung_up_by == "caller" and sim.commands == ["ANSWER"]
+    finally:
+        await wait_deferred(port.stopListening())

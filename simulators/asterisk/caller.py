@@ -19,7 +19,8 @@ An empty entry (or `-`) is silence; an exhausted script is silence too
 
 Faults: hang up at command N (it answers `200 result=-1`, then `HANGUP` is
 sent and every later command but the dead-channel ones gets 511, as on a
-real hung-up channel) or right after the Kth script entry was keyed (its
+real hung-up channel; the caller closes the connection if the platform has
+not within `linger` seconds) or right after the Kth script entry was keyed (its
 answer, then `HANGUP` at once, while the platform works on the input); drop
 the TCP connection at command N or right after the Kth entry; garbage lines before the answers; slow answers;
 a peer that sends only noise after the header.
@@ -112,6 +113,7 @@ class CallScript:
     garbage_every: int = 0                  # a garbage line before every Nth answer
     slow: float = 0.0                       # seconds before each answer
     noise: int = 0                          # after the header: this many garbage lines, then no answer at all
+    linger: float = 5.0                     # after the caller hung up, close if the server has not within this
 
 
 @dataclass
@@ -332,6 +334,11 @@ class CallerProtocol(Protocol):
         self._answers = 0
         self._queue: list[str] = []
         self._busy = False
+        self._linger = None
+
+    def _close(self) -> None:
+        if self.transport is not None and self.transport.connected:
+            self.transport.loseConnection()
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
@@ -367,6 +374,8 @@ class CallerProtocol(Protocol):
         if s.garbage_every and self._answers % s.garbage_every == 0:
             out = [self._garbage()] + out
         payload = "".join(f"{o}\n" for o in out).encode()
+        if self.call.dead and self.call.hung_up_by == "caller" and self._linger is None:
+            self._linger = self.clock.callLater(s.linger, self._close)
         if self.call.drop_after_answer:
             self.transport.write(payload)
             self.transport.loseConnection()
@@ -389,6 +398,8 @@ class CallerProtocol(Protocol):
                                  "200result=0", "OK", "result=1"])
 
     def connectionLost(self, reason=None) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         if not self.ended.called:
             self.ended.callback(self.call)
 
