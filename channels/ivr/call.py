@@ -150,7 +150,7 @@ class Call:
             log.failure("call {call_id} failed", call_id=self.call_id)
             await self._sorry()
         finally:
-            if reason == "hangup" and self.unheard is not None:
+            if self.unheard is not None:          # gone (or failed) before the result was heard
                 await self._receipt_by_sms()
             try:
                 await calls.engine.end(self.session_id, reason)
