@@ -47,9 +47,9 @@ from twisted.logger import Logger
 from channels.smpp.client import SubmitError
 from channels.smpp.pool import EsmePool
 from channels.smpp.session import MessageReceived, ReceiptReceived, UssdInfo
-from channels.smpp.ussd import UssdDialogue, UssdSettings, redact_answer
+from channels.smpp.ussd import UssdDialogue, UssdSettings
 from telecom_pay.aio import as_deferred, wait_deferred
-from telecom_pay.commands.redaction import redact
+from telecom_pay.commands.redaction import redact, redact_menu_input
 from telecom_pay.core import Core
 from telecom_pay.crashpoints import crash_point
 from telecom_pay.messaging import DEFAULT_LEASE, MessageStore
@@ -420,9 +420,9 @@ class SmsChannel(MultiService):
 
 def stored_text(event: MessageReceived) -> str:
     """What of an inbound message may be stored: SMS PIN answers are masked
-    by the command parser; a USSD answer may also be a menu's PIN step."""
-    text = redact(event.text)
-    return redact_answer(text) if event.ussd is not None else text
+    by the command parser; a USSD answer may also be a menu's PIN step,
+    which the channel cannot know before it records the answer."""
+    return redact_menu_input(event.text) if event.ussd is not None else redact(event.text)
 
 
 def _push_entry(outcome: str) -> str:
@@ -445,7 +445,7 @@ def make_channel(core: Core, config: dict[str, Any], reactor) -> SmsChannel:
     from telecom_pay.menus.prompts import Prompts
     from telecom_pay.menus.ussd import render_ussd
     ussd = UssdSettings.from_config(config.get("ussd"))
-    menus = getattr(core, "menus", None) or MenuEngine(core.conversation, core.sessions)
+    menus = core.menus or MenuEngine(core.conversation, core.sessions)
     return SmsChannel(core, binds, reactor=reactor, dedup_window=float(config.get("dedup_window", 120)),
                       redelivery_window=float(config.get("redelivery_window", 15)),
                       retry_poll=float(config.get("retry_poll", 1.0)),

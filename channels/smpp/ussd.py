@@ -35,7 +35,6 @@ to be sent to the channel, which records it in the outbox before it goes.
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
@@ -72,21 +71,6 @@ def fit_page(text: str) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1] + "…" if limit == 70 else text[: limit - 3] + "..."
-
-
-_PIN_LIKE = re.compile(r"\s*(\d{6})(\s*\d{6})?\s*")
-
-
-def redact_answer(text: str) -> str:
-    """A USSD answer as it may be stored or shown: the menu's PIN steps take
-    six digits, its change-PIN step two PINs (`old new`), typed without a
-    command word the SMS parser would recognise; the channel records an
-    answer before it knows which step it answers, so every answer shaped
-    like a PIN is masked (an amount of exactly six digits is masked too)."""
-    m = _PIN_LIKE.fullmatch(text)
-    if m is None:
-        return text
-    return "****** ******" if m.group(2) else "******"
 
 
 def classify(ussd: UssdInfo) -> str:

@@ -116,7 +116,7 @@ def _handset(args) -> int:
             index = data["next"]
         return replies
 
-    from channels.smpp.ussd import redact_answer
+    from telecom_pay.commands.redaction import redact_menu_input
 
     async def dial(msisdn: str, code: str, keys: str | None, timeout: float) -> int:
         """Prints every page; 0 once the session ends (or the script is
@@ -153,7 +153,7 @@ def _handset(args) -> int:
                     await wait_deferred(control.ussd_hangup(msisdn))
                     return 0
                 answer = script.pop(0)
-                print(f"> {redact_answer(answer)}", flush=True)        # a PIN is not echoed
+                print(f"> {redact_menu_input(answer)}", flush=True)        # a PIN is not echoed
             else:
                 print("> ", end="", flush=True)
                 line = await loop.run_in_executor(None, sys.stdin.readline)
