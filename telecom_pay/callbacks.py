@@ -154,6 +154,18 @@ class CallbackQueue:
             return state
         return await self.ledger.write(job)
 
+    async def release(self, action_id: str, error: str) -> bool:
+        """The Originate of `action_id` never left (the link was down as it
+        was sent): the row is requested again and the attempt not counted."""
+        now = self._now()
+
+        async def job(conn):
+            r = await conn.execute(
+                callbacks.update().where(callbacks.c.action_id == action_id, callbacks.c.state == DIALING)
+                .values(state=REQUESTED, attempts=callbacks.c.attempts - 1, error=error[:200], updated_at=now))
+            return r.rowcount == 1
+        return await self.ledger.write(job)
+
     async def stale(self, limit: int = 20) -> list[dict]:
         """Dialing rows with no outcome for dial_timeout_s (their dialler died,
         or the switch lost the call)."""
