@@ -20,7 +20,7 @@ async def start_ami(port: int = 0, **kw) -> tuple[AmiSimulator, int]:
 
 
 def ami_overrides(port: int, **extra) -> dict:
-    return {"ami.port": port, **FAST_AMI, **extra}
+    return {"ami.enabled": True, "ami.port": port, **FAST_AMI, **extra}
 
 
 def ami_settings(database_url: str, port: int, **extra) -> config.Settings:
