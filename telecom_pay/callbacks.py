@@ -174,6 +174,10 @@ class CallbackQueue:
              .order_by(callbacks.c.id).limit(limit))
         return await self._rows(q)
 
+    async def by_action(self, action_id: str) -> dict | None:
+        found = await self._rows(sa.select(callbacks).where(callbacks.c.action_id == action_id).limit(1))
+        return found[0] if found else None
+
     async def rows(self, *, msisdn: str | None = None, limit: int = 50) -> list[dict]:
         q = sa.select(callbacks).order_by(callbacks.c.id.desc()).limit(limit)
         if msisdn is not None:

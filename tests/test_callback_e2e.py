@@ -6,7 +6,7 @@ from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
 from tests.amikit import ami_overrides, logged_in, start_ami
 from tests.bankdouble import InProcessBank
-from tests.e2ekit import eventually, say, settings_for, start_daemon, start_smsc, stop_daemon
+from tests.e2ekit import eventually, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
 
 MSISDN = "8613800138000"
 
@@ -68,8 +68,10 @@ async def test_a_refused_originate_is_retried_then_failed(stack):
     smsc, daemon = await up(stack, ami_port, **{"ami.callback_attempts": 2, "ami.callback_retry_delay": 0.3})
     try:
         await logged_in(daemon)
-        assert "回电" in await say(smsc.handset("13800138000"), "HJ")
+        phone = smsc.handset("13800138000")
+        assert "回电" in await say(phone, "HJ")
         [row] = await eventually(lambda: state_is(daemon, "failed"))
+        assert "未能接通" in await reply(phone, expect="HJ"), "the subscriber is told no call will come"
         assert len(ami.originates) == 2 and all(o["refused"] for o in ami.originates)
         assert len({o["action_id"] for o in ami.originates}) == 2, "each attempt has its own ActionID"
         assert (row["attempts"], row["error"]) == (2, "refused: Originate failed")

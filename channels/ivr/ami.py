@@ -44,9 +44,11 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from telecom_pay.aio import as_deferred, wait_deferred
+from telecom_pay.callbacks import FAILED
 from telecom_pay.calls import CallLog
 from telecom_pay.core import Core
 from telecom_pay.msisdn import MsisdnError, local_form, mask, normalize
+from telecom_pay.outcomes import Outcome, Result
 
 log = Logger(namespace="telecom_pay.ami")
 
@@ -385,9 +387,15 @@ class AmiService(Service):
 
     async def _attempt_failed(self, action_id: str, error: str) -> None:
         state = await self.callbacks.attempt_failed(action_id, error)
-        if state is not None:
-            self.stats["attempts_failed"] += 1
-            log.warn("AMI: call-back {aid}: {error}; now {state}", aid=action_id, error=error, state=state)
+        if state is None:
+            return
+        self.stats["attempts_failed"] += 1
+        log.warn("AMI: call-back {aid}: {error}; now {state}", aid=action_id, error=error, state=state)
+        if state == FAILED:
+            # the subscriber waits for a call that will not come: say so (by SMS, through the channels)
+            row = await self.callbacks.by_action(action_id)
+            if row is not None:
+                await self.core.service.notify(row["msisdn"], Result(Outcome.OK, params={"action": "callback_failed"}))
 
     # -- dialling
 
