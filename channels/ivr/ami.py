@@ -54,6 +54,7 @@ log = Logger(namespace="telecom_pay.ami")
 
 ACTION_PREFIX = "tp-cb-"
 LOGIN_BACKOFF_MAX = 30.0
+MAX_OPEN_CHANNELS = 100_000      # channels seen starting, kept for their hang-up's duration
 
 
 @dataclass(frozen=True)
@@ -357,16 +358,19 @@ class AmiService(Service):
 
     async def _newchannel(self, k: dict) -> None:
         uid = k.get("Uniqueid") or ""
+        if len(self._channel_start) >= MAX_OPEN_CHANNELS:      # hang-ups missed while the link was down
+            self._channel_start.clear()
         self._channel_start[uid] = self.reactor.seconds()
-        await self.calls.record_event(uid, "newchannel", channel=k.get("Channel"), msisdn=self._msisdn(k.get("CallerIDNum")),
+        await self.calls.record_event(uid, "newchannel", channel=k.get("Channel"),
+                                      msisdn=self._msisdn(k.get("CallerIDNum")),
                                       detail={"context": k.get("Context"), "exten": k.get("Exten")})
 
     async def _hangup(self, k: dict) -> None:
         uid = k.get("Uniqueid") or ""
         started = self._channel_start.pop(uid, None)
         duration = None if started is None else int(round(self.reactor.seconds() - started))
-        await self.calls.record_event(uid, "hangup", channel=k.get("Channel"), msisdn=self._msisdn(k.get("CallerIDNum")),
-                                      cause=k.get("Cause"), duration_s=duration,
+        await self.calls.record_event(uid, "hangup", channel=k.get("Channel"),
+                                      msisdn=self._msisdn(k.get("CallerIDNum")), cause=k.get("Cause"), duration_s=duration,
                                       detail={"cause_txt": k.get("Cause-txt")})
 
     async def _originate_response(self, k: dict) -> None:

@@ -260,7 +260,8 @@ class AmiSimulator:
                                    ("Exten", call.exten), ("Priority", call.priority),
                                    ("Uniqueid", call.uniqueid), ("Linkedid", call.uniqueid)])
         answered = outcome == "answer"
-        self._event("OriginateResponse", [("ActionID", call.action_id), ("Response", "Success" if answered else "Failure"),
+        self._event("OriginateResponse", [("ActionID", call.action_id),
+                                          ("Response", "Success" if answered else "Failure"),
                                           ("Channel", call.channel if answered else call.dialled),
                                           ("Context", call.context), ("Exten", call.exten), ("Reason", reason),
                                           ("Uniqueid", call.uniqueid if answered else "<null>"),
@@ -340,3 +341,45 @@ class AmiServerProtocol(protocol.Protocol):
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.sim.clients.discard(self)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m simulators.asterisk.ami_server [--listen tcp:5038] [--account telecom-pay=secret]"""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="ami-simulator", description="Asterisk Manager Interface simulator")
+    parser.add_argument("--listen", default="tcp:5038:interface=127.0.0.1", help="server endpoint")
+    parser.add_argument("--account", action="append", default=[], metavar="USER=SECRET",
+                        help="a manager account (default telecom-pay=secret, the development default)")
+    parser.add_argument("--outcome", choices=sorted(OUTCOMES), default="answer", help="how called phones answer")
+    parser.add_argument("--refuse", type=int, default=0, metavar="N", help="refuse the first N Originates")
+    parser.add_argument("--answer-delay", type=float, default=0.0, help="seconds before every response")
+    args = parser.parse_args(argv)
+    accounts = dict(a.split("=", 1) for a in args.account if "=" in a) or None
+
+    from twisted.internet import asyncioreactor
+    try:
+        asyncioreactor.install()
+    except Exception:               # a reactor is already installed
+        pass
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+
+    sim = AmiSimulator(reactor, accounts=accounts)
+    sim.outcome, sim.refuse_originates, sim.answer_delay = args.outcome, args.refuse, args.answer_delay
+
+    def started(port):
+        print(f"AMI simulator on port {port.getHost().port}", flush=True)
+
+    def failed(f):
+        print(f"error: {f.getErrorMessage()}", file=sys.stderr, flush=True)
+        reactor.stop()
+    sim.listen(args.listen).addCallbacks(started, failed)
+    reactor.addSystemEventTrigger("before", "shutdown", sim.stop)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
