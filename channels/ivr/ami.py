@@ -370,8 +370,8 @@ class AmiService(Service):
         started = self._channel_start.pop(uid, None)
         duration = None if started is None else int(round(self.reactor.seconds() - started))
         await self.calls.record_event(uid, "hangup", channel=k.get("Channel"),
-                                      msisdn=self._msisdn(k.get("CallerIDNum")), cause=k.get("Cause"), duration_s=duration,
-                                      detail={"cause_txt": k.get("Cause-txt")})
+                                      msisdn=self._msisdn(k.get("CallerIDNum")), cause=k.get("Cause"),
+                                      duration_s=duration, detail={"cause_txt": k.get("Cause-txt")})
 
     async def _originate_response(self, k: dict) -> None:
         action_id = k.get("ActionID") or ""
