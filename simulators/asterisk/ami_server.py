@@ -114,6 +114,24 @@ class OriginatedCall:
 Dial = Callable[[OriginatedCall], "defer.Deferred | Awaitable | None"]
 
 
+def agi_dialer(reactor, agi_endpoint: str, keys: list[str] | tuple[str, ...] = (), *,
+               timeout: float = 60.0, on_call=None) -> Dial:
+    """The real `dial`: an answered call-back runs the call-back context's
+    `AGI(agi://HOST:4573/ivr,callback,MSISDN)` on the platform's FastAGI
+    server, the caller simulator pressing `keys`, the channel's Uniqueid as
+    `agi_uniqueid`. `on_call(simulated_call)` gets each finished call (what
+    the subscriber heard)."""
+    from simulators.asterisk.caller import CallScript, place_call
+
+    async def dial(call: OriginatedCall):
+        done = await place_call(reactor, agi_endpoint, call.msisdn, CallScript(keys=list(keys)),
+                                args=("callback", call.msisdn or ""), uniqueid=call.uniqueid, timeout=timeout)
+        if on_call is not None:
+            on_call(done)
+        return done
+    return dial
+
+
 class AmiSimulator:
     def __init__(self, reactor, *, accounts: dict[str, str] | None = None, dial: Dial | None = None,
                  call_seconds: float = 0.2):
