@@ -124,3 +124,21 @@ async def test_the_reactor_keeps_ticking_while_the_switch_answers_slowly(sqlite_
 async def _answered(daemon):
     rows = await daemon.core.service.callbacks.rows(msisdn=MSISDN)
     return rows and rows[0]["state"] == "answered"
+
+
+@aio_test
+async def test_no_originate_before_the_switch_is_fully_booted(sqlite_url):
+    sim, port = await start_ami()
+    sim.fully_booted = False                                   # logged in, Asterisk still starting
+    daemon = await start_ami_daemon(ami_settings(sqlite_url, port))
+    try:
+        await logged_in(daemon)
+        assert (await daemon.core.service.request_callback(MSISDN, channel="sms")).ok
+        await asyncio.sleep(0.6)                               # three polls
+        assert sim.originates == []
+        sim.boot()
+        await eventually(lambda: _answered(daemon))
+        assert len(sim.originates) == 1
+    finally:
+        await wait_deferred(daemon.stopService())
+        await wait_deferred(sim.stop())

@@ -21,6 +21,9 @@ Traps of the library this module works around (see its source):
   next login opens a new connection;
 - the ActionID counter is not thread-safe: our actions carry their own.
 
+Nothing is originated before the switch says `FullyBooted` on the current
+login (Asterisk drops an Originate it gets while starting).
+
 Call-backs (telecom_pay.callbacks) are rows: the poller (woken when a
 request commits, and every `callback_poll` seconds) claims a due row,
 sends an async Originate under an ActionID stored in the row, and the
@@ -281,6 +284,7 @@ class AmiService(Service):
         self.callbacks = core.service.callbacks
         self.link = AmiLink(reactor, cfg, on_event=self._on_event, on_link=self._on_link)
         self.connected = False
+        self.booted = False         # the switch said FullyBooted on this login: it takes Originates
         self.stats = {"logins": 0, "link_lost": 0, "events": 0, "originated": 0, "answered": 0,
                       "attempts_failed": 0}
         self._channel_start: dict[str, float] = {}
@@ -334,6 +338,7 @@ class AmiService(Service):
             self.connected = True
             self._tick()
         elif not up and self.connected:
+            self.booted = False
             self.stats["link_lost"] += 1
             log.warn("AMI: link to {host}:{port} lost ({why}); reconnecting", host=self.cfg.host,
                      port=self.cfg.port, why=why)
@@ -343,6 +348,13 @@ class AmiService(Service):
                      why=why)
 
     def _on_event(self, name: str, keys: dict) -> None:
+        if name == "FullyBooted":
+            # Asterisk sends it after each login once it is up; an Originate
+            # before it is dropped ("PBX requires Asterisk to be fully booted")
+            if self.connected and not self.booted:
+                self.booted = True
+                self._tick()
+            return
         handler = {"Newchannel": self._newchannel, "Hangup": self._hangup,
                    "OriginateResponse": self._originate_response}.get(name)
         if handler is None or not self.running:
@@ -418,10 +430,10 @@ class AmiService(Service):
                 self._again = False
                 for row in await self.callbacks.stale():
                     await self._attempt_failed(row["action_id"] or "", "no outcome from the switch")
-                if not self.connected:
+                if not (self.connected and self.booted):
                     return
                 for row in await self.callbacks.due():
-                    if not (self.running and self.connected):
+                    if not (self.running and self.connected and self.booted):
                         return
                     await self._dial(row)
                 if not self._again:

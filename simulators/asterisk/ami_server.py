@@ -17,8 +17,9 @@ call into the platform's FastAGI server with the caller simulator
 
 Faults a tester switches: drop every client (`disconnect_all`), refuse the
 next Originates (`refuse_originates`), slow answers (`answer_delay`, before
-every response), a ring time (`ring_seconds`) and the callee's answer
-(`outcome`: answer | busy | no_answer).
+every response), a ring time (`ring_seconds`), the callee's answer
+(`outcome`: answer | busy | no_answer), and a switch still starting
+(`fully_booted` False: no FullyBooted event until `boot()`).
 
 The framing (bytes in, messages out; messages to bytes) is pure functions;
 the Protocol only moves bytes.
@@ -144,6 +145,7 @@ class AmiSimulator:
         self.ring_seconds = 0.05
         self.outcome = "answer"
         self.refuse_originates = 0           # the next N Originates are refused
+        self.fully_booted = True             # False: still starting (no FullyBooted at login) until boot()
         # what happened
         self.logins: list[tuple[str, bool]] = []
         self.originates: list[dict[str, Any]] = []
@@ -187,6 +189,13 @@ class AmiSimulator:
             yield port.stopListening()
         self.disconnect_all()
 
+    def boot(self) -> None:
+        """The switch finishes starting: FullyBooted to every logged-in client."""
+        self.fully_booted = True
+        for client in list(self.clients):
+            if client.username is not None:
+                self._event_to(client, "FullyBooted", [("Status", "Fully Booted")])
+
     def call_in(self, caller_id: str, *, seconds: float = 0.2, cause: str = "16",
                 cause_txt: str = "Normal Clearing", context: str = "telecom-pay-ivr") -> OriginatedCall:
         """A call from `caller_id` arrives (Newchannel) and ends `seconds`
@@ -227,7 +236,8 @@ class AmiSimulator:
             client.username = user
             self._answer(client, [("Response", "Success"), ("ActionID", aid),
                                   ("Message", "Authentication accepted")])
-            self._later(self.answer_delay, self._event_to, client, "FullyBooted", [("Status", "Fully Booted")])
+            if self.fully_booted:
+                self._later(self.answer_delay, self._event_to, client, "FullyBooted", [("Status", "Fully Booted")])
             return
         if client.username is None:
             self._answer(client, [("Response", "Error"), ("ActionID", aid), ("Message", "Permission denied")])
