@@ -3,7 +3,6 @@ AMI simulator, the answered call placed by the caller simulator into the
 daemon's FastAGI server as the call-back context does
 (`AGI(agi://HOST:4573/ivr,callback,MSISDN)`), the menu heard, and the
 whole call (switch and IVR events) recorded under the channel's Uniqueid."""
-import pytest
 from twisted.internet import reactor
 
 from simulators.asterisk.ami_server import agi_dialer
@@ -14,11 +13,6 @@ from tests.e2ekit import eventually, say, settings_for, start_daemon, start_smsc
 from tests.servicekit import open_active
 
 MSISDN = "8613800138000"
-
-# the caller simulator and the FastAGI server come with the IVR branch ("agi"):
-# until it is merged there is nothing to call into
-pytest.importorskip("simulators.asterisk.caller")
-pytest.importorskip("channels.ivr.app")
 
 
 @aio_test
