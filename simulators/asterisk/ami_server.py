@@ -372,7 +372,8 @@ class AmiServerProtocol(protocol.Protocol):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m simulators.asterisk.ami_server [--listen tcp:5038] [--account telecom-pay=secret]"""
+    """python -m simulators.asterisk.ami_server [--listen tcp:5038] [--account telecom-pay=secret]
+    [--agi tcp:127.0.0.1:4573 --keys 1,0]"""
     import argparse
     import sys
     parser = argparse.ArgumentParser(prog="ami-simulator", description="Asterisk Manager Interface simulator")
@@ -382,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outcome", choices=sorted(OUTCOMES), default="answer", help="how called phones answer")
     parser.add_argument("--refuse", type=int, default=0, metavar="N", help="refuse the first N Originates")
     parser.add_argument("--answer-delay", type=float, default=0.0, help="seconds before every response")
+    parser.add_argument("--agi", help="answered call-backs go into this FastAGI server (tcp:127.0.0.1:4573)")
+    parser.add_argument("--keys", default="1,0", help="what a called-back subscriber presses (with --agi)")
     args = parser.parse_args(argv)
     accounts = dict(a.split("=", 1) for a in args.account if "=" in a) or None
 
@@ -396,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sim = AmiSimulator(reactor, accounts=accounts)
     sim.outcome, sim.refuse_originates, sim.answer_delay = args.outcome, args.refuse, args.answer_delay
+    if args.agi:
+        def heard(call):
+            print(f"call-back to {call.msisdn}: " + " | ".join(h.text for h in call.heard), flush=True)
+        sim.dial = agi_dialer(reactor, args.agi, [k for k in args.keys.split(",") if k], on_call=heard)
 
     def started(port):
         print(f"AMI simulator on port {port.getHost().port}", flush=True)
