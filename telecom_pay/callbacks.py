@@ -149,9 +149,12 @@ class CallbackQueue:
             if row is None:
                 return None
             state = FAILED if row.attempts >= max_attempts else REQUESTED
-            await conn.execute(callbacks.update().where(callbacks.c.id == row.id, callbacks.c.state == DIALING)
-                               .values(state=state, error=error[:200], updated_at=now))
-            return state
+            # conditional again: another instance told of the same outcome may have moved it meanwhile
+            r = await conn.execute(
+                callbacks.update().where(callbacks.c.id == row.id, callbacks.c.action_id == action_id,
+                                         callbacks.c.state == DIALING)
+                .values(state=state, error=error[:200], updated_at=now))
+            return state if r.rowcount == 1 else None
         return await self.ledger.write(job)
 
     async def release(self, action_id: str, error: str) -> bool:
