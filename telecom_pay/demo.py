@@ -56,10 +56,15 @@ def run_demo(args) -> int:
         bank_sim = await _start_bank_simulator(settings, demo, reactor, handsets, stoppers)
         if bank_sim:
             lines.append(bank_sim)
+        ami_demo, ami_sim = await _start_ami_simulator(settings, demo, reactor, stoppers, lines)
         daemon.startService()
         await wait_deferred(daemon.ready)
         await _wait_bound(daemon)
         await _bind_demo_cards(daemon, settings, handsets)
+        if ami_sim is not None:
+            connected = await ami_demo.connect(daemon, settings, ami_sim, reactor)
+            if connected:
+                lines.append(connected)
         lines += [f"service number: {settings.service_number}",
                   f"test handsets: {', '.join(handsets)}",
                   f"database: {settings.database_url}",
@@ -110,3 +115,16 @@ async def _bind_demo_cards(daemon, settings, handsets) -> None:
     except ModuleNotFoundError:
         return
     await bank_demo.bind_cards(daemon, settings, handsets)
+
+
+async def _start_ami_simulator(settings, demo, reactor, stoppers, lines):
+    """The AMI simulator (simulators.asterisk.ami_demo), when the daemon has [ami]."""
+    if not settings.section("ami").get("factory") or not settings.section("ami").get("enabled", True):
+        return None, None
+    try:
+        ami_demo = importlib.import_module("simulators.asterisk.ami_demo")
+    except ModuleNotFoundError:
+        return None, None
+    line, sim = await ami_demo.start(settings, demo, reactor, stoppers)
+    lines.append(line)
+    return ami_demo, sim

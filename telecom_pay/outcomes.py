@@ -38,6 +38,7 @@ class Outcome(str, enum.Enum):
     PIN_FORMAT = "pin_format"                  # a PIN must be 6 digits
     PIN_CHANGE_REQUIRED = "pin_change_required"  # an initial or reset PIN: MM first
     FREEZE_LIMIT = "freeze_limit"              # DJ too often today from this number (params["limit"])
+    CALLBACK_LIMIT = "callback_limit"          # HJ too often today from this number (params["limit"])
     # counterparties
     UNKNOWN_MERCHANT = "unknown_merchant"
     MERCHANT_INACTIVE = "merchant_inactive"

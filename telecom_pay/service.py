@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from telecom_pay import accounts as acct
 from telecom_pay import business_time
 from telecom_pay.bank_port import BankPort, BankStatus, CardRef
+from telecom_pay.callbacks import CallbackPolicy, CallbackQueue
 from telecom_pay.config import Settings
 from telecom_pay.ledger.chart import ensure_system_accounts, insert_account
 from telecom_pay.ledger.fastsql import Fast
@@ -73,6 +74,7 @@ class PaymentService:
         self.pins = PinHasher(settings.pin_key)
         self.passwords = password_hasher or PasswordHasher()
         self.tz = ZoneInfo(settings.timezone)
+        self.callbacks = CallbackQueue(ledger, CallbackPolicy.from_config(settings.section("ami")), self.tz)
         self.system: dict[str, int] = {}
         self.merchant_names: dict[str, dict[str, str]] = {}
         self.notifiers: list[Notifier] = []
@@ -1110,6 +1112,22 @@ class PaymentService:
                 await conn.execute(accounts.update().where(accounts.c.id == w.id).values(language=language))
             return Result(Outcome.OK, params={"action": "lang", "lang": language})
         return await self._run(job)
+
+    async def request_callback(self, msisdn: str, *, channel: str) -> Result:
+        """HJ, or the menu's "call me back": the request is a row the switch
+        component dials from (see telecom_pay.callbacks). No account is
+        needed (a caller without one may want to be talked through opening
+        it); a number with a request on its way gets the same answer and no
+        second call; more than the day's bound is refused."""
+        try:
+            msisdn = self._norm(msisdn)
+        except MsisdnError:
+            return Result(Outcome.INVALID_NUMBER)
+        done = await self.callbacks.request(msisdn, via=channel)
+        if done.status == "limit":
+            return Result(Outcome.CALLBACK_LIMIT, params={"limit": self.callbacks.policy.per_day})
+        return Result(Outcome.OK, params={"action": "callback", "already": done.status == "open",
+                                          "callback_id": done.callback_id})
 
     # ------------------------------------------------------------ agents and operators
 

@@ -246,6 +246,8 @@ class Conversation:
         if name == kw.FREEZE:
             await self.sessions.delete(self._pending_key(msisdn))
             return await svc.freeze(msisdn, channel=channel)
+        if name == kw.CALLBACK:
+            return await svc.request_callback(msisdn, channel=channel)
         if name == kw.PIN_REPLY:
             return await self._pin_reply(msisdn, cmd.pin, channel, lang, message_id)
         if name in PIN_GUARDED:

@@ -28,10 +28,11 @@ HELP = "help"
 LANG = "lang"
 CANCEL = "cancel"
 PIN_REPLY = "pin_reply"
+CALLBACK = "callback"
 
 COMMAND_NAMES: frozenset[str] = frozenset({
     OPEN, CONFIRM, BALANCE, STATEMENT, TOPUP, WITHDRAW, PAY, SEND, AIRTIME,
-    CHANGE_PIN, FREEZE, UNFREEZE, CLOSE, HELP, LANG, CANCEL, PIN_REPLY,
+    CHANGE_PIN, FREEZE, UNFREEZE, CLOSE, HELP, LANG, CANCEL, PIN_REPLY, CALLBACK,
 })
 
 # Every accepted spelling of a command word -> command name. The first
@@ -60,6 +61,8 @@ SPELLINGS: dict[str, str] = {
     "DJ": FREEZE, "FREEZE": FREEZE, "冻结": FREEZE,
     "JD": UNFREEZE, "UNFREEZE": UNFREEZE, "解冻": UNFREEZE,
     "XH": CLOSE, "CLOSE": CLOSE, "销户": CLOSE,
+    # the platform calls the subscriber back into the voice menu
+    "HJ": CALLBACK, "CALLBACK": CALLBACK, "回拨": CALLBACK,
     # conversation
     "BZ": HELP, "HELP": HELP, "?": HELP, "帮助": HELP,
     "LANG": LANG, "LANGUAGE": LANG, "语言": LANG,

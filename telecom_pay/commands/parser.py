@@ -375,7 +375,7 @@ def _help(args: list[str], raw: str) -> Command:
 
 _BUILDERS = {
     kw.OPEN: _bare, kw.CONFIRM: _bare, kw.BALANCE: _bare, kw.FREEZE: _bare,
-    kw.UNFREEZE: _bare, kw.CLOSE: _bare, kw.CANCEL: _bare,
+    kw.UNFREEZE: _bare, kw.CLOSE: _bare, kw.CANCEL: _bare, kw.CALLBACK: _bare,
     kw.STATEMENT: _statement,
     kw.TOPUP: _amount_only, kw.WITHDRAW: _amount_only,
     kw.PAY: _pay, kw.SEND: _send, kw.AIRTIME: _airtime,

@@ -76,6 +76,7 @@ USAGE: dict[str, dict[str, str]] = {
         kw.HELP: "BZ [指令] 查看帮助, 如 BZ ZF",
         kw.LANG: "LANG EN 切换英文, LANG ZH 切换中文",
         kw.PIN_REPLY: "收到支付请求后回复6位支付密码",
+        kw.CALLBACK: "HJ 请求回电, 我们给您打电话",
     },
     EN: {
         kw.OPEN: "OPEN (KT): open a mobile wallet",
@@ -95,6 +96,7 @@ USAGE: dict[str, dict[str, str]] = {
         kw.HELP: "HELP (BZ) [command]: help, e.g. HELP PAY",
         kw.LANG: "LANG ZH: Chinese, LANG EN: English",
         kw.PIN_REPLY: "When asked, reply with your 6-digit PIN",
+        kw.CALLBACK: "CALLBACK (HJ): we call you back",
     },
 }
 
@@ -102,12 +104,12 @@ HELP_TEXT: dict[str, list[str]] = {
     ZH: [
         "手机支付指令: KT 开通, A 确认, N 取消, YE 余额, MX 明细, CZ 金额 充值, TX 金额 提现",
         "ZF 商户代码 金额 支付, ZZ 手机号 金额 转账, HF 金额 充话费, MM 旧密码 新密码 改密码",
-        "DJ 冻结, JD 解冻, XH 销户, LANG EN 英文. 发送 BZ 指令 看用法, 如 BZ ZF",
+        "DJ 冻结, JD 解冻, XH 销户, HJ 回电, LANG EN 英文. 发送 BZ 指令 看用法, 如 BZ ZF",
     ],
     EN: [
         "Commands: OPEN, BAL balance, STMT statement, TOPUP <amount>, WITHDRAW <amount>, "
         "PAY <merchant> <amount> [ref], SEND <number> <amount>, AIRTIME <amount>",
-        "PIN <old> <new> change PIN, FREEZE, UNFREEZE, CLOSE, A confirm, N cancel, "
+        "PIN <old> <new> change PIN, FREEZE, UNFREEZE, CLOSE, CALLBACK, A confirm, N cancel, "
         "LANG ZH Chinese. HELP <command> for details, e.g. HELP PAY",
     ],
 }
@@ -137,6 +139,9 @@ _T: dict[str, dict[str, str]] = {
         "ok.change_pin": "支付密码已修改.",
         "ok.freeze": "账户已冻结. 发送 JD 解冻.",
         "ok.unfreeze": "账户已解冻.",
+        "ok.callback": "收到, 我们将尽快给您回电, 请注意接听.",
+        "ok.callback_open": "您的回电请求正在处理, 请注意接听来电.",
+        "ok.callback_failed": "抱歉, 多次回电未能接通. 发送 HJ 可再次请求回电.",
         "ok.close": "{ref}账户已销户, 余额 {amount} 元已退回银行卡.",
         "ok.close_empty": "账户已销户. 感谢使用.",
         "ok.lang": "已切换为中文.",
@@ -264,6 +269,9 @@ _T: dict[str, dict[str, str]] = {
         "ok.change_pin": "Your PIN has been changed.",
         "ok.freeze": "Your wallet is frozen. Send UNFREEZE to unfreeze it.",
         "ok.unfreeze": "Your wallet is active again.",
+        "ok.callback": "We will call you back shortly. Please answer the call.",
+        "ok.callback_open": "Your call-back is already on its way. Please answer the call.",
+        "ok.callback_failed": "Sorry, we could not reach you by phone. Send CALLBACK to be called again.",
         "ok.close": "{ref}Wallet closed; {amount} returned to your card.",
         "ok.close_empty": "Wallet closed. Thank you.",
         "ok.lang": "Language set to English.",
@@ -399,6 +407,7 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.PIN_LOCKED: "支付密码错误次数过多, 支付已锁定. 可联系客服解锁.",
         Outcome.PIN_FORMAT: "支付密码须为6位数字.",
         Outcome.FREEZE_LIMIT: "今日自助冻结次数已达上限. 如手机丢失, 请致电客服冻结账户.",
+        Outcome.CALLBACK_LIMIT: "今日回电请求次数已达上限, 请明天再试或致电客服.",
         Outcome.PIN_CHANGE_REQUIRED: "请先修改初始支付密码: 发送 MM 旧密码 新密码. 修改前只能查询余额、明细和冻结账户.",
         Outcome.UNKNOWN_MERCHANT: "商户代码不存在, 请核对.",
         Outcome.MERCHANT_INACTIVE: "该商户暂停收款.",
@@ -440,6 +449,8 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.PIN_FORMAT: "A PIN is 6 digits.",
         Outcome.FREEZE_LIMIT: "Too many freezes from this number today. If your phone is lost, call customer "
                               "service to freeze your wallet.",
+        Outcome.CALLBACK_LIMIT: "Too many call-back requests from this number today. Please try again tomorrow "
+                                "or call customer service.",
         Outcome.PIN_CHANGE_REQUIRED: "Change your PIN first: send MM <old PIN> <new PIN>. "
                                      "Until then you can only check your balance and statement, or freeze.",
         Outcome.UNKNOWN_MERCHANT: "Unknown merchant code. Please check it.",
@@ -630,6 +641,8 @@ def _ok(c: _Context) -> list[str]:
     if action == "lang":
         lg = normalize_lang(p.get("lang", c.lg))
         return [_T[lg]["ok.lang"]]
+    if action == "callback":
+        return [c.t["ok.callback_open" if p.get("already") else "ok.callback"]]
     if action == "close":
         if r.amount:
             return [c.text("ok.close", **c.fields())]
