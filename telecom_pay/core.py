@@ -14,6 +14,7 @@ from telecom_pay.config import Settings
 from telecom_pay.ledger import schema
 from telecom_pay.ledger.database import open_database
 from telecom_pay.ledger.ledger import Ledger
+from telecom_pay.menus.engine import MenuEngine
 from telecom_pay.service import PaymentService
 from telecom_pay.sessions import SessionStore, open_session_store
 
@@ -25,6 +26,7 @@ class Core:
     sessions: SessionStore
     service: PaymentService
     conversation: Conversation
+    menus: MenuEngine | None = None           # telecom_pay.menus.engine.MenuEngine: USSD and the IVR share it
 
     async def close(self) -> None:
         await self.ledger.close()
@@ -43,7 +45,9 @@ async def open_core(settings: Settings, *, bank: BankPort | None = None, upgrade
     service = PaymentService(ledger, sessions, settings, bank=bank)
     await service.start()
     await seed_agent_floats(service, settings)
-    return Core(settings, ledger, sessions, service, Conversation(service, sessions))
+    conversation = Conversation(service, sessions)
+    menus = MenuEngine(conversation, sessions, ttl=float(settings.section("menus").get("session_ttl", 600)))
+    return Core(settings, ledger, sessions, service, conversation, menus)
 
 
 async def seed_agent_floats(service: PaymentService, settings: Settings) -> None:

@@ -6,6 +6,7 @@ so `telecom_pay` imports no channel, bank bridge or simulator:
 
     [sms]    factory = "channels.smpp.app:make_channel"      SMPP binds
     [bank]   factory = "bank_bridge.wiring:make_bank"         ISO 8583 banks
+    [ivr]    factory = "channels.ivr.app:make_channel"        FastAGI server (IVR)
 
 `telecom-pay run` runs it; `telecom-pay demo` runs it beside the simulators.
 """
@@ -55,7 +56,7 @@ class Daemon(MultiService):
     """Opens the core, then starts the configured components. `ready` fires
     once everything accepts traffic."""
 
-    def __init__(self, settings: config_mod.Settings, reactor, *, sections: tuple[str, ...] = ("bank", "sms"),
+    def __init__(self, settings: config_mod.Settings, reactor, *, sections: tuple[str, ...] = ("bank", "sms", "ivr"),
                  bank=None, clock=None):
         super().__init__()
         self.settings = settings

@@ -1,7 +1,8 @@
 """`telecom-pay demo`: the daemon on the embedded default beside the SMSC
 and bank simulators, in one process, for newcomers and testers.
 
-It prints the ports, the service number and the test MSISDNs, then a line
+It prints the ports (the FastAGI port of the IVR among them, with a
+`handset call` to try), the service number and the test MSISDNs, then a line
 `ready` once the daemon's SMPP bind is up; Ctrl-C stops everything cleanly.
 """
 from __future__ import annotations
@@ -64,6 +65,7 @@ def run_demo(args) -> int:
                   f"database: {settings.database_url}",
                   "try, in another terminal:",
                   f"  telecom-pay handset send {handsets[0] if handsets else '13800138000'} KT --expect A"]
+        lines += await _ivr_lines(daemon, handsets[0] if handsets else "13800138000")
         for line in lines:
             print(line, flush=True)
         print("ready", flush=True)
@@ -75,6 +77,21 @@ def run_demo(args) -> int:
         return d
 
     return run_until_stopped(reactor, lambda: as_deferred(start()), stop)
+
+
+async def _ivr_lines(daemon: Daemon, msisdn: str) -> list[str]:
+    """The FastAGI port and a call to try with the Asterisk caller simulator."""
+    ivr = daemon.components.get("ivr")
+    if ivr is None:
+        return []
+    try:
+        port = await asyncio.wait_for(ivr.wait_listening(), 10)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return [f"IVR: not listening ({exc})"]
+    agi = "" if port == 4573 else f" --agi tcp:127.0.0.1:{port}"
+    return [f"IVR (FastAGI) on port {port}: the dialplan's AGI(agi://127.0.0.1:{port}/ivr); "
+            "call it with the Asterisk caller simulator:",
+            f"  telecom-pay handset call {msisdn} --keys 1,0{agi}      (1 balance, 0 goodbye)"]
 
 
 async def _start_bank_simulator(settings, demo, reactor, handsets, stoppers) -> str | None:

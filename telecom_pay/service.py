@@ -134,6 +134,12 @@ class PaymentService:
         about in that moment (P2P received, a delayed bank answer)."""
         self.notifiers.append(fn)
 
+    async def notify(self, msisdn: str, result: Result) -> None:
+        """Tell a subscriber a result outside the exchange that produced it:
+        a menu sends credentials by SMS rather than on a screen, an IVR
+        caller who hung up before hearing the result gets it by SMS."""
+        await self._notify(msisdn, result)
+
     async def _notify(self, msisdn: str, result: Result) -> None:
         for fn in self.notifiers:
             try:

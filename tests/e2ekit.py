@@ -32,6 +32,7 @@ def settings_for(database_url: str, smsc_port: int, *, sessions_url: str = "memo
         "sms.binds": [{"endpoint": f"tcp:host=127.0.0.1:port={smsc_port}", "system_id": "telecom-pay",
                        "password": "secret", "enquire_link_interval": 2.0, "response_timeout": 2.0}],
         "sms.retry_poll": 0.2,
+        "ivr.endpoint": "tcp:0:interface=127.0.0.1",     # never the demo's fixed port
         **extra,
     }
     return config.load(None, overrides)

@@ -14,3 +14,17 @@ from telecom_pay.commands.redaction import redact
 ])
 def test_pin_bearing_texts_are_masked(text, stored):
     assert redact(text) == stored
+
+
+def test_menu_inputs_that_may_be_pins_are_masked():
+    from telecom_pay.commands.redaction import redact_menu_input
+    assert redact_menu_input("258147") == "******"
+    assert redact_menu_input("258147 369258") == "****** ******"
+    assert redact_menu_input("258147369258") == "************"
+    assert redact_menu_input("１２３４５６") == "******"
+    # menu keys, amounts and typed commands are kept
+    assert redact_menu_input("1") == "1"
+    assert redact_menu_input("00") == "00"
+    assert redact_menu_input("12.50") == "12.50"
+    assert redact_menu_input("ZF M001 10") == "ZF M001 10"
+    assert redact_menu_input("MM 111111 222222") == "MM ****** ******"

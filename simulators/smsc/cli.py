@@ -5,6 +5,7 @@
     telecom-pay handset chat 13800138000          type SMS, see replies
     telecom-pay handset ussd 13800138000 '*188#'  dial, then answer the menu
     telecom-pay handset inbox 13800138000
+    telecom-pay handset call 13800138000 --keys 1,2#,123456#   (simulators/asterisk/cli.py)
 
 `handset` talks to a running simulator's control API (default
 http://127.0.0.1:8025, as `telecom-pay demo` starts it).
@@ -71,9 +72,14 @@ def _configure_handset(p: argparse.ArgumentParser) -> None:
     u.add_argument("code", nargs="?", default="*188#")
     i = ops.add_parser("inbox", help="print a handset's inbox")
     i.add_argument("msisdn")
+    from simulators.asterisk.cli import add_call_parser
+    add_call_parser(ops)
 
 
 def _handset(args) -> int:
+    if args.op == "call":
+        from simulators.asterisk.cli import run_call
+        return run_call(args)
     from twisted.internet import task
     from telecom_pay.daemon import install_asyncio_reactor
     install_asyncio_reactor()

@@ -164,6 +164,39 @@ class Conversation:
             self._languages.clear()
         self._languages[msisdn] = (lang, (now or time.monotonic()) + LOCAL_LANGUAGE_TTL)
 
+    # ------------------------------------------------------------ for the menus
+
+    async def run(self, msisdn: str, cmd: Command, *, channel: str, lang: str,
+                  message_id: int | None = None) -> Result | list[str]:
+        """One command built by a menu instead of parsed from text: the same
+        dispatch, so every channel has the same checks, limits and keys."""
+        return await self._dispatch(normalize(msisdn, self.settings.region), cmd, channel, lang, message_id)
+
+    async def answer_pin(self, msisdn: str, pin: str, *, channel: str, lang: str,
+                         message_id: int | None = None) -> Result:
+        """The PIN for the action pending for `msisdn` (consumed once)."""
+        return await self._pin_reply(normalize(msisdn, self.settings.region), pin, channel, lang, message_id)
+
+    async def pending(self, msisdn: str) -> dict | None:
+        """What `msisdn` has pending (no PIN in it): a menu shows it as a page."""
+        return await self.sessions.get(self._pending_key(normalize(msisdn, self.settings.region)))
+
+    async def drop_pending(self, msisdn: str, key: str) -> bool:
+        """Drop the pending action `key`, if it is still the one pending (a
+        menu session that asked for the PIN ended without it)."""
+        pkey = self._pending_key(normalize(msisdn, self.settings.region))
+        taken = await self.sessions.take(pkey)
+        if taken is None:
+            return False
+        if taken.get("key") != key:      # another channel's since: leave it
+            await self.sessions.put(pkey, taken, ttl=self.settings.pending_payment_minutes * 60)
+            return False
+        return True
+
+    @staticmethod
+    def pending_params(pending: dict) -> dict:
+        return Conversation._pending_params(pending)
+
     # ------------------------------------------------------------ dispatch
 
     async def _dispatch(self, msisdn: str, cmd: Command, channel: str, lang: str,

@@ -31,6 +31,20 @@ def redact(text: str) -> str:
     return text
 
 
+_MENU_SECRET = re.compile(r"^[0-9０-９\s]+$")
+
+
+def redact_menu_input(text: str) -> str:
+    """A menu input (USSD) as it may be stored. Menus ask for the PIN, and
+    for the current and new PIN together (12 digits), as bare digits: any
+    all-digit input of six digits or more is masked, whatever step it
+    answered (the channel does not know the step; a number or an amount
+    masked this way costs nothing, a PIN stored would)."""
+    if _MENU_SECRET.match(text) and len(_DIGIT.findall(text)) >= 6:
+        return _DIGIT.sub("*", text)
+    return redact(text)
+
+
 def is_masked_pin_answer(text: str) -> bool:
     """A stored PIN answer (the message is being answered again after a restart)."""
     return text == PIN_MASK

@@ -26,10 +26,11 @@ class Say:
     kind: str
     name: str | None = None
     value: int | str | None = None
+    text: str | None = None    # a prompt's words when the file has no such name (a merchant's name)
 
     @staticmethod
-    def prompt(name: str) -> "Say":
-        return Say(PROMPT, name=name)
+    def prompt(name: str, text: str | None = None) -> "Say":
+        return Say(PROMPT, name=name, text=text)
 
     @staticmethod
     def number(value: int) -> "Say":

@@ -104,6 +104,7 @@ class Rig:
         raw["settlement"]["file_dir"] = str(dep.workdir / "settlement")
         for section in ("demo", "bank_sim", "smsc_sim"):
             raw.pop(section, None)
+        raw.setdefault("ivr", {})["endpoint"] = "tcp:0:interface=127.0.0.1"   # several daemons: never a fixed port
         for dotted, value in extra.items():
             node = raw
             *parents, leaf = dotted.split(".")
