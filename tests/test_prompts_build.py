@@ -132,3 +132,29 @@ def test_a_failing_synthesis_leaves_no_file_behind(tmp_path):
 def test_unknown_language_is_refused(tmp_path):
     done = cli(str(tmp_path), "--prompts", str(write_prompts(tmp_path)), "--lang", "fr")
     assert done.returncode == 2 and "zh, en" in done.stderr
+
+
+def test_digits_are_the_words_asterisk_says_numbers_with_and_recordings_stay(tmp_path):
+    """SAY NUMBER 120 on a zh channel plays digits/1, digits/hundred, digits/20
+    from <sounds>/zh/digits/: each must exist, and a recording already there
+    (Asterisk's own .gsm, a studio's .wav) is never overwritten."""
+    sounds = tmp_path / "sounds"
+    recorded = sounds / "en" / "digits" / "1.gsm"
+    recorded.parent.mkdir(parents=True)
+    recorded.write_bytes(b"recorded")
+    done = subprocess.run([sys.executable, "-m", "telecom_pay.cli", "prompts", "digits", str(sounds)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    zh = {p.stem for p in (sounds / "zh" / "digits").glob("*.wav")}
+    en = {p.stem for p in (sounds / "en" / "digits").glob("*.wav")}
+    assert {"0", "1", "9", "10", "20", "90", "hundred", "thousand", "wan", "yi"} <= zh
+    assert {"0", "2", "13", "19", "20", "90", "hundred", "thousand", "million"} <= en
+    assert "1" not in en and recorded.read_bytes() == b"recorded"
+    assert f"{len(zh) + len(en)} built, 1 kept" in done.stdout
+    for path in (sounds / "zh" / "digits" / "hundred.wav", sounds / "en" / "digits" / "thousand.wav"):
+        with wave.open(str(path), "rb") as w:
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
+            assert w.getnframes() > 8000 // 5          # a spoken word, not a click
+    again = subprocess.run([sys.executable, "-m", "telecom_pay.cli", "prompts", "digits", str(sounds), "--lang", "zh"],
+                           capture_output=True, text=True, timeout=120)
+    assert f"0 built, {len(zh)} kept" in again.stdout

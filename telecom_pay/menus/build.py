@@ -26,6 +26,26 @@ from typing import Iterable, Protocol, Sequence
 RATE = 8000                              # what Asterisk's format_wav plays
 VOICES = {"zh": "cmn", "en": "en"}       # espeak-ng voice for each prompt language
 
+# The words Asterisk's SAY NUMBER and SAY DIGITS string together, by the file
+# names its main/say.c asks for in <sounds>/<lang>/digits/: English counts
+# 0-19, tens, hundred, thousand, million; Chinese 0-9, the tens (十, 二十 ...
+# 九十; 13 is 十 then 三), 百, 千, 万, 亿. Asterisk ships recordings of these
+# for English only (a separate download) and none for Chinese: without
+# them every amount the IVR speaks is silence.
+_ZH_UNITS = "零一二三四五六七八九"
+NUMBER_WORDS: dict[str, dict[str, str]] = {
+    "en": {**{str(n): w for n, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen".split())},
+        **{str(10 * n): w for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)},
+        "hundred": "hundred", "thousand": "thousand", "million": "million", "billion": "billion",
+        "minus": "minus", "star": "star", "pound": "pound"},
+    "zh": {**{str(n): _ZH_UNITS[n] for n in range(10)}, "10": "十",
+           **{str(10 * n): _ZH_UNITS[n] + "十" for n in range(2, 10)},
+           "hundred": "百", "thousand": "千", "wan": "万", "yi": "亿",
+           "minus": "负", "star": "星号", "pound": "井号"},
+}
+
 
 class BuildError(RuntimeError):
     """The build cannot go on: espeak-ng is missing or failed, a WAV came out wrong."""
@@ -61,10 +81,7 @@ def build(prompts: PromptTexts, out_dir: str | Path, *, source_mtime: float,
     unknown = [lang for lang in langs if lang not in VOICES]
     if unknown:
         raise BuildError(f"no voice for language {', '.join(unknown)} (known: {', '.join(VOICES)})")
-    if resampler == "auto":
-        resampler = "sox" if shutil.which("sox") else "python"
-    if resampler not in ("sox", "python"):
-        raise BuildError(f"unknown resampler {resampler!r}")
+    resampler = _resampler(resampler)
     report = BuildReport(resampler=resampler)
     out = Path(out_dir)
     todo: list[tuple[str, str, Path]] = []
@@ -83,6 +100,44 @@ def build(prompts: PromptTexts, out_dir: str | Path, *, source_mtime: float,
         render(prompts.text(name, lang), VOICES[lang], target, espeak=espeak, resampler=resampler)
         report.built.append(target)
     return report
+
+
+def build_digits(sounds_root: str | Path, *, langs: Iterable[str] = ("zh", "en"), espeak: str | None = None,
+                 resampler: str = "auto") -> BuildReport:
+    """Writes <sounds_root>/<lang>/digits/<name>.wav for every word SAY NUMBER
+    and SAY DIGITS need that has no file yet in any format: a recording the
+    deployment installed (Asterisk's own sounds, a studio's) is never
+    replaced, and neither is a word built before."""
+    langs = list(langs)
+    unknown = [lang for lang in langs if lang not in NUMBER_WORDS]
+    if unknown:
+        raise BuildError(f"no number words for language {', '.join(unknown)} (known: {', '.join(NUMBER_WORDS)})")
+    resampler = _resampler(resampler)
+    report = BuildReport(resampler=resampler)
+    todo: list[tuple[str, str, Path]] = []
+    for lang in langs:
+        folder = Path(sounds_root) / lang / "digits"
+        for name, text in NUMBER_WORDS[lang].items():
+            existing = sorted(folder.glob(f"{name}.*")) if folder.is_dir() else []
+            if existing:
+                report.up_to_date.append(existing[0])
+            else:
+                todo.append((lang, text, folder / f"{name}.wav"))
+    if todo:
+        espeak = espeak or find_espeak()
+        for lang, text, target in todo:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            render(text, VOICES[lang], target, espeak=espeak, resampler=resampler)
+            report.built.append(target)
+    return report
+
+
+def _resampler(name: str) -> str:
+    if name == "auto":
+        return "sox" if shutil.which("sox") else "python"
+    if name not in ("sox", "python"):
+        raise BuildError(f"unknown resampler {name!r}")
+    return name
 
 
 def render(text: str, voice: str, target: Path, *, espeak: str, resampler: str) -> None:
