@@ -64,7 +64,8 @@ def run_demo(args) -> int:
                   f"test handsets: {', '.join(handsets)}",
                   f"database: {settings.database_url}",
                   "try, in another terminal:",
-                  f"  telecom-pay handset send {handsets[0] if handsets else '13800138000'} KT --expect A"]
+                  f"  telecom-pay handset send {handsets[0] if handsets else '13800138000'} KT --expect A",
+                  f"  telecom-pay handset dial {handsets[0] if handsets else '13800138000'} '*188#'"]
         lines += await _ivr_lines(daemon, handsets[0] if handsets else "13800138000")
         for line in lines:
             print(line, flush=True)

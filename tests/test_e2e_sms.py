@@ -158,27 +158,6 @@ async def test_restart_with_replies_pending_in_outbox(stack):
 
 
 @aio_test
-async def test_ussd_session_offers_the_same_operations(sqlite_url):
-    sim, daemon, _ = await up({"database_url": sqlite_url})
-    phone = sim.handset("13800138000")
-    pin = await open_account(phone)
-    svc = daemon.core.service
-    await svc.fund_agent("AG001", 10_000, operator="test")
-    await svc.cash_in("AG001", MSISDN, 5000)
-    welcome = await wait_deferred(phone.dial_ussd("*188#"))
-    assert "YE" in welcome and phone.ussd_session.open
-    assert "50.00" in await wait_deferred(phone.ussd_reply("YE"))
-    prompt = await wait_deferred(phone.ussd_reply("ZF M001 8"))
-    assert "8.00" in prompt
-    paid = await wait_deferred(phone.ussd_reply(pin))
-    assert REF_RE.search(paid) and "42.00" in paid
-    bye = await wait_deferred(phone.ussd_reply("0"))
-    assert bye and not phone.ussd_session.open
-    assert (await svc.balance(MSISDN, channel="t")).balance == 4200
-    await down(sim, daemon)
-
-
-@aio_test
 async def test_ussd_abort_is_recorded_and_not_answered(sqlite_url):
     from channels.smpp.text import encode_text
     sim, daemon, _ = await up({"database_url": sqlite_url})

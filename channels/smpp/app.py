@@ -1,5 +1,6 @@
 """The SMS (and USSD) channel: the ESME pool on one side, the core on the
-other.
+other. USSD inputs take the same path (recorded, then answered, the page
+queued in the outbox); what they mean for the menu is channels/smpp/ussd.py.
 
 Path of one message (DESIGN section 3): deliver_sm -> durable inbound record,
 deduplicated by the database -> deliver_sm_resp -> the conversation
@@ -46,36 +47,24 @@ from twisted.logger import Logger
 from channels.smpp.client import SubmitError
 from channels.smpp.pool import EsmePool
 from channels.smpp.session import MessageReceived, ReceiptReceived, UssdInfo
-from channels.smpp.text import is_gsm
+from channels.smpp.ussd import UssdDialogue, UssdSettings
 from telecom_pay.aio import as_deferred, wait_deferred
-from telecom_pay.commands.redaction import redact
+from telecom_pay.commands.redaction import redact, redact_menu_input
 from telecom_pay.core import Core
 from telecom_pay.crashpoints import crash_point
 from telecom_pay.messaging import DEFAULT_LEASE, MessageStore
 from telecom_pay.msisdn import MsisdnError, mask, normalize
-from telecom_pay.outcomes import Result
+from telecom_pay.outcomes import Outcome, Result
 
 log = Logger(namespace="telecom_pay.sms")
 
-# USSD: ussd_service_op values (SMPP 3.4 / NOTES-packages.md)
-PSSR_IND, USSR_CONF, USSN_CONF, PSSR_RESP, USSR_REQ = 0x01, 0x12, 0x13, 0x11, 0x02
-USSD_END_WORDS = {"0", "00", "#", "EXIT", "退出"}
-USSD_WELCOME = {
-    "zh": "手机支付: 输入指令, 如 YE 余额, MX 明细, ZF 商户 金额. 0 退出",
-    "en": "Mobile pay: type a command, e.g. BAL, STMT, PAY M001 10, HELP. 0 to exit",
-}
-
-
-def fit_ussd(text: str) -> str:
-    """A USSD screen is one PDU: 182 GSM characters or 70 UCS2 ones."""
-    limit = 182 if is_gsm(text) else 70
-    return text if len(text) <= limit else text[: limit - 1] + "…" if limit == 70 else text[: limit - 3] + "..."
-
+USSD_SEND_ATTEMPTS = 3      # submits of one USSD page (0.5 s, 1 s apart) before it is given up
 
 class SmsChannel(MultiService):
     def __init__(self, core: Core, binds: list[dict], *, reactor=None, channel: str = "sms",
                  dedup_window: float = 120.0, redelivery_window: float = 15.0, retry_poll: float = 1.0,
-                 batch: int = 200, instance_id: str | None = None, lease: float = DEFAULT_LEASE):
+                 batch: int = 200, instance_id: str | None = None, lease: float = DEFAULT_LEASE,
+                 ussd: UssdSettings | None = None, menus=None, prompts=None, render_ussd=None):
         super().__init__()
         self.core = core
         self.channel = channel
@@ -98,6 +87,12 @@ class SmsChannel(MultiService):
         self._answer_failed = False
         self.unanswered_sweep = 10.0          # seconds before a failed answer is tried again
         self._stopping = False
+        from twisted.internet import reactor as default_reactor
+        self.ussd: UssdDialogue | None = None
+        if menus is not None:
+            self.ussd = UssdDialogue(menus, prompts, ussd or UssdSettings(), language=core.conversation.language,
+                                     render=render_ussd, clock=reactor or default_reactor,
+                                     queue=self._queue, serialize=self._serialize, store=core.sessions)
         core.service.add_notifier(self._notify)
         self.stats = {"mo": 0, "duplicates": 0, "mt_accepted": 0, "mt_retry": 0, "receipts": 0}
 
@@ -107,6 +102,8 @@ class SmsChannel(MultiService):
         super().startService()
         self._stopping = False
         self._pump_task = asyncio.ensure_future(self._run())
+        if self.ussd is not None:
+            self.ussd.start()
 
     async def _run(self) -> None:
         try:
@@ -143,6 +140,8 @@ class SmsChannel(MultiService):
     def stopService(self):
         self._stopping = True
         self._wake.set()
+        if self.ussd is not None:
+            self.ussd.stop()
         d = defer.maybeDeferred(super().stopService)
         task = self._pump_task
 
@@ -174,7 +173,7 @@ class SmsChannel(MultiService):
             refusal = "sender is not a mobile number"
         identified = event.user_message_reference is not None
         inbound = await self.messages.record_inbound(
-            self.channel, msisdn, self._dedup_key(event), redact(event.text),
+            self.channel, msisdn, self._dedup_key(event), stored_text(event),
             window=self.dedup_window if identified else self.redelivery_window, failed=refusal)
         if not inbound.is_new:
             self.stats["duplicates"] += 1
@@ -187,10 +186,6 @@ class SmsChannel(MultiService):
             return
         log.debug("sms in {msisdn} len={n} parts={parts}", msisdn=mask(msisdn), n=len(event.text), parts=event.parts)
         ussd = event.ussd if event.ussd is not None and event.ussd.service_op is not None else None
-        if ussd is not None and ussd.service_op not in (PSSR_IND, USSR_CONF):
-            # a USSN confirmation, a user abort (vendor codes) or a session end: nothing to answer
-            self._serialize(msisdn, self.messages.complete(inbound.id, self.channel, msisdn, []))
-            return
         self._serialize(msisdn, self._answer(inbound.id, msisdn, event.text, ussd, bind))
 
     def _dedup_key(self, event: MessageReceived) -> str:
@@ -237,14 +232,13 @@ class SmsChannel(MultiService):
                            again: bool = False) -> None:
         conv = self.core.conversation
         meta = None
+        secret = False
         if ussd is not None:
-            texts, end = await self._ussd_turn(msisdn, text, ussd, inbound_id)
-            meta = {"ussd_op": PSSR_RESP if end else USSR_REQ,
-                    "its_session_info": ussd.reply(end=end).session_info,
-                    "user_message_reference": ussd.user_message_reference,
-                    "bind": bind.name if bind is not None else None}
-            secret = getattr(texts, "secret", False)
-            texts = [fit_ussd("\n".join(texts))]
+            page = await self.ussd.turn(inbound_id, msisdn, text, ussd, bind.name if bind is not None else None) \
+                if self.ussd is not None else None
+            # a release or a notification's confirmation asks for no page: recorded, answered with nothing
+            texts = [page.text] if page is not None else []
+            meta = page.meta() if page is not None else None
         else:
             texts = await conv.handle(msisdn, text, channel=self.channel, message_id=inbound_id, again=again)
             secret = getattr(texts, "secret", False)
@@ -254,25 +248,46 @@ class SmsChannel(MultiService):
         except Exception:
             log.failure("forgetting the answered PIN action of {msisdn} failed", msisdn=mask(msisdn))
 
-    async def _ussd_turn(self, msisdn: str, text: str, ussd: UssdInfo,
-                         inbound_id: int | None = None) -> tuple[list[str], bool]:
-        """USSD offers the same operations as SMS: the dialled code opens a
-        session showing the commands; each answer is a command line; `0`
-        ends the session."""
-        conv = self.core.conversation
-        lang = await conv.language(msisdn)
-        stripped = text.strip()
-        if ussd.service_op == PSSR_IND and (stripped.startswith("*") or not stripped):
-            return [USSD_WELCOME[lang]], False
-        if stripped.upper() in USSD_END_WORDS:
-            return ["再见." if lang == "zh" else "Goodbye."], True
-        replies = await conv.handle(msisdn, stripped, channel="ussd", message_id=inbound_id)
-        return replies, False
-
     async def _notify(self, msisdn: str, result: Result) -> None:
+        """A confirmation the subscriber did not ask for in this moment (an
+        agreement, a payment's PIN) is pushed as a menu page where USSD push
+        works; anything else, and the push's fallback, goes by SMS."""
         texts = await self.core.conversation.render_for(msisdn, result)
+        if result.outcome in (Outcome.CONFIRM_REQUIRED, Outcome.PIN_REQUIRED) and self.ussd is not None:
+            if await self.push_menu(msisdn, entry=_push_entry(result.outcome.value), fallback=list(texts)):
+                return
         self._dispatch(await self.messages.complete(None, self.channel, msisdn, texts,
                                                     secret=getattr(texts, "secret", False)))
+
+    async def push_menu(self, msisdn: str, *, entry: str = "pending", fallback: list[str] = ()) -> bool:
+        """Opens a platform-initiated USSD session showing `entry` (the
+        subscriber's pending confirmation); False when none was pushed (push
+        off, nothing pending) and the caller sends its SMS. Once pushed,
+        the dialogue sends `fallback` by SMS if the page does not reach them."""
+        if self.ussd is None:
+            return False
+        page = await self.ussd.push(msisdn, entry=entry, fallback=fallback)
+        if page is None:
+            return False
+        self._dispatch(await self.messages.complete(None, self.channel, msisdn, [page.text], page.meta()))
+        return True
+
+    async def _pushed_instead(self, out) -> bool:
+        """A queued notice asking for a confirmation (an agent opened the
+        account) goes as a pushed page; the SMS is its fallback, queued
+        again by the dialogue if the page does not reach the subscriber."""
+        page = await self.ussd.push(out.msisdn, entry=_push_entry(out.meta["confirm"]), fallback=[out.text])
+        if page is None:
+            return False
+        self._dispatch(await self.messages.complete(None, self.channel, out.msisdn, [page.text], page.meta()))
+        self._accepted[out.id] = None
+        await self.messages.accepted(out.id, ["ussd-push"])
+        return True
+
+    async def _queue(self, msisdn: str, texts: list[str], meta: dict | None) -> None:
+        """Records and sends what the USSD dialogue sends on its own (a
+        timeout's closing page, a push's SMS fallback)."""
+        self._dispatch(await self.messages.complete(None, self.channel, msisdn, texts, meta))
 
     # ------------------------------------------------------------ outbound
 
@@ -332,15 +347,28 @@ class SmsChannel(MultiService):
         ussd = None
         prefer = None
         meta = out.meta or {}
+        if "confirm" in meta and self.ussd is not None and self.ussd.settings.push:
+            try:
+                if await self._pushed_instead(out):
+                    return
+            except Exception:
+                log.failure("pushing {msisdn}'s confirmation as a USSD page failed; sending the SMS",
+                            msisdn=mask(out.msisdn))
         if "ussd_op" in meta:
             ussd = UssdInfo(meta["ussd_op"], meta.get("its_session_info"), meta.get("user_message_reference"))
             prefer = next((b for b in self.pool.binds if b.name == meta.get("bind")), None)
         try:
             ids = await wait_deferred(self.pool.submit(out.msisdn, out.text, handle=out.id, ussd=ussd, prefer=prefer))
         except SubmitError as exc:
+            if meta.get("push") and self.ussd is not None:
+                # the SMSC does not take network-initiated USSD: the SMS it stands for goes instead
+                await self._retry_later(out, f"push refused: {exc.reason}", final=True)
+                await self.ussd.push_refused(out.msisdn, meta["push"], meta.get("fallback") or [], exc.reason)
+                return
             self.stats["mt_retry"] += 1
             log.warn("sms out {msisdn} not accepted ({reason}); retrying", msisdn=mask(out.msisdn), reason=exc.reason)
-            await self._retry_later(out, exc.reason)
+            # a USSD page is worth a few quick tries only: its session times out in minutes
+            await self._retry_later(out, exc.reason, final=ussd is not None and out.attempts + 1 >= USSD_SEND_ATTEMPTS)
             return
         except Exception as exc:
             self.stats["mt_retry"] += 1
@@ -359,9 +387,9 @@ class SmsChannel(MultiService):
             return
         log.debug("sms out {msisdn} len={n} parts={parts}", msisdn=mask(out.msisdn), n=len(out.text), parts=len(ids))
 
-    async def _retry_later(self, out, reason: str) -> None:
+    async def _retry_later(self, out, reason: str, *, final: bool = False) -> None:
         try:
-            await self.messages.retry_later(out.id, reason, out.attempts)
+            await self.messages.retry_later(out.id, reason, self.messages.max_attempts if final else out.attempts)
         except Exception:
             # still queued in the outbox: the next scan sends it again
             log.failure("scheduling a retry for {msisdn} failed", msisdn=mask(out.msisdn))
@@ -390,6 +418,20 @@ class SmsChannel(MultiService):
         log.warn("smpp bind {name} down", name=bind.name)
 
 
+def stored_text(event: MessageReceived) -> str:
+    """What of an inbound message may be stored: SMS PIN answers are masked
+    by the command parser; a USSD answer may also be a menu's PIN step,
+    which the channel cannot know before it records the answer."""
+    return redact_menu_input(event.text) if event.ussd is not None else redact(event.text)
+
+
+def _push_entry(outcome: str) -> str:
+    """Where a pushed session opens the menu: an account waiting for its
+    agreement (opened by an agent, kept in the database rather than the
+    session store) at the agreement; anything else at what is pending."""
+    return "confirm_open" if outcome == Outcome.CONFIRM_REQUIRED.value else "pending"
+
+
 def _failure(exc: BaseException):
     from twisted.python.failure import Failure
     return Failure(exc)
@@ -399,8 +441,14 @@ def make_channel(core: Core, config: dict[str, Any], reactor) -> SmsChannel:
     """Factory named in config: `[sms] factory = "channels.smpp.app:make_channel"`."""
     binds = config.get("binds") or []
     instance = core.settings.section("daemon")
+    from telecom_pay.menus.engine import MenuEngine
+    from telecom_pay.menus.prompts import Prompts
+    from telecom_pay.menus.ussd import render_ussd
+    ussd = UssdSettings.from_config(config.get("ussd"))
+    menus = core.menus or MenuEngine(core.conversation, core.sessions)
     return SmsChannel(core, binds, reactor=reactor, dedup_window=float(config.get("dedup_window", 120)),
                       redelivery_window=float(config.get("redelivery_window", 15)),
                       retry_poll=float(config.get("retry_poll", 1.0)),
                       instance_id=instance.get("instance_id") or None,
-                      lease=float(instance.get("claim_lease", DEFAULT_LEASE)))
+                      lease=float(instance.get("claim_lease", DEFAULT_LEASE)),
+                      ussd=ussd, menus=menus, prompts=Prompts.load(), render_ussd=render_ussd)

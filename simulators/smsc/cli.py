@@ -3,7 +3,11 @@
     telecom-pay smsc-sim                          the simulator alone
     telecom-pay handset send 13800138000 KT [--expect A] [--timeout 10]
     telecom-pay handset chat 13800138000          type SMS, see replies
-    telecom-pay handset ussd 13800138000 '*188#'  dial, then answer the menu
+    telecom-pay handset dial 13800138000 '*188#'  dial, then answer each page
+    telecom-pay handset dial 13800138000 '*188#' --keys 1,2,100,123456
+                                                  answer from a script; exit 0 when the
+                                                  session ends, 1 on a timeout
+    (`handset ussd` is the same as `handset dial`)
     telecom-pay handset inbox 13800138000
     telecom-pay handset call 13800138000 --keys 1,2#,123456#   (simulators/asterisk/cli.py)
 
@@ -67,9 +71,12 @@ def _configure_handset(p: argparse.ArgumentParser) -> None:
                    help="stop this long after the last reply (default 1 s)")
     c = ops.add_parser("chat", help="interactive: type SMS, see replies")
     c.add_argument("msisdn")
-    u = ops.add_parser("ussd", help="dial a USSD code, then answer the menu interactively")
-    u.add_argument("msisdn")
-    u.add_argument("code", nargs="?", default="*188#")
+    for name in ("dial", "ussd"):
+        u = ops.add_parser(name, help="dial a USSD code, then answer each page (interactively or --keys)")
+        u.add_argument("msisdn")
+        u.add_argument("code", nargs="?", default="*188#")
+        u.add_argument("--keys", help="comma-separated answers, one per page (e.g. 1,2,100,123456)")
+        u.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each page")
     i = ops.add_parser("inbox", help="print a handset's inbox")
     i.add_argument("msisdn")
     from simulators.asterisk.cli import add_call_parser
@@ -109,6 +116,53 @@ def _handset(args) -> int:
             index = data["next"]
         return replies
 
+    from telecom_pay.commands.redaction import redact_menu_input
+
+    async def dial(msisdn: str, code: str, keys: str | None, timeout: float) -> int:
+        """Prints every page; 0 once the session ends (or the script is
+        done: the phone hangs up), 1 when a page does not come in time or
+        the network timed the session out."""
+        script = None if keys is None else [k.strip() for k in keys.split(",")]
+        loop = asyncio.get_running_loop()
+        answer = code
+        first = True
+        while True:
+            try:
+                screen = await wait_deferred(control.ussd(msisdn, answer, wait=timeout, dial=first,
+                                                                answer=not first))
+            except ControlError as exc:
+                if exc.code == 409 and not first:
+                    # the session ended while we were reading its page (the network released it)
+                    screens = (await wait_deferred(control.ussd_screens(msisdn)))["screens"]
+                    screen = screens[-1] if screens else {"ended": True}
+                elif exc.code == 504:
+                    print(f"(no page within {timeout:g} s)", file=sys.stderr, flush=True)
+                    await wait_deferred(control.ussd_hangup(msisdn))
+                    return 1
+                else:
+                    raise
+            first = False
+            print(screen.get("text", ""), flush=True)
+            if screen.get("ended"):
+                if screen.get("reason") == "timeout":
+                    print("(the network timed the session out)", file=sys.stderr, flush=True)
+                    return 1
+                return 0
+            if script is not None:
+                if not script:
+                    await wait_deferred(control.ussd_hangup(msisdn))
+                    return 0
+                answer = script.pop(0)
+                print(f"> {redact_menu_input(answer)}", flush=True)        # a PIN is not echoed
+            else:
+                print("> ", end="", flush=True)
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                if not line:
+                    await wait_deferred(control.ussd_hangup(msisdn))
+                    return 0
+                answer = line.strip()
+            print("-" * 20, flush=True)
+
     async def main():
         try:
             if args.op == "send":
@@ -131,18 +185,8 @@ def _handset(args) -> int:
                         break
                     if line.strip():
                         await send_and_collect(args.msisdn, line.rstrip("\n"), 10.0, 1.0)
-            elif args.op == "ussd":
-                screen = await wait_deferred(control.ussd(args.msisdn, args.code))
-                loop = asyncio.get_running_loop()
-                while True:
-                    print(screen.get("text", ""), flush=True)
-                    if screen.get("ended"):
-                        break
-                    print("> ", end="", flush=True)
-                    line = await loop.run_in_executor(None, sys.stdin.readline)
-                    if not line:
-                        break
-                    screen = await wait_deferred(control.ussd(args.msisdn, line.strip()))
+            elif args.op in ("dial", "ussd"):
+                status["code"] = await dial(args.msisdn, args.code, args.keys, args.timeout)
         except ControlError as exc:
             print(f"simulator refused: {exc}", file=sys.stderr)
             status["code"] = 2

@@ -95,10 +95,29 @@ class SmscControl:
         return texts
 
     @_deferred
-    async def ussd(self, msisdn: str, text: str, wait: float = 10.0) -> dict[str, Any]:
-        """Dial a code (no session open) or answer the menu; returns {"text", "ended", "screen"}."""
-        _, data = await self._call("POST", self._handset_path(msisdn, "/ussd"), {"text": text, "wait": wait})
+    async def ussd(self, msisdn: str, text: str, wait: float = 10.0, *, dial: bool = False,
+                   answer: bool = False) -> dict[str, Any]:
+        """Dial a code (no session open, or `dial`) or answer the menu (only
+        that, with `answer`); returns {"text", "ended", "reason", "screen"}."""
+        body: dict[str, Any] = {"text": text, "wait": wait}
+        if dial:
+            body["dial"] = True
+        elif answer:
+            body["answer"] = True
+        _, data = await self._call("POST", self._handset_path(msisdn, "/ussd"), body)
         return data
+
+    @_deferred
+    async def ussd_screens(self, msisdn: str) -> dict[str, Any]:
+        """The handset's USSD screens and session: {"session", "screens"}."""
+        _, data = await self._call("GET", self._handset_path(msisdn, "/ussd"))
+        return data
+
+    @_deferred
+    async def ussd_hangup(self, msisdn: str) -> bool:
+        """The phone ends its open USSD session."""
+        _, data = await self._call("POST", self._handset_path(msisdn, "/ussd/hangup"), {})
+        return bool(data.get("hung_up"))
 
     @_deferred
     async def handsets(self) -> list[dict[str, Any]]:

@@ -12,6 +12,12 @@ Kinds:
   ``throttle``     submit_sm answered with ``status`` (ESME_RTHROTTLED default)
   ``duplicate``    an MO is delivered twice (as an SMSC does when it missed the ack)
   ``refuse_bind``  binds refused with ``status`` (ESME_RBINDFAIL default)
+  ``refuse_push``  a network-initiated USSD page (a USSR request opening a
+                   session) answered with ``status`` (ESME_RSUBMITFAIL
+                   default), as an SMSC without USSD push does
+  ``ussd_timeout`` the network times a USSD session out ``seconds`` after a
+                   page reached the handset: both sides are released (the
+                   platform gets ussd_service_op 0x21 with the end bit)
 Closing connections is an action, not a standing fault: SmscSimulator.close_binds.
 """
 from __future__ import annotations
@@ -25,8 +31,10 @@ from channels.smpp import pdu as P
 
 __all__ = ["Fault", "FaultSet", "FAULT_KINDS"]
 
-FAULT_KINDS = ("drop", "delay", "throttle", "duplicate", "refuse_bind")
-_DEFAULT_STATUS = {"throttle": P.ESME_RTHROTTLED, "refuse_bind": P.ESME_RBINDFAIL}
+FAULT_KINDS = ("drop", "delay", "throttle", "duplicate", "refuse_bind", "refuse_push", "ussd_timeout")
+_DEFAULT_STATUS = {"throttle": P.ESME_RTHROTTLED, "refuse_bind": P.ESME_RBINDFAIL,
+                   "refuse_push": P.ESME_RSUBMITFAIL}
+_TAKES_SECONDS = ("delay", "ussd_timeout")
 
 
 @dataclass
@@ -36,7 +44,7 @@ class Fault:
     count: int | None = None  # occurrences left
     probability: float | None = None
     until: float | None = None  # clock time it ends
-    seconds: float = 0.0  # for delay
+    seconds: float = 0.0  # for delay and ussd_timeout
     status: int | None = None  # for throttle / refuse_bind
     direction: str = "in"  # for drop
     system_id: str | None = None
@@ -48,7 +56,7 @@ class Fault:
             "id": self.id, "kind": self.kind, "count": self.count, "probability": self.probability,
             "until": self.until, "system_id": self.system_id, "bind_id": self.bind_id, "hits": self.hits,
         }
-        if self.kind == "delay":
+        if self.kind in _TAKES_SECONDS:
             data["seconds"] = self.seconds
         if self.kind in _DEFAULT_STATUS:
             data["status"] = self.status
@@ -98,8 +106,12 @@ class FaultSet:
         if kind == "delay":
             if seconds is None or not isinstance(seconds, (int, float)) or seconds < 0:
                 raise ValueError("a delay fault needs seconds >= 0")
+        elif kind == "ussd_timeout":
+            if seconds is not None and (not isinstance(seconds, (int, float)) or seconds < 0):
+                raise ValueError("seconds must be >= 0")
         elif seconds is not None:
-            raise ValueError("seconds only applies to a delay fault (use duration for how long a fault lasts)")
+            raise ValueError("seconds only applies to delay and ussd_timeout faults "
+                             "(use duration for how long a fault lasts)")
         if direction not in ("in", "out"):
             raise ValueError("direction must be 'in' or 'out'")
         if status is not None and (not isinstance(status, int) or not 0 <= status <= 0xFFFFFFFF):

@@ -68,16 +68,22 @@ class SentMessage:
 
 @dataclass(frozen=True)
 class UssdScreen:
-    """One USSD text shown to the subscriber; ``ended`` when the platform closed the session."""
+    """One USSD text shown to the subscriber; ``ended`` when the session is
+    over after it; ``reason`` when the network, not the platform, closed it
+    ("released", "timeout")."""
 
     received_at: float
     text: str
     ussd_service_op: int
     ended: bool
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"received_at": self.received_at, "text": self.text,
+        data = {"received_at": self.received_at, "text": self.text,
                 "ussd_service_op": self.ussd_service_op, "ended": self.ended}
+        if self.reason is not None:
+            data["reason"] = self.reason
+        return data
 
 
 @dataclass
@@ -236,6 +242,47 @@ class Handset:
         self._send_ussd(text, P.USSD_USSR_CONF)
         return waiting
 
+    def hang_up(self) -> bool:
+        """End the open USSD session from the phone (the red key): the
+        platform gets a user abort (ussd_service_op 0x81, end bit set).
+        False when no session was open."""
+        session = self.ussd_session
+        if session is None or not session.open:
+            return False
+        session.open = False
+        self._send_ussd("", P.USSD_USER_ABORT, end=True)
+        return True
+
+    def busy_with_other_session(self, its_session_info: int | None) -> bool:
+        """A network-initiated page while another dialogue is open: a phone
+        holds one USSD dialogue at a time."""
+        session = self.ussd_session
+        return (session is not None and session.open
+                and ((its_session_info or 0) >> 8) != (session.its_session_info() >> 8))
+
+    def shows_page(self, op: int, its_session_info: int | None) -> bool:
+        """Whether a USSD PDU reaches the screen: a page of the open
+        dialogue, a page opening one (push) or a notification. A page for a
+        dialogue already over (the phone hung up, the network released it)
+        goes nowhere."""
+        session = self.ussd_session
+        if session is not None and session.open:
+            return its_session_info is None or (its_session_info >> 8) == (session.its_session_info() >> 8)
+        return op in (P.USSD_USSR_REQ, P.USSD_USSN_REQ)
+
+    def _network_closed(self, reason: str, text: str) -> None:
+        """The network ended the open session (a release, its timer): the
+        phone shows why."""
+        session = self.ussd_session
+        if session is None or not session.open:
+            return
+        session.open = False
+        self.ussd_screens.append(UssdScreen(self._sim.clock.seconds(), text, 0, True, reason))
+        if self._ussd_waiters:
+            waiter = self._ussd_waiters.pop(0)
+            self._ussd_read = len(self.ussd_screens)
+            self._fire(waiter, text)
+
     def wait_for_ussd(self, timeout: float = 10.0) -> defer.Deferred:
         """Fires with the text of the next USSD screen not yet read."""
         if self._ussd_read < len(self.ussd_screens):
@@ -244,15 +291,16 @@ class Handset:
             return defer.succeed(screen.text)
         return self._wait(self._ussd_waiters, None, timeout)
 
-    def _send_ussd(self, text: str, op: int) -> None:
+    def _send_ussd(self, text: str, op: int, *, end: bool = False) -> defer.Deferred:
         session = self.ussd_session
         part = encode_text(text)
         fields = dict(service_type="USSD", source_addr_ton=1, source_addr_npi=1, source_addr=self.msisdn,
                       dest_addr_ton=0, dest_addr_npi=1, destination_addr=self._sim.config.service_number,
                       esm_class=0, data_coding=part.data_coding, short_message=part.short_message[:254],
-                      ussd_service_op=op, its_session_info=session.its_session_info())
+                      ussd_service_op=op, its_session_info=session.its_session_info() | (1 if end else 0))
         d = self._sim.deliver_mo(self, [fields])
         d.addErrback(lambda f: None)  # retries are the SMSC's business; the screen shows any reply
+        return d
 
     def _ussd_arrived(self, text: str, op: int, its_session_info: int | None) -> None:
         # PSSR/PSSD responses end the dialogue, as does the end bit of

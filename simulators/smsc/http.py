@@ -6,7 +6,11 @@
     GET    /handsets/{msisdn}                 one handset: inbox, sent, USSD screens
     POST   /handsets/{msisdn}/mo              {"text": ..., "wait": s}: send an SMS, wait up to s for the ack
     GET    /handsets/{msisdn}/inbox           ?since=N&wait=s: messages from index N, long-polling up to s
-    POST   /handsets/{msisdn}/ussd            {"text": ..., "wait": s}: dial (no open session) or answer
+    POST   /handsets/{msisdn}/ussd            {"text": ..., "wait": s, "dial"?: true, "answer"?: true}:
+                                              dial (no open session, or "dial" to hang up the open one
+                                              first) or answer ("answer": 409 if none is open)
+    POST   /handsets/{msisdn}/ussd/hangup     the phone ends its session (user abort to the platform)
+    POST   /handsets/{msisdn}/ussd/release    {"reason"?: "released" | "timeout"}: the network ends it
     GET    /handsets/{msisdn}/ussd            the USSD screens and session
     GET    /traffic                           ?limit=&bind_id=&command=&direction=
     GET    /faults | POST /faults {...} | DELETE /faults[?kind=] | DELETE /faults/{id}
@@ -201,9 +205,11 @@ class SmscControlApi:
         text = _text(data)
         wait = _number(data.get("wait"), "wait", DEFAULT_WAIT)
         handset = self._handset(msisdn)
+        if data.get("dial"):
+            handset.hang_up()
         session = handset.ussd_session
         try:
-            if session is None or not session.open:
+            if (session is None or not session.open) and not data.get("answer"):
                 screen = handset.dial_ussd(text, timeout=wait or DEFAULT_WAIT)
             else:
                 screen = handset.ussd_reply(text, timeout=wait or DEFAULT_WAIT)
@@ -214,7 +220,21 @@ class SmscControlApi:
         except defer.TimeoutError:
             return _json(request, {"error": f"no USSD reply within {wait:g}s"}, 504)
         last = handset.ussd_screens[-1]
-        return _json(request, {"text": text, "ended": last.ended, "screen": last.to_json()})
+        return _json(request, {"text": text, "ended": last.ended, "reason": last.reason, "screen": last.to_json()})
+
+    @app.route("/handsets/<msisdn>/ussd/hangup", methods=["POST"])
+    def ussd_hangup(self, request, msisdn):
+        return _json(request, {"hung_up": self._known_handset(msisdn).hang_up()})
+
+    @app.route("/handsets/<msisdn>/ussd/release", methods=["POST"])
+    def ussd_release(self, request, msisdn):
+        data = _body(request)
+        reason = data.get("reason", "released")
+        if reason not in ("released", "timeout"):
+            raise _HttpError(400, "reason: released or timeout")
+        handset = self._known_handset(msisdn)
+        released = self.sim.release_ussd(handset.msisdn, op=0x21 if reason == "timeout" else 0x20, reason=reason)
+        return _json(request, {"released": released})
 
     @app.route("/handsets/<msisdn>/ussd", methods=["GET"])
     def ussd_screens(self, request, msisdn):

@@ -280,6 +280,16 @@ class SmscSimulator:
         except ValueError:
             proto.session.respond(pdu, P.ESME_RINVDSTADR)
             return
+        handset = self.handset(msisdn)
+        if pdu.ussd_service_op == P.USSD_USSR_REQ and not (handset.ussd_session and handset.ussd_session.open):
+            # a network-initiated page (push)
+            fault = self.faults.take("refuse_push", proto.bind_id, proto.system_id)
+            if fault is not None:
+                proto.session.respond(pdu, fault.status)
+                return
+        if pdu.ussd_service_op == P.USSD_USSR_REQ and handset.busy_with_other_session(pdu.its_session_info):
+            proto.session.respond(pdu, P.ESME_RSUBMITFAIL)     # the phone is in another dialogue
+            return
         message_id = f"{next(self._message_numbers) & 0xFFFFFFFFFF:010x}"
         proto.session.respond(pdu, message_id=message_id)
         decoded = decode_message(pdu)
@@ -289,13 +299,39 @@ class SmscSimulator:
         self.messages[message_id] = record
         while len(self.messages) > self.config.traffic_capacity:
             self.messages.popitem(last=False)
-        handset = self.handset(msisdn)
         if pdu.ussd_service_op is not None:
+            if not handset.shows_page(pdu.ussd_service_op, pdu.its_session_info):
+                log.info("SMSC sim: USSD page for {msisdn}'s ended dialogue not shown", msisdn=msisdn)
+                return
             handset._ussd_arrived(decoded.text, pdu.ussd_service_op, pdu.its_session_info)
+            session = handset.ussd_session
+            if session is not None and session.open:
+                fault = self.faults.take("ussd_timeout", proto.bind_id, proto.system_id)
+                if fault is not None:
+                    self._call_later(fault.seconds, self._ussd_timer_fired, handset, session, session.dialogue)
         else:
             self._mt_part(handset, pdu, decoded, message_id, now)
         if (pdu.registered_delivery or 0) & P.REGISTERED_DELIVERY_MASK == P.REGISTERED_DELIVERY_RECEIPT:
             self._call_later(self.config.delivery_receipt_delay, self._send_receipt, record)
+
+    # --- USSD sessions ended by the network -----------------------------------------------
+
+    def release_ussd(self, msisdn: str, *, op: int = 0x20, reason: str = "released") -> bool:
+        """The network ends `msisdn`'s open USSD session: the phone shows it,
+        the platform gets `op` (a vendor release code) with the end bit.
+        False when no session was open."""
+        handset = self.handset(msisdn)
+        session = handset.ussd_session
+        if session is None or not session.open:
+            return False
+        handset._send_ussd("", op, end=True)
+        handset._network_closed(reason, "(session timed out)" if reason == "timeout" else "(session released)")
+        return True
+
+    def _ussd_timer_fired(self, handset: Handset, session, dialogue: int) -> None:
+        """The ussd_timeout fault: the page is still unanswered, the network gives up."""
+        if handset.ussd_session is session and session.open and session.dialogue == dialogue:
+            self.release_ussd(handset.msisdn, op=0x21, reason="timeout")
 
     def _mt_part(self, handset: Handset, pdu, decoded, message_id: str, now: float) -> None:
         body = pdu.short_message or pdu.message_payload or b""

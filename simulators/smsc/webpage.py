@@ -16,6 +16,7 @@ h2{font-size:1rem;margin:.2rem 0 .5rem}
 .meta{color:#777;font-size:.8rem}
 table{border-collapse:collapse;font-size:.8rem;width:100%}td,th{border-bottom:1px solid #eee;padding:2px 4px;text-align:left}
 #error{color:#b00}
+.pad{display:grid;grid-template-columns:repeat(3,3rem);gap:.3rem;margin-top:.4rem}.pad button{height:2.2rem}
 </style></head><body>
 <h1>SMSC simulator</h1>
 <p>Handset <input id="msisdn" value="8613800138000" size="16"> <span id="error"></span></p>
@@ -25,10 +26,12 @@ table{border-collapse:collapse;font-size:.8rem;width:100%}td,th{border-bottom:1p
 <section><h2>Inbox</h2><div id="inbox"></div></section>
 <section><h2>USSD</h2>
 <div id="ussd"></div>
-<input id="ussdtext" placeholder="*188# or a menu choice"> <button id="ussdsend">Send</button></section>
+<input id="ussdtext" placeholder="*188# or a menu choice"> <button id="ussdsend">Send</button>
+<button id="ussdend">End</button>
+<div id="pad" class="pad"></div></section>
 <section><h2>Faults</h2>
 <select id="kind"><option>throttle</option><option>drop</option><option>delay</option><option>duplicate</option>
-<option>refuse_bind</option><option>close</option><option>unbind</option></select>
+<option>refuse_bind</option><option>refuse_push</option><option>ussd_timeout</option><option>close</option><option>unbind</option></select>
 count <input id="count" size="3"> duration s <input id="duration" size="4"> delay s <input id="seconds" size="4">
 <button id="addfault">Switch on</button> <button id="clearfaults">Clear all</button>
 <div id="faults"></div></section>
@@ -54,7 +57,8 @@ async function refresh() {
                       `${m.parts.length} part(s), data_coding ${m.data_coding}`, "meta"));
     return d; }));
   const ussd = await fetch(`/handsets/${who()}/ussd`).then(r => r.ok ? r.json() : {screens: []});
-  $("ussd").replaceChildren(...ussd.screens.slice(-5).map(s => el("div", s.text + (s.ended ? "  [session ended]" : ""), "msg")));
+  $("ussd").replaceChildren(...ussd.screens.slice(-5).map(s => el("div", s.text +
+    (s.ended ? `  [session ${s.reason === "timeout" ? "timed out" : s.reason === "released" ? "released by the network" : "ended"}]` : ""), "msg")));
   const faults = await api("GET", "/faults");
   $("faults").replaceChildren(...faults.faults.map(f => el("div", JSON.stringify(f), "meta")));
   const binds = await api("GET", "/binds");
@@ -68,6 +72,10 @@ async function refresh() {
 }
 $("send").onclick = async () => { await api("POST", `/handsets/${who()}/mo`, {text: $("sms").value, wait: 5}); $("sms").value = ""; refresh(); };
 $("ussdsend").onclick = async () => { await api("POST", `/handsets/${who()}/ussd`, {text: $("ussdtext").value, wait: 10}); $("ussdtext").value = ""; refresh(); };
+for (const key of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"]) {
+  const b = el("button", key); b.onclick = () => { $("ussdtext").value += key; }; $("pad").append(b);
+}
+$("ussdend").onclick = async () => { await api("POST", `/handsets/${who()}/ussd/hangup`, {}); $("ussdtext").value = ""; refresh(); };
 $("addfault").onclick = async () => {
   const body = {kind: $("kind").value};
   for (const k of ["count", "duration", "seconds"]) if ($(k).value) body[k] = Number($(k).value);
