@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL and Redis servers the tests use are reachable.
-# Prints `export VAR=...` lines for the caller to eval. Where a server is not
-# up it starts a throwaway one from the installed binaries (installing the
-# Debian packages if needed); it never lets the tests skip them silently.
+# Makes sure the PostgreSQL and Redis servers the tests use are reachable,
+# and that the tools they run are installed (espeak-ng and sox, for the
+# prompts build). Prints `export VAR=...` lines for the caller to eval. Where
+# a server is not up it starts a throwaway one from the installed binaries
+# (installing the Debian packages if needed); it never lets the tests skip
+# them silently.
 set -euo pipefail
 log() { echo "ensure-services: $*" >&2; }
 PG_URL=${TELECOM_PAY_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/postgres}
@@ -28,6 +30,11 @@ apt_install() {
     log "cannot install $* (not root or no apt-get)"; return 1
   fi
 }
+
+tools=()
+command -v espeak-ng >/dev/null || tools+=(espeak-ng)
+command -v sox >/dev/null || tools+=(sox)
+[ ${#tools[@]} = 0 ] || apt_install "${tools[@]}"
 
 read -r pg_host pg_port < <(hostport "$PG_URL" 5432)
 if ! reachable "$pg_host" "$pg_port"; then

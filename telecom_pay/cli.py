@@ -4,6 +4,8 @@
     telecom-pay agent cash-in 13800138000 100    counter and call-center operations
     telecom-pay operator fund-agent AG001 1000 --operator NAME   agent float (bounded, audited)
     telecom-pay db upgrade | db check            schema and ledger invariants
+    telecom-pay prompts build DIR                the menu prompts as 8 kHz WAV files for Asterisk
+    telecom-pay prompts digits SOUNDS            the words Asterisk's SAY NUMBER needs, zh and en
     telecom-pay run | demo | smsc-sim | handset | bank-sim   (daemon, simulators)
 
 Everything runs against the config given with --config (default: the
@@ -182,6 +184,41 @@ async def _db(args) -> int:
     return 0 if not problems else 1
 
 
+# ------------------------------------------------------------------ prompts
+
+def _langs(text: str) -> list[str]:
+    from telecom_pay.menus.build import VOICES
+    langs = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in langs if x not in VOICES]
+    if not langs or bad:
+        raise argparse.ArgumentTypeError(f"languages are a comma-separated list of {', '.join(VOICES)}")
+    return langs
+
+
+def _prompts(args) -> int:
+    from pathlib import Path
+    from telecom_pay.menus.build import BuildError, build, build_digits
+    from telecom_pay.menus.prompts import DEFAULT_PROMPTS, PromptError, Prompts
+    try:
+        if args.op == "digits":
+            report = build_digits(args.dir, langs=args.lang, resampler=args.resampler)
+            print(f"{len(report.built)} built, {len(report.up_to_date)} kept ({', '.join(args.lang)}; "
+                  f"SAY NUMBER and SAY DIGITS words) in {Path(args.dir) / '<lang>' / 'digits'}"
+                  + (f", resampled by {report.resampler}" if report.built else ""))
+            return 0
+        source = Path(args.prompts) if args.prompts else DEFAULT_PROMPTS
+        prompts = Prompts.load(source)
+        report = build(prompts, args.dir, source_mtime=source.stat().st_mtime, langs=args.lang,
+                       resampler=args.resampler)
+    except (OSError, PromptError, BuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(report.built)} built, {len(report.up_to_date)} up to date "
+          f"({', '.join(args.lang)}; {len(prompts.names())} prompts from {source}) in {args.dir}"
+          + (f", resampled by {report.resampler}" if report.built else ""))
+    return 0
+
+
 # ------------------------------------------------------------------ settle
 
 def _date(text: str):
@@ -293,6 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("db", help="database schema and checks")
     d.add_argument("op", choices=["upgrade", "check"])
     d.set_defaults(run=_db)
+
+    pr = sub.add_parser("prompts", help="the menu prompts as sound files for Asterisk")
+    pr_ops = pr.add_subparsers(dest="op", required=True)
+    pb = pr_ops.add_parser("build", help="speak every prompt with espeak-ng into DIR/<lang>/<name>.wav "
+                                         "(8 kHz 16-bit mono); prompts older than their file are kept")
+    pb.add_argument("dir", help="e.g. /var/lib/asterisk/sounds/telecom-pay")
+    pb.add_argument("--prompts", help="prompts file (default: the embedded config/prompts.toml)")
+    pd = pr_ops.add_parser("digits", help="speak the words Asterisk's SAY NUMBER / SAY DIGITS play into "
+                                          "SOUNDS/<lang>/digits/ (a file already there in any format is kept)")
+    pd.add_argument("dir", metavar="SOUNDS", help="Asterisk's sounds directory, e.g. /var/lib/asterisk/sounds")
+    for x in (pb, pd):
+        x.add_argument("--lang", type=_langs, default=["zh", "en"], help="comma-separated (default zh,en)")
+        x.add_argument("--resampler", choices=["auto", "sox", "python"], default="auto",
+                       help="22,050 to 8,000 Hz by sox if installed (auto), or by the built-in filter")
+    pr.set_defaults(run=_prompts)
 
     se = sub.add_parser("settle", help="merchant settlement for a business day (T+1), paid through the bank")
     se.add_argument("--date", type=_date, required=True)
