@@ -60,6 +60,7 @@ def run_demo(args) -> int:
         daemon.startService()
         await wait_deferred(daemon.ready)
         await _wait_bound(daemon)
+        opened = await _open_demo_accounts(daemon, demo)
         await _bind_demo_cards(daemon, settings, handsets)
         if ami_sim is not None:
             connected = await ami_demo.connect(daemon, settings, ami_sim, reactor)
@@ -67,6 +68,7 @@ def run_demo(args) -> int:
                 lines.append(connected)
         lines += [f"service number: {settings.service_number}",
                   f"test handsets: {', '.join(handsets)}",
+                  *opened,
                   f"database: {settings.database_url}",
                   "try, in another terminal:",
                   f"  telecom-pay handset send {handsets[0] if handsets else '13800138000'} KT --expect A",
@@ -83,6 +85,30 @@ def run_demo(args) -> int:
         return d
 
     return run_until_stopped(reactor, lambda: as_deferred(start()), stop)
+
+
+async def _open_demo_accounts(daemon: Daemon, demo: dict) -> list[str]:
+    """`[demo] accounts`: numbers given an active account with the demo PIN
+    at start (once; a later start finds them open), so a newcomer can dial
+    *188# or call the IVR and hear a balance at once. The other handsets
+    stay without an account, to try KT."""
+    service = daemon.core.service
+    pin = str(demo.get("pin", ""))
+    lines = []
+    for msisdn in [str(m) for m in demo.get("accounts", [])]:
+        account = await service.account_info(msisdn)
+        if account is None:
+            r = await service.open_account(msisdn, channel="demo")
+            if r.outcome.value == "confirm_required":
+                r = await service.confirm_open(msisdn, channel="demo")
+                if r.ok and pin:
+                    r = await service.change_pin(msisdn, r.params["pin"], pin, channel="demo")
+            if not r.ok:
+                lines.append(f"demo account {msisdn}: not opened ({r.outcome.value})")
+                continue
+        lines.append(f"demo account: {msisdn} (PIN {pin}; its card is bound by the bank simulator)"
+                     if pin else f"demo account: {msisdn}")
+    return lines
 
 
 async def _ivr_lines(daemon: Daemon, msisdn: str) -> list[str]:

@@ -1,0 +1,86 @@
+"""`make run` (telecom-pay demo) from a fresh directory, as a newcomer uses
+it: the daemon beside the SMSC, bank and AMI simulators; then the two
+commands the README promises, a call that hears the balance and a USSD
+dial whose first key shows the balance page. Every port is a free one, so
+the test runs beside a demo someone left running."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+
+from benchmarks.tomlwriter import dumps
+from telecom_pay.config import DEFAULT_CONFIG
+
+CLI = [sys.executable, "-m", "telecom_pay.cli"]
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _config(tmp_path):
+    raw = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    smpp, http, iso, bank_http, ami, agi = _free_ports(6)
+    demo = raw["demo"]
+    demo.update(smsc_smpp=f"tcp:{smpp}:interface=127.0.0.1", smsc_http=f"tcp:{http}:interface=127.0.0.1",
+                bank_iso=f"tcp:{iso}:interface=127.0.0.1", bank_http=f"tcp:{bank_http}:interface=127.0.0.1",
+                ami=f"tcp:{ami}:interface=127.0.0.1")
+    raw["sms"]["binds"][0]["endpoint"] = f"tcp:host=127.0.0.1:port={smpp}"
+    raw["bank"]["banks"][0]["endpoint"] = f"tcp:host=127.0.0.1:port={iso}"
+    raw["ami"]["port"] = ami
+    raw["ivr"]["endpoint"] = f"tcp:{agi}:interface=127.0.0.1"
+    path = tmp_path / "telecom-pay.toml"
+    path.write_text(dumps(raw), encoding="utf-8")
+    return path, http, agi
+
+
+def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
+    cfg, http, agi = _config(tmp_path)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    demo = subprocess.Popen([*CLI, "demo", "--config", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        printed = []
+        deadline = time.monotonic() + 60
+        for line in demo.stdout:
+            printed.append(line)
+            if line.strip() == "ready" or time.monotonic() > deadline:
+                break
+        out = "".join(printed)
+        assert "ready" in out, out
+        assert "demo account: 13800138000" in out
+        assert re.search(rf"IVR \(FastAGI\) on port {agi}", out), out
+        assert f"telecom-pay handset call 13800138000 --keys 1,0 --agi tcp:127.0.0.1:{agi}" in out
+
+        call = subprocess.run([*CLI, "handset", "call", "13800138000", "--keys", "1,0",
+                               "--agi", f"tcp:127.0.0.1:{agi}"], capture_output=True, text=True, timeout=60)
+        assert call.returncode == 0, call.stdout + call.stderr
+        heard = call.stdout.splitlines()
+        # the home menu, then after 1 the balance (the demo account has 0.00) and the menu again
+        assert heard[0].startswith("手机支付 余额 请按 1"), heard
+        assert any(line.startswith("余额查询 余额 0 元") for line in heard), heard
+        assert "感谢使用" in call.stdout
+
+        dial = subprocess.run([*CLI, "handset", "--control", f"http://127.0.0.1:{http}", "dial", "13800138000",
+                               "*188#", "--keys", "1"], capture_output=True, text=True, timeout=60)
+        assert dial.returncode == 0, dial.stdout + dial.stderr
+        pages = dial.stdout.split("--------------------")
+        assert "1 余额" in pages[0] and "9 人工服务" in pages[0], dial.stdout
+        assert "余额 0.00 元" in pages[-1], dial.stdout
+    finally:
+        demo.terminate()
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0
