@@ -84,6 +84,8 @@ async def test_balance_pay_with_pin_and_change_pin_by_phone(stack):
         assert "done_pay" in said(call) and "88" in said(call)
         assert await s.balance() == 8_800
         assert call.variables["TP_RESULT"] == "ok"
+        # the switch speaks numbers in the subscriber's language
+        assert call.variables["CHANNEL(language)"] == "zh" and call.variables["TP_LANG"] == "zh"
         pin_command = next(c for c in call.commands if c.startswith("GET DATA") and "enter_pin" in c)
         assert pin_command.endswith(" 6")
         # change the PIN: 7 account, 1 change PIN, old+new digits #

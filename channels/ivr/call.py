@@ -166,8 +166,15 @@ class Call:
         """Plays screens until the call ends; returns why it ended."""
         calls = self.calls
         no_input = 0
+        told_lang = None
         while True:
             self.lang = getattr(screen, "lang", self.lang) or self.lang
+            if self.lang != told_lang:
+                # the switch speaks numbers (SAY NUMBER) in the channel's
+                # language, and the dialplan's own prompts read TP_LANG
+                await self._set("CHANNEL(language)", self.lang)
+                await self._set("TP_LANG", self.lang)
+                told_lang = self.lang
             turn = calls.render(screen, calls.prompts, sounds=calls.settings.sounds)
             result = getattr(screen, "result", None)
             if result is not None:
