@@ -33,6 +33,8 @@ call_events = sa.Table(
 )
 sa.Index("ix_call_events_at", call_events.c.at)
 sa.Index("ix_call_events_call", call_events.c.call_id)
+# each instance logged into the switch hears every event: one row per event and channel
+sa.Index("uq_call_events_once", call_events.c.call_id, call_events.c.event, call_events.c.channel, unique=True)
 
 callbacks = sa.Table(
     "callbacks", metadata,
@@ -63,6 +65,14 @@ ivr_handoffs = sa.Table(
 sa.Index("ix_ivr_handoffs_at", ivr_handoffs.c.at)
 
 
+def _insert_once(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(call_events).on_conflict_do_nothing()
+
+
 class CallLog:
     """Writes and reads the voice tables through the ledger's connections."""
 
@@ -80,7 +90,7 @@ class CallLog:
                    detail=detail, at=self._now())
 
         async def write(conn):
-            await conn.execute(call_events.insert(), row)
+            await conn.execute(_insert_once(conn.dialect.name), row)
         await self.ledger.write(write)
 
     async def record_handoff(self, *, call_id: str, msisdn: str | None, caller_id: str | None,

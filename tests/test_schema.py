@@ -86,3 +86,21 @@ async def test_the_daemon_creates_the_sqlite_file_and_its_journal_private(tmp_pa
         await ledger.db.dispose()
     finally:
         os.umask(old)
+
+
+@aio_test
+async def test_a_call_event_heard_by_two_instances_is_recorded_once(database_url):
+    from telecom_pay.calls import CallLog
+    from tests.ledgerkit import make_ledger
+    ledger = await make_ledger(database_url)
+    try:
+        log = CallLog(ledger)
+        for _ in range(2):                      # two instances logged into one switch
+            await log.record_event("1796178469.0", "hangup", channel="PJSIP/trunk-0001", cause="16")
+        await log.record_event("1796178469.0", "hangup", channel="PJSIP/trunk-0002", cause="16")
+        events = await log.events("1796178469.0")
+        assert [(e["event"], e["channel"]) for e in events] == [("hangup", "PJSIP/trunk-0001"),
+                                                                 ("hangup", "PJSIP/trunk-0002")]
+    finally:
+        await ledger.close()
+        await ledger.db.dispose()
