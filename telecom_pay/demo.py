@@ -74,6 +74,12 @@ def run_demo(args) -> int:
                   f"  telecom-pay handset send {handsets[0] if handsets else '13800138000'} KT --expect A",
                   f"  telecom-pay handset dial {handsets[0] if handsets else '13800138000'} '*188#'"]
         lines += await _ivr_lines(daemon, handsets[0] if handsets else "13800138000")
+        ivr = daemon.components.get("ivr")
+        if ivr is not None:               # the web handset's call keypad dials the daemon's IVR
+            try:
+                smsc.ivr_endpoint = f"tcp:127.0.0.1:{await asyncio.wait_for(ivr.wait_listening(), 10)}"
+            except (OSError, asyncio.TimeoutError):
+                pass                      # said by _ivr_lines
         for line in lines:
             print(line, flush=True)
         print("ready", flush=True)

@@ -76,6 +76,26 @@ def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
         pages = dial.stdout.split("--------------------")
         assert "1 余额" in pages[0] and "9 人工服务" in pages[0], dial.stdout
         assert "余额 0.00 元" in pages[-1], dial.stdout
+
+        # the web handset's call keypad: the same call through the SMSC simulator's control API
+        import json
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{http}/handsets/13800138000/call", method="POST",
+                                     data=json.dumps({"keys": "1,0", "wait": 30}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = json.loads(resp.read())
+        said = [text for kind, text in body["log"] if kind == "heard"]
+        pressed = [text for kind, text in body["log"] if kind == "pressed"]
+        assert pressed == ["1", "0"] and body["hung_up_by"] == "platform", body
+        assert "余额查询" in said and "感谢使用, 再见" in said, said
+        req = urllib.request.Request(f"http://127.0.0.1:{http}/handsets/13800138000/call", method="POST",
+                                     data=json.dumps({"keys": 5}).encode(), headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError("keys that are not text were accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400
     finally:
         demo.terminate()
         try:

@@ -12,6 +12,9 @@
     POST   /handsets/{msisdn}/ussd/hangup     the phone ends its session (user abort to the platform)
     POST   /handsets/{msisdn}/ussd/release    {"reason"?: "released" | "timeout"}: the network ends it
     GET    /handsets/{msisdn}/ussd            the USSD screens and session
+    POST   /handsets/{msisdn}/call            {"keys": "1,2#,123456#", "wait": s}: call the IVR through the
+                                              Asterisk caller simulator, pressing the keys; returns what was
+                                              heard and pressed, in order (504 when the call outlives wait)
     GET    /traffic                           ?limit=&bind_id=&command=&direction=
     GET    /faults | POST /faults {...} | DELETE /faults[?kind=] | DELETE /faults/{id}
            POST /faults {"kind": "close" | "unbind", "system_id"?, "bind_id"?}: cut connections now,
@@ -221,6 +224,37 @@ class SmscControlApi:
             return _json(request, {"error": f"no USSD reply within {wait:g}s"}, 504)
         last = handset.ussd_screens[-1]
         return _json(request, {"text": text, "ended": last.ended, "reason": last.reason, "screen": last.to_json()})
+
+    @app.route("/handsets/<msisdn>/call", methods=["POST"])
+    def call(self, request, msisdn):
+        from simulators.asterisk.caller import CallScript, place_call
+        from simulators.asterisk.cli import parse_keys
+        from telecom_pay.aio import as_deferred
+        data = _body(request)
+        keys = data.get("keys", "")
+        if isinstance(keys, list):
+            keys = ",".join(str(k) for k in keys)
+        if not isinstance(keys, str):
+            raise _HttpError(400, "keys must be text such as \"1,2#,123456#\" or a list")
+        try:
+            script = CallScript(keys=parse_keys(keys))
+        except ValueError as exc:
+            raise _HttpError(400, str(exc)) from None
+        wait = _number(data.get("wait"), "wait", 60.0, maximum=300.0)
+        self._handset(msisdn)
+
+        async def run():
+            try:
+                call = await place_call(self.sim.reactor, self.sim.ivr_endpoint, msisdn, script,
+                                        timeout=wait)
+            except TimeoutError as exc:
+                return _json(request, {"error": str(exc)}, 504)
+            except Exception as exc:                  # nobody listens: say so, do not 500
+                return _json(request, {"error": f"the IVR at {self.sim.ivr_endpoint} did not answer: "
+                                                f"{type(exc).__name__}"}, 502)
+            return _json(request, {"log": [list(entry) for entry in call.log], "hung_up_by": call.hung_up_by,
+                                   "variables": dict(call.variables)})
+        return as_deferred(run())
 
     @app.route("/handsets/<msisdn>/ussd/hangup", methods=["POST"])
     def ussd_hangup(self, request, msisdn):

@@ -102,6 +102,9 @@ class SmscSimulator:
         self.config = config or SmscConfig()
         self.config.validate()
         self.reactor = reactor
+        #: the IVR the web handset's call keypad dials (the Asterisk caller
+        #: simulator, as a switch would): `make run` points it at the daemon's
+        self.ivr_endpoint = "tcp:127.0.0.1:4573"
         self.clock = clock if clock is not None else reactor
         self.rng = rng or random.Random()
         self.faults = FaultSet(self.clock, self.rng)

@@ -29,6 +29,10 @@ table{border-collapse:collapse;font-size:.8rem;width:100%}td,th{border-bottom:1p
 <input id="ussdtext" placeholder="*188# or a menu choice"> <button id="ussdsend">Send</button>
 <button id="ussdend">End</button>
 <div id="pad" class="pad"></div></section>
+<section><h2>Call the IVR</h2>
+<input id="callkeys" size="40" placeholder="keys, one entry per prompt: 1,4,1,12#,147258#"> <button id="call">Call</button>
+<div id="callpad" class="pad"></div>
+<div id="heard"></div></section>
 <section><h2>Faults</h2>
 <select id="kind"><option>throttle</option><option>drop</option><option>delay</option><option>duplicate</option>
 <option>refuse_bind</option><option>refuse_push</option><option>ussd_timeout</option><option>close</option><option>unbind</option></select>
@@ -75,6 +79,18 @@ $("ussdsend").onclick = async () => { await api("POST", `/handsets/${who()}/ussd
 for (const key of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"]) {
   const b = el("button", key); b.onclick = () => { $("ussdtext").value += key; }; $("pad").append(b);
 }
+for (const key of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#", ","]) {
+  const b = el("button", key === "," ? "next" : key);
+  b.onclick = () => { $("callkeys").value += key; }; $("callpad").append(b);
+}
+$("call").onclick = async () => {
+  $("heard").replaceChildren(el("div", "calling...", "meta"));
+  const r = await api("POST", `/handsets/${who()}/call`, {keys: $("callkeys").value, wait: 120});
+  if (!r || !r.log) return;
+  $("heard").replaceChildren(...r.log.map(([kind, text]) => el("div", (kind === "pressed" ? "> " : "") + text,
+                                                                 kind === "pressed" ? "meta" : "msg")),
+                             el("div", `call ended (${r.hung_up_by || "?"} hung up)`, "meta"));
+};
 $("ussdend").onclick = async () => { await api("POST", `/handsets/${who()}/ussd/hangup`, {}); $("ussdtext").value = ""; refresh(); };
 $("addfault").onclick = async () => {
   const body = {kind: $("kind").value};
