@@ -37,6 +37,11 @@ from telecom_pay.security import PasswordHasher, PinHasher, check_limits, genera
     is_pin_format, is_weak_pin
 from telecom_pay.sessions import SessionStore
 
+#: Channels whose answer may never reach the subscriber (a caller hangs up
+#: while the result is spoken, the network releases a USSD page): their
+#: spends get an SMS receipt, queued in the booking's own transaction.
+RECEIPT_BY_SMS = frozenset({"ivr", "ussd"})
+
 log = Logger(namespace="telecom_pay.service")
 
 Notifier = Callable[[str, Result], Awaitable[None] | None]
@@ -361,7 +366,14 @@ class PaymentService:
             req, extra = await build(conn, w)
             rec = await self.ledger.book(conn, req)
             booked.append(rec)
-            return self._money_result(action, rec, w.id, **params, **extra)
+            result = self._money_result(action, rec, w.id, **params, **extra)
+            if channel in RECEIPT_BY_SMS and not rec.replayed:
+                # committed with the money or not at all: the receipt cannot be
+                # lost to a crash between the booking and the end of the call
+                await queue_notice(conn, msisdn, w.language, result, key=f"receipt:{key}")
+                result = Result(result.outcome, ref=result.ref, amount=result.amount, fee=result.fee,
+                                balance=result.balance, params={**result.params, "receipt": "sms"})
+            return result
         try:
             result = await self._run_keeping(job)
         except BaseException:

@@ -13,7 +13,7 @@ from telecom_pay.menus.screen import Say, Screen
 from telecom_pay.menus.ussd import GSM_LIMIT, UCS2_LIMIT, is_gsm, pages, render_ussd
 from telecom_pay.outcomes import Outcome, Result
 from tests.aio import aio_test
-from tests.servicekit import CHOSEN_PIN, MSISDN, OTHER, make_service, open_active, shutdown
+from tests.servicekit import CHOSEN_PIN, MSISDN, OTHER, make_service, open_active, outbox_texts, shutdown
 
 PROMPTS = Prompts.load()
 
@@ -145,6 +145,10 @@ async def test_walk_the_whole_tree(stack, channel):
         assert s.result.balance == 20_000 - paid
         assert s.meta["pin_verified"] is True
         check_rendered(s)
+        # the SMS receipt was queued with the money itself (the result may never be heard or seen)
+        receipts = [t for t in await outbox_texts(svc, MSISDN) if s.result.ref in t]
+        assert len(receipts) == 1, await outbox_texts(svc, MSISDN)
+        assert s.result.params["receipt"] == "sms"
         if channel == "ussd":
             s = await engine.answer(sid, "0")           # back from a result: the menu before
             assert s.node in ("pay_amount", "pay_merchant", "main")
@@ -318,3 +322,19 @@ def test_a_long_screen_is_paged_within_the_limit():
     zpages = pages(zh, PROMPTS)
     assert all(len(p) <= UCS2_LIMIT for p in zpages) and len(zpages) > 2
     assert render_ussd(Screen(**{**zh.__dict__, "page": 99}), PROMPTS) == zpages[-1]
+
+
+@aio_test
+async def test_a_spend_by_sms_gets_its_reply_and_no_second_receipt(stack):
+    engine, conv, svc = await engine_for(stack)
+    try:
+        await open_active(svc)
+        await svc.fund_agent("AG001", 5_000, key="f", operator="test")
+        await svc.cash_in("AG001", MSISDN, 5_000, key="c")
+        before = len(await outbox_texts(svc, MSISDN))
+        await conv.handle(MSISDN, "ZF M001 10")
+        replies = await conv.handle(MSISDN, CHOSEN_PIN)
+        assert "福彩中心" in " ".join(replies)
+        assert len(await outbox_texts(svc, MSISDN)) == before       # the reply is the receipt
+    finally:
+        await shutdown(svc)

@@ -18,9 +18,11 @@ PIN digits are never logged (nor is any input: only its length).
 Hang-up rule. Once the caller has entered the PIN (Asterisk has answered
 GET DATA / WAIT FOR DIGIT with the digits), the operation runs to its end
 whatever the line does: the engine call is never cancelled, a hang-up
-only stops what is played afterwards. If the caller is gone before the
-result has been played to its end, the result is sent by SMS
-(`PaymentService.notify`), so money that moved is always told. A hang-up at
+only stops what is played afterwards. A spend (payment, money sent,
+airtime) gets its SMS receipt queued with the money itself, so it
+survives a hang-up and a crash alike; any other result the caller is gone
+before hearing to its end is sent by SMS when the call ends
+(`PaymentService.notify`). Money that moved is always told. A hang-up at
 any point before the PIN is entered ends the engine session
 (`engine.end`): a pending payment is dropped and nothing moves. Every call
 ends with `engine.end`, whatever the peer did.
@@ -343,6 +345,8 @@ class Call:
         result, self.unheard = self.unheard, None
         if self.msisdn is None:
             return
+        if result.params.get("receipt") == "sms":
+            return        # a spend's receipt was queued with the money (PaymentService.RECEIPT_BY_SMS)
         self.calls.stats["receipts_by_sms"] += 1
         log.info("call {call_id}: {who} hung up before hearing the result; it goes by SMS",
                  call_id=self.call_id, who=self.who)

@@ -172,3 +172,39 @@ def _move_to_yesterday(rig: Rig):
     finally:
         engine.dispose()
     return day
+
+
+@aio_test
+async def test_a_call_whose_daemon_dies_after_the_pin_committed_still_gets_its_receipt(rigs, kind):
+    """The IVR's hang-up rule under a power cut: the payment committed
+    (after_ledger_commit), the caller heard nothing and the line went dead;
+    after the restart the SMS receipt, queued with the money, still comes,
+    and the money moved once."""
+    import socket
+
+    from twisted.internet import reactor
+
+    from simulators.asterisk.caller import CallScript, place_call
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    rig = await up(rigs, kind, extra={"ivr.endpoint": f"tcp:{port}:interface=127.0.0.1"})
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT, topups=(20_000,))
+        proc = await rig.start(crash_at="after_ledger_commit")
+        # 4 pay, 1 the first merchant (M001), 10 yuan, the PIN; the daemon dies at the booking's COMMIT
+        script = CallScript(keys=["4", "1", "10#", f"{sub.pin}#", "0"], linger=1.0)
+        try:
+            call = await place_call(reactor, f"tcp:127.0.0.1:{port}", MSISDN, script, timeout=30)
+            heard = [h.value for h in call.heard]
+        except Exception as exc:           # the connection died with the daemon
+            heard = [type(exc).__name__]
+        await rig.crashed(proc)
+        assert "done_pay" not in heard, heard            # nothing was said: the process died first
+        await rig.start()
+        receipt = await reply(sub.handset, expect="10.00", timeout=30)
+        assert "福彩中心" in receipt, receipt
+        await promises_kept(rig, topup=1, payment=1)
+    finally:
+        await rig.close()
