@@ -304,7 +304,8 @@ class MenuEngine:
         elif action == kw.SEND and pending.get("to"):
             says += [Say.prompt("to_number"), Say.digits(pending["to"])]
         says.append(Say.prompt("enter_pin"))
-        return self._screen(state, "pin", says=tuple(says), collect=_COLLECT["pin"])
+        return self._screen(state, "pin", says=tuple(says), collect=_COLLECT["pin"],
+                            result=Result(Outcome.PIN_WRONG) if wrong else None)
 
     async def _pin(self, state: dict, pin: str, message_id: int | None) -> Screen:
         msisdn = state["msisdn"]
