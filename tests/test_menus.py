@@ -391,3 +391,29 @@ async def test_a_random_walk_of_any_input_never_breaks_the_dialogue_or_the_books
         assert Outcome.OK in seen and (Outcome.PIN_WRONG in seen or Outcome.PIN_LOCKED in seen), seen
     finally:
         await shutdown(svc)
+
+
+@aio_test
+async def test_a_pin_page_pays_only_what_it_showed(stack):
+    """A menu asks for the PIN of 10.00 to M001; meanwhile the same
+    subscriber's SMS asks for 50.00 to M002 (the pending action is
+    replaced). The menu's PIN pays neither; the SMS request is still
+    there for its own PIN."""
+    engine, conv, svc = await engine_for(stack)
+    try:
+        await open_active(svc)
+        await svc.fund_agent("AG001", 20_000, key="f", operator="test")
+        await svc.cash_in("AG001", MSISDN, 20_000, key="c")
+        s = await engine.start("ussd:race", MSISDN, channel="ussd")
+        for key in ("4", "1", "10"):
+            s = await engine.answer("ussd:race", key)
+        assert s.node == "pin"
+        await conv.handle(MSISDN, "ZF M002 50")
+        s = await engine.answer("ussd:race", CHOSEN_PIN, message_id=None)
+        assert s.result.outcome is Outcome.CONFIRMATION_EXPIRED
+        assert (await svc.balance(MSISDN, channel="test")).balance == 20_000
+        replies = await conv.handle(MSISDN, CHOSEN_PIN)
+        assert "50.00" in " ".join(replies)
+        assert (await svc.balance(MSISDN, channel="test")).balance == 15_000
+    finally:
+        await shutdown(svc)

@@ -173,9 +173,12 @@ class Conversation:
         return await self._dispatch(normalize(msisdn, self.settings.region), cmd, channel, lang, message_id)
 
     async def answer_pin(self, msisdn: str, pin: str, *, channel: str, lang: str,
-                         message_id: int | None = None) -> Result:
-        """The PIN for the action pending for `msisdn` (consumed once)."""
-        return await self._pin_reply(normalize(msisdn, self.settings.region), pin, channel, lang, message_id)
+                         message_id: int | None = None, expect_key: str | None = None) -> Result:
+        """The PIN for the action pending for `msisdn` (consumed once);
+        `expect_key`: only if that is still the pending one (the action a
+        menu page showed), else CONFIRMATION_EXPIRED and nothing is paid."""
+        return await self._pin_reply(normalize(msisdn, self.settings.region), pin, channel, lang, message_id,
+                                     expect_key)
 
     async def pending(self, msisdn: str) -> dict | None:
         """What `msisdn` has pending (no PIN in it): a menu shows it as a page."""
@@ -290,7 +293,7 @@ class Conversation:
         return Result(Outcome.PIN_REQUIRED, amount=pending.get("amount"), params=self._pending_params(pending))
 
     async def _pin_reply(self, msisdn: str, pin: str, channel: str, lang: str,
-                         message_id: int | None = None) -> Result:
+                         message_id: int | None = None, expect_key: str | None = None) -> Result:
         if message_id is None:
             pending = await self.sessions.take(self._pending_key(msisdn))
         else:
@@ -299,6 +302,14 @@ class Conversation:
                                                     ttl=self.settings.pending_payment_minutes * 60)
             if pending is not None:
                 self._answering.add(message_id)
+        if expect_key is not None and pending is not None and pending.get("key") != expect_key:
+            # another channel's request replaced the one this PIN was asked for
+            # (a menu showed what it confirms): the PIN pays neither
+            await self._hold(msisdn, pending, self.settings.pending_payment_minutes)
+            if message_id is not None:
+                self._answering.discard(message_id)
+                await self.sessions.delete(self._answering_key(message_id))
+            return Result(Outcome.CONFIRMATION_EXPIRED)
         if pending is None or pending.get("action") == kw.OPEN:
             if pending is not None:
                 await self._hold(msisdn, pending, self.settings.confirm_minutes)

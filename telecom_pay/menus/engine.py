@@ -312,7 +312,7 @@ class MenuEngine:
         if msisdn is None:
             return self._result(state, Result(Outcome.NO_ACCOUNT))
         result = await self.conv.answer_pin(msisdn, pin, channel=state["channel"], lang=state["lang"],
-                                            message_id=message_id)
+                                            message_id=message_id, expect_key=state.get("pending_key"))
         if result.outcome is Outcome.PIN_WRONG:
             pending = await self.conv.pending(msisdn)      # held again: another try
             if pending is not None:
