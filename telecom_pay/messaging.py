@@ -112,6 +112,7 @@ class Inbound:
     msisdn: str
     text: str
     is_new: bool
+    channel: str = ""
 
 
 @dataclass(frozen=True)
@@ -424,11 +425,15 @@ class MessageStore:
             return [_outgoing(r) for r in sorted(rows, key=lambda r: r.id)]
         return await self.ledger.write(job, refuses=False)
 
-    async def claim_unanswered(self, channel: str, *, limit: int | None = 100, mine: bool = False) -> list[Inbound]:
+    async def claim_unanswered(self, channel: str | tuple[str, ...], *, limit: int | None = 100,
+                               mine: bool = False) -> list[Inbound]:
         """Claims recorded messages nobody is answering: those whose claim ran
         out (their instance died, or stopped renewing), unclaimed ones older
         than a lease, and with `mine` those this instance id holds (after a
-        restart under the same id, or when answering them failed)."""
+        restart under the same id, or when answering them failed).
+        `channel`: one, or several (SMS and USSD inputs of one SMSC link)."""
+        channels = (channel,) if isinstance(channel, str) else tuple(channel)
+
         async def job(conn):
             now = self.clock()
             c = inbound_messages.c
@@ -436,27 +441,29 @@ class MessageStore:
                           sa.and_(c.claimed_until.is_(None), c.received_at < now - timedelta(seconds=self.lease)))
             if mine:
                 free = sa.or_(free, c.claimed_by == self.instance_id)
-            chosen = (sa.select(c.id).where(c.channel == channel, c.state == "received", free)
+            chosen = (sa.select(c.id).where(c.channel.in_(channels), c.state == "received", free)
                       .order_by(c.id).limit(limit))        # limit None: all of them
             if conn.dialect.name == "postgresql":
                 chosen = chosen.with_for_update(skip_locked=True)
             claim = self._claim(now)
             rows = (await conn.execute(inbound_messages.update().where(c.id.in_(chosen.scalar_subquery()))
                                        .values(claimed_by=claim.by, claimed_until=claim.until)
-                                       .returning(c.id, c.msisdn, c.text))).all()
-            return [Inbound(r.id, r.msisdn, r.text, True) for r in sorted(rows, key=lambda r: r.id)]
+                                       .returning(c.id, c.msisdn, c.text, c.channel))).all()
+            return [Inbound(r.id, r.msisdn, r.text, True, r.channel) for r in sorted(rows, key=lambda r: r.id)]
         return await self.ledger.write(job, refuses=False)
 
-    async def renew(self, channel: str, sending: set[int] | frozenset[int] = frozenset()) -> None:
+    async def renew(self, channel: str | tuple[str, ...], sending: set[int] | frozenset[int] = frozenset()) -> None:
         """Extends this instance's leases: on every message it recorded or
         claimed and has not answered yet, and on the outbox rows it is
         sending (`sending`; a row it holds but no longer sends, say one whose
         acceptance could not be recorded, runs out and is sent again)."""
+        channels = (channel,) if isinstance(channel, str) else tuple(channel)
+
         async def job(conn):
             until = self._claim(self.clock()).until
             c = inbound_messages.c
             await conn.execute(inbound_messages.update().where(
-                c.state == "received", c.claimed_by == self.instance_id, c.channel == channel)
+                c.state == "received", c.claimed_by == self.instance_id, c.channel.in_(channels))
                 .values(claimed_until=until))
             if sending:
                 await conn.execute(outbox.update().where(

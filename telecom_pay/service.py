@@ -41,6 +41,8 @@ from telecom_pay.sessions import SessionStore
 #: while the result is spoken, the network releases a USSD page): their
 #: spends get an SMS receipt, queued in the booking's own transaction.
 RECEIPT_BY_SMS = frozenset({"ivr", "ussd"})
+#: the operation kinds that receipt covers (the spends of _guarded_payment)
+RECEIPTED_KINDS = frozenset({"payment", "p2p", "airtime"})
 
 log = Logger(namespace="telecom_pay.service")
 

@@ -49,7 +49,9 @@ from channels.smpp.pool import EsmePool
 from channels.smpp.session import MessageReceived, ReceiptReceived, UssdInfo
 from channels.smpp.ussd import UssdDialogue, UssdSettings
 from telecom_pay.aio import as_deferred, wait_deferred
-from telecom_pay.commands.redaction import redact, redact_menu_input
+from telecom_pay.commands.conversation import message_key
+from telecom_pay.service import RECEIPTED_KINDS
+from telecom_pay.commands.redaction import is_masked_pin_answer, redact, redact_menu_input
 from telecom_pay.core import Core
 from telecom_pay.crashpoints import crash_point
 from telecom_pay.messaging import DEFAULT_LEASE, MessageStore
@@ -57,6 +59,10 @@ from telecom_pay.msisdn import MsisdnError, mask, normalize
 from telecom_pay.outcomes import Outcome, Result
 
 log = Logger(namespace="telecom_pay.sms")
+
+#: inbound_messages.channel of a USSD input: its answer is a page of a live
+#: dialogue, so after a restart it is not answered as an SMS command
+USSD_INPUT = "ussd"
 
 USSD_SEND_ATTEMPTS = 3      # submits of one USSD page (0.5 s, 1 s apart) before it is given up
 
@@ -120,7 +126,7 @@ class SmsChannel(MultiService):
         id, or when answering failed here because the database was down)."""
         while True:
             # this id's own rows all at once: they stay claimed by it, a second round would return them again
-            claimed = await self.messages.claim_unanswered(self.channel, limit=None if mine else self.batch,
+            claimed = await self.messages.claim_unanswered(self._inbound_channels, limit=None if mine else self.batch,
                                                            mine=mine)
             for inbound in claimed:
                 if inbound.id in self._answering:
@@ -131,6 +137,9 @@ class SmsChannel(MultiService):
                     self._answer_failed = True
                     continue
                 log.info("answering {msisdn}: {why}", msisdn=mask(inbound.msisdn), why=why)
+                if inbound.channel == USSD_INPUT:
+                    self._serialize(inbound.msisdn, self._answer_lost_ussd(inbound))
+                    continue
                 # the stored text: a PIN answer is masked, and the conversation recovers it by its key
                 self._serialize(inbound.msisdn, self._answer(inbound.id, inbound.msisdn, inbound.text, None,
                                                              again=True))
@@ -172,8 +181,9 @@ class SmsChannel(MultiService):
             msisdn = event.msisdn[:20]
             refusal = "sender is not a mobile number"
         identified = event.user_message_reference is not None
+        is_ussd = event.ussd is not None and event.ussd.service_op is not None
         inbound = await self.messages.record_inbound(
-            self.channel, msisdn, self._dedup_key(event), stored_text(event),
+            USSD_INPUT if is_ussd else self.channel, msisdn, self._dedup_key(event), stored_text(event),
             window=self.dedup_window if identified else self.redelivery_window, failed=refusal)
         if not inbound.is_new:
             self.stats["duplicates"] += 1
@@ -216,6 +226,37 @@ class SmsChannel(MultiService):
             if not f.cancelled() and f.exception() is not None:
                 log.failure("answering {msisdn} failed", failure=_failure(f.exception()), msisdn=mask(msisdn))
         fut.add_done_callback(done)
+
+    @property
+    def _inbound_channels(self) -> tuple[str, str]:
+        return (self.channel, USSD_INPUT)
+
+    async def _answer_lost_ussd(self, inbound) -> None:
+        """A USSD input recorded but not answered when its process died: its
+        dialogue died with it (the network times the session out), so it is
+        closed unanswered rather than read as an SMS command ("1" is none).
+        A PIN answer that booked is told by SMS: a spend's receipt was
+        queued with the money (PaymentService.RECEIPT_BY_SMS); anything
+        else it booked (a top-up) gets its recovered result, found by the
+        input's key as an SMS PIN answer's is. One that booked nothing paid
+        nothing and says nothing."""
+        self._answering.add(inbound.id)
+        try:
+            texts: list[str] = []
+            secret = False
+            if is_masked_pin_answer(inbound.text):
+                rec = await self.core.service.ledger.get_operation(message_key(inbound.id))
+                if rec is not None and rec.kind not in RECEIPTED_KINDS:
+                    texts = await self.core.conversation.handle(inbound.msisdn, inbound.text, channel="ussd",
+                                                                message_id=inbound.id, again=True)
+                    secret = getattr(texts, "secret", False)
+            self._dispatch(await self.messages.complete(inbound.id, self.channel, inbound.msisdn, list(texts),
+                                                        secret=secret))
+        except Exception:
+            self._answer_failed = True
+            raise
+        finally:
+            self._answering.discard(inbound.id)
 
     async def _answer(self, inbound_id: int, msisdn: str, text: str, ussd: UssdInfo | None, bind=None, *,
                       again: bool = False) -> None:
@@ -321,7 +362,7 @@ class SmsChannel(MultiService):
             try:
                 if loop.time() >= last_tend + tend_every:
                     last_tend = loop.time()
-                    await self.messages.renew(self.channel, frozenset(self._sending))
+                    await self.messages.renew(self._inbound_channels, frozenset(self._sending))
                     await self._answer_unanswered("its instance stopped answering", mine=False)
                 due = await self.messages.claim_due(self.channel, limit=self.batch, mine=mine)
                 mine = False

@@ -140,6 +140,12 @@ def _subscriber(rig: Rig, c, msisdn: str) -> list[str]:
     replies = c.execute(sa.select(outbox).where(outbox.c.msisdn == e164)).all()
     for row in replies:
         ids = set(row.message_ids or ())
+        if (row.meta or {}).get("ussd_op") is not None:
+            # a USSD page belongs to its dialogue: shown on the screen if the
+            # dialogue still lives, given up (failed) if the network refused it
+            if row.state not in (ACCEPTED, "failed"):
+                problems.append(f"{msisdn}: USSD page #{row.id} never sent (state {row.state})")
+            continue
         if row.state != ACCEPTED or not ids:
             problems.append(f"{msisdn}: reply #{row.id} (to MO #{row.inbound_id}) never accepted by the SMSC "
                             f"(state {row.state})")

@@ -208,3 +208,36 @@ async def test_a_call_whose_daemon_dies_after_the_pin_committed_still_gets_its_r
         await promises_kept(rig, topup=1, payment=1)
     finally:
         await rig.close()
+
+
+@aio_test
+async def test_a_ussd_payment_whose_daemon_dies_after_the_commit_is_receipted_once(rigs, kind):
+    """*188#, 4 pay, 1 M001, 10, the PIN; the daemon dies at the booking's
+    COMMIT with the PIN's input recorded and unanswered. After the restart
+    the dialogue is gone: the input is closed (not read as an SMS command),
+    the receipt queued with the money arrives once, and the money moved once."""
+    import asyncio
+
+    from telecom_pay.aio import wait_deferred
+    rig = await up(rigs, kind)
+    try:
+        sub = await prepare(rig, MSISDN, DEBIT, topups=(20_000,))
+        proc = await rig.start(crash_at="after_ledger_commit")
+        phone = sub.handset
+        await wait_deferred(phone.dial_ussd("*188#", timeout=15))
+        for key in ("4", "1", "10"):
+            await wait_deferred(phone.ussd_reply(key, timeout=15))
+        inbox_before = len(phone.inbox)
+        d = phone.ussd_reply(sub.pin, timeout=30)
+        d.addErrback(lambda f: None)                 # no page comes: the daemon dies first
+        await rig.crashed(proc)
+        await rig.start()
+        receipt = await reply(phone, expect="10.00", timeout=30)
+        assert "福彩中心" in receipt, receipt
+        await asyncio.sleep(2.0)                     # anything else the restart would send
+        later = [m.text for m in phone.inbox[inbox_before:]]
+        assert len([t for t in later if "10.00" in t]) == 1, later
+        assert not any("无法识别" in t or "指令" in t for t in later), later
+        await promises_kept(rig, topup=1, payment=1)
+    finally:
+        await rig.close()
