@@ -121,6 +121,7 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
     db_url = db.get("url", Settings.database_url)
     if db_url != EMBEDDED_DATABASE_URL and not sec.get("allow_development_keys", False):
         _refuse_development_keys(raw, key, db_url)
+        _refuse_development_ami_secret(raw, db_url)
     return Settings(
         raw=raw, path=path,
         currency=plat.get("currency", "CNY"), timezone=plat.get("timezone", "Asia/Shanghai"),
@@ -164,6 +165,19 @@ def _refuse_development_keys(raw: dict, pin_key, db_url: str) -> None:
             f"bank.card_token_key is the development default, and database.url ({where}) is not the embedded "
             "default: set TELECOM_PAY_CARD_TOKEN_KEY to 32+ random bytes (e.g. `openssl rand -hex 32`), or set "
             "security.allow_development_keys = true for a test or demo database")
+
+
+#: the AMI simulator's account in config/telecom-pay.toml (a development default)
+DEV_AMI_SECRET = "secret"
+
+
+def _refuse_development_ami_secret(raw: dict, db_url: str) -> None:
+    ami = raw.get("ami", {})
+    if ami.get("factory") and ami.get("enabled", True) and str(ami.get("secret", "")) in ("", DEV_AMI_SECRET):
+        raise ConfigError(
+            f"ami.secret is empty or the development default, and database.url ({db_url.split('://', 1)[0]}) is "
+            "not the embedded default: set the switch's manager secret (config/asterisk/manager.conf), disable "
+            "[ami] (enabled = false), or set security.allow_development_keys = true for a test or demo database")
 
 
 def _money(v, where: str) -> int:

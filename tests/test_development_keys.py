@@ -34,7 +34,17 @@ def test_development_card_token_key_refused_elsewhere(monkeypatch):
     with pytest.raises(config.ConfigError, match=r"bank\.card_token_key.*TELECOM_PAY_CARD_TOKEN_KEY"):
         config.load(None, {"database.url": PG})
     monkeypatch.setenv("TELECOM_PAY_CARD_TOKEN_KEY", REAL_KEY)
-    assert config.load(None, {"database.url": PG}).pin_key == REAL_KEY.encode()
+    assert config.load(None, {"database.url": PG, "ami.secret": "s3cret-of-the-switch"}).pin_key == REAL_KEY.encode()
+
+
+def test_development_ami_secret_refused_elsewhere(monkeypatch):
+    monkeypatch.setenv("TELECOM_PAY_PIN_KEY", REAL_KEY)
+    monkeypatch.setenv("TELECOM_PAY_CARD_TOKEN_KEY", REAL_KEY)
+    for secret in ("secret", ""):
+        with pytest.raises(config.ConfigError, match=r"ami\.secret"):
+            config.load(None, {"database.url": PG, "ami.secret": secret})
+    assert config.load(None, {"database.url": PG, "ami.enabled": False}).database_url == PG
+    assert config.load(None, {"database.url": PG, "ami.secret": "s3cret-of-the-switch"}).database_url == PG
 
 
 def test_explicit_allowance_for_tests_and_demos():
