@@ -137,6 +137,8 @@ async def _agent(args) -> int:
                                                   id_number=args.id_number)
         elif op == "cancel-number":
             result = await svc.cancel_number(code, args.msisdn)
+        elif op == "handoffs":
+            return await _print_handoffs(core, code, args)
         else:  # argparse prevents this
             raise SystemExit(f"unknown agent operation {op}")
         for text in render(result, args.lang):
@@ -147,6 +149,24 @@ async def _agent(args) -> int:
         return 0 if result.ok else 1
     finally:
         await core.close()
+
+
+async def _print_handoffs(core, code: str, args) -> int:
+    from telecom_pay.calls import CallLog
+    if not await core.service.agent_authorized(code):
+        for text in render(Result(Outcome.NOT_AUTHORIZED), args.lang):
+            print(text, file=sys.stderr)
+        return 1
+    tz = core.service.tz
+    rows = await CallLog(core.ledger).handoffs(limit=max(1, args.limit))
+    for h in rows:
+        at = h["at"].astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+        who = h["msisdn"] or f"withheld ({h['caller_id'] or 'no caller id'})"
+        pin = "PIN checked" if h["pin_verified"] else "PIN not checked"
+        print(f"{at} {who} {pin} menu={h['menu_path']} call={h['call_id']} -> {h['target']} [{h['state']}]")
+    if not rows:
+        print("no hand-offs yet")
+    return 0
 
 
 # ------------------------------------------------------------------ operator
@@ -315,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("expiry", help="YYMM")
     ub = ops.add_parser("unbind-card", help="unbind the account's bank card")
     ub.add_argument("msisdn")
+    ho = ops.add_parser("handoffs", help="callers the IVR handed to an agent, newest first: who, where in the "
+                                         "menu, whether the PIN was checked")
+    ho.add_argument("--limit", type=int, default=20)
     a.set_defaults(run=_agent_entry)
 
     op = sub.add_parser("operator", help="operations staff: agent float")

@@ -144,3 +144,27 @@ def test_unknown_agent_code_is_refused_for_every_operation(tmp_path):
     assert out.returncode == 1 and "Not allowed" in out.stdout, out.stderr
     assert cli(cfg, "operator", "fund-agent", "AG001", "5", "--operator", "alice").returncode == 0
     assert cli(cfg, "operator", "fund-agent", "AG001", "5").returncode == 2      # who funds is recorded
+
+
+@aio_test
+async def test_agents_see_the_callers_the_ivr_handed_over(tmp_path):
+    from telecom_pay.calls import CallLog
+    cfg = write_config(tmp_path)
+    assert cli(cfg, "agent", "handoffs").stdout.strip() == "no hand-offs yet"
+    svc = await make_service(f"sqlite+aiosqlite:///{tmp_path}/tp.sqlite3")
+    try:
+        log = CallLog(svc.ledger)
+        await log.record_handoff(call_id="1796178469.0", msisdn="8613800138000", caller_id="13800138000",
+                                 menu_path="main>pay_merchant>pay_amount>pin>result>main>agent", pin_verified=True,
+                                 target="telecom-pay-agents,s,1")
+        await log.record_handoff(call_id="1796178470.1", msisdn=None, caller_id="", menu_path="guest>agent",
+                                 pin_verified=False, target="telecom-pay-agents,s,1")
+    finally:
+        await shutdown(svc)
+    out = cli(cfg, "agent", "handoffs")
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.strip().splitlines()
+    assert "withheld (no caller id) PIN not checked menu=guest>agent" in first          # newest first
+    assert "8613800138000 PIN checked menu=main>pay_merchant" in second and "[waiting]" in second
+    refused = cli(cfg, "agent", "--agent", "NOBODY", "handoffs")
+    assert refused.returncode == 1 and "withheld" not in refused.stdout
