@@ -1,7 +1,7 @@
 """`make run` (telecom-pay demo) from a fresh directory, as a newcomer uses
 it: the daemon beside the SMSC, bank and AMI simulators; then the two
 commands the README promises, a call that hears the balance and a USSD
-dial whose first key shows the balance page. Every port is a free one, so
+dial whose first key shows the balance page, and the web login page. Every port is a free one, so
 the test runs beside a demo someone left running."""
 import os
 import re
@@ -29,7 +29,7 @@ def _free_ports(n):
 
 def _config(tmp_path):
     raw = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
-    smpp, http, iso, bank_http, ami, agi = _free_ports(6)
+    smpp, http, iso, bank_http, ami, agi, web = _free_ports(7)
     demo = raw["demo"]
     demo.update(smsc_smpp=f"tcp:{smpp}:interface=127.0.0.1", smsc_http=f"tcp:{http}:interface=127.0.0.1",
                 bank_iso=f"tcp:{iso}:interface=127.0.0.1", bank_http=f"tcp:{bank_http}:interface=127.0.0.1",
@@ -38,13 +38,14 @@ def _config(tmp_path):
     raw["bank"]["banks"][0]["endpoint"] = f"tcp:host=127.0.0.1:port={iso}"
     raw["ami"]["port"] = ami
     raw["ivr"]["endpoint"] = f"tcp:{agi}:interface=127.0.0.1"
+    raw["web"]["endpoint"] = f"tcp:{web}:interface=127.0.0.1"
     path = tmp_path / "telecom-pay.toml"
     path.write_text(dumps(raw), encoding="utf-8")
-    return path, http, agi
+    return path, http, agi, web
 
 
 def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
-    cfg, http, agi = _config(tmp_path)
+    cfg, http, agi, web = _config(tmp_path)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     demo = subprocess.Popen([*CLI, "demo", "--config", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
@@ -96,6 +97,18 @@ def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
             raise AssertionError("keys that are not text were accepted")
         except urllib.error.HTTPError as exc:
             assert exc.code == 400
+
+        # the web interface: its URL printed, the login page at its root, a development user logs in
+        assert f"web: http://127.0.0.1:{web}/" in out, out
+        assert "DEVELOPMENT DEFAULT web users: agent1 / agent1-dev-pass (agent)" in out, out
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=30) as resp:
+            page = resp.read().decode()
+            assert resp.url.endswith("/login") and '<form method="post" action="/login"' in page
+        req = urllib.request.Request(f"http://127.0.0.1:{web}/api/v1/session", method="POST",
+                                     data=json.dumps({"username": "admin", "password": "admin-dev-pass"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert json.loads(resp.read())["role"] == "ops_admin"
     finally:
         demo.terminate()
         try:
