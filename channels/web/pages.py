@@ -101,8 +101,8 @@ class Pages:
         endpoint.__name__ = fn.__name__
         return endpoint
 
-    def render(self, request, template: str, status: int = 200, **values) -> bytes:
-        request.setResponseCode(status)
+    def render(self, request, template: str, code: int = 200, **values) -> bytes:
+        request.setResponseCode(code)
         request.setHeader("content-type", "text/html; charset=utf-8")
         request.setHeader("content-security-policy", CSP)
         request.setHeader("x-content-type-options", "nosniff")
