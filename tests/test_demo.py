@@ -100,12 +100,12 @@ def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
 
         # the web interface: its URL printed, the login page at its root, a development user logs in
         assert f"web: http://127.0.0.1:{web}/" in out, out
-        assert "DEVELOPMENT DEFAULT web users: agent1 / agent1-dev-pass (agent)" in out, out
+        assert "DEVELOPMENT DEFAULT web users: agent1 / counter-dev-2026 (agent)" in out, out
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=30) as resp:
             page = resp.read().decode()
             assert resp.url.endswith("/login") and '<form method="post" action="/login"' in page
         req = urllib.request.Request(f"http://127.0.0.1:{web}/api/v1/session", method="POST",
-                                     data=json.dumps({"username": "admin", "password": "admin-dev-pass"}).encode(),
+                                     data=json.dumps({"username": "admin", "password": "operate-dev-2026"}).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             assert json.loads(resp.read())["role"] == "ops_admin"

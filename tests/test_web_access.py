@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from telecom_pay.ledger.tables import audit_log
 from tests.aio import aio_test
-from tests.webkit import Browser, add_user, start_web, stop_web, web_settings
+from tests.webkit import Browser, add_user, start_web, stop_web, users_of, web_settings
 
 PASSWORD = "s3cret-enough-pw"
 
@@ -176,5 +176,20 @@ async def test_admin_page_creates_a_user_and_shows_its_password_once(sqlite_url)
         unknown = await b.post("/admin/users", form={"csrf_token": csrf_of(page.text), "username": "agent6",
                                                      "role": "agent", "agent_code": "AG999"})
         assert unknown.status == 400 and "AG999" in unknown.text
+    finally:
+        await stop_web(daemon)
+
+
+@aio_test
+async def test_development_users_only_beside_the_embedded_database(sqlite_url):
+    """[[web.dev_users]] passwords are in the repository: on any other
+    database they are not created (tests/test_demo.py logs one in on the
+    embedded default)."""
+    daemon, base = await start_web(web_settings({"database_url": sqlite_url}))
+    try:
+        assert daemon.settings.section("web")["dev_users"]            # configured ...
+        assert daemon.components["web"].dev_users == []               # ... and not used here
+        assert await users_of(daemon).list() == []
+        assert (await Browser(base).api_login("admin", "operate-dev-2026")).status == 401
     finally:
         await stop_web(daemon)

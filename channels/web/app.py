@@ -198,11 +198,14 @@ class WebChannel(Service):
         as_deferred(self._start())
 
     async def _start(self) -> None:
-        try:
-            if self.dev_users:
+        if self.dev_users:
+            try:
                 created = await self.app.users.seed(self.dev_users)
                 if created:
                     log.warn("DEVELOPMENT DEFAULT web users created: {users}", users=", ".join(created))
+            except Exception:
+                log.failure("the development web users ([[web.dev_users]]) could not be created")
+        try:
             self.port = await wait_deferred(serverFromString(self.reactor, self.endpoint).listen(self.app.site()))
             log.info("web server on {endpoint} (port {port})", endpoint=self.endpoint, port=self.port.getHost().port)
         except Exception as exc:  # noqa: BLE001 - logged, and raised by wait_listening
