@@ -13,6 +13,7 @@ transaction as the change: who, role, address, what, before and after.
 from __future__ import annotations
 
 import re
+from hashlib import sha256
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -222,7 +223,9 @@ class WebUsers:
     # ------------------------------------------------------------ login
 
     def _keys(self, username: str, address: str | None) -> tuple[str, str]:
-        return f"web:loginfail:user:{username.lower()[:64]}", f"web:loginfail:addr:{_address(address)}"
+        # what was typed as a username is hashed: people type passwords there too
+        typed = sha256(username.lower().encode("utf-8", "replace")).hexdigest()[:32]
+        return f"web:loginfail:user:{typed}", f"web:loginfail:addr:{_address(address)}"
 
     async def failures(self, username: str, address: str | None) -> tuple[int, int]:
         """(failures of the account, failures of the address) within the window."""
@@ -281,7 +284,8 @@ class WebUsers:
 
         async def write(conn):
             if row is None:
-                await audit(conn, actor=username[:64], channel="web", action="web_login_failed", account_id=None,
+                # not the name typed: people type passwords into the username field
+                await audit(conn, actor="(unknown user)", channel="web", action="web_login_failed", account_id=None,
                             role=None, address=_address(address), known_user=False, before=None, after=None)
                 return
             failures = row.failed_logins + 1

@@ -55,7 +55,8 @@ async def test_api_login_right_and_wrong_and_logout(sqlite_url):
 
         failed = await audits(daemon, "web_login_failed")
         assert [(r.actor, r.channel, r.details["role"], r.details["address"]) for r in failed] == [
-            ("agent7", "web", "agent", "127.0.0.1"), ("nobody", "web", None, "127.0.0.1")]
+            ("agent7", "web", "agent", "127.0.0.1"), ("(unknown user)", "web", None, "127.0.0.1")]
+        assert "nobody" not in str(failed[1].details)
         assert failed[0].details["before"] == {"failed_logins": 0} and failed[0].details["after"] == {
             "failed_logins": 1}
         login = await audits(daemon, "web_login")
@@ -121,6 +122,34 @@ async def test_page_login_wrong_then_right_then_logout(sqlite_url):
         assert out.status == 303 and out.header("location") == "/login"
         after = await b.get("/home")
         assert after.status == 303 and after.header("location") == "/login"
+    finally:
+        await stop_web(daemon)
+
+
+@aio_test
+async def test_address_behind_a_trusted_proxy(sqlite_url):
+    """Behind the TLS proxy every request comes from the proxy: the
+    address throttled and audited is the client's, from X-Forwarded-For,
+    and only when the peer is a trusted proxy."""
+    daemon, base = await start_web(web_settings({"database_url": sqlite_url},
+                                                **{"web.trusted_proxies": ["127.0.0.1"]}))
+    try:
+        await add_user(daemon, "agent7", "agent", password=PASSWORD, agent_code="AG001")
+        b = Browser(base)
+        await b.post("/api/v1/session", json_body={"username": "agent7", "password": "wrong"},
+                     headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.9"})
+        await b.post("/api/v1/session", json_body={"username": "agent7", "password": "wrong"})
+        failed = await audits(daemon, "web_login_failed")
+        assert [r.details["address"] for r in failed] == ["203.0.113.9", "127.0.0.1"]
+        users = daemon.components["web"].app.users
+        assert (await users.failures("agent7", "203.0.113.9")) == (2, 1)
+    finally:
+        await stop_web(daemon)
+    daemon, base = await start_web(web_settings({"database_url": sqlite_url}))     # no proxy trusted
+    try:
+        await Browser(base).post("/api/v1/session", json_body={"username": "agent7", "password": "wrong"},
+                                 headers={"X-Forwarded-For": "198.51.100.7"})
+        assert (await audits(daemon, "web_login_failed"))[-1].details["address"] == "127.0.0.1"
     finally:
         await stop_web(daemon)
 

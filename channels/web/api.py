@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from channels.web.http import Body, Field, HttpError, client_address
+from channels.web.http import Body, Field, HttpError
 from channels.web.routes import ApiRoute
 from telecom_pay.webusers import OPS_ADMIN, ROLES, STAFF_ROLES, UserError
 
@@ -38,7 +38,7 @@ async def openapi(web: "WebApp", request, ctx, body) -> tuple[int, Any]:
 
 
 async def login(web: "WebApp", request, ctx, body) -> tuple[int, Any]:
-    address = client_address(request)
+    address = web.address(request)
     solved = False
     if body.get("captcha_id") is not None:
         solved = await web.captchas.check(body["captcha_id"], body.get("captcha_answer"))

@@ -58,6 +58,7 @@ class WebApp:
         self.config = config
         self.secure_cookies = bool(config.get("secure_cookies", False))
         self.max_body = int(config.get("max_body", 64 * 1024))
+        self.trusted_proxies = frozenset(str(a) for a in config.get("trusted_proxies", []))
         self.users = users or WebUsers(core.ledger, core.sessions, PasswordHasher(),
                                        throttle=ThrottleSettings.from_config(config))
         self.sessions = WebSessions(core.sessions, idle_timeout=float(config.get("idle_timeout", 900)))
@@ -94,7 +95,10 @@ class WebApp:
         session = await self.sessions.get(token)
         if session is None:
             return None
-        return WebContext(token, session, client_address(request))
+        return WebContext(token, session, self.address(request))
+
+    def address(self, request) -> str:
+        return client_address(request, self.trusted_proxies)
 
     def set_cookie(self, request, name: str, value: str, *, max_age: int | None = None) -> None:
         parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]

@@ -52,9 +52,20 @@ def too_large(request) -> bool:
     return bool(getattr(request, "body_too_large", False))
 
 
-def client_address(request) -> str:
+def client_address(request, trusted_proxies: frozenset[str] = frozenset()) -> str:
+    """The caller's address, for throttling and the audit log. Behind a
+    proxy every request comes from the proxy: when the peer is one of
+    `trusted_proxies`, the address is the last hop of X-Forwarded-For that
+    is not a trusted proxy (earlier hops are whatever the client wrote)."""
     addr = request.getClientAddress()
-    return getattr(addr, "host", None) or str(addr)
+    peer = getattr(addr, "host", None) or str(addr)
+    if peer not in trusted_proxies:
+        return peer
+    hops = [h.strip() for h in (request.getHeader("x-forwarded-for") or "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop[:64]
+    return peer
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.static import File
 
-from channels.web.http import HttpError, client_address, read_form
+from channels.web.http import HttpError, read_form
 from channels.web.sessions import LOGIN_COOKIE, same_token
 from telecom_pay.aio import as_deferred
 from telecom_pay.msisdn import mask
@@ -125,7 +125,7 @@ class Pages:
         token = secrets.token_urlsafe(24)
         self.web.set_cookie(request, LOGIN_COOKIE, token)
         if captcha is None:
-            captcha = await self.web.users.captcha_required("", client_address(request))
+            captcha = await self.web.users.captcha_required("", self.web.address(request))
         captcha_id, svg = await self.web.captchas.new() if captcha else (None, None)
         return self.render(request, "login.html", status, login_token=token, error=error, username=username,
                            captcha_id=captcha_id, captcha_svg=svg)
@@ -141,7 +141,7 @@ class Pages:
         solved = False
         if form.get("captcha_id"):
             solved = await self.web.captchas.check(form["captcha_id"], form.get("captcha_answer"))
-        result = await self.web.users.authenticate(username, password, address=client_address(request),
+        result = await self.web.users.authenticate(username, password, address=self.web.address(request),
                                                    captcha_solved=solved)
         if not result.ok:
             refusal = self.web.login_refusal(result)
