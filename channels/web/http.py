@@ -34,7 +34,7 @@ class LimitedRequest(server.Request):
     def gotLength(self, length):
         self.body_too_large = length is not None and length > self.max_body
         self._body_bytes = 0
-        super().gotLength(None if self.body_too_large else length)
+        super().gotLength(0 if self.body_too_large else length)     # nothing of it will be kept
 
     def handleContentChunk(self, data):
         self._body_bytes = getattr(self, "_body_bytes", 0) + len(data)
