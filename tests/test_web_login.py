@@ -171,3 +171,16 @@ async def test_idle_timeout_ends_the_session_activity_keeps_it(stack):
         assert page.status == 303 and page.header("location") == "/login"
     finally:
         await stop_web(daemon)
+
+
+@aio_test
+async def test_stop_closes_kept_alive_connections(sqlite_url):
+    from tests.e2ekit import eventually
+    daemon, base = await start_web(web_settings({"database_url": sqlite_url}))
+    site = daemon.components["web"].site
+    try:
+        assert (await Browser(base).get("/login")).status == 200
+        assert site.open_connections                      # the client keeps its connection alive
+    finally:
+        await stop_web(daemon)
+    await eventually(lambda: not site.open_connections, timeout=5)

@@ -76,8 +76,8 @@ class WebApp:
     def resource(self):
         return self.klein.resource()
 
-    def site(self) -> Site:
-        site = Site(self.resource())
+    def site(self) -> "WebSite":
+        site = WebSite(self.resource())
         site.requestFactory = limited_request(self.max_body)
         site.displayTracebacks = False
         return site
@@ -186,6 +186,32 @@ def _header(request, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class WebSite(Site):
+    """Keeps its open connections, so a stop closes kept-alive browsers'
+    connections instead of leaving them to the reactor's end."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.open_connections: set = set()
+
+    def buildProtocol(self, addr):
+        proto = super().buildProtocol(addr)
+        if proto is not None:
+            self.open_connections.add(proto)
+            lost = proto.connectionLost
+
+            def connection_lost(reason, proto=proto, lost=lost):
+                self.open_connections.discard(proto)
+                return lost(reason)
+            proto.connectionLost = connection_lost
+        return proto
+
+    def close_connections(self) -> None:
+        for proto in list(self.open_connections):
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+
+
 class WebChannel(Service):
     name = "web"
 
@@ -195,6 +221,7 @@ class WebChannel(Service):
         self.reactor = reactor
         self.dev_users = dev_users or []
         self.port = None
+        self.site: WebSite | None = None
         self.listen_error: str | None = None
 
     def startService(self):
@@ -210,7 +237,8 @@ class WebChannel(Service):
             except Exception:
                 log.failure("the development web users ([[web.dev_users]]) could not be created")
         try:
-            self.port = await wait_deferred(serverFromString(self.reactor, self.endpoint).listen(self.app.site()))
+            self.site = self.app.site()
+            self.port = await wait_deferred(serverFromString(self.reactor, self.endpoint).listen(self.site))
             log.info("web server on {endpoint} (port {port})", endpoint=self.endpoint, port=self.port.getHost().port)
         except Exception as exc:  # noqa: BLE001 - logged, and raised by wait_listening
             self.listen_error = str(exc) or type(exc).__name__
@@ -226,9 +254,10 @@ class WebChannel(Service):
 
     def stopService(self):
         super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
-        return defer.succeed(None)
+        d = self.port.stopListening() if self.port is not None else defer.succeed(None)
+        if self.site is not None:
+            d.addCallback(lambda _: self.site.close_connections())
+        return d
 
 
 def make_web(core: Core, config: dict[str, Any], reactor) -> WebChannel:

@@ -140,6 +140,7 @@ def send_json(request, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader("content-type", "application/json; charset=utf-8")
     request.setHeader("cache-control", "no-store")
+    request.setHeader("x-content-type-options", "nosniff")
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
