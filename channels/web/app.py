@@ -208,8 +208,10 @@ class WebSite(Site):
 
     def close_connections(self) -> None:
         for proto in list(self.open_connections):
-            if proto.transport is not None:
-                proto.transport.loseConnection()
+            # twisted.web hands out a proxy of the HTTPChannel; the transport is the channel's
+            channel = getattr(proto, "_channel", proto)
+            if getattr(channel, "transport", None) is not None:
+                channel.transport.loseConnection()
 
 
 class WebChannel(Service):
