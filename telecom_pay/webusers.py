@@ -90,11 +90,18 @@ class WebUser:
     msisdn: str | None
     agent_code: str | None
     locked_until: datetime | None
+    password_changed_at: datetime | None = None
 
     @classmethod
     def of(cls, row) -> "WebUser":
         return cls(row.id, row.username, row.role, bool(row.must_change_password), row.status, row.msisdn,
-                   row.agent_code, row.locked_until)
+                   row.agent_code, row.locked_until, row.password_changed_at)
+
+    @property
+    def password_stamp(self) -> str | None:
+        """Which password a login session was opened with: a session opened
+        with an earlier one is no longer valid."""
+        return self.password_changed_at.isoformat() if self.password_changed_at else None
 
     def public(self) -> dict[str, Any]:
         return {"username": self.username, "role": self.role, "status": self.status,
@@ -328,7 +335,7 @@ class WebUsers:
                         after={"must_change_password": False, "password_changed_at": now.isoformat()})
         await self.ledger.write(write)
         return WebUser(row.id, row.username, row.role, False, row.status, row.msisdn, row.agent_code,
-                       row.locked_until)
+                       row.locked_until, now)
 
     async def record_logout(self, user: dict, *, address: str | None) -> None:
         async def write(conn):

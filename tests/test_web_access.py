@@ -193,3 +193,22 @@ async def test_development_users_only_beside_the_embedded_database(sqlite_url):
         assert (await Browser(base).api_login("admin", "operate-dev-2026")).status == 401
     finally:
         await stop_web(daemon)
+
+
+@aio_test
+async def test_a_password_change_ends_the_other_sessions(stack):
+    daemon, base = await start_web(web_settings(stack))
+    try:
+        await add_user(daemon, "agent4", "agent", password=PASSWORD, agent_code="AG001")
+        here, elsewhere = Browser(base), Browser(base)
+        token = (await here.api_login("agent4", PASSWORD)).json()["csrf_token"]
+        assert (await elsewhere.api_login("agent4", PASSWORD)).status == 200
+        changed = await here.post("/api/v1/password", json_body={"current_password": PASSWORD,
+                                                                 "new_password": "a-new-passw0rd-4"},
+                                  headers={"X-CSRF-Token": token})
+        assert changed.status == 200, changed.text
+        assert (await here.get("/api/v1/session")).status == 200          # the session that changed it stays
+        assert (await elsewhere.get("/api/v1/session")).status == 401     # the other one is over
+        assert (await elsewhere.get("/home")).header("location") == "/login"
+    finally:
+        await stop_web(daemon)

@@ -67,11 +67,11 @@ async def new_captcha(web: "WebApp", request, ctx, body) -> tuple[int, Any]:
 
 async def change_password(web: "WebApp", request, ctx: "WebContext", body) -> tuple[int, Any]:
     try:
-        await web.users.change_password(ctx.session["username"], body["current_password"], body["new_password"],
-                                        address=ctx.address)
+        user = await web.users.change_password(ctx.session["username"], body["current_password"],
+                                               body["new_password"], address=ctx.address)
     except UserError as exc:
         raise HttpError(400, str(exc))
-    ctx.session["must_change_password"] = False
+    ctx.session.update(must_change_password=False, password=user.password_stamp)
     await web.sessions.update(ctx.token, ctx.session)
     return 200, _session_view(ctx.session)
 

@@ -95,6 +95,16 @@ class WebApp:
         session = await self.sessions.get(token)
         if session is None:
             return None
+        # the user's row is the truth: a disabled user, or a session opened
+        # with a password changed since (elsewhere, perhaps after a theft),
+        # is logged out at once; a changed role applies at once
+        user = await self.users.get(session["username"])
+        if user is None or user.status != "active" or user.password_stamp != session.get("password"):
+            await self.sessions.delete(token)
+            return None
+        if (user.role, user.must_change_password) != (session["role"], session["must_change_password"]):
+            session.update(role=user.role, must_change_password=user.must_change_password)
+            await self.sessions.update(token, session)
         return WebContext(token, session, self.address(request))
 
     def address(self, request) -> str:

@@ -164,11 +164,11 @@ class Pages:
         if new != form.get("new_password_again", ""):
             return await self.password_form(request, ctx, form, status=400, error="The two new passwords differ.")
         try:
-            await self.web.users.change_password(ctx.username, form.get("current_password", ""), new,
-                                                 address=ctx.address)
+            user = await self.web.users.change_password(ctx.username, form.get("current_password", ""), new,
+                                                        address=ctx.address)
         except UserError as exc:
             return await self.password_form(request, ctx, form, status=400, error=str(exc).capitalize() + ".")
-        ctx.session["must_change_password"] = False
+        ctx.session.update(must_change_password=False, password=user.password_stamp)
         await self.web.sessions.update(ctx.token, ctx.session)
         raise Redirect("/home")
 

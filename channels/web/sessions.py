@@ -39,7 +39,8 @@ class WebSessions:
     async def create(self, user: WebUser) -> tuple[str, dict]:
         token = secrets.token_urlsafe(32)
         value = {"username": user.username, "role": user.role, "user_id": user.id,
-                 "must_change_password": user.must_change_password, "csrf": secrets.token_urlsafe(32)}
+                 "must_change_password": user.must_change_password, "password": user.password_stamp,
+                 "csrf": secrets.token_urlsafe(32)}
         await self.store.put(_key(token), value, self.idle_timeout)
         return token, value
 
