@@ -7,6 +7,7 @@
     telecom-pay db upgrade | db check            schema and ledger invariants
     telecom-pay prompts build DIR                the menu prompts as 8 kHz WAV files for Asterisk
     telecom-pay prompts digits SOUNDS            the words Asterisk's SAY NUMBER needs, zh and en
+    telecom-pay stats --from D --to D [--json]   operations statistics per local day (read-only)
     telecom-pay run | demo | smsc-sim | handset | bank-sim   (daemon, simulators)
 
 Everything runs against the config given with --config (default: the
@@ -317,6 +318,45 @@ def _settle(args) -> int:
     return run_job(args, job)
 
 
+# ------------------------------------------------------------------ stats
+
+async def _stats(args) -> int:
+    """Read-only: the database is opened without the service (nothing
+    seeded, no schema upgrade), and read in one snapshot."""
+    import json
+    from zoneinfo import ZoneInfo
+
+    from telecom_pay import stats
+    from telecom_pay.business_time import business_day
+    from telecom_pay.ledger.database import open_database
+    from telecom_pay.ledger.ledger import Ledger, utcnow
+    settings = _settings(args)
+    tz = ZoneInfo(settings.timezone)
+    today = business_day(utcnow(), tz)
+    first, last = args.from_ or today, args.to or args.from_ or today
+    try:
+        stats.check_range(first, last)
+    except stats.StatsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ledger = Ledger(open_database(settings.database_url))
+    try:
+        report = await stats.statistics(ledger, first, last, tz)
+    finally:
+        await ledger.close()
+        await ledger.db.dispose()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    from telecom_pay.money import format_amount
+    print(f"statistics {report['from']} to {report['to']} ({report['timezone']}); amounts in major units")
+    for r in stats.flat_rows(report):
+        money = "" if r["amount"] == "" else f"\tamount {format_amount(r['amount'])}"
+        fee = "" if r["fee"] == "" else f"\tfee {format_amount(r['fee'])}"
+        print(f"{r['date']}\t{r['figure']}\t{r['item']}\t{r['count']}{money}{fee}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--date", type=_date, required=True)
     se.add_argument("--merchant", help="only this merchant code")
     se.set_defaults(run=_settle)
+
+    sx = sub.add_parser("stats", help="operations statistics per local business day and for the range")
+    sx.add_argument("--from", dest="from_", type=_date, metavar="YYYY-MM-DD", help="first day (YYYY-MM-DD; default today)")
+    sx.add_argument("--to", type=_date, metavar="YYYY-MM-DD", help="last day, included (default: the first)")
+    sx.add_argument("--json", action="store_true", help="the figures as JSON (as GET /api/v1/stats)")
+    sx.set_defaults(run=_stats)
 
     for name, (helptext, configure, runner) in EXTRA_COMMANDS.items():
         x = sub.add_parser(name, help=helptext)

@@ -27,9 +27,12 @@ def operation(route: ApiRoute) -> dict:
         errors |= {401, 403}
         op["security"] = [{"session": []}]
         op["description"] = f"Roles: {', '.join(route.roles)}."
+    params = list(route.parameters)
     if route.csrf:
-        op["parameters"] = [{"name": CSRF_HEADER, "in": "header", "required": True,
-                             "schema": {"type": "string"}, "description": "the session's CSRF token"}]
+        params.append({"name": CSRF_HEADER, "in": "header", "required": True,
+                       "schema": {"type": "string"}, "description": "the session's CSRF token"})
+    if params:
+        op["parameters"] = params
     for status, text in route.responses.items():
         if status >= 400:
             errors.add(status)

@@ -24,6 +24,7 @@ class ApiRoute:
     before_password_change: bool = False        # callable while the first-login change is due
     responses: dict[int, str] = field(default_factory=dict)
     response_schema: dict | None = None
+    parameters: tuple[dict, ...] = ()           # OpenAPI parameter objects (query strings)
 
     @property
     def csrf(self) -> bool:
