@@ -89,6 +89,7 @@ bank_journal = sa.Table(
 FAILURE_ACTIONS = ("pin_wrong", "pin_locked", "security_alert", "freeze", "web_login_failed", "web_login_locked")
 NOT_RECORDED = "not recorded"
 _SERVICE_CODE = re.compile(r"^\*[0-9*#]*#$")
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 class StatsError(ValueError):
@@ -102,6 +103,8 @@ def parse_range(start: str | None, end: str | None, *, today: date) -> tuple[dat
         if text is None or text == "":
             return today
         try:
+            if not _DAY.match(text):        # fromisoformat would also take 20261202 and 2026-W49-3
+                raise ValueError(text)
             return date.fromisoformat(text)
         except (TypeError, ValueError):
             raise StatsError(f"{name} is not a date (YYYY-MM-DD): {text!r}"[:120])
