@@ -15,9 +15,11 @@ import io
 import json
 import re
 import sys
+from pathlib import Path
 from collections import Counter, defaultdict
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from twisted.internet import reactor
 
@@ -36,6 +38,8 @@ from tests.webkit import FAST_HASHER, Browser, add_user
 
 DEBIT = "6222020000001234"
 PASSWORD = "s3cret-enough-pw"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).with_name("artifacts")
 A_MSISDN, B_MSISDN = "8613800138000", "8613900139000"
 
 
@@ -179,6 +183,33 @@ async def cli_json(cfg, *args) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+async def in_chromium(base: str, path: str) -> dict:
+    """The page in real headless Chromium (Playwright's asyncio API, on the
+    test's own loop, so the in-process server keeps serving): log in by the
+    form, open the page, read its figures, save a screenshot."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: scripts/ensure-services.sh installs it (make test)")
+    from playwright.async_api import async_playwright
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(base + "/login")
+            await page.fill("input[name=username]", "ops1")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url("**/home")
+            await page.goto(base + path)
+            shown = {name: (await page.locator(f'[data-figure="{name}"]').inner_text()).strip()
+                     for name in ("active_subscribers", "sms_in", "accounts_opened")}
+            shown["charts"] = await page.locator("svg.chart").count()
+            await page.screenshot(path=str(ARTIFACTS / "ops-stats.png"), full_page=True)
+            return shown
+        finally:
+            await browser.close()
+
+
 @aio_test
 async def test_a_known_day_in_every_view(stack, tmp_path):
     bank, iso, sim, daemon, base = await up(stack)
@@ -249,6 +280,11 @@ async def test_a_known_day_in_every_view(stack, tmp_path):
         assert {"date": "total", "figure": "active_subscribers", "item": "wallets", "count": "2", "amount": "",
                 "fee": ""} in rows
         assert (await ops.get("/ops/stats.csv?to=bad")).status == 400
+
+        if stack["sessions_url"] == "memory://":
+            shown = await in_chromium(base, f"/ops/stats?{q}")
+            assert shown["active_subscribers"] == "2" and shown["sms_in"] == str(sent)
+            assert shown["accounts_opened"] == "2" and shown["charts"] >= 6
 
         # an agent sees none of it
         agent = Browser(base)
