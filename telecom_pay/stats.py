@@ -48,6 +48,7 @@ What each figure is, and what the data does not hold:
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
@@ -122,11 +123,51 @@ def check_range(first: date, last: date) -> None:
 
 @dataclass(frozen=True)
 class Window:
-    start: datetime          # UTC, inclusive
-    end: datetime            # UTC, exclusive
+    """The range [start, end) as UTC instants, and where each local day of
+    it begins: a figure is read in one scan of the range, its rows put in
+    their day by a CASE over the day boundaries (which a zone with daylight
+    saving makes 23 or 25 hours apart), or not split at all (`split`
+    False: the range's total)."""
+    starts: tuple[datetime, ...]     # each day's first instant, UTC
+    end: datetime                    # the range's end, exclusive
+    split: bool = True
+
+    @property
+    def start(self) -> datetime:
+        return self.starts[0]
 
     def of(self, column):
         return sa.and_(column >= self.start, column < self.end)
+
+    def whole(self) -> "Window":
+        return Window(self.starts, self.end, split=False)
+
+    def day(self, column):
+        """The day index of `column`'s instant (rows already within the window)."""
+        bounds = [*self.starts[1:], self.end]
+        return sa.case(*[(column < b, i) for i, b in enumerate(bounds)], else_=len(bounds) - 1).label(DAY)
+
+    def day_of(self, instant: datetime) -> int:
+        return bisect_right(self.starts, instant) - 1 if self.split else 0
+
+    @property
+    def size(self) -> int:
+        return len(self.starts) if self.split else 1
+
+
+DAY = "day_ix"
+
+
+def _grouped(w: Window, time_column, *columns):
+    """SELECT [day,] columns ... (the caller adds aggregates, WHERE, GROUP BY
+    of its own keys through `_by`)."""
+    return sa.select(w.day(time_column), *columns) if w.split else sa.select(sa.literal_column("0").label(DAY), *columns)
+
+
+def _by(w: Window, *keys):
+    # by the output column's name: the CASE again would be new bind
+    # parameters, which PostgreSQL does not see as the same expression
+    return (sa.literal_column(DAY), *keys) if w.split else keys
 
 
 async def statistics(ledger: Ledger, first: date, last: date, tz: tzinfo) -> dict[str, Any]:
@@ -134,27 +175,23 @@ async def statistics(ledger: Ledger, first: date, last: date, tz: tzinfo) -> dic
     and of the whole range, as a JSON-ready dict."""
     check_range(first, last)
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    window = Window(tuple(local_midnight(d, tz) for d in days), local_midnight(last + timedelta(days=1), tz))
 
     async def read(conn):
         if conn.dialect.name == "postgresql":
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
-            out = []
-            for d in days:
-                out.append({"date": d.isoformat(), **await _figures(conn, Window(local_midnight(d, tz),
-                                                                                  local_midnight(d + timedelta(days=1), tz)))})
-            total = await _figures(conn, Window(local_midnight(first, tz), local_midnight(last + timedelta(days=1), tz)))
-            return out, total
+            return await _figures(conn, window), (await _figures(conn, window.whole()))[0]
     per_day, total = await ledger.read(read)
     return {"from": first.isoformat(), "to": last.isoformat(), "timezone": getattr(tz, "key", str(tz)),
-            "days": per_day, "total": total}
+            "days": [{"date": d.isoformat(), **f} for d, f in zip(days, per_day)], "total": total}
 
 
-async def _figures(conn, w: Window) -> dict[str, Any]:
-    return {
+async def _figures(conn, w: Window) -> list[dict[str, Any]]:
+    parts = {
         "accounts_opened": await _accounts_opened(conn, w),
-        "open_requests": await _counted(conn, audit_log.c.channel, audit_log.c.action == "open_requested",
-                                        w.of(audit_log.c.at)),
+        "open_requests": await _counted(conn, w, audit_log.c.at, audit_log.c.channel,
+                                        audit_log.c.action == "open_requested"),
         "transactions": await _transactions(conn, w),
         "failures": await _failures(conn, w),
         "bank": await _bank_figures(conn, w),
@@ -162,127 +199,158 @@ async def _figures(conn, w: Window) -> dict[str, Any]:
         "messages": await _messages(conn, w),
         "ivr": await _ivr(conn, w),
     }
-
-
-async def _counted(conn, key, *where) -> dict[str, int]:
-    rows = await conn.execute(sa.select(key, sa.func.count()).where(*where).group_by(key))
-    return {str(k) if k is not None else NOT_RECORDED: int(n) for k, n in sorted(rows, key=lambda r: str(r[0]))}
-
-
-async def _accounts_opened(conn, w: Window) -> dict[str, int]:
-    asked = audit_log.alias("asked")
-    confirmed = audit_log.alias("confirmed")
-    rows = await conn.execute(
-        sa.select(asked.c.channel, sa.func.count())
-        .select_from(confirmed.join(asked, sa.and_(asked.c.account_id == confirmed.c.account_id,
-                                                   asked.c.action == "open_requested")))
-        .where(confirmed.c.action == "confirm", w.of(confirmed.c.at))
-        .group_by(asked.c.channel))
-    out = Counter({ch: int(n) for ch, n in rows})
-    direct = await _counted(conn, audit_log.c.channel, audit_log.c.action == "opened", w.of(audit_log.c.at))
-    out.update(direct)
-    return dict(sorted(out.items()))
+    return [{name: values[i] for name, values in parts.items()} for i in range(w.size)]
 
 
 def _int(v) -> int:
     return int(v or 0)          # PostgreSQL sums BIGINT as NUMERIC (Decimal)
 
 
-async def _transactions(conn, w: Window) -> list[dict[str, Any]]:
+async def _counted(conn, w: Window, time_column, key, *where) -> list[dict[str, int]]:
+    out: list[dict[str, int]] = [{} for _ in range(w.size)]
+    rows = await conn.execute(_grouped(w, time_column, key, sa.func.count()).where(w.of(time_column), *where)
+                              .group_by(*_by(w, key)))
+    for d, k, n in rows:
+        out[d][str(k) if k is not None else NOT_RECORDED] = int(n)
+    return [dict(sorted(x.items())) for x in out]
+
+
+async def _accounts_opened(conn, w: Window) -> list[dict[str, int]]:
+    asked = audit_log.alias("asked")
+    confirmed = audit_log.alias("confirmed")
+    rows = await conn.execute(
+        _grouped(w, confirmed.c.at, asked.c.channel, sa.func.count())
+        .select_from(confirmed.join(asked, sa.and_(asked.c.account_id == confirmed.c.account_id,
+                                                   asked.c.action == "open_requested")))
+        .where(confirmed.c.action == "confirm", w.of(confirmed.c.at))
+        .group_by(*_by(w, asked.c.channel)))
+    out = [Counter() for _ in range(w.size)]
+    for d, ch, n in rows:
+        out[d][ch] += int(n)
+    direct = await _counted(conn, w, audit_log.c.at, audit_log.c.channel, audit_log.c.action == "opened")
+    for counter, more in zip(out, direct):
+        counter.update(more)
+    return [dict(sorted(c.items())) for c in out]
+
+
+async def _transactions(conn, w: Window) -> list[list[dict[str, Any]]]:
     o = operations.c
     rows = await conn.execute(
-        sa.select(o.kind, o.channel, o.state, sa.func.count(), sa.func.sum(o.amount), sa.func.sum(o.fee))
-        .where(w.of(o.created_at)).group_by(o.kind, o.channel, o.state).order_by(o.kind, o.channel, o.state))
-    return [{"kind": k, "channel": ch, "state": st, "count": int(n), "amount": _int(a), "fee": _int(f)}
-            for k, ch, st, n, a, f in rows]
+        _grouped(w, o.created_at, o.kind, o.channel, o.state, sa.func.count(), sa.func.sum(o.amount),
+                 sa.func.sum(o.fee))
+        .where(w.of(o.created_at)).group_by(*_by(w, o.kind, o.channel, o.state)))
+    out: list[list[dict[str, Any]]] = [[] for _ in range(w.size)]
+    for d, k, ch, st, n, a, f in rows:
+        out[d].append({"kind": k, "channel": ch, "state": st, "count": int(n), "amount": _int(a), "fee": _int(f)})
+    return [sorted(x, key=lambda t: (t["kind"], t["channel"], t["state"])) for x in out]
 
 
-async def _failures(conn, w: Window) -> dict[str, Any]:
+async def _failures(conn, w: Window) -> list[dict[str, Any]]:
     a = audit_log.c
+    out = [{"audited": [], "voided": []} for _ in range(w.size)]
     rows = await conn.execute(
-        sa.select(a.action, a.channel, sa.func.count())
-        .where(a.action.in_(FAILURE_ACTIONS), w.of(a.at)).group_by(a.action, a.channel).order_by(a.action, a.channel))
-    audited = [{"reason": act, "channel": ch, "count": int(n)} for act, ch, n in rows]
+        _grouped(w, a.at, a.action, a.channel, sa.func.count())
+        .where(a.action.in_(FAILURE_ACTIONS), w.of(a.at)).group_by(*_by(w, a.action, a.channel)))
+    for d, act, ch, n in rows:
+        out[d]["audited"].append({"reason": act, "channel": ch, "count": int(n)})
     o, b = operations.c, bank_operations.c
     rows = await conn.execute(
-        sa.select(o.kind, o.channel, b.decline, b.response_code, sa.func.count(), sa.func.sum(o.amount))
+        _grouped(w, o.created_at, o.kind, o.channel, b.decline, b.response_code, sa.func.count(),
+                 sa.func.sum(o.amount))
         .select_from(operations.outerjoin(bank_operations, b.operation_key == o.idempotency_key))
         .where(o.state == "voided", w.of(o.created_at))
-        .group_by(o.kind, o.channel, b.decline, b.response_code).order_by(o.kind, o.channel))
-    voided = [{"kind": k, "channel": ch, "reason": dec or NOT_RECORDED, "response_code": rc,
-               "count": int(n), "amount": _int(amt)} for k, ch, dec, rc, n, amt in rows]
-    return {"audited": audited, "voided": voided}
+        .group_by(*_by(w, o.kind, o.channel, b.decline, b.response_code)))
+    for d, k, ch, dec, rc, n, amt in rows:
+        out[d]["voided"].append({"kind": k, "channel": ch, "reason": dec or NOT_RECORDED, "response_code": rc,
+                                 "count": int(n), "amount": _int(amt)})
+    for x in out:
+        x["audited"].sort(key=lambda f: (f["reason"], f["channel"]))
+        x["voided"].sort(key=lambda v: (v["kind"], v["channel"], v["reason"], v["response_code"] or ""))
+    return out
 
 
-async def _bank_figures(conn, w: Window) -> dict[str, Any]:
+async def _bank_figures(conn, w: Window) -> list[dict[str, Any]]:
     b = bank_operations.c
+    out = [{"operations": [], "response_codes": []} for _ in range(w.size)]
     rows = await conn.execute(
-        sa.select(b.kind, b.status, b.response_code, b.decline, sa.func.count(), sa.func.sum(b.amount))
-        .where(w.of(b.created_at)).group_by(b.kind, b.status, b.response_code, b.decline)
-        .order_by(b.kind, b.status, b.response_code))
-    ops = [{"kind": k, "status": st, "response_code": rc, "decline": dec, "count": int(n), "amount": _int(amt)}
-           for k, st, rc, dec, n, amt in rows]
+        _grouped(w, b.created_at, b.kind, b.status, b.response_code, b.decline, sa.func.count(), sa.func.sum(b.amount))
+        .where(w.of(b.created_at)).group_by(*_by(w, b.kind, b.status, b.response_code, b.decline)))
+    for d, k, st, rc, dec, n, amt in rows:
+        out[d]["operations"].append({"kind": k, "status": st, "response_code": rc, "decline": dec, "count": int(n),
+                                     "amount": _int(amt)})
     j = bank_journal.c
     rows = await conn.execute(
-        sa.select(j.mti, j.response_code, sa.func.count())
-        .where(j.event == "response", j.direction == "in", w.of(j.at))
-        .group_by(j.mti, j.response_code).order_by(j.mti, j.response_code))
-    return {"operations": ops,
-            "response_codes": [{"mti": mti, "response_code": rc, "count": int(n)} for mti, rc, n in rows]}
+        _grouped(w, j.at, j.mti, j.response_code, sa.func.count())
+        .where(j.event == "response", j.direction == "in", w.of(j.at)).group_by(*_by(w, j.mti, j.response_code)))
+    for d, mti, rc, n in rows:
+        out[d]["response_codes"].append({"mti": mti, "response_code": rc, "count": int(n)})
+    for x in out:
+        x["operations"].sort(key=lambda r: (r["kind"], r["status"], r["response_code"] or "", r["decline"] or ""))
+        x["response_codes"].sort(key=lambda r: (r["mti"] or "", r["response_code"] or ""))
+    return out
 
 
-async def _active_subscribers(conn, w: Window) -> int:
+async def _active_subscribers(conn, w: Window) -> list[int]:
     o = operations.c
-    q = (sa.select(sa.func.count(sa.distinct(o.account_id)))
-         .select_from(operations.join(accounts, accounts.c.id == o.account_id))
-         .where(accounts.c.kind == WALLET, o.state == T_POSTED, w.of(o.created_at)))
-    return int((await conn.execute(q)).scalar_one())
-
-
-async def _messages(conn, w: Window) -> dict[str, Any]:
-    i, ob = inbound_messages.c, outbox.c
-    sms_in = await _counted(conn, i.state, i.channel == "sms", w.of(i.received_at))
-    ussd_page = ob.meta["ussd_op"].as_string().is_not(None)
     rows = await conn.execute(
-        sa.select(ob.state, ob.delivery, sa.func.count())
+        _grouped(w, o.created_at, sa.func.count(sa.distinct(o.account_id)))
+        .select_from(operations.join(accounts, accounts.c.id == o.account_id))
+        .where(accounts.c.kind == WALLET, o.state == T_POSTED, w.of(o.created_at)).group_by(*_by(w)))
+    out = [0] * w.size
+    for d, n in rows:
+        out[d] = int(n)
+    return out
+
+
+async def _messages(conn, w: Window) -> list[dict[str, Any]]:
+    i, ob = inbound_messages.c, outbox.c
+    sms_in = await _counted(conn, w, i.received_at, i.state, i.channel == "sms")
+    rows = await conn.execute(
+        _grouped(w, ob.created_at, ob.state, ob.delivery, sa.func.count())
         .where(ob.channel == "sms", ob.meta["ussd_op"].as_string().is_(None), w.of(ob.created_at))
-        .group_by(ob.state, ob.delivery).order_by(ob.state, ob.delivery))
-    sms_out = [{"state": st, "delivery": dl, "count": int(n)} for st, dl, n in rows]
-    texts = await conn.execute(sa.select(i.text).where(i.channel == "ussd", w.of(i.received_at)))
-    inputs = starts = 0
-    for (text,) in texts:
-        inputs += 1
-        starts += bool(_SERVICE_CODE.match(text.strip()))
-    pages = (await conn.execute(sa.select(sa.func.count()).where(ussd_page, w.of(ob.created_at)))).scalar_one()
-    pushed = (await conn.execute(sa.select(sa.func.count()).where(
-        ob.meta["push"].as_string().is_not(None), w.of(ob.created_at)))).scalar_one()
-    return {"sms_in": sum(sms_in.values()), "sms_in_by_state": sms_in,
-            "sms_out": sum(r["count"] for r in sms_out), "sms_out_by_state": sms_out,
-            "ussd": {"sessions": starts, "inputs": inputs, "pages_out": int(pages), "pushed": int(pushed)}}
+        .group_by(*_by(w, ob.state, ob.delivery)))
+    sms_out: list[list[dict]] = [[] for _ in range(w.size)]
+    for d, st, dl, n in rows:
+        sms_out[d].append({"state": st, "delivery": dl, "count": int(n)})
+    ussd = [{"sessions": 0, "inputs": 0, "pages_out": 0, "pushed": 0} for _ in range(w.size)]
+    for at, text in await conn.execute(sa.select(i.received_at, i.text).where(i.channel == "ussd",
+                                                                              w.of(i.received_at))):
+        u = ussd[w.day_of(at)]
+        u["inputs"] += 1
+        u["sessions"] += bool(_SERVICE_CODE.match(text.strip()))
+    for key, where in (("pages_out", ob.meta["ussd_op"].as_string().is_not(None)),
+                       ("pushed", ob.meta["push"].as_string().is_not(None))):
+        for d, n in await conn.execute(_grouped(w, ob.created_at, sa.func.count())
+                                       .where(where, w.of(ob.created_at)).group_by(*_by(w))):
+            ussd[d][key] = int(n)
+    return [{"sms_in": sum(sms_in[d].values()), "sms_in_by_state": sms_in[d],
+             "sms_out": sum(r["count"] for r in sms_out[d]),
+             "sms_out_by_state": sorted(sms_out[d], key=lambda r: (r["state"], r["delivery"] or "")),
+             "ussd": ussd[d]} for d in range(w.size)]
 
 
-async def _ivr(conn, w: Window) -> dict[str, Any]:
+async def _ivr(conn, w: Window) -> list[dict[str, Any]]:
     c = call_events.c
-    calls = callbacks = 0
-    for (detail,) in await conn.execute(sa.select(c.detail).where(c.event == "agi_start", w.of(c.at))):
-        if (detail or {}).get("callback"):
-            callbacks += 1
-        else:
-            calls += 1
-    ended, seconds, longest = 0, 0, 0
-    reasons: Counter = Counter()
-    for duration, detail in await conn.execute(sa.select(c.duration_s, c.detail).where(c.event == "agi_end",
-                                                                                        w.of(c.at))):
-        ended += 1
-        seconds += duration or 0
-        longest = max(longest, duration or 0)
-        reasons[str((detail or {}).get("reason") or NOT_RECORDED)] += 1
+    out = [{"calls": 0, "callbacks": 0, "ended": 0, "duration_s": 0, "longest_s": 0, "ended_by": Counter(),
+            "handoffs": 0, "handoffs_pin_verified": 0} for _ in range(w.size)]
+    for at, detail in await conn.execute(sa.select(c.at, c.detail).where(c.event == "agi_start", w.of(c.at))):
+        out[w.day_of(at)]["callbacks" if (detail or {}).get("callback") else "calls"] += 1
+    for at, duration, detail in await conn.execute(
+            sa.select(c.at, c.duration_s, c.detail).where(c.event == "agi_end", w.of(c.at))):
+        x = out[w.day_of(at)]
+        x["ended"] += 1
+        x["duration_s"] += duration or 0
+        x["longest_s"] = max(x["longest_s"], duration or 0)
+        x["ended_by"][str((detail or {}).get("reason") or NOT_RECORDED)] += 1
     h = ivr_handoffs.c
-    handed = {bool(v): int(n) for v, n in await conn.execute(
-        sa.select(h.pin_verified, sa.func.count()).where(w.of(h.at)).group_by(h.pin_verified))}
-    return {"calls": calls, "callbacks": callbacks, "ended": ended, "duration_s": seconds, "longest_s": longest,
-            "ended_by": dict(sorted(reasons.items())),
-            "handoffs": handed.get(True, 0) + handed.get(False, 0), "handoffs_pin_verified": handed.get(True, 0)}
+    for d, verified, n in await conn.execute(_grouped(w, h.at, h.pin_verified, sa.func.count())
+                                             .where(w.of(h.at)).group_by(*_by(w, h.pin_verified))):
+        out[d]["handoffs"] += int(n)
+        if verified:
+            out[d]["handoffs_pin_verified"] += int(n)
+    for x in out:
+        x["ended_by"] = dict(sorted(x["ended_by"].items()))
+    return out
 
 
 CSV_COLUMNS = ("date", "figure", "item", "count", "amount", "fee")

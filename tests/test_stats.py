@@ -312,3 +312,31 @@ def test_ranges_are_checked():
         except stats.StatsError:
             continue
         raise AssertionError((a, b))
+
+
+@aio_test
+async def test_days_are_local_and_the_range_counts_a_subscriber_once(database_url):
+    """Shanghai's day starts at 16:00 UTC: money booked at 23:50 and 00:10
+    local falls in two days (the same UTC day), and the range's total counts
+    the one subscriber active on both days once. A PostgreSQL-only or a
+    UTC-day bucket would put both in one day."""
+    from datetime import date, datetime
+
+    from tests.clockkit import SHANGHAI, TestClock
+    from tests.servicekit import MSISDN, funded, make_service, shutdown
+    clock = TestClock(datetime(2026, 6, 15, 23, 50, tzinfo=SHANGHAI))
+    svc = await make_service(database_url, clock=clock)
+    try:
+        await funded(svc, amount=3000)                                  # float and cash-in on the 15th
+        clock.set(datetime(2026, 6, 16, 0, 10, tzinfo=SHANGHAI))
+        assert (await svc.fund_agent("AG001", 700, key="float-2", operator="test")).ok
+        assert (await svc.cash_in("AG001", MSISDN, 700, key="late")).ok  # the 16th
+        report = await stats.statistics(svc.ledger, date(2026, 6, 14), date(2026, 6, 16), SHANGHAI)
+        cash = [[t for t in d["transactions"] if t["kind"] == "cash_in"] for d in report["days"]]
+        assert cash[0] == [] and [t["amount"] for t in cash[1]] == [3000] and [t["amount"] for t in cash[2]] == [700]
+        assert [d["active_subscribers"] for d in report["days"]] == [0, 1, 1]
+        assert report["total"]["active_subscribers"] == 1
+        total = {(t["kind"], t["state"]): (t["count"], t["amount"]) for t in report["total"]["transactions"]}
+        assert total[("cash_in", "posted")] == (2, 3700)
+    finally:
+        await shutdown(svc)
