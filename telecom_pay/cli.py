@@ -457,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.set_defaults(run=_settle)
 
     sx = sub.add_parser("stats", help="operations statistics per local business day and for the range")
-    sx.add_argument("--from", dest="from_", type=_date, metavar="YYYY-MM-DD", help="first day (YYYY-MM-DD; default today)")
+    sx.add_argument("--from", dest="from_", type=_date, metavar="YYYY-MM-DD", help="first day (default today)")
     sx.add_argument("--to", type=_date, metavar="YYYY-MM-DD", help="last day, included (default: the first)")
     sx.add_argument("--json", action="store_true", help="the figures as JSON (as GET /api/v1/stats)")
     sx.set_defaults(run=_stats)

@@ -22,9 +22,10 @@ What each figure is, and what the data does not hold:
 - failures: what is recorded of refusals. The audit log keeps wrong PINs,
   lockouts, security alerts, web login failures and lockouts, and freezes;
   voided operations keep their kind, and the bank's decline reason when the
-  bank bridge handled them (joined on the operation key). Refusals that book
-  nothing and audit nothing (over a limit, insufficient funds, an unknown
-  merchant, a frozen account, a malformed command) are NOT recorded
+  bank bridge handled them (joined on the operation key; the ledger keeps no
+  reason of its own for a void). Refusals that book nothing and audit
+  nothing (over a limit, not enough in the wallet, an unknown merchant, a
+  frozen account, a velocity hold, a malformed command) are NOT recorded
   anywhere but in the reply text, so they are not counted here.
 - bank: the bridge's operations by kind, status, response code and decline,
   and every response the bank sent (journal `response`) by message type
@@ -44,6 +45,13 @@ What each figure is, and what the data does not hold:
   ended (`agi_end`) with their total and longest duration and how they
   ended, and hand-offs to an agent (ivr_handoffs) with and without the PIN
   checked.
+
+Cost: each figure is one scan of the range (two: by day, and the total),
+whatever its length. operations.created_at, audit_log.at,
+inbound_messages.received_at, outbox.created_at and the bank tables' times
+have no index of their own (call_events and ivr_handoffs have), so on a
+large database a range reads those tables whole; indexes on them would be
+a migration.
 """
 from __future__ import annotations
 
@@ -161,7 +169,8 @@ DAY = "day_ix"
 def _grouped(w: Window, time_column, *columns):
     """SELECT [day,] columns ... (the caller adds aggregates, WHERE, GROUP BY
     of its own keys through `_by`)."""
-    return sa.select(w.day(time_column), *columns) if w.split else sa.select(sa.literal_column("0").label(DAY), *columns)
+    day = w.day(time_column) if w.split else sa.literal_column("0").label(DAY)
+    return sa.select(day, *columns)
 
 
 def _by(w: Window, *keys):

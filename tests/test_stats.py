@@ -306,12 +306,10 @@ def test_ranges_are_checked():
     today = date(2026, 12, 2)
     assert stats.parse_range(None, None, today=today) == (today, today)
     assert stats.parse_range("2026-11-01", "", today=today) == (date(2026, 11, 1), today)
-    for a, b in (("2026-12-03", "2026-12-02"), ("2026-1-1", None), ("20261201", None), ("2024-01-01", "2026-12-02"), ("x", None)):
-        try:
+    for a, b in (("2026-12-03", "2026-12-02"), ("2026-1-1", None), ("20261201", None),
+                 ("2024-01-01", "2026-12-02"), ("x", None)):
+        with pytest.raises(stats.StatsError):
             stats.parse_range(a, b, today=today)
-        except stats.StatsError:
-            continue
-        raise AssertionError((a, b))
 
 
 @aio_test
