@@ -84,7 +84,7 @@ class Deployment:
                     bind["window"] = window
                 raw["sms"]["binds"].append(bind)
         raw.setdefault("daemon", {})["stats_file"] = str(self.stats_path)
-        for section in ("demo", "bank", "bank_sim", "ivr", "ami", "ami_sim"):   # the SMS path only: no voice
+        for section in ("demo", "bank", "bank_sim", "ivr", "ami", "ami_sim", "web"):   # the SMS path only: no voice, no web
             raw.pop(section, None)
         self.config_path.write_text(dumps(raw), encoding="utf-8")
         return self.config_path

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the PostgreSQL and Redis servers the tests use are reachable,
 # and that the tools they run are installed (espeak-ng and sox, for the
-# prompts build). Prints `export VAR=...` lines for the caller to eval. Where
+# prompts build; chromium, which the browser tests drive with Playwright). Prints `export VAR=...` lines for the caller to eval. Where
 # a server is not up it starts a throwaway one from the installed binaries
 # (installing the Debian packages if needed); it never lets the tests skip
 # them silently.
@@ -34,6 +34,9 @@ apt_install() {
 tools=()
 command -v espeak-ng >/dev/null || tools+=(espeak-ng)
 command -v sox >/dev/null || tools+=(sox)
+command -v chromium >/dev/null || tools+=(chromium)
+# Chinese text in the browser tests' screenshots
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || tools+=(fonts-wqy-microhei)
 [ ${#tools[@]} = 0 ] || apt_install "${tools[@]}"
 
 read -r pg_host pg_port < <(hostport "$PG_URL" 5432)

@@ -3,6 +3,7 @@
     telecom-pay console --msisdn 13800138000     type SMS commands, read replies (in process)
     telecom-pay agent cash-in 13800138000 100    counter and call-center operations
     telecom-pay operator fund-agent AG001 1000 --operator NAME   agent float (bounded, audited)
+    telecom-pay users add NAME --role agent      a web user (prints a one-time initial password)
     telecom-pay db upgrade | db check            schema and ledger invariants
     telecom-pay prompts build DIR                the menu prompts as 8 kHz WAV files for Asterisk
     telecom-pay prompts digits SOUNDS            the words Asterisk's SAY NUMBER needs, zh and en
@@ -183,6 +184,37 @@ async def _operator(args) -> int:
         await core.close()
 
 
+# ------------------------------------------------------------------ users (web)
+
+async def _users(args) -> int:
+    """Staff users of the web interface. The initial password is printed
+    once, here; the user must change it at the first login."""
+    import getpass
+
+    from telecom_pay.core import open_core
+    from telecom_pay.webusers import UserError, WebUsers
+    core = await open_core(_settings(args))
+    try:
+        users = WebUsers(core.ledger, core.sessions)
+        if args.op == "list":
+            for u in await users.list():
+                due = "\tmust change password" if u.must_change_password else ""
+                print(f"{u.username}\t{u.role}\t{u.agent_code or '-'}\t{u.status}{due}")
+            return 0
+        try:
+            user, initial = await users.create(args.username, args.role, actor=f"cli:{getpass.getuser()}"[:64],
+                                               actor_role="operator_cli", address="cli",
+                                               agent_code=args.agent_code)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"created {user.username} ({user.role})")
+        print(f"initial password (shown once; to change at the first login): {initial}")
+        return 0
+    finally:
+        await core.close()
+
+
 # ------------------------------------------------------------------ db
 
 async def _db(args) -> int:
@@ -349,6 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--key", help="idempotency key (a voucher number): the same key never books twice")
     f.add_argument("--lang", default="en", choices=["en", "zh"])
     op.set_defaults(run=_operator)
+
+    from telecom_pay.webusers import STAFF_ROLES
+    u = sub.add_parser("users", help="web interface users: agents, supervisors, operations admins")
+    u_ops = u.add_subparsers(dest="op", required=True)
+    ua = u_ops.add_parser("add", help="create a user; prints its one-time initial password")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=STAFF_ROLES)
+    ua.add_argument("--agent-code", help="the agent's float account code (required for --role agent)")
+    u_ops.add_parser("list", help="the web users and their roles")
+    u.set_defaults(run=_users)
 
     d = sub.add_parser("db", help="database schema and checks")
     d.add_argument("op", choices=["upgrade", "check"])

@@ -8,6 +8,7 @@ so `telecom_pay` imports no channel, bank bridge or simulator:
     [bank]   factory = "bank_bridge.wiring:make_bank"         ISO 8583 banks
     [ivr]    factory = "channels.ivr.app:make_channel"        FastAGI server (IVR)
     [ami]    factory = "channels.ivr.ami:make_ami"            AMI: call-backs, call events
+    [web]    factory = "channels.web.app:make_web"            HTTP: API and pages for people
 
 `telecom-pay run` runs it; `telecom-pay demo` runs it beside the simulators.
 """
@@ -58,7 +59,7 @@ class Daemon(MultiService):
     once everything accepts traffic."""
 
     def __init__(self, settings: config_mod.Settings, reactor, *,
-                 sections: tuple[str, ...] = ("bank", "sms", "ivr", "ami"),
+                 sections: tuple[str, ...] = ("bank", "sms", "ivr", "ami", "web"),
                  bank=None, clock=None):
         super().__init__()
         self.settings = settings

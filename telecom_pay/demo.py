@@ -2,7 +2,7 @@
 and bank simulators, in one process, for newcomers and testers.
 
 It prints the ports (the FastAGI port of the IVR among them, with a
-`handset call` to try), the service number and the test MSISDNs, then a line
+`handset call` to try; the web interface's URL and development users), the service number and the test MSISDNs, then a line
 `ready` once the daemon's SMPP bind is up; Ctrl-C stops everything cleanly.
 """
 from __future__ import annotations
@@ -74,6 +74,7 @@ def run_demo(args) -> int:
                   f"  telecom-pay handset send {handsets[0] if handsets else '13800138000'} KT --expect A",
                   f"  telecom-pay handset dial {handsets[0] if handsets else '13800138000'} '*188#'"]
         lines += await _ivr_lines(daemon, handsets[0] if handsets else "13800138000")
+        lines += await _web_lines(daemon, settings)
         ivr = daemon.components.get("ivr")
         if ivr is not None:               # the web handset's call keypad dials the daemon's IVR
             try:
@@ -130,6 +131,22 @@ async def _ivr_lines(daemon: Daemon, msisdn: str) -> list[str]:
     return [f"IVR (FastAGI) on port {port}: the dialplan's AGI(agi://127.0.0.1:{port}/ivr); "
             "call it with the Asterisk caller simulator:",
             f"  telecom-pay handset call {msisdn} --keys 1,0{agi}      (1 balance, 0 goodbye)"]
+
+
+async def _web_lines(daemon: Daemon, settings) -> list[str]:
+    """The web interface's URL and the development users seeded for it."""
+    web = daemon.components.get("web")
+    if web is None:
+        return []
+    try:
+        port = await asyncio.wait_for(web.wait_listening(), 10)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return [f"web: not listening ({exc})"]
+    users = [f"{u['username']} / {u['password']} ({u['role']})" for u in web.dev_users]
+    lines = [f"web: http://127.0.0.1:{port}/"]
+    if users:
+        lines.append("  DEVELOPMENT DEFAULT web users: " + ", ".join(users))
+    return lines
 
 
 async def _start_bank_simulator(settings, demo, reactor, handsets, stoppers) -> str | None:

@@ -33,6 +33,7 @@ def settings_for(database_url: str, smsc_port: int, *, sessions_url: str = "memo
                        "password": "secret", "enquire_link_interval": 2.0, "response_timeout": 2.0}],
         "sms.retry_poll": 0.2,
         "ivr.endpoint": "tcp:0:interface=127.0.0.1",     # never the demo's fixed port
+        "web.endpoint": "tcp:0:interface=127.0.0.1",     # nor its web port
         "ami.enabled": False,                            # never the demo's switch (tests.amikit turns it on)
         **extra,
     }

@@ -1,62 +1,20 @@
 """`make run` (telecom-pay demo) from a fresh directory, as a newcomer uses
 it: the daemon beside the SMSC, bank and AMI simulators; then the two
 commands the README promises, a call that hears the balance and a USSD
-dial whose first key shows the balance page. Every port is a free one, so
-the test runs beside a demo someone left running."""
-import os
+dial whose first key shows the balance page, and the web login page.
+Every port is a free one, so the test runs beside a demo someone left
+running."""
 import re
-import socket
 import subprocess
-import sys
-import time
-import tomllib
 
-from benchmarks.tomlwriter import dumps
-from telecom_pay.config import DEFAULT_CONFIG
-
-CLI = [sys.executable, "-m", "telecom_pay.cli"]
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _config(tmp_path):
-    raw = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
-    smpp, http, iso, bank_http, ami, agi = _free_ports(6)
-    demo = raw["demo"]
-    demo.update(smsc_smpp=f"tcp:{smpp}:interface=127.0.0.1", smsc_http=f"tcp:{http}:interface=127.0.0.1",
-                bank_iso=f"tcp:{iso}:interface=127.0.0.1", bank_http=f"tcp:{bank_http}:interface=127.0.0.1",
-                ami=f"tcp:{ami}:interface=127.0.0.1")
-    raw["sms"]["binds"][0]["endpoint"] = f"tcp:host=127.0.0.1:port={smpp}"
-    raw["bank"]["banks"][0]["endpoint"] = f"tcp:host=127.0.0.1:port={iso}"
-    raw["ami"]["port"] = ami
-    raw["ivr"]["endpoint"] = f"tcp:{agi}:interface=127.0.0.1"
-    path = tmp_path / "telecom-pay.toml"
-    path.write_text(dumps(raw), encoding="utf-8")
-    return path, http, agi
+from tests.demokit import CLI, start_demo
 
 
 def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
-    cfg, http, agi = _config(tmp_path)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    demo = subprocess.Popen([*CLI, "demo", "--config", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    demo = start_demo(tmp_path)
+    http, agi, web = demo.http, demo.agi, demo.web
     try:
-        printed = []
-        deadline = time.monotonic() + 60
-        for line in demo.stdout:
-            printed.append(line)
-            if line.strip() == "ready" or time.monotonic() > deadline:
-                break
-        out = "".join(printed)
-        assert "ready" in out, out
+        out = demo.printed
         assert "demo account: 13800138000" in out
         assert re.search(rf"IVR \(FastAGI\) on port {agi}", out), out
         assert f"telecom-pay handset call 13800138000 --keys 1,0 --agi tcp:127.0.0.1:{agi}" in out
@@ -96,11 +54,18 @@ def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
             raise AssertionError("keys that are not text were accepted")
         except urllib.error.HTTPError as exc:
             assert exc.code == 400
+
+        # the web interface: its URL printed, the login page at its root, a development user logs in
+        assert f"web: http://127.0.0.1:{web}/" in out, out
+        assert "DEVELOPMENT DEFAULT web users: agent1 / counter-dev-2026 (agent)" in out, out
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=30) as resp:
+            page = resp.read().decode()
+            assert resp.url.endswith("/login") and '<form method="post" action="/login"' in page
+        req = urllib.request.Request(f"http://127.0.0.1:{web}/api/v1/session", method="POST",
+                                     data=json.dumps({"username": "admin", "password": "operate-dev-2026"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert json.loads(resp.read())["role"] == "ops_admin"
     finally:
-        demo.terminate()
-        try:
-            demo.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.wait()
-    assert demo.returncode == 0
+        code = demo.stop()
+    assert code == 0

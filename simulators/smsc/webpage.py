@@ -87,9 +87,14 @@ $("call").onclick = async () => {
   $("heard").replaceChildren(el("div", "calling...", "meta"));
   const r = await api("POST", `/handsets/${who()}/call`, {keys: $("callkeys").value, wait: 120});
   if (!r || !r.log) return;
-  $("heard").replaceChildren(...r.log.map(([kind, text]) => el("div", (kind === "pressed" ? "> " : "") + text,
-                                                                 kind === "pressed" ? "meta" : "msg")),
-                             el("div", `call ended (${r.hung_up_by || "?"} hung up)`, "meta"));
+  // what was heard between two key entries reads as one line, as on the phone
+  const lines = [];
+  for (const [kind, text] of r.log) {
+    if (kind === "pressed") lines.push(el("div", "> " + text, "meta"));
+    else if (lines.length && lines[lines.length - 1].className === "msg") lines[lines.length - 1].textContent += " " + text;
+    else lines.push(el("div", text, "msg"));
+  }
+  $("heard").replaceChildren(...lines, el("div", `call ended (${r.hung_up_by || "?"} hung up)`, "meta"));
 };
 $("ussdend").onclick = async () => { await api("POST", `/handsets/${who()}/ussd/hangup`, {}); $("ussdtext").value = ""; refresh(); };
 $("addfault").onclick = async () => {

@@ -105,6 +105,7 @@ class Rig:
         for section in ("demo", "bank_sim", "smsc_sim"):
             raw.pop(section, None)
         raw.setdefault("ivr", {})["endpoint"] = "tcp:0:interface=127.0.0.1"   # several daemons: never a fixed port
+        raw.setdefault("web", {})["endpoint"] = "tcp:0:interface=127.0.0.1"
         raw.setdefault("ami", {})["enabled"] = False                          # nor the demo's switch
         for dotted, value in extra.items():
             node = raw

@@ -1,0 +1,61 @@
+"""The OpenAPI 3.1 document of /api/v1, written from the route declarations."""
+from __future__ import annotations
+
+from channels.web.routes import ApiRoute
+from channels.web.sessions import COOKIE, CSRF_HEADER
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+_REASONS = {400: "bad input (missing field, wrong type, bad value)", 401: "not logged in",
+            403: "wrong role, CSRF token missing or wrong, or the initial password not changed yet",
+            405: "method not allowed", 409: "conflict", 413: "body over the size limit",
+            415: "body is not application/json"}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def operation(route: ApiRoute) -> dict:
+    op: dict = {"operationId": route.operation_id, "summary": route.summary, "responses": {}}
+    ok = 201 if 201 in route.responses else 200
+    op["responses"][str(ok)] = {"description": route.responses.get(ok, "ok"),
+                                "content": _json(route.response_schema or {"type": "object"})}
+    errors = {400, 405, 413} if route.body is not None else {405, 413}
+    if route.body is not None:
+        errors.add(415)
+    if route.roles is not None:
+        errors |= {401, 403}
+        op["security"] = [{"session": []}]
+        op["description"] = f"Roles: {', '.join(route.roles)}."
+    if route.csrf:
+        op["parameters"] = [{"name": CSRF_HEADER, "in": "header", "required": True,
+                             "schema": {"type": "string"}, "description": "the session's CSRF token"}]
+    for status, text in route.responses.items():
+        if status >= 400:
+            errors.add(status)
+    for status in sorted(errors):
+        op["responses"][str(status)] = {"description": route.responses.get(status, _REASONS.get(status, "refused")),
+                                        "content": _json(ERROR)}
+    if route.body is not None:
+        op["requestBody"] = {"required": True, "content": _json(route.body.schema())}
+    return op
+
+
+def document(routes: tuple[ApiRoute, ...]) -> dict:
+    paths: dict[str, dict] = {}
+    for route in routes:
+        paths.setdefault(route.openapi_path, {})[route.method.lower()] = operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "telecom-pay web API", "version": "1",
+                 "description": "Log in with POST /api/v1/session; later calls carry the session cookie, and "
+                                f"state-changing ones the {CSRF_HEADER} header."},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": {"type": "object", "required": ["error"],
+                                  "properties": {"error": {"type": "string"}, "field": {"type": "string"},
+                                                 "captcha_required": {"type": "boolean"},
+                                                 "password_change_required": {"type": "boolean"}}}},
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": COOKIE}},
+        },
+    }
