@@ -20,8 +20,10 @@ services:
 run: install
 	$(BIN)/telecom-pay demo
 
+# three workers on two cores: most tests wait on sockets, not the CPU
+TEST_WORKERS ?= 3
 test: install
-	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
