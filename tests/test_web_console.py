@@ -135,12 +135,17 @@ async def test_cash_in_with_a_receipt_books_once_and_bad_amounts_are_4xx(sqlite_
                                                                               "receipt": f"R-{amount}"})
             assert r.status == 400 and r.json()["field"] == "amount", (amount, r.text)
         for bad, field in (({**body, "amount": 20}, "amount"), ({"msisdn": CALLER, "amount": "1"}, "receipt"),
-                           ({**body, "msisdn": "12"}, "msisdn"), ({**body, "extra": 1}, "extra")):
+                           ({**body, "msisdn": "12"}, "msisdn"), ({**body, "extra": 1}, "extra"),
+                           ({**body, "receipt": "R\x00-1"}, "receipt")):
             r = await b.post("/api/v1/agent/cash-in", headers=h, json_body=bad)
             assert r.status == 400 and r.json()["field"] == field, (bad, r.text)
         r = await b.post("/api/v1/agent/cash-in", headers=h, json_body={**body, "msisdn": "13700137000"})
         assert r.status == 404 and r.json()["outcome"] == "no_account"
         assert len(await rows(daemon, sa.select(operations).where(operations.c.kind == "cash_in"))) == 1
+
+        exists = await b.post("/api/v1/agent/open", headers=h, json_body={
+            "msisdn": CALLER, "holder_name": "Han Meimei", "id_type": "passport", "id_number": "E1234"})
+        assert exists.status == 409 and exists.json()["account_status"] == "active", exists.text
 
         view = (await b.post("/api/v1/agent/lookup", headers=h, json_body={"msisdn": CALLER})).json()
         assert view["balance"] == 2050 and [o["kind"] for o in view["operations"]] == ["cash_in"]

@@ -50,7 +50,7 @@ _STATUS = {
     Outcome.BANK_UNAVAILABLE: 503,
 }
 #: result params that are fine to show an agent (never a PIN or password)
-_SHOWN = ("action", "what", "msisdn", "tier", "last4", "card_type", "held", "status", "reason", "limit",
+_SHOWN = ("action", "what", "msisdn", "tier", "last4", "card_type", "held", "reason", "limit",
           "differs", "agent_balance", "withdrawable")
 _SECRET_FIELDS = frozenset({"pin", "pan", "expiry"})
 
@@ -71,6 +71,8 @@ def result_view(result: Result) -> dict[str, Any]:
         if getattr(result, name, None) is not None:
             out[name] = getattr(result, name)
     out.update({k: v for k, v in result.params.items() if k in _SHOWN})
+    if "status" in result.params:
+        out["account_status"] = result.params["status"]
     return out
 
 
@@ -189,9 +191,9 @@ async def _cash_in(web, code, b):
 
 async def _card(web, code, b):
     pan, expiry = b["pan"].replace(" ", ""), b["expiry"].strip()
-    if not (pan.isdigit() and 12 <= len(pan) <= 19):
+    if not (pan.isascii() and pan.isdigit() and 12 <= len(pan) <= 19):
         raise HttpError(400, "pan: a card number is 12 to 19 digits", field="pan")
-    if not (len(expiry) == 4 and expiry.isdigit()):
+    if not (len(expiry) == 4 and expiry.isascii() and expiry.isdigit()):
         raise HttpError(400, "expiry: YYMM, four digits", field="expiry")
     return await web.core.service.bind_card(number(web, b["msisdn"]), pan, expiry, channel="agent",
                                             actor=f"agent:{code}")
@@ -250,10 +252,21 @@ OPERATIONS: tuple[Operation, ...] = (
 BY_NAME = {op.name: op for op in OPERATIONS}
 
 
+def printable(body: dict) -> dict:
+    """Names, ID numbers and receipts end up in rows and on screens:
+    control characters (a NUL PostgreSQL refuses, a newline forging a log
+    line) are refused, not stored."""
+    for name, value in body.items():
+        if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise HttpError(400, f"{name} contains control characters", field=name)
+    return body
+
+
 async def perform(web: "WebApp", ctx: "WebContext", op: Operation, body: dict) -> tuple[Result, str]:
     """Runs one operation as the user's agent code and audits it with the
     person behind the code; returns the result and the number the account
     has afterwards."""
+    printable(body)
     code = await agent_code_of(web, ctx)
     msisdn = number(web, body["msisdn"])
     before = await snapshot(web, msisdn)
@@ -272,7 +285,7 @@ async def perform(web: "WebApp", ctx: "WebContext", op: Operation, body: dict) -
 
 async def subscriber_lookup(web: "WebApp", request, ctx: "WebContext", body) -> tuple[int, Any]:
     code = await agent_code_of(web, ctx)
-    result = await lookup(web.core.service, body["msisdn"], looker(ctx, code))
+    result = await lookup(web.core.service, printable(body)["msisdn"], looker(ctx, code))
     if not result.ok:
         raise refusal(result)
     return 200, result.params["subscriber"]
