@@ -37,10 +37,12 @@ async def web_of(daemon) -> str:
     return f"http://127.0.0.1:{await web.wait_listening()}"
 
 
-async def start_console(database_url: str, *, bank=None) -> tuple[Daemon, str]:
-    """The daemon with its web section only (the bank at its seam, in process)."""
+async def start_console(database_url: str | dict, *, bank=None) -> tuple[Daemon, str]:
+    """The daemon with its web section only (the bank at its seam, in
+    process); `database_url` or a whole `stack`."""
     from twisted.internet import reactor
-    daemon = Daemon(web_settings({"database_url": database_url}), reactor, sections=("web",), bank=bank)
+    stack = database_url if isinstance(database_url, dict) else {"database_url": database_url}
+    daemon = Daemon(web_settings(stack), reactor, sections=("web",), bank=bank)
     daemon.startService()
     await wait_deferred(daemon.ready)
     return daemon, await web_of(daemon)
@@ -108,8 +110,8 @@ async def test_agent_opens_an_account_and_resets_the_pin_sms_reach_the_handset(t
 
 
 @aio_test
-async def test_cash_in_with_a_receipt_books_once_and_bad_amounts_are_4xx(sqlite_url):
-    daemon, base = await start_console(sqlite_url)
+async def test_cash_in_with_a_receipt_books_once_and_bad_amounts_are_4xx(stack):
+    daemon, base = await start_console(stack)
     try:
         await active_subscriber(daemon)
         b, token = await agent_browser(daemon, base)
@@ -219,8 +221,8 @@ async def test_roles_agents_stay_out_of_operator_pages_and_operators_cannot_act_
 
 
 @aio_test
-async def test_an_ivr_hand_off_is_shown_and_taken_once(sqlite_url):
-    daemon, base = await start_console(sqlite_url)
+async def test_an_ivr_hand_off_is_shown_and_taken_once(stack):
+    daemon, base = await start_console(stack)
     try:
         await active_subscriber(daemon)
         calls = CallLog(daemon.core.ledger)
