@@ -19,6 +19,7 @@ from telecom_pay.security import PasswordHasher
 from tests.aio import aio_test
 from tests.bankdouble import InProcessBank
 from tests.e2ekit import PIN_RE, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
+from channels.web.console import OPERATIONS, TAKE_BODY, msisdn_body
 from tests.webkit import FAST_HASHER, Browser, add_user, stop_web, web_settings
 
 PASSWORD = "s3cret-enough-pw"
@@ -241,6 +242,11 @@ async def test_an_ivr_hand_off_is_shown_and_taken_once(stack):
         taken = await b.post("/agent/handoffs/take", form={"csrf_token": csrf_of(page.text), "handoff_id": str(hid)})
         assert taken.status == 200 and 'id="handoff"' in taken.text and "PIN checked" in taken.text
         assert 'id="status">active' in taken.text                           # that subscriber's page
+        withheld = [h["id"] for h in listed if h["msisdn"] is None]
+        page = await b.get("/agent")
+        r = await b.post("/agent/handoffs/take",
+                         form={"csrf_token": csrf_of(page.text), "handoff_id": str(withheld[0])})
+        assert r.status == 200 and "withheld" in r.text and "Find a subscriber" in r.text
         other, other_token = await agent_browser(daemon, base, "agent2")
         r = await other.post("/api/v1/agent/handoffs/take", json_body={"handoff_id": hid},
                              headers={"X-CSRF-Token": other_token})
@@ -251,7 +257,7 @@ async def test_an_ivr_hand_off_is_shown_and_taken_once(stack):
         assert [h["state"] for h in await calls.handoffs() if h["id"] == hid] == ["taken"]
         audited = await rows(daemon, sa.select(audit_log).where(audit_log.c.action == "handoff_taken"))
         assert [(a.actor, a.details["username"], a.details["handoff_id"]) for a in audited] == \
-            [("agent:AG001", "agent1", hid)]
+            [("agent:AG001", "agent1", hid), ("agent:AG001", "agent1", withheld[0])]
     finally:
         await stop_web(daemon)
 
@@ -292,5 +298,38 @@ async def test_card_binding_and_close_refunded_to_the_card(sqlite_url):
         assert bank.movements[-1][1:] == (PAN, 1200) and await svc.account_info(CALLER) is None
         acted = await rows(daemon, sa.select(audit_log).where(audit_log.c.action == "web_agent_close"))
         assert pin not in str([a.details for a in acted]) and acted[-1].details["after"] is None
+    finally:
+        await stop_web(daemon)
+
+
+NASTY_TEXT = ["", " ", "\x00", "١٣٩٠٠١٣٩٠٠٠", "9" * 40, "' or 1=1", "😀", "-5", "1.999", "99999999999999"]
+NASTY_INT = [-1, 0, 2 ** 70]
+GOOD = {"msisdn": CALLER, "holder_name": "Wang Fang", "id_type": "ID", "id_number": "1101", "tier": 2,
+        "amount": "1", "receipt": "R-1", "pan": PAN, "expiry": "2912", "new_msisdn": "13700137000",
+        "pin": "123456", "language": "en", "handoff_id": 1}
+
+
+@aio_test
+async def test_bad_input_on_every_console_endpoint_is_a_4xx(sqlite_url):
+    """Each field of each console route given odd values, the others good:
+    never a 5xx (a refused open of an existing account once was one)."""
+    bank = InProcessBank()
+    bank.add_card(PAN)
+    daemon, base = await start_console(sqlite_url, bank=bank)
+    try:
+        await active_subscriber(daemon)
+        b, token = await agent_browser(daemon, base)
+        routes = [(f"/api/v1/agent/{op.name}", op.body) for op in OPERATIONS]
+        routes += [("/api/v1/agent/lookup", msisdn_body()), ("/api/v1/agent/handoffs/take", TAKE_BODY)]
+        served = []
+        for path, body in routes:
+            good = {name: GOOD[name] for name in body.fields}
+            for name, f in body.fields.items():
+                for value in NASTY_INT if f.type == "integer" else NASTY_TEXT:
+                    r = await b.post(path, headers={"X-CSRF-Token": token}, json_body={**good, name: value})
+                    served.append((path, name, value, r.status))
+                    assert r.status < 500, (path, name, value, r.text)
+                    assert r.status < 400 or "error" in r.json(), (path, name, value, r.text)
+        assert {s for *_, s in served} >= {200, 400, 404, 409}
     finally:
         await stop_web(daemon)

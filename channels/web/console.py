@@ -222,7 +222,8 @@ async def _close(web, code, b):
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("open", "Open an account", msisdn_body(**_ID, language=Field("string", required=False, enum=("zh", "en"))),
+    Operation("open", "Open an account",
+              msisdn_body(**_ID, language=Field("string", required=False, enum=("zh", "en"))),
               _open, "Open an account for a caller after the ID check: the agreement goes by SMS and the caller "
                      "confirms with A on the phone."),
     Operation("kyc", "Set the KYC tier", msisdn_body(tier=Field("integer", description="a tier from [limits]")),
@@ -246,7 +247,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "account opens and its PIN goes by SMS."),
     Operation("number-cancel", "Cancel the number", msisdn_body(), _cancel_number,
               "The number is cancelled: the account is frozen and its balance kept for refund."),
-    Operation("close", "Close the account", msisdn_body(pin=Field("string", max_length=6, description="the holder's PIN")),
+    Operation("close", "Close the account",
+              msisdn_body(pin=Field("string", max_length=6, description="the holder's PIN")),
               _close, "Close with the holder's PIN: the balance is refunded to the bound card first."),
 )
 BY_NAME = {op.name: op for op in OPERATIONS}
