@@ -19,7 +19,7 @@ from telecom_pay.security import PasswordHasher
 from tests.aio import aio_test
 from tests.bankdouble import InProcessBank
 from tests.e2ekit import PIN_RE, reply, say, settings_for, start_daemon, start_smsc, stop_daemon
-from channels.web.console import OPERATIONS, TAKE_BODY, msisdn_body
+from channels.web.console import OPERATIONS, REF_BODY, TAKE_BODY, msisdn_body
 from tests.webkit import FAST_HASHER, Browser, add_user, stop_web, web_settings
 
 PASSWORD = "s3cret-enough-pw"
@@ -321,6 +321,13 @@ async def test_bad_input_on_every_console_endpoint_is_a_4xx(sqlite_url):
         b, token = await agent_browser(daemon, base)
         routes = [(f"/api/v1/agent/{op.name}", op.body) for op in OPERATIONS]
         routes += [("/api/v1/agent/lookup", msisdn_body()), ("/api/v1/agent/handoffs/take", TAKE_BODY)]
+        sup, sup_token = await agent_browser(daemon, base, "super1", "agent_supervisor")
+        for path, body in (("/api/v1/agent/suspense", msisdn_body()), ("/api/v1/agent/suspense/request", REF_BODY),
+                           ("/api/v1/agent/suspense/approve", REF_BODY)):
+            for value in NASTY_TEXT:
+                r = await sup.post(path, headers={"X-CSRF-Token": sup_token},
+                                   json_body={name: value for name in body.fields})
+                assert r.status < 500 and (r.status < 400 or "error" in r.json()), (path, value, r.text)
         served = []
         for path, body in routes:
             good = {name: GOOD[name] for name in body.fields}
@@ -331,5 +338,70 @@ async def test_bad_input_on_every_console_endpoint_is_a_4xx(sqlite_url):
                     assert r.status < 500, (path, name, value, r.text)
                     assert r.status < 400 or "error" in r.json(), (path, name, value, r.text)
         assert {s for *_, s in served} >= {200, 400, 404, 409}
+    finally:
+        await stop_web(daemon)
+
+
+@aio_test
+async def test_suspense_after_an_ownership_transfer_is_paid_back_with_a_second_approval(stack):
+    from telecom_pay import accounts as acct
+
+    async def float_of(daemon) -> int:
+        return (await daemon.core.ledger.read(lambda conn: acct.find_agent(conn, "AG001"))).balance
+
+    daemon, base = await start_console(stack)
+    try:
+        await active_subscriber(daemon)
+        agent, token = await agent_browser(daemon, base)
+        h = {"X-CSRF-Token": token}
+        assert (await agent.post("/api/v1/agent/cash-in", headers=h,
+                                 json_body={"msisdn": CALLER, "amount": "35", "receipt": "R-35"})).status == 200
+        moved = await agent.post("/api/v1/agent/ownership", headers=h, json_body={
+            "msisdn": CALLER, "holder_name": "Zhao Lei", "id_type": "ID", "id_number": "3201"})
+        assert moved.status == 200 and moved.json()["held"] == 3500, moved.text
+        assert (await agent.post("/api/v1/agent/suspense", headers=h, json_body={"msisdn": CALLER})).status == 403
+
+        first, first_token = await agent_browser(daemon, base, "super1", "agent_supervisor")
+        second, second_token = await agent_browser(daemon, base, "super2", "agent_supervisor")
+        nocode, nocode_token = await agent_browser(daemon, base, "super3", "agent_supervisor", agent_code=None)
+        holds = (await first.post("/api/v1/agent/suspense", headers={"X-CSRF-Token": first_token},
+                                  json_body={"msisdn": CALLER})).json()["holds"]
+        assert [(x["amount"], x["state"]) for x in holds] == [(3500, "held")]
+        ref = holds[0]["ref"]
+        r = await second.post("/api/v1/agent/suspense/approve", headers={"X-CSRF-Token": second_token},
+                              json_body={"ref": ref})
+        assert r.status == 409                                           # nothing asked yet
+        before = await float_of(daemon)
+        r = await first.post("/api/v1/agent/suspense/request", headers={"X-CSRF-Token": first_token},
+                             json_body={"ref": ref})
+        assert r.status == 200 and r.json()["state"] == "requested", r.text
+        assert (await first.post("/api/v1/agent/suspense/request", headers={"X-CSRF-Token": first_token},
+                                 json_body={"ref": ref})).status == 409
+        own = await first.post("/api/v1/agent/suspense/approve", headers={"X-CSRF-Token": first_token},
+                               json_body={"ref": ref})
+        assert own.status == 403 and await float_of(daemon) == before    # four eyes: not the one who asked
+        for step in ("request", "approve"):                               # a supervisor without a counter
+            r = await nocode.post(f"/api/v1/agent/suspense/{step}", headers={"X-CSRF-Token": nocode_token},
+                                  json_body={"ref": ref})
+            assert r.status == 403 and "agent code" in r.json()["error"]
+        assert await float_of(daemon) == before
+
+        # the second person approves from the subscriber's page: paid out once, at the asker's counter
+        page = await second.post("/agent/lookup", form={"csrf_token": second_token, "msisdn": CALLER})
+        assert page.status == 200 and "Approve and pay out" in page.text
+        r = await second.post("/agent/suspense", form={"csrf_token": csrf_of(page.text), "msisdn": CALLER,
+                                                       "ref": ref, "step": "approve"})
+        assert r.status == 200 and "Paid back" in r.text, r.text
+        assert await float_of(daemon) == before + 3500
+        again = await second.post("/api/v1/agent/suspense/approve", headers={"X-CSRF-Token": second_token},
+                                  json_body={"ref": ref})
+        assert again.status == 409 and await float_of(daemon) == before + 3500
+        paid = await rows(daemon, sa.select(operations).where(operations.c.kind == "suspense_payback"))
+        assert len(paid) == 1 and paid[0].amount == 3500
+        approved = await rows(daemon, sa.select(audit_log).where(audit_log.c.action == "suspense_payback_approved"))
+        assert [(a.actor, a.details["requested_by"]) for a in approved] == [("super2", "super1")]
+        shown = await first.post("/agent/lookup", form={"csrf_token": first_token, "msisdn": CALLER})
+        assert shown.status == 200 and "Zhao Lei" in shown.text and f'data-hold="{ref}"' in shown.text
+        assert "paid" in shown.text
     finally:
         await stop_web(daemon)

@@ -27,6 +27,7 @@ from telecom_pay.commands.replies import render
 from telecom_pay.money import AmountError, parse_amount
 from telecom_pay.msisdn import MsisdnError, mask, normalize
 from telecom_pay.outcomes import Outcome, Result
+from telecom_pay.suspense import Suspense
 from telecom_pay.webusers import AGENT, AGENT_SUPERVISOR
 
 if TYPE_CHECKING:
@@ -348,6 +349,68 @@ async def take_handoff(web: "WebApp", request, ctx: "WebContext", body) -> tuple
     return 200, out
 
 
+# ------------------------------------------------------------ suspense payback (supervisors, four eyes)
+
+SUPERVISORS = (AGENT_SUPERVISOR,)
+REF_BODY = Body({"ref": Field("string", max_length=12, description="the hold's ref (from /suspense)")})
+_SUSPENSE_MESSAGES = {
+    "requested": "Payback requested; a second supervisor approves it.",
+    "paid": "Paid back: hand the cash to the former holder.",
+    Outcome.IDEMPOTENCY_CONFLICT: "A payback of this hold is already waiting for a second person's approval.",
+    Outcome.NOTHING_PENDING: "Nothing to approve: not requested yet, or paid back already.",
+    Outcome.NOT_FOUND: "No such hold.",
+    Outcome.NOT_AUTHORIZED: "Not allowed: the one who asked cannot approve, and the counter's agent code must be "
+                            "active.",
+    Outcome.INSUFFICIENT_FUNDS: "The suspense account does not hold that much.",
+}
+
+
+def suspense_answer(result: Result) -> tuple[int, dict]:
+    message = _SUSPENSE_MESSAGES.get(result.params.get("state") if result.ok else result.outcome,
+                                     message_of(result))
+    view = {**result_view(result), "message": message}
+    for name in ("state", "requested_by"):
+        if name in result.params:
+            view[name] = result.params[name]
+    if not result.ok:
+        view.pop("message")
+        raise HttpError(status_of(result), message, **view)
+    return 200, view
+
+
+async def suspense_holds(web: "WebApp", ctx: "WebContext", msisdn: str) -> list[dict]:
+    holds = await Suspense(web.core.service).held(msisdn)
+    await audit_web(web, ctx, "", "web_suspense_lookup", msisdn, holds=len(holds))
+    return holds
+
+
+async def suspense_list(web: "WebApp", request, ctx: "WebContext", body) -> tuple[int, Any]:
+    return 200, {"holds": await suspense_holds(web, ctx, number(web, printable(body)["msisdn"]))}
+
+
+async def suspense_request(web: "WebApp", ctx: "WebContext", ref: str) -> Result:
+    code = await agent_code_of(web, ctx)
+    return await Suspense(web.core.service).request_payback(
+        printable({"ref": ref})["ref"], requested_by=ctx.username, agent_code=code, role=ctx.role,
+        address=ctx.address)
+
+
+async def suspense_approve(web: "WebApp", ctx: "WebContext", ref: str) -> Result:
+    # the approver is a console user too (an agent code of its own, audited)
+    code = await agent_code_of(web, ctx)
+    return await Suspense(web.core.service).approve_payback(printable({"ref": ref})["ref"],
+                                                            approved_by=ctx.username, role=ctx.role,
+                                                            address=ctx.address, approver_agent_code=code)
+
+
+async def request_payback(web: "WebApp", request, ctx: "WebContext", body) -> tuple[int, Any]:
+    return suspense_answer(await suspense_request(web, ctx, body["ref"]))
+
+
+async def approve_payback(web: "WebApp", request, ctx: "WebContext", body) -> tuple[int, Any]:
+    return suspense_answer(await suspense_approve(web, ctx, body["ref"]))
+
+
 _RESULT_SCHEMA = {"type": "object", "required": ["outcome", "message"],
                   "properties": {"outcome": {"type": "string"}, "message": {"type": "string"},
                                  "ref": {"type": "string"}, "amount": {"type": "integer", "description": "fen"},
@@ -386,4 +449,19 @@ ROUTES: tuple[ApiRoute, ...] = (
              response_schema={"type": "object", "required": ["handoff", "subscriber"],
                               "properties": {"handoff": {"type": "object"},
                                              "subscriber": {"type": ["object", "null"]}}}),
+    ApiRoute("POST", "/api/v1/agent/suspense", suspense_list,
+             "Money held in suspense for former holders of this number (ownership transfers), with its payback "
+             "state (supervisors).", roles=SUPERVISORS, body=msisdn_body(),
+             responses={400: _OP_ERRORS[400]},
+             response_schema={"type": "object", "required": ["holds"],
+                              "properties": {"holds": {"type": "array", "items": {"type": "object"}}}}),
+    ApiRoute("POST", "/api/v1/agent/suspense/request", request_payback,
+             "Ask to pay a hold back in cash at this supervisor's counter; a second supervisor approves.",
+             roles=SUPERVISORS, body=REF_BODY, response_schema=_RESULT_SCHEMA,
+             responses={403: _OP_ERRORS[403], 404: "no such hold", 409: "already requested or paid"}),
+    ApiRoute("POST", "/api/v1/agent/suspense/approve", approve_payback,
+             "Approve (as a second person) and pay out a requested payback, once.",
+             roles=SUPERVISORS, body=REF_BODY, response_schema=_RESULT_SCHEMA,
+             responses={403: "the one who asked cannot approve; no agent code; the role; CSRF", 404: "no such hold",
+                        409: "not requested, or paid already", 422: "the suspense account does not hold that much"}),
 )

@@ -36,6 +36,8 @@ class ConsolePages:
             pages._page(self.operation, roles=roles, csrf=True))
         k.route("/agent/handoffs/take", methods=["POST"], endpoint="page agent take")(
             pages._page(self.take, roles=roles, csrf=True))
+        k.route("/agent/suspense", methods=["POST"], endpoint="page agent suspense")(
+            pages._page(self.suspense, roles=console.SUPERVISORS, csrf=True))
 
     async def search(self, request, ctx: "WebContext", form, *, status: int = 200, error: str | None = None,
                      notice: str | None = None) -> bytes:
@@ -56,9 +58,10 @@ class ConsolePages:
             return await self.search(request, ctx, {"msisdn": msisdn}, status=console.status_of(result)
                                      if status == 200 else status, error=" ".join(filter(None, (error, message))),
                                      notice=notice)
+        holds = await console.suspense_holds(self.web, ctx, msisdn) if ctx.role in console.SUPERVISORS else None
         return self.pages.render(request, "agent_subscriber.html", status, ctx=ctx, agent_code=code,
                                  s=result.params["subscriber"], error=error, notice=notice, handoff=handoff,
-                                 ops=console.BY_NAME, id_types=console.ID_TYPES)
+                                 ops=console.BY_NAME, id_types=console.ID_TYPES, holds=holds)
 
     async def lookup(self, request, ctx: "WebContext", form) -> bytes:
         try:
@@ -101,3 +104,17 @@ class ConsolePages:
         if not handoff["msisdn"]:
             return await self.search(request, ctx, {}, notice="Caller taken; the number is withheld: ask for it.")
         return await self.subscriber(request, ctx, handoff["msisdn"], handoff=handoff)
+
+    async def suspense(self, request, ctx: "WebContext", form) -> bytes:
+        """A supervisor asks for, or (another one) approves, a payback."""
+        step = {"request": console.suspense_request, "approve": console.suspense_approve}.get(form.get("step", ""))
+        if step is None:
+            raise HttpError(400, "No such step.")
+        try:
+            body = from_form(console.REF_BODY, form)
+            msisdn = console.number(self.web, form.get("msisdn", ""))
+            _, view = console.suspense_answer(await step(self.web, ctx, body["ref"]))
+        except HttpError as exc:
+            msisdn = form.get("msisdn", "")
+            return await self._back(request, ctx, {"msisdn": msisdn}, exc.status, exc.message)
+        return await self.subscriber(request, ctx, msisdn, notice=view["message"])
