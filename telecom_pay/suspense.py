@@ -111,7 +111,9 @@ class Suspense:
             req = await self._request(conn, ref)
             if req is None:
                 return Result(Outcome.NOTHING_PENDING, params={"action": "suspense_payback", "state": "held"})
-            if req.actor == approved_by[:64]:
+            askers = (await conn.execute(sa.select(audit_log.c.actor).where(
+                audit_log.c.action == REQUESTED, audit_log.c.details["ref"].as_string() == ref))).scalars().all()
+            if approved_by[:64] in askers:        # whoever asked (two asking at once: either) cannot approve
                 return Result(Outcome.NOT_AUTHORIZED, params={"reason": "second_person_required"})
             agent = await acct.find_agent(conn, req.details["agent_code"])
             if agent is None or agent.status != ACTIVE:
@@ -125,6 +127,8 @@ class Suspense:
                     details={"held_ref": ref, "requested_by": req.actor, "approved_by": approved_by[:64]}))
             except InsufficientFunds:
                 return Result(Outcome.INSUFFICIENT_FUNDS)
+            if rec.replayed:                      # another approval committed first
+                return Result(Outcome.NOTHING_PENDING, params={"action": "suspense_payback", "state": "paid"})
             await acct.audit(conn, actor=approved_by[:64], channel="web", action=APPROVED,
                              account_id=hold.account_id, ref=ref, payback_ref=rec.ref, amount=rec.amount,
                              requested_by=req.actor, agent_code=agent.code, **details)
