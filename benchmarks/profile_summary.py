@@ -29,7 +29,7 @@ def _name(frame: str) -> str:
 AREAS = (("logging", "twisted/logger"), ("smpp codec", "smpp/pdu.py"), ("smpplib", "smpplib/"),
          ("smpp session/client", "channels/smpp/"), ("sqlalchemy", "sqlalchemy/"), ("aiosqlite", "aiosqlite/"),
          ("psycopg", "psycopg"), ("redis client", "redis/"), ("conversation", "telecom_pay/commands/"),
-         ("service", "telecom_pay/service.py"), ("message record", "telecom_pay/messaging.py"),
+         ("service", "telecom_pay/service/"), ("message record", "telecom_pay/messaging.py"),
          ("ledger", "telecom_pay/ledger/"), ("sessions", "telecom_pay/sessions/"), ("json", "json/"),
          ("asyncio", "asyncio/"), ("twisted reactor", "twisted/"))
 

@@ -1,0 +1,125 @@
+"""Merchants: their registration from config, the account settlement pays
+them into, and the refunds they give back against a payment they received.
+"""
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+
+from telecom_pay import accounts as acct
+from telecom_pay.bank_port import BankStatus
+from telecom_pay.ledger.chart import insert_account
+from telecom_pay.ledger.ledger import IdempotencyConflict, Leg, OperationRequest
+from telecom_pay.ledger.tables import MERCHANT, accounts, operations, transfers
+from telecom_pay.outcomes import BankDecline, Outcome, Result
+
+from .base import ServiceCore, _refuse
+
+
+class MerchantOperations(ServiceCore):
+    """Merchant registration, payout accounts and refunds."""
+
+    # ------------------------------------------------------------ merchants
+
+    async def register_merchant(self, code: str, name: str, *, name_en: str | None = None) -> int:
+        code = code.upper()
+        self.merchant_names[code] = {"zh": name, "en": name_en or name}
+
+        async def job(conn):
+            row = await acct.find_merchant(conn, code)
+            if row is not None:
+                if row.name != name:
+                    await conn.execute(accounts.update().where(accounts.c.id == row.id).values(name=name))
+                return row.id
+            mid = await insert_account(conn, kind=MERCHANT, code=code, name=name)
+            await acct.audit(conn, actor="admin", channel="config", action="merchant_registered",
+                             account_id=mid, code=code)
+            return mid
+        return await self.ledger.write(job)
+
+    async def bind_merchant_account(self, merchant_code: str, pan: str, expiry: str) -> Result:
+        """The account settlement pays a merchant into, verified by its bank."""
+        code = merchant_code.upper()
+        if self.bank is None:
+            return Result(Outcome.BANK_UNAVAILABLE)
+        m = await self.ledger.read(lambda conn: acct.find_merchant(conn, code))
+        if m is None:
+            return Result(Outcome.UNKNOWN_MERCHANT)
+        v = await self.bank.verify_card(pan=pan, expiry=expiry, holder_msisdn="")
+        if v.status is not BankStatus.APPROVED or v.card is None:
+            return Result(Outcome.BANK_DECLINED, params={"action": "bind_card",
+                                                         "reason": (v.decline or BankDecline.OTHER).value})
+        card = v.card
+
+        async def job(conn):
+            await acct.bind_card(conn, m.id, token=card.token, last4=card.last4, bin=card.bin,
+                                 card_type=card.card_type, bank_code=card.bank_code, actor="admin", channel="admin")
+            return Result(Outcome.OK, params={"action": "bind_card", "last4": card.last4})
+        return await self._run(job)
+
+    # ------------------------------------------------------------ refunds
+
+    async def refund(self, merchant_code: str, ref: str, amount: int | None = None, *, actor: str,
+                     key: str | None = None) -> Result:
+        """A merchant refunds (part of) a payment it received. Consumption-only
+        money that paid for it comes back consumption-only."""
+        code = merchant_code.upper()
+        key = key or f"refund:{ref}:{uuid.uuid4().hex}"
+
+        async def job(conn):
+            m = await acct.find_merchant(conn, code)
+            if m is None:
+                raise _refuse(Outcome.UNKNOWN_MERCHANT)
+            q = sa.select(operations).where(operations.c.ref == ref)
+            if conn.dialect.name != "sqlite":   # refunds of one payment queue here (SQLite has one writer)
+                q = q.with_for_update()
+            op = (await conn.execute(q)).first()
+            if op is None or op.kind != "payment" or op.counterparty_id != m.id or op.state != "posted":
+                raise _refuse(Outcome.NOT_FOUND)
+            prior = (await conn.execute(sa.select(operations).where(operations.c.idempotency_key == key))).first()
+            if prior is not None:
+                # a replay: the legs it was booked with (the amount refunded since
+                # includes this refund itself); the ledger compares the rest
+                if amount is not None and amount != prior.amount:
+                    raise IdempotencyConflict(key, ["amount"])
+                value, legs = prior.amount, [Leg(**leg) for leg in prior.request["legs"]]
+            else:
+                value, legs = await self._refund_legs(conn, op, m, amount)
+            rec = await self.ledger.book(conn, OperationRequest(
+                key=key, kind="refund", legs=tuple(legs), channel="merchant", actor=actor,
+                account_id=op.account_id, counterparty_id=m.id, parent_id=op.id))
+            if not rec.replayed:
+                await acct.audit(conn, actor=actor, channel="merchant", action="refund", account_id=op.account_id,
+                                 payment_ref=ref, amount=value)
+            replays.append(rec.replayed)
+            w = await acct.get_account(conn, op.account_id)
+            return Result(Outcome.OK, ref=rec.ref, amount=value,
+                          balance=rec.balance_of(op.account_id).available,
+                          params={"action": "refund", "merchant_code": code, "msisdn": w.msisdn,
+                                  "merchant_name": self.merchant_display(code, m.name, w.language)})
+        replays: list[bool] = []
+        result = await self._run(job)
+        if result.outcome is Outcome.OK and not replays[-1]:
+            await self._notify(result.params["msisdn"], result)
+        return result
+
+    @staticmethod
+    async def _refund_legs(conn, op, m, amount: int | None) -> tuple[int, list[Leg]]:
+        """What is left to refund, consumption-only money back first as such."""
+        refunded = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
+            operations.c.parent_id == op.id, operations.c.kind == "refund",
+            operations.c.state != "voided"))).scalar_one())
+        value = op.amount - refunded if amount is None else amount
+        if value <= 0 or refunded + value > op.amount:
+            raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
+        leg0 = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id,
+                                                               transfers.c.leg == 0))).first()
+        consumption_left = max(0, leg0.consumption_part - refunded)
+        back_consumption = min(value, consumption_left)
+        legs = []
+        if back_consumption:
+            legs.append(Leg(m.id, op.account_id, back_consumption, "refund", consumption_credit=True))
+        if value - back_consumption:
+            legs.append(Leg(m.id, op.account_id, value - back_consumption, "refund"))
+        return value, legs
