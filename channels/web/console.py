@@ -27,7 +27,6 @@ from telecom_pay.commands.replies import render
 from telecom_pay.money import AmountError, parse_amount
 from telecom_pay.msisdn import MsisdnError, mask, normalize
 from telecom_pay.outcomes import Outcome, Result
-from telecom_pay.suspense import Suspense
 from telecom_pay.webusers import AGENT, AGENT_SUPERVISOR
 
 if TYPE_CHECKING:
@@ -379,7 +378,7 @@ def suspense_answer(result: Result) -> tuple[int, dict]:
 
 
 async def suspense_holds(web: "WebApp", ctx: "WebContext", msisdn: str) -> list[dict]:
-    holds = await Suspense(web.core.service).held(msisdn)
+    holds = await web.core.service.suspense_holds(msisdn)
     await audit_web(web, ctx, "", "web_suspense_lookup", msisdn, holds=len(holds))
     return holds
 
@@ -390,7 +389,7 @@ async def suspense_list(web: "WebApp", request, ctx: "WebContext", body) -> tupl
 
 async def suspense_request(web: "WebApp", ctx: "WebContext", ref: str) -> Result:
     code = await agent_code_of(web, ctx)
-    return await Suspense(web.core.service).request_payback(
+    return await web.core.service.request_suspense_payback(
         printable({"ref": ref})["ref"], requested_by=ctx.username, agent_code=code, role=ctx.role,
         address=ctx.address)
 
@@ -398,9 +397,9 @@ async def suspense_request(web: "WebApp", ctx: "WebContext", ref: str) -> Result
 async def suspense_approve(web: "WebApp", ctx: "WebContext", ref: str) -> Result:
     # the approver is a console user too (an agent code of its own, audited)
     code = await agent_code_of(web, ctx)
-    return await Suspense(web.core.service).approve_payback(printable({"ref": ref})["ref"],
-                                                            approved_by=ctx.username, role=ctx.role,
-                                                            address=ctx.address, approver_agent_code=code)
+    return await web.core.service.approve_suspense_payback(printable({"ref": ref})["ref"], approved_by=ctx.username,
+                                                           role=ctx.role, address=ctx.address,
+                                                           approver_agent_code=code)
 
 
 async def request_payback(web: "WebApp", request, ctx: "WebContext", body) -> tuple[int, Any]:

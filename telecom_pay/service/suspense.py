@@ -11,9 +11,9 @@ auditors read anyway); the payout's idempotency key is the held
 operation's ref, so a hold is paid back at most once, whatever is
 clicked twice.
 
-This books money outside telecom_pay/service.py only because that file is
-being split while this was written; it uses the ledger's booking exactly
-as PaymentService does, and belongs beside the agent operations there.
+A part of PaymentService (a mixin over the one ServiceCore, like the
+audience parts): channels call `suspense_holds`, `request_suspense_payback`
+and `approve_suspense_payback` on the façade.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from telecom_pay.ledger.tables import ACTIVE, audit_log, operations
 from telecom_pay.msisdn import normalize
 from telecom_pay.outcomes import Outcome, Result
 
+from .base import ServiceCore
+
 HOLD_KIND = "ownership_hold"
 PAYBACK_KIND = "suspense_payback"
 REQUESTED, APPROVED = "suspense_payback_requested", "suspense_payback_approved"
@@ -34,15 +36,13 @@ def payback_key(ref: str) -> str:
     return f"{PAYBACK_KIND}:{ref}"
 
 
-class Suspense:
-    def __init__(self, service):
-        self.service = service
-        self.ledger = service.ledger
+class SuspenseOperations(ServiceCore):
+    """Supervisors paying back what an ownership transfer held."""
 
-    async def held(self, msisdn: str) -> list[dict]:
+    async def suspense_holds(self, msisdn: str) -> list[dict]:
         """The holds taken from former holders of this number, with their
         payback state: held | requested (by whom) | paid."""
-        number = normalize(msisdn, self.service.settings.region)
+        number = normalize(msisdn, self.settings.region)
 
         async def read(conn):
             holds = (await conn.execute(sa.select(operations).where(operations.c.kind == HOLD_KIND)
@@ -77,7 +77,7 @@ class Suspense:
         return (await conn.execute(sa.select(operations).where(
             operations.c.ref == ref, operations.c.kind == HOLD_KIND))).first()
 
-    async def request_payback(self, ref: str, *, requested_by: str, agent_code: str, **details) -> Result:
+    async def request_suspense_payback(self, ref: str, *, requested_by: str, agent_code: str, **details) -> Result:
         """The first person: asks to pay the hold `ref` out at `agent_code`'s counter."""
         async def job(conn):
             hold = await self._hold(conn, ref)
@@ -98,7 +98,7 @@ class Suspense:
                           params={"action": "suspense_payback", "state": "requested"})
         return await self.ledger.write(job)
 
-    async def approve_payback(self, ref: str, *, approved_by: str, **details) -> Result:
+    async def approve_suspense_payback(self, ref: str, *, approved_by: str, **details) -> Result:
         """The second person: pays the requested hold out, once. The one who
         asked cannot approve."""
         async def job(conn):
@@ -118,7 +118,7 @@ class Suspense:
             agent = await acct.find_agent(conn, req.details["agent_code"])
             if agent is None or agent.status != ACTIVE:
                 return Result(Outcome.NOT_AUTHORIZED)
-            suspense = self.service.system["suspense"]
+            suspense = self.system["suspense"]
             try:
                 rec = await self.ledger.book(conn, OperationRequest(
                     key=payback_key(ref), kind=PAYBACK_KIND, channel="agent", actor=f"agent:{agent.code}",
