@@ -13,6 +13,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from telecom_pay.accounts import audit
 from telecom_pay.ledger.ledger import Ledger, utcnow
 from telecom_pay.ledger.tables import Stamp
 
@@ -120,3 +121,22 @@ class CallLog:
         async def read(conn):
             return [dict(r._mapping) for r in await conn.execute(q)]
         return await self.ledger.read(read)
+
+    async def take_handoff(self, handoff_id: int, *, taken_by: str,
+                           details: dict | None = None) -> tuple[dict | None, bool]:
+        """An agent answers a waiting caller: the row becomes taken, once.
+        Two agents clicking at once: one UPDATE guarded by the state, so only
+        the first takes it. Returns (the row, whether this call took it);
+        (None, False) when there is no such hand-off. `taken_by` (the agent,
+        as the console knows it) is audited in the same commit, with
+        `details` (the web user, the address)."""
+        async def write(conn):
+            done = await conn.execute(ivr_handoffs.update().where(
+                ivr_handoffs.c.id == int(handoff_id), ivr_handoffs.c.state == "waiting").values(state="taken"))
+            row = (await conn.execute(sa.select(ivr_handoffs).where(ivr_handoffs.c.id == int(handoff_id)))).first()
+            if row is None or done.rowcount != 1:
+                return (dict(row._mapping) if row is not None else None), False
+            await audit(conn, actor=taken_by[:64], channel="agent", action="handoff_taken", account_id=None,
+                        handoff_id=row.id, call_id=row.call_id, **(details or {}))
+            return dict(row._mapping), True
+        return await self.ledger.write(write)

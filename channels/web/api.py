@@ -1,4 +1,5 @@
-"""The JSON API under /api/v1 (login, logout, the password change, users).
+"""The JSON API under /api/v1 (login, logout, the password change, users;
+the agent console's routes are declared in channels/web/console.py).
 
 Handlers get the web context (`ctx`: the session, the caller's address)
 and the parsed body, and return (status, JSON value); refusals are
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from channels.web import console
 from channels.web.http import Body, Field, HttpError
 from channels.web.routes import ApiRoute
 from telecom_pay.webusers import OPS_ADMIN, ROLES, STAFF_ROLES, UserError
@@ -118,4 +120,4 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("POST", "/api/v1/users", create_user,
              "Create a staff user; the answer carries its one-time initial password.", roles=(OPS_ADMIN,),
              body=USER_BODY, responses={201: "created; initial_password is shown only now"}),
-)
+) + console.ROUTES

@@ -113,6 +113,11 @@ class Body:
             value = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise HttpError(400, "the body is not valid JSON (UTF-8)")
+        return self.check(value)
+
+    def check(self, value: Any) -> dict[str, Any]:
+        """A decoded body (JSON, or a form converted by `from_form`) as a dict
+        of the declared fields, or HttpError 400."""
         if not isinstance(value, dict):
             raise HttpError(400, "the body must be a JSON object")
         unknown = sorted(set(value) - set(self.fields))
@@ -134,6 +139,27 @@ class Body:
                 raise HttpError(400, f"{name} must be one of {', '.join(f.enum)}", field=name)
             out[name] = v
         return out
+
+
+def from_form(body: Body, form: dict[str, str]) -> dict[str, Any]:
+    """A page form's fields (all text) as the body `body` declares: empty
+    optional fields left out, integers converted, anything else ignored
+    (the CSRF token, the button); then checked like a JSON body."""
+    out: dict[str, Any] = {}
+    for name, f in body.fields.items():
+        text = form.get(name, "").strip()
+        if not text:
+            continue
+        if f.type == "integer":
+            try:
+                out[name] = int(text)
+            except ValueError:
+                raise HttpError(400, f"{name} must be a whole number", field=name)
+        elif f.type == "boolean":
+            out[name] = text.lower() in ("1", "on", "true", "yes")
+        else:
+            out[name] = text
+    return body.check(out)
 
 
 def send_json(request, status: int, body: Any) -> bytes:

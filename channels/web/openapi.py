@@ -36,6 +36,9 @@ def operation(route: ApiRoute) -> dict:
     for status, text in route.responses.items():
         if status >= 400:
             errors.add(status)
+        elif status != ok:                 # another success (202: accepted, not finished)
+            op["responses"][str(status)] = {"description": text,
+                                            "content": _json(route.response_schema or {"type": "object"})}
     for status in sorted(errors):
         op["responses"][str(status)] = {"description": route.responses.get(status, _REASONS.get(status, "refused")),
                                         "content": _json(ERROR)}

@@ -1,5 +1,6 @@
 """Server-rendered pages (Jinja2): login, the first-login password change,
-logout, a home page per role, and the admin page that creates users.
+logout, a home page per role, and the admin page that creates users (the
+agent console's pages are in channels/web/console_pages.py).
 
 Pages work without JavaScript; channels/web/static/app.js only adds
 conveniences (a new CAPTCHA picture without a reload, copying the initial
@@ -64,6 +65,8 @@ class Pages:
             self._page(self.users_form, roles=(OPS_ADMIN,)))
         k.route("/admin/users", methods=["POST"], endpoint="page users post")(
             self._page(self.create_user, roles=(OPS_ADMIN,), csrf=True))
+        from channels.web.console_pages import ConsolePages     # it builds on this module
+        self.console = ConsolePages(self)
         static = File(str(STATIC))
         static.directoryListing = lambda: notFound()
         k.route("/static/", branch=True, methods=["GET"], endpoint="page static")(lambda request: static)
