@@ -91,6 +91,11 @@ class MenuEngine:
 
     async def answer(self, session_id: str, text: str, *, message_id: int | None = None,
                      key: str | None = None) -> Screen:
+        """One input. `message_id`: the input's durable record (USSD); what
+        its PIN books is keyed `mo:<id>`, so a re-answered record finds it.
+        Without a record (IVR) the pending action's own key is the booking's
+        key, consumed once; `key` (the call's step) only names the input in
+        the caller's logs."""
         state = await self.sessions.get(self._key(session_id))
         if state is None:
             return self._expired()
