@@ -94,8 +94,8 @@ class MenuEngine:
         """One input. `message_id`: the input's durable record (USSD); what
         its PIN books is keyed `mo:<id>`, so a re-answered record finds it.
         Without a record (IVR) the pending action's own key is the booking's
-        key, consumed once; `key` (the call's step) only names the input in
-        the caller's logs."""
+        key, consumed once; `key` (the IVR's call and step) is accepted but
+        not needed for that."""
         state = await self.sessions.get(self._key(session_id))
         if state is None:
             return self._expired()
