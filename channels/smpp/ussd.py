@@ -44,7 +44,7 @@ from twisted.logger import Logger
 
 from channels.smpp import pdu as P
 from channels.smpp.session import UssdInfo
-from channels.smpp.text import is_gsm
+from telecom_pay.menus.ussd import UCS2_LIMIT, page_limit
 from telecom_pay.msisdn import mask
 
 log = Logger(namespace="telecom_pay.ussd")
@@ -65,12 +65,12 @@ TIMED_OUT = {
 
 
 def fit_page(text: str) -> str:
-    """A USSD page is one PDU: 182 GSM characters or 70 UCS2 ones (the
-    renderer pages menus; this guards texts written here)."""
-    limit = 182 if is_gsm(text) else 70
+    """A USSD page is one PDU, within the menus' page limit (the renderer
+    pages menus; this guards texts written here)."""
+    limit = page_limit(text)
     if len(text) <= limit:
         return text
-    return text[: limit - 1] + "…" if limit == 70 else text[: limit - 3] + "..."
+    return text[: limit - 1] + "…" if limit == UCS2_LIMIT else text[: limit - 3] + "..."
 
 
 def classify(ussd: UssdInfo) -> str:
