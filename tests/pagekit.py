@@ -1,7 +1,7 @@
 """The web pages as a person in Chromium meets them: the development
 users `make run` seeds (read from the embedded default config, so a changed
 password there cannot leave the browser tests logging in with an old one),
-logging in through the login form, and the figures a page shows."""
+and logging in through the login form."""
 from __future__ import annotations
 
 import re
@@ -24,6 +24,3 @@ def log_in(page, base: str, username: str, password: str | None = None, *, expec
         assert page.url == f"{base}/home", (page.url, page.content())
     return page
 
-
-def csrf_field(page, form: str) -> str:
-    return page.locator(f"{form} input[name=csrf_token]").input_value()

@@ -1,0 +1,144 @@
+"""Every page of the web app in real headless Chromium, as a role allowed
+to see it, with a screenshot of each (tests/artifacts/page-<name>.png),
+and the pages only a POST renders (the console's subscriber page after a
+look-up, a created user's one-time password, the first-login change, the
+error pages).
+
+The list of pages below is checked against the GET routes the app
+registers (the Klein url_map of WebApp.klein, leaving out /static/ and
+/api/), so a page added later without a visit and a screenshot fails this
+test. Each visit also fails on a JavaScript error or a Content-Security-
+Policy violation in the browser's console."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from channels.web.app import WebApp
+from telecom_pay import config
+from telecom_pay.sessions.memory import MemorySessionStore
+from tests.browserkit import ARTIFACTS, chromium, in_a_thread, require_chromium, shot
+from tests.demokit import start_demo
+from tests.pagekit import log_in
+
+#: GET page -> who visits it (None: not logged in), the screenshot names and where it lands
+PAGES = {
+    "/": [(None, "index", "/login")],
+    "/login": [(None, "login", "/login")],
+    "/password": [("agent1", "password", "/password")],
+    "/home": [("agent1", "home-agent", "/home"), ("super1", "home-agent_supervisor", "/home"),
+              ("admin", "home-ops_admin", "/home")],
+    "/admin/users": [("admin", "admin-users", "/admin/users")],
+    "/agent": [("agent1", "agent", "/agent"), ("super1", "agent-supervisor", "/agent")],
+    "/ops/stats": [("admin", "ops-stats", "/ops/stats")],
+}
+#: GET routes that are downloads, not pages: fetched and checked, no screenshot
+DOWNLOADS = {"/ops/stats.csv": ("admin", "text/csv")}
+
+
+def registered_get_pages() -> set[str]:
+    """The app's own url_map (its constructor only wires routes: a stand-in
+    core without a database is enough to read them)."""
+    settings = config.load(None, {})
+    app = WebApp(SimpleNamespace(settings=settings, ledger=None, sessions=MemorySessionStore()),
+                 settings.section("web"))
+    return {rule.rule for rule in app.klein.url_map.iter_rules()
+            if "GET" in (rule.methods or ()) and not rule.rule.startswith(("/static/", "/api/"))}
+
+
+def test_the_page_list_is_every_get_page_the_app_registers():
+    assert set(PAGES) | set(DOWNLOADS) == registered_get_pages()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    require_chromium()
+    demo = start_demo(tmp_path_factory.mktemp("pages-demo"))
+    yield demo
+    demo.stop()
+
+
+def test_every_page_renders_and_is_screenshot(demo):
+    base = demo.web_url
+    taken: list[str] = []
+
+    def page_for(browser, user):
+        context = browser.new_context()
+        page = context.new_page()
+        page.problems = []
+        page.on("pageerror", lambda exc: page.problems.append(f"error: {exc}"))
+        # the document's own status (a 404 page, say) is asserted where it is expected
+        page.on("console", lambda m: m.type in ("error", "warning") and m.location.get("url") != page.url
+                and page.problems.append(f"{m.type}: {m.text} {m.location.get('url', '')}"))
+        if user is not None:
+            log_in(page, base, user)
+        return page
+
+    def visit(page, path, name, status=200, lands=None):
+        response = page.goto(base + path)
+        page.wait_for_load_state()
+        assert response.status == status, (path, response.status)
+        assert page.url == base + (lands or path), (path, page.url)
+        assert not page.problems, (path, page.problems)
+        shot(page, f"page-{name}")
+        taken.append(name)
+
+    def drive():
+        with chromium() as browser:
+            pages = {}
+            for path, visits in PAGES.items():
+                for user, name, lands in visits:
+                    if user not in pages:
+                        pages[user] = page_for(browser, user)
+                    visit(pages[user], path, name, lands=lands)
+            for path, (user, kind) in DOWNLOADS.items():
+                r = pages[user].request.get(base + path)
+                assert r.status == 200 and r.headers["content-type"].startswith(kind), (path, r.status, r.headers)
+                assert r.text().startswith("date,"), r.text()[:200]
+
+            # pages a POST renders, and the error pages
+            agent, supervisor, admin, anonymous = pages["agent1"], pages["super1"], pages["admin"], pages[None]
+            for page, number, name, status in ((supervisor, "13800138000", "agent-subscriber", 200),
+                                               (agent, "13700137000", "agent-no-account", 404)):
+                page.goto(f"{base}/agent")
+                page.fill("#lookup input[name=msisdn]", number)
+                with page.expect_navigation() as nav:
+                    page.click("#lookup button[type=submit]")
+                assert nav.value.status == status and not page.problems, (name, nav.value.status, page.problems)
+                shot(page, f"page-{name}")
+                taken.append(name)
+            assert supervisor.locator("#status").inner_text() == "active"
+            assert supervisor.locator("h2", has_text="Held in suspense").count() == 1
+            assert "no mobile wallet account" in agent.locator("p.error").inner_text()
+
+            admin.goto(f"{base}/admin/users")
+            admin.fill("main form[action='/admin/users'] input[name=username]", "newagent7")
+            admin.select_option("main form[action='/admin/users'] select[name=role]", "agent")
+            admin.fill("main form[action='/admin/users'] input[name=agent_code]", "AG001")
+            admin.click("main form[action='/admin/users'] button[type=submit]")
+            initial = admin.locator("#initial-password").inner_text()
+            shot(admin, "page-admin-users-created")
+            taken.append("admin-users-created")
+
+            newcomer = page_for(browser, None)
+            log_in(newcomer, base, "newagent7", initial, expect_home=False)
+            assert newcomer.url == f"{base}/password", newcomer.url           # the first-login change, first
+            assert "one-time password" in newcomer.locator("p.notice").inner_text()
+            shot(newcomer, "page-password-first-login")
+            taken.append("password-first-login")
+            newcomer.goto(f"{base}/agent")
+            assert newcomer.url == f"{base}/password"                        # every page leads there until then
+
+            log_in(anonymous, base, "agent1", "not-the-password", expect_home=False)
+            assert "Wrong username or password" in anonymous.locator("p.error").inner_text()
+            shot(anonymous, "page-login-wrong-password")
+            taken.append("login-wrong-password")
+            visit(agent, "/ops/stats", "error-403", status=403)
+            visit(agent, "/no-such-page", "error-404", status=404)
+            visit(agent, "/logout", "error-405", status=405)
+            visit(admin, "/ops/stats?from=2026-02-30", "ops-stats-bad-date", status=400)
+            assert "date" in admin.locator("p.error").inner_text()
+    in_a_thread(drive)
+    assert len(taken) == len(set(taken)) == sum(len(v) for v in PAGES.values()) + 9, taken
+    assert all((ARTIFACTS / f"page-{name}.png").stat().st_size > 0 for name in taken)
