@@ -26,7 +26,7 @@ from benchmarks.tomlwriter import dumps
 from telecom_pay.config import DEFAULT_CONFIG
 
 CLI = [sys.executable, "-m", "telecom_pay.cli"]
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+LIBFAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), Path("/usr/lib/faketime/libfaketime.so.1"))
 
 
 def free_ports(n: int) -> list[int]:
