@@ -135,7 +135,7 @@ def clock_env(at: str) -> dict[str, str]:
             "FAKETIME_DONT_RESET": "1", "TZ": "UTC"}
 
 
-def start_demo(tmp_path: Path, timeout: float = 60.0, *, overrides: dict | None = None,
+def start_demo(tmp_path: Path, timeout: float = 120.0, *, overrides: dict | None = None,
                clock_at: str | None = None) -> Demo:
     cfg, http, agi, web = write_config(tmp_path, overrides)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(clock_env(clock_at) if clock_at else {}))
