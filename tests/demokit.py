@@ -10,6 +10,7 @@ drives the simulated handsets through the SMSC simulator's control API, so
 what a test sends travels over SMPP as a phone's would."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -152,3 +153,13 @@ def start_demo(tmp_path: Path, timeout: float = 120.0, *, overrides: dict | None
         demo.stop()
         raise AssertionError(f"the demo did not get ready:\n{demo.printed}")
     return demo
+
+
+@contextlib.contextmanager
+def running_demo(tmp_path: Path, **kw):
+    """`start_demo` for a `with` (a module's fixture): stopped however the block ends."""
+    demo = start_demo(tmp_path, **kw)
+    try:
+        yield demo
+    finally:
+        demo.stop()

@@ -7,22 +7,13 @@ the test sends travels over SMPP as a phone's would, and the SMS the
 platform sends are read from the handset's inbox."""
 from __future__ import annotations
 
-import pytest
-
-from tests.browserkit import chromium, in_a_thread, require_chromium, shot
-from tests.demokit import start_demo
-from tests.pagekit import PIN_RE, log_in
+from tests.browserkit import chromium, in_a_thread, shot
+from tests.pagekit import PIN_RE, demo_fixture, log_in, look_up
 
 NEW_CALLER = "13600136001"       # no account: the agent opens one
 DEMO_ACCOUNT = "13800138000"     # opened by the demo with PIN 147258
 
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    require_chromium()
-    demo = start_demo(tmp_path_factory.mktemp("console-demo"))
-    yield demo
-    demo.stop()
+demo = demo_fixture("console-demo")
 
 
 def test_an_agent_opens_an_account_the_caller_confirms_from_the_handset(demo):
@@ -33,9 +24,7 @@ def test_an_agent_opens_an_account_the_caller_confirms_from_the_handset(demo):
     def drive():
         with chromium() as browser:
             page = log_in(browser.new_page(), demo.web_url, "agent1")
-            page.goto(f"{demo.web_url}/agent")
-            page.fill("#lookup input[name=msisdn]", NEW_CALLER)
-            page.click("#lookup button[type=submit]")
+            assert look_up(page, demo.web_url, NEW_CALLER).status == 404
             expect(page.locator("p.error")).to_contain_text("no mobile wallet account")   # the search again
             form = page.locator("#open")
             form.locator("input[name=msisdn]").fill(NEW_CALLER)
@@ -53,8 +42,7 @@ def test_an_agent_opens_an_account_the_caller_confirms_from_the_handset(demo):
             welcome, _ = demo.wait_sms(NEW_CALLER, after, "MM")            # the initial PIN, by SMS only
             assert PIN_RE.search(welcome), welcome
 
-            page.fill("#lookup input[name=msisdn]", NEW_CALLER)
-            page.click("#lookup button[type=submit]")
+            look_up(page, demo.web_url, NEW_CALLER)
             expect(page.locator("#status")).to_have_text("active")
             assert "Han Meimei" in page.locator("#facts").inner_text()
             assert PIN_RE.search(welcome).group(1) not in page.content()
@@ -69,9 +57,7 @@ def test_a_pin_reset_reaches_the_handset_not_the_page_and_works(demo):
     def drive():
         with chromium() as browser:
             page = log_in(browser.new_page(), demo.web_url, "agent1")
-            page.goto(f"{demo.web_url}/agent")
-            page.fill("#lookup input[name=msisdn]", DEMO_ACCOUNT)
-            page.click("#lookup button[type=submit]")
+            look_up(page, demo.web_url, DEMO_ACCOUNT)
             expect(page.locator("#status")).to_have_text("active")
             page.click("#op-pin-reset button[type=submit]")
             expect(page.locator("p.notice")).to_contain_text("Reset the PIN")

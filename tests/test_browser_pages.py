@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
-
 from channels.web.app import WebApp
 from telecom_pay import config
 from telecom_pay.sessions.memory import MemorySessionStore
-from tests.browserkit import ARTIFACTS, chromium, in_a_thread, require_chromium, shot
-from tests.demokit import start_demo
-from tests.pagekit import log_in
+from tests.browserkit import ARTIFACTS, chromium, in_a_thread, shot
+from tests.pagekit import demo_fixture, log_in, look_up
 
 #: GET page -> who visits it (None: not logged in), the screenshot names and where it lands
 PAGES = {
@@ -51,12 +48,7 @@ def test_the_page_list_is_every_get_page_the_app_registers():
     assert set(PAGES) | set(DOWNLOADS) == registered_get_pages()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    require_chromium()
-    demo = start_demo(tmp_path_factory.mktemp("pages-demo"))
-    yield demo
-    demo.stop()
+demo = demo_fixture("pages-demo")
 
 
 def test_every_page_renders_and_is_screenshot(demo):
@@ -102,10 +94,8 @@ def test_every_page_renders_and_is_screenshot(demo):
             for page, number, name, status in ((supervisor, "13800138000", "agent-subscriber", 200),
                                                (agent, "13700137000", "agent-no-account", 404)):
                 page.goto(f"{base}/agent")
-                page.fill("#lookup input[name=msisdn]", number)
-                with page.expect_navigation() as nav:
-                    page.click("#lookup button[type=submit]")
-                assert nav.value.status == status and not page.problems, (name, nav.value.status, page.problems)
+                got = look_up(page, base, number).status
+                assert got == status and not page.problems, (name, got, page.problems)
                 shot(page, f"page-{name}")
                 taken.append(name)
             assert supervisor.locator("#status").inner_text() == "active"

@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 from tests.browserkit import chromium, in_a_thread, require_chromium, shot
-from tests.demokit import start_demo
-from tests.pagekit import DEV_USERS, log_in
+from tests.demokit import running_demo
+from tests.pagekit import DEV_USERS, log_in, look_up
 
 IDLE_TIMEOUT = 5          # seconds
 CAPTCHA_AFTER, LOCK_AFTER = 2, 4
@@ -32,14 +32,13 @@ def demo(tmp_path_factory):
     require_chromium()
     import redis
     prefix = f"tp-browser-{uuid.uuid4().hex[:10]}:"
-    demo = start_demo(tmp_path_factory.mktemp("defences-demo"), overrides={
+    with running_demo(tmp_path_factory.mktemp("defences-demo"), overrides={
         "sessions": {"url": REDIS_URL, "prefix": prefix},
         "web": {"idle_timeout": IDLE_TIMEOUT, "captcha_after": CAPTCHA_AFTER, "lock_after": LOCK_AFTER,
-                "trusted_proxies": ["127.0.0.1"]}})
-    r = redis.Redis.from_url(REDIS_URL)
-    demo.captcha_answer = lambda captcha_id: json.loads(r.get(f"{prefix}web:captcha:{captcha_id}"))["answer"]
-    yield demo
-    demo.stop()
+                "trusted_proxies": ["127.0.0.1"]}}) as demo:
+        r = redis.Redis.from_url(REDIS_URL)
+        demo.captcha_answer = lambda captcha_id: json.loads(r.get(f"{prefix}web:captcha:{captcha_id}"))["answer"]
+        yield demo
     keys = list(r.scan_iter(match=prefix + "*", count=1000))
     if keys:
         r.delete(*keys)
@@ -154,9 +153,7 @@ def test_an_idle_session_ends_and_the_next_click_lands_on_login(demo):
     Clicks within it keep the session alive past its length from the login
     (an idle timeout, not an absolute one); a pause longer than it ends it."""
     def find(page):
-        page.fill("#lookup input[name=msisdn]", "13800138000")
-        page.click("#lookup button[type=submit]")
-        page.wait_for_load_state()
+        look_up(page, demo.web_url, "13800138000")
         return page.url
 
     def drive():
