@@ -91,6 +91,9 @@ def test_a_form_with_a_forged_or_missing_csrf_token_changes_nothing(demo):
                     page.click(f"{form} button[type=submit]")
                 refused.append((nav.value.status, page.locator("p.error").inner_text()))
                 shot(page, f"defences-csrf-{name}")
+            # the API with the session's cookie but without its X-CSRF-Token header
+            bare = page.request.post(f"{demo.web_url}/api/v1/users", data={"username": "nocsrf1", "role": "agent"})
+            refused.append((bare.status, bare.json()["error"]))
             page.goto(f"{demo.web_url}/admin/users")
             listed = page.locator("main table").inner_text()
             api = page.request.get(f"{demo.web_url}/api/v1/users").json()
@@ -100,11 +103,13 @@ def test_a_form_with_a_forged_or_missing_csrf_token_changes_nothing(demo):
                 page.click(f"{form} button[type=submit]")
             return refused, listed, api, nav.value.status, page.locator("main table").inner_text()
     refused, listed, api, honest_status, after = in_a_thread(drive)
-    for status, message in refused:
+    for status, message in refused[:2]:
         assert status == 403 and "did not come from this site" in message, refused
+    assert refused[2] == (403, "missing or wrong CSRF token (header X-CSRF-Token)"), refused
     names = [u["username"] for u in api["users"]]
-    assert "forged1" not in listed and "missing1" not in listed and "admin" in listed, listed
-    assert "forged1" not in names and "missing1" not in names, names
+    assert "admin" in listed and "admin" in names, (listed, names)
+    for name in ("forged1", "missing1", "nocsrf1"):
+        assert name not in listed and name not in names, (name, listed, names)
     assert honest_status == 201 and "honest1" in after
 
 
