@@ -11,7 +11,7 @@ test. Each visit also fails on a JavaScript error or a Content-Security-
 Policy violation in the browser's console."""
 from __future__ import annotations
 
-from types import SimpleNamespace
+from unittest import mock
 
 from channels.web.app import WebApp
 from telecom_pay import config
@@ -35,11 +35,12 @@ DOWNLOADS = {"/ops/stats.csv": ("admin", "text/csv")}
 
 
 def registered_get_pages() -> set[str]:
-    """The app's own url_map (its constructor only wires routes: a stand-in
-    core without a database is enough to read them)."""
+    """The app's own url_map. Its constructor only wires routes, so a
+    stand-in core (real settings and session store, anything else a mock
+    that a page class may keep a reference to) is enough to read them."""
     settings = config.load(None, {})
-    app = WebApp(SimpleNamespace(settings=settings, ledger=None, sessions=MemorySessionStore()),
-                 settings.section("web"))
+    core = mock.NonCallableMagicMock(settings=settings, sessions=MemorySessionStore())
+    app = WebApp(core, settings.section("web"))
     return {rule.rule for rule in app.klein.url_map.iter_rules()
             if "GET" in (rule.methods or ()) and not rule.rule.startswith(("/static/", "/api/"))}
 
