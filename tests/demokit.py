@@ -129,7 +129,11 @@ def write_config(tmp_path: Path, overrides: dict | None = None) -> tuple[Path, i
 def clock_env(at: str) -> dict[str, str]:
     """The environment that starts a process's clock at `at` ("YYYY-MM-DD
     HH:MM:SS", UTC) and lets it run on from there; timers (monotonic time)
-    stay real. libfaketime is installed by scripts/ensure-services.sh."""
+    stay real: with a faked monotonic clock libfaketime 0.9.10 hangs timed
+    thread waits (aiosqlite's). Its one flaw left: time.sleep fails with
+    EINVAL, which ends the log flusher thread (telecom_pay/logfile.py) of a
+    demo whose stderr the tests discard anyway. libfaketime is installed by
+    scripts/ensure-services.sh."""
     if not LIBFAKETIME.exists():
         raise AssertionError(f"{LIBFAKETIME} is missing: scripts/ensure-services.sh installs faketime (make test)")
     return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": f"@{at}", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
