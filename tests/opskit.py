@@ -63,6 +63,14 @@ class SimBank:
         manual review after `reversal_max_attempts`."""
         self.sim.faults.update({"answer_after": 3.0, "mtis": ["0200"], "reversal_answer": "96"})
 
+    def swallow_and_never_reverse(self) -> None:
+        """The 0200 is lost (no money moves, no answer) and every reversal is
+        answered "96": manual review, where the truth is "declined"."""
+        self.sim.faults.update({"no_answer": True, "mtis": ["0200"], "reversal_answer": "96"})
+
+    def moved(self) -> int:
+        return sum(m.amount for pan in (DEBIT, MERCHANT_PAN) for m in self.sim.card(pan).movements)
+
     async def close(self) -> None:
         self.sim.drop_connections()
         await wait_deferred(self.listening.stopListening())
@@ -94,3 +102,23 @@ async def eventually(predicate, timeout: float = 15.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.05)
+
+
+async def in_review(b: Browser, key: str) -> dict:
+    """Wait until the API lists `key` in review (the bridge gave up on its
+    reversal); returns its row."""
+    found: dict = {}
+
+    async def listed() -> bool:
+        r = await b.get("/api/v1/ops/bank/in-doubt")
+        assert r.status == 200, r.text
+        found.update(next((op for op in r.json()["operations"] if op["operation_key"] == key
+                           and op["state"] == "review"), {}))
+        return bool(found)
+    await eventually(listed)
+    return found
+
+
+async def books_agree(svc, bank: SimBank) -> None:
+    assert await svc.check_books() == []
+    assert (await svc.ledger.balance(svc.system["bank_settlement"])).balance == bank.moved()
