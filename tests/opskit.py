@@ -4,6 +4,7 @@ simulator on 127.0.0.1), and a logged-in web user of a chosen role."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 
 from twisted.internet import reactor
@@ -12,7 +13,10 @@ from simulators.bank import BankSimulator
 from telecom_pay.aio import wait_deferred
 from telecom_pay.daemon import Daemon
 from telecom_pay.security import PasswordHasher
-from tests.webkit import FAST_HASHER, Browser, add_user, web_settings
+from telecom_pay.outcomes import Outcome
+from tests.e2ekit import eventually
+from tests.servicekit import MSISDN, open_active
+from tests.webkit import FAST_HASHER, Browser, add_user, stop_web, web_settings
 
 PASSWORD = "s3cret-enough-pw"
 DEBIT = "6222020000001234"
@@ -88,20 +92,42 @@ def bank_settings(stack: dict, bank: SimBank, **extra):
         "merchants": [{"code": "M001", "name": "福彩中心"}], **extra})
 
 
-async def start_with_bank(stack: dict, bank: SimBank, *, clock=None) -> tuple[Daemon, str]:
-    daemon, base = await start(bank_settings(stack, bank), sections=("bank", "web"), clock=clock)
-    await asyncio.wait_for(daemon.components["bank"].port.wait_ready(), 15)
-    return daemon, base
+@contextlib.asynccontextmanager
+async def web_daemon(stack: dict):
+    """The daemon with its web section only; yields it and its base URL."""
+    daemon, base = await start(web_settings(stack))
+    try:
+        yield daemon, base
+    finally:
+        await stop_web(daemon)
 
 
-async def eventually(predicate, timeout: float = 15.0) -> None:
-    """Wait for an async predicate (a state another component reaches)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
+@contextlib.asynccontextmanager
+async def bank_daemon(stack: dict, *, clock=None):
+    """The bank simulator and the daemon with its bank bridge and web
+    section; yields the bank, the daemon and its base URL."""
+    bank = await SimBank().listen()
+    try:
+        daemon, base = await start(bank_settings(stack, bank), sections=("bank", "web"), clock=clock)
+        try:
+            await asyncio.wait_for(daemon.components["bank"].port.wait_ready(), 15)
+            yield bank, daemon, base
+        finally:
+            await stop_web(daemon)
+    finally:
+        await bank.close()
+
+
+async def topup_in_doubt(daemon, bank: SimBank, key: str, amount: int, *, lost: bool = False) -> None:
+    """An active subscriber with a bound card tops up while the bank answers
+    too late (`lost`: never), and never confirms the reversal: the operation
+    is in doubt, and goes to review after the bridge's attempts."""
+    svc = daemon.core.service
+    await open_active(svc)
+    assert (await svc.bind_card(MSISDN, DEBIT, "3012", channel="t")).ok
+    bank.swallow_and_never_reverse() if lost else bank.answer_late_and_never_reverse()
+    assert (await svc.topup(MSISDN, amount, channel="t", key=key)).outcome is Outcome.IN_PROGRESS
+
 
 
 async def in_review(b: Browser, key: str) -> dict:

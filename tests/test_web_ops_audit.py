@@ -10,12 +10,11 @@ from datetime import datetime, timezone
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 
 from telecom_pay.ledger.tables import audit_log
 from tests.aio import aio_test
-from tests.opskit import PASSWORD, csrf_of, logged_in, start
-from tests.webkit import Browser, stop_web, web_settings
+from tests.opskit import PASSWORD, csrf_of, logged_in, web_daemon
+from tests.webkit import Browser
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 A, A_E164 = "13800138000", "8613800138000"
@@ -70,8 +69,7 @@ async def found(b: Browser, ids: dict[str, int], **params) -> list[str]:
 
 @aio_test
 async def test_each_filter_narrows_to_exactly_its_rows_and_days_end_at_local_midnight(stack):
-    daemon, base = await start(web_settings(stack))
-    try:
+    async with web_daemon(stack) as (daemon, base):
         ids = await seeded(daemon)
         ops, _ = await logged_in(daemon, base, "ops1", "ops_admin")
         assert await found(ops, ids, msisdn=A, **JUNE) == ["s3", "s1", "s5"]
@@ -95,14 +93,11 @@ async def test_each_filter_narrows_to_exactly_its_rows_and_days_end_at_local_mid
         assert [row["local_time"] for row in r.json()["rows"]] == [
             "2026-06-15 07:59:00", "2026-06-14 23:59:59", "2026-06-13 09:00:00"]
         assert r.json()["timezone"] == "Asia/Shanghai"
-    finally:
-        await stop_web(daemon)
 
 
 @aio_test
 async def test_pages_follow_one_another_and_secrets_never_show(stack):
-    daemon, base = await start(web_settings(stack))
-    try:
+    async with web_daemon(stack) as (daemon, base):
         ids = await seeded(daemon)
         ops, _ = await logged_in(daemon, base, "ops1", "ops_admin")
         pages, before = [], None
@@ -127,14 +122,11 @@ async def test_pages_follow_one_another_and_secrets_never_show(stack):
             assert r.json()["rows"] and PASSWORD not in r.text
             assert all("password" not in str(k).lower() or v == "[redacted]" for row in r.json()["rows"]
                        for k, v in row["details"].items())
-    finally:
-        await stop_web(daemon)
 
 
 @aio_test
 async def test_the_search_is_audited_on_the_subscribers_account(stack):
-    daemon, base = await start(web_settings(stack))
-    try:
+    async with web_daemon(stack) as (daemon, base):
         a = await subscriber(daemon, A)
         ops, _ = await logged_in(daemon, base, "ops1", "ops_admin")
         assert (await ops.get("/api/v1/ops/audit?" + urlencode({"msisdn": "+" + A_E164}))).status == 200
@@ -144,14 +136,11 @@ async def test_the_search_is_audited_on_the_subscribers_account(stack):
         assert row["details"]["role"] == "ops_admin" and row["details"]["address"] == "127.0.0.1"
         assert row["details"]["filters"]["msisdn"] == "86138****8000" and A_E164 not in r.text
         assert row["details"]["results"] >= 2
-    finally:
-        await stop_web(daemon)
 
 
 @aio_test
 async def test_roles_and_bad_input(stack):
-    daemon, base = await start(web_settings(stack))
-    try:
+    async with web_daemon(stack) as (daemon, base):
         anonymous = Browser(base)
         r = await anonymous.get("/api/v1/ops/audit")
         assert r.status == 401 and "log in" in r.json()["error"]
@@ -174,14 +163,11 @@ async def test_roles_and_bad_input(stack):
             assert r.json()["field"] == field and words in r.json()["error"], (params, r.json())
         r = await ops.get("/api/v1/ops/audit?from=%ff")
         assert r.status == 400 and "UTF-8" in r.json()["error"]
-    finally:
-        await stop_web(daemon)
 
 
 @aio_test
 async def test_the_page_searches_through_its_form(stack):
-    daemon, base = await start(web_settings(stack))
-    try:
+    async with web_daemon(stack) as (daemon, base):
         ids = await seeded(daemon)
         ops, _ = await logged_in(daemon, base, "ops1", "ops_admin")
         form_page = await ops.get("/ops/audit")
@@ -199,5 +185,3 @@ async def test_the_page_searches_through_its_form(stack):
         assert r.status == 400 and "from is not a date" in r.text
         r = await ops.post("/ops/audit", form={"msisdn": A})
         assert r.status == 403 and 'data-id' not in r.text                           # no CSRF token
-    finally:
-        await stop_web(daemon)

@@ -16,14 +16,12 @@ import sqlalchemy as sa
 from bank_bridge.store import BankStore
 from telecom_pay.business_time import business_day
 from telecom_pay.ledger.tables import audit_log
-from telecom_pay.outcomes import Outcome
 from telecom_pay.settlement import Settlement
 from tests.aio import aio_test
 from tests.clockkit import TestClock
-from tests.opskit import (DEBIT, MERCHANT_PAN, SimBank, books_agree, csrf_of, in_review, logged_in,
-                          start_with_bank)
-from tests.servicekit import MSISDN, funded, open_active
-from tests.webkit import Browser, stop_web
+from tests.opskit import DEBIT, MERCHANT_PAN, bank_daemon, books_agree, csrf_of, in_review, logged_in, topup_in_doubt
+from tests.servicekit import MSISDN, funded
+from tests.webkit import Browser
 
 RESOLVE = "/api/v1/ops/bank/resolve"
 
@@ -37,14 +35,9 @@ async def audit_rows(daemon, action: str):
 
 @aio_test
 async def test_a_topup_in_review_is_approved_over_the_api_and_the_ledger_posts_it(stack):
-    bank = await SimBank().listen()
-    daemon, base = await start_with_bank(stack, bank)
-    try:
+    async with bank_daemon(stack) as (bank, daemon, base):
         svc = daemon.core.service
-        await open_active(svc)
-        assert (await svc.bind_card(MSISDN, DEBIT, "3012", channel="t")).ok
-        bank.answer_late_and_never_reverse()
-        assert (await svc.topup(MSISDN, 100_00, channel="t", key="tp-web")).outcome is Outcome.IN_PROGRESS
+        await topup_in_doubt(daemon, bank, "tp-web", 100_00)
         ops, token = await logged_in(daemon, base, "ops1", "ops_admin")
         row = await in_review(ops, "tp-web")
         assert (row["kind"], row["amount"], row["last4"], row["response_code"], row["attempts"]) == (
@@ -101,21 +94,13 @@ async def test_a_topup_in_review_is_approved_over_the_api_and_the_ledger_posts_i
         assert d["after"]["operation"] == "approved"
         bank.sim.faults.clear()
         await books_agree(svc, bank)
-    finally:
-        await stop_web(daemon)
-        await bank.close()
 
 
 @aio_test
 async def test_a_lost_topup_in_review_is_declined_and_the_ledger_voids_it(stack):
-    bank = await SimBank().listen()
-    daemon, base = await start_with_bank(stack, bank)
-    try:
+    async with bank_daemon(stack) as (bank, daemon, base):
         svc = daemon.core.service
-        await open_active(svc)
-        assert (await svc.bind_card(MSISDN, DEBIT, "3012", channel="t")).ok
-        bank.swallow_and_never_reverse()
-        assert (await svc.topup(MSISDN, 30_00, channel="t", key="tp-lost")).outcome is Outcome.IN_PROGRESS
+        await topup_in_doubt(daemon, bank, "tp-lost", 30_00, lost=True)
         ops, token = await logged_in(daemon, base, "ops1", "ops_admin")
         await in_review(ops, "tp-lost")
         r = await ops.post(RESOLVE, headers={"X-CSRF-Token": token}, json_body={
@@ -125,18 +110,13 @@ async def test_a_lost_topup_in_review_is_declined_and_the_ledger_voids_it(stack)
         assert bank.sim.card(DEBIT).balance == 500_00
         bank.sim.faults.clear()
         await books_agree(svc, bank)
-    finally:
-        await stop_web(daemon)
-        await bank.close()
 
 
 @aio_test
 async def test_a_payout_in_review_is_approved_from_the_page_and_its_batch_is_paid(stack, tmp_path):
     # just after local midnight: the payment's business day is the Shanghai one
     clock = TestClock(datetime(2026, 6, 15, 0, 30, tzinfo=ZoneInfo("Asia/Shanghai")))
-    bank = await SimBank().listen()
-    daemon, base = await start_with_bank(stack, bank, clock=clock)
-    try:
+    async with bank_daemon(stack, clock=clock) as (bank, daemon, base):
         svc = daemon.core.service
         assert (await svc.bind_merchant_account("M001", MERCHANT_PAN, "3012")).ok
         pin = await funded(svc, amount=100_00)
@@ -176,16 +156,11 @@ async def test_a_payout_in_review_is_approved_from_the_page_and_its_batch_is_pai
         assert third.state == "paid" and bank.sim.card(MERCHANT_PAN).balance == first.net
         bank.sim.faults.clear()
         await books_agree(svc, bank)
-    finally:
-        await stop_web(daemon)
-        await bank.close()
 
 
 @aio_test
 async def test_the_page_is_for_operations_admins_only(stack):
-    bank = await SimBank().listen()
-    daemon, base = await start_with_bank(stack, bank)
-    try:
+    async with bank_daemon(stack) as (bank, daemon, base):
         assert (await Browser(base).get("/ops/bank")).header("location") == "/login"
         agent, _ = await logged_in(daemon, base, "agent1", "agent", agent_code="AG001")
         assert (await agent.get("/ops/bank")).status == 403
@@ -194,6 +169,3 @@ async def test_the_page_is_for_operations_admins_only(stack):
         page = await ops.get("/ops/bank")
         assert page.status == 200 and "No bank operation is in doubt." in page.text
         assert "does not run in this process" not in page.text
-    finally:
-        await stop_web(daemon)
-        await bank.close()
