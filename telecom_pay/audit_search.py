@@ -40,7 +40,8 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 TEXT_LIMIT = 64                 # actor and action columns are 64 and 32 characters
 REDACTED = "[redacted]"
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+FIRST_YEAR, LAST_YEAR = 1970, 2999          # beyond these a local midnight is no instant the log can hold
 #: keys that would name a secret in a details object, at any depth
 _SECRET_KEY = re.compile(r"(^|_)(pin|pins|password|passwd|secret|otp|pan|cvv|expiry)($|_)", re.I)
 
@@ -79,9 +80,12 @@ def _day(text: str, name: str) -> date:
     try:
         if not _DAY.match(text):        # fromisoformat would also take 20261202 and 2026-W49-3
             raise ValueError(text)
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise AuditSearchError(name, f"{name} is not a date (YYYY-MM-DD): {text[:20]!r}")
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise AuditSearchError(name, f"{name} must be between {FIRST_YEAR} and {LAST_YEAR}")
+    return day
 
 
 def _text(value: str | None, name: str) -> str | None:
@@ -90,6 +94,8 @@ def _text(value: str | None, name: str) -> str | None:
         return None
     if len(value) > TEXT_LIMIT:
         raise AuditSearchError(name, f"{name} is longer than {TEXT_LIMIT} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise AuditSearchError(name, f"{name} contains a control character")       # no actor or action has one
     return value
 
 

@@ -157,6 +157,8 @@ async def test_roles_and_bad_input(stack):
             ({"limit": "ten"}, "limit", "whole number"), ({"msisdn": "12345"}, "msisdn", "not a mobile number"),
             ({"msisdn": "not-a-number"}, "msisdn", "not a mobile number"),
             ({"before": "999999999"}, "before", "names no audit row"), ({"actor": "x" * 65}, "actor", "longer"),
+            ({"actor": "a\x00b"}, "actor", "control character"), ({"from": "0001-01-01"}, "from", "between 1970"),
+            ({"to": "9999-12-31"}, "to", "between 1970"), ({"from": "２０２６-06-01"}, "from", "not a date"),
         ]:
             r = await ops.get("/api/v1/ops/audit?" + urlencode(params))
             assert r.status == 400, (params, r.text)

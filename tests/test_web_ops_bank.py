@@ -63,6 +63,8 @@ async def test_a_topup_in_review_is_approved_over_the_api_and_the_ledger_posts_i
             ({**good, "outcome": "maybe"}, 400, "outcome must be one of approved, declined"),
             ({**good, "by": "someone-else"}, 400, "unknown field: by"),
             ({**good, "operation_key": "k" * 129}, 400, "longer than 128"),
+            ({**good, "operation_key": "tp-\x00web"}, 400, "control character"),
+            ({**good, "reason": "ticket\x00 77"}, 400, "NUL"),
             ({**good, "operation_key": "tp-nope"}, 404, "no bank operation"),
         ]:
             r = await ops.post(RESOLVE, json_body=body, headers=h)

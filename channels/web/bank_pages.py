@@ -104,6 +104,11 @@ async def decide(web: "WebApp", ctx: "WebContext", body: dict) -> dict[str, Any]
     key, outcome, reason = body["operation_key"], body["outcome"], body["reason"].strip()
     if not reason:
         raise HttpError(400, "reason is required: say what the bank confirmed", field="reason")
+    if not key.isprintable():
+        raise HttpError(400, "operation_key is not a key of this platform (a control character)",
+                        field="operation_key")
+    if "\x00" in reason:
+        raise HttpError(400, "reason contains a NUL character", field="reason")
     store = store_of(web)
     operation = await store.get_operation(key)
     if operation is None:
