@@ -117,6 +117,8 @@ def parse_query(params: dict[str, str], *, region: str) -> AuditQuery:
     query. `params` keys: msisdn, actor, action, from, to, limit, before."""
     msisdn = None
     number = (params.get("msisdn") or "").strip()
+    if len(number) > 32:
+        raise AuditSearchError("msisdn", "msisdn is longer than 32 characters")
     if number:
         try:
             msisdn = normalize(number, region)
