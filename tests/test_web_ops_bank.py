@@ -19,7 +19,8 @@ from telecom_pay.ledger.tables import audit_log
 from telecom_pay.settlement import Settlement
 from tests.aio import aio_test
 from tests.clockkit import TestClock
-from tests.opskit import DEBIT, MERCHANT_PAN, bank_daemon, books_agree, csrf_of, in_review, logged_in, topup_in_doubt
+from tests.opskit import (DEBIT, MERCHANT_PAN, bank_daemon, books_agree, csrf_of, in_review, logged_in, topup_in_doubt,
+                          web_daemon)
 from tests.servicekit import MSISDN, funded
 from tests.webkit import Browser
 
@@ -171,3 +172,28 @@ async def test_the_page_is_for_operations_admins_only(stack):
         page = await ops.get("/ops/bank")
         assert page.status == 200 and "No bank operation is in doubt." in page.text
         assert "does not run in this process" not in page.text
+
+
+@aio_test
+async def test_a_web_only_instance_decides_on_the_shared_database(stack):
+    """The bridge runs in one daemon; another, with its web section only,
+    lists and decides the same operation from the shared database (as
+    `telecom-pay bank resolve` does from its own process) and says where
+    the bridge is."""
+    async with bank_daemon(stack) as (bank, daemon, base):
+        await topup_in_doubt(daemon, bank, "tp-elsewhere", 40_00)
+        async with web_daemon(stack) as (web_only, web_base):
+            ops, token = await logged_in(web_only, web_base, "ops1", "ops_admin")
+            row = await in_review(ops, "tp-elsewhere")
+            assert row["amount"] == 40_00
+            listed = (await ops.get("/api/v1/ops/bank/in-doubt")).json()
+            assert listed["bank_in_process"] is False
+            assert "does not run in this process" in (await ops.get("/ops/bank")).text
+            r = await ops.post(RESOLVE, headers={"X-CSRF-Token": token}, json_body={
+                "operation_key": "tp-elsewhere", "outcome": "approved", "reason": "issuer confirms, ticket 9"})
+            assert r.status == 200 and r.json()["ledger_state"] == "posted", r.text
+        svc = daemon.core.service
+        assert (await svc.ledger.get_operation("tp-elsewhere")).state == "posted"
+        assert (await svc.balance(MSISDN, channel="t")).balance == 40_00
+        bank.sim.faults.clear()
+        await books_agree(svc, bank)
