@@ -22,6 +22,7 @@ from tests.clockkit import TestClock
 from tests.opskit import (DEBIT, MERCHANT_PAN, bank_daemon, books_agree, csrf_of, in_review, logged_in, topup_in_doubt,
                           web_daemon)
 from tests.servicekit import MSISDN, funded
+from tests.test_bank_recovery import fail_posts
 from tests.webkit import Browser
 
 RESOLVE = "/api/v1/ops/bank/resolve"
@@ -197,3 +198,29 @@ async def test_a_web_only_instance_decides_on_the_shared_database(stack):
         assert (await svc.balance(MSISDN, channel="t")).balance == 40_00
         bank.sim.faults.clear()
         await books_agree(svc, bank)
+
+
+@aio_test
+async def test_a_decision_stands_when_the_ledger_cannot_follow_it_at_once(stack):
+    """A real database failure at the post (a trigger): the decision is
+    committed, the answer is a 202 saying so (never a 500), and the
+    daemon's recovery sweep posts the operation once the database works."""
+    async with bank_daemon(stack) as (bank, daemon, base):
+        svc = daemon.core.service
+        await topup_in_doubt(daemon, bank, "tp-stuck", 50_00)
+        ops, token = await logged_in(daemon, base, "ops1", "ops_admin")
+        await in_review(ops, "tp-stuck")
+        await fail_posts(stack["database_url"], True)
+        try:
+            r = await ops.post(RESOLVE, headers={"X-CSRF-Token": token}, json_body={
+                "operation_key": "tp-stuck", "outcome": "approved", "reason": "issuer confirms, ticket 12"})
+            assert r.status == 202, r.text
+            assert r.json()["ledger_state"] == "pending" and "decision is recorded" in r.json()["message"]
+            assert (await svc.ledger.get_operation("tp-stuck")).state == "pending"
+        finally:
+            await fail_posts(stack["database_url"], False)
+        await svc.recover_bank_operations()
+        assert (await svc.ledger.get_operation("tp-stuck")).state == "posted"
+        assert (await svc.balance(MSISDN, channel="t")).balance == 50_00
+        (audited,) = await audit_rows(daemon, "ops_bank_resolve")
+        assert audited.details["outcome"] == "approved"

@@ -28,12 +28,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from twisted.logger import Logger
 
 from bank_bridge import review
 from bank_bridge.store import BankStore
 from channels.web.http import Body, Field, HttpError, from_form
 from channels.web.routes import ApiRoute
 from telecom_pay.accounts import audit
+from telecom_pay.ledger.tables import T_PENDING
 from telecom_pay.money import format_amount
 from telecom_pay.settlement import batches_awaiting_bank
 from telecom_pay.webusers import OPS_ADMIN
@@ -41,6 +43,7 @@ from telecom_pay.webusers import OPS_ADMIN
 if TYPE_CHECKING:
     from channels.web.app import WebApp, WebContext
 
+log = Logger(namespace="telecom_pay.web")
 OUTCOMES = ("approved", "declined")
 RESOLVED_SHOWN = 50
 
@@ -99,8 +102,9 @@ async def board(web: "WebApp") -> dict[str, Any]:
     }
 
 
-async def decide(web: "WebApp", ctx: "WebContext", body: dict) -> dict[str, Any]:
-    """The decision, its audit rows, then the ledger; HttpError 400/404/409."""
+async def decide(web: "WebApp", ctx: "WebContext", body: dict) -> tuple[int, dict[str, Any]]:
+    """The decision, its audit rows, then the ledger: 200, or 202 when the
+    decision is recorded but the ledger's step failed; HttpError 400/404/409."""
     key, outcome, reason = body["operation_key"], body["outcome"], body["reason"].strip()
     if not reason:
         raise HttpError(400, "reason is required: say what the bank confirmed", field="reason")
@@ -127,9 +131,22 @@ async def decide(web: "WebApp", ctx: "WebContext", body: dict) -> dict[str, Any]
     except review.ReviewError as exc:
         raise HttpError(409, f"{exc}: it was decided already, or it is not waiting for an operator",
                         operation_key=key)
+    except Exception:
+        # the decision may be committed and only the ledger's step have
+        # failed: then it stands, and the daemon's recovery sweep ([bank]
+        # recovery_interval) or the next start books what the bank store holds
+        mine = [r for r in await store.reviews_for(key) if r["actor"] == ctx.username[:64]]
+        if not mine:
+            raise
+        log.failure("the decision on {key} is recorded; the ledger did not follow it yet", key=key)
+        row = mine[-1]
+        return 202, {"operation_key": key, "outcome": row["outcome"], "actor": row["actor"],
+                     "reason": row["reason"], "at": _stamp(row["at"]), "ledger_state": T_PENDING,
+                     "message": "the decision is recorded; the ledger could not follow it yet, and the "
+                                "daemon's recovery sweep or the next start books it"}
     after = await web.core.ledger.get_operation(key)
-    return {"operation_key": key, "outcome": row["outcome"], "actor": row["actor"], "reason": row["reason"],
-            "at": _stamp(row["at"]), "ledger_state": after.state if after is not None else None}
+    return 200, {"operation_key": key, "outcome": row["outcome"], "actor": row["actor"], "reason": row["reason"],
+                 "at": _stamp(row["at"]), "ledger_state": after.state if after is not None else None}
 
 
 async def get_in_doubt(web: "WebApp", request, ctx, body) -> tuple[int, Any]:
@@ -137,7 +154,7 @@ async def get_in_doubt(web: "WebApp", request, ctx, body) -> tuple[int, Any]:
 
 
 async def post_resolve(web: "WebApp", request, ctx, body) -> tuple[int, Any]:
-    return 200, await decide(web, ctx, body)
+    return await decide(web, ctx, body)
 
 
 _OPERATION = {"type": "object", "properties": {
@@ -156,7 +173,9 @@ _RESOLVED_SCHEMA = {"type": "object", "required": ["operation_key", "outcome", "
                     "properties": {"operation_key": {"type": "string"}, "outcome": {"type": "string"},
                                    "actor": {"type": "string"}, "reason": {"type": "string"},
                                    "at": {"type": "string", "format": "date-time"},
-                                   "ledger_state": {"type": ["string", "null"]}}}
+                                   "ledger_state": {"type": ["string", "null"]},
+                                   "message": {"type": "string",
+                                               "description": "202 only: what is still to happen"}}}
 
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/api/v1/ops/bank/in-doubt", get_in_doubt,
@@ -170,7 +189,8 @@ ROUTES: tuple[ApiRoute, ...] = (
              roles=(OPS_ADMIN,), body=RESOLVE_BODY,
              responses={400: "a missing or empty reason, an outcome other than approved or declined",
                         404: "no bank operation has this key",
-                        409: "the operation is not in review: decided already, or still being reversed"},
+                        409: "the operation is not in review: decided already, or still being reversed",
+                        202: "the decision is recorded but the ledger could not follow it yet (it will)"},
              response_schema=_RESOLVED_SCHEMA),
 )
 
@@ -196,12 +216,13 @@ class BankPages:
 
     async def resolve(self, request, ctx, form) -> bytes:
         try:
-            done = await decide(self.web, ctx, from_form(RESOLVE_BODY, form))
+            status, done = await decide(self.web, ctx, from_form(RESOLVE_BODY, form))
         except HttpError as exc:
             return await self.bank_page(request, ctx, form, status=exc.status, error=exc.message)
-        return await self.bank_page(request, ctx, form, notice=(
+        return await self.bank_page(request, ctx, form, status=status, notice=(
             f"{done['operation_key']}: {done['outcome']} by {done['actor']}; "
-            f"the ledger operation is {done['ledger_state'] or 'not in this ledger'}."))
+            + (done["message"] + "." if "message" in done else
+               f"the ledger operation is {done['ledger_state'] or 'not in this ledger'}.")))
 
 
 def _age_text(seconds: int | None) -> str:
