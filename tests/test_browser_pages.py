@@ -1,8 +1,8 @@
 """Every page of the web app in real headless Chromium, as a role allowed
 to see it, with a screenshot of each (tests/artifacts/page-<name>.png),
 and the pages only a POST renders (the console's subscriber page after a
-look-up, a created user's one-time password, the first-login change, the
-error pages).
+look-up, an audit search, a created user's one-time password, the
+first-login change, the error pages).
 
 The list of pages below is checked against the GET routes the app
 registers (the Klein url_map of WebApp.klein, leaving out /static/ and
@@ -29,6 +29,8 @@ PAGES = {
     "/admin/users": [("admin", "admin-users", "/admin/users")],
     "/agent": [("agent1", "agent", "/agent"), ("super1", "agent-supervisor", "/agent")],
     "/ops/stats": [("admin", "ops-stats", "/ops/stats")],
+    "/ops/audit": [("admin", "ops-audit", "/ops/audit")],
+    "/ops/bank": [("admin", "ops-bank", "/ops/bank")],
 }
 #: GET routes that are downloads, not pages: fetched and checked, no screenshot
 DOWNLOADS = {"/ops/stats.csv": ("admin", "text/csv")}
@@ -112,6 +114,15 @@ def test_every_page_renders_and_is_screenshot(demo):
             shot(admin, "page-admin-users-created")
             taken.append("admin-users-created")
 
+            admin.goto(f"{base}/ops/audit")
+            admin.fill("#audit-search input[name=msisdn]", "13800138000")
+            with admin.expect_navigation() as nav:
+                admin.click("#audit-search button[type=submit]")
+            assert nav.value.status == 200 and not admin.problems, (nav.value.status, admin.problems)
+            assert "confirm" in admin.locator("main").inner_text()             # the demo account's opening
+            shot(admin, "page-ops-audit-search")
+            taken.append("ops-audit-search")
+
             newcomer = page_for(browser, None)
             log_in(newcomer, base, "newagent7", initial, expect_home=False)
             assert newcomer.url == f"{base}/password", newcomer.url           # the first-login change, first
@@ -131,5 +142,5 @@ def test_every_page_renders_and_is_screenshot(demo):
             visit(admin, "/ops/stats?from=2026-02-30", "ops-stats-bad-date", status=400)
             assert "date" in admin.locator("p.error").inner_text()
     in_a_thread(drive)
-    assert len(taken) == len(set(taken)) == sum(len(v) for v in PAGES.values()) + 9, taken
+    assert len(taken) == len(set(taken)) == sum(len(v) for v in PAGES.values()) + 10, taken
     assert all((ARTIFACTS / f"page-{name}.png").stat().st_size > 0 for name in taken)

@@ -50,14 +50,14 @@ def test_an_agent_gets_403_from_the_operator_pages_and_api(demo):
         with chromium() as browser:
             page = log_in(browser.new_page(), demo.web_url, "agent1")
             assert page.locator("a[href='/ops/stats']").count() == 0      # not offered either
-            for path in ("/ops/stats", "/admin/users", "/ops/stats.csv"):
+            for path in ("/ops/stats", "/ops/stats.csv", "/ops/audit", "/ops/bank", "/admin/users"):
                 response = page.goto(f"{demo.web_url}{path}")
                 assert response.status == 403, (path, response.status)
                 assert page.locator("h1").inner_text() == "403"
                 assert "not for your role" in page.locator("p.error").inner_text()
             shot(page, "defences-agent-403")
             seen = {}
-            for path in ("/api/v1/stats", "/api/v1/users"):
+            for path in ("/api/v1/stats", "/api/v1/users", "/api/v1/ops/audit", "/api/v1/ops/bank/in-doubt"):
                 r = page.request.get(f"{demo.web_url}{path}")
                 seen[path] = (r.status, r.json())
             r = page.request.post(f"{demo.web_url}/api/v1/users", data={"username": "sneaky", "role": "ops_admin"},
