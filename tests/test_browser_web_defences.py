@@ -55,6 +55,7 @@ def test_an_agent_gets_403_from_the_operator_pages_and_api(demo):
                 assert response.status == 403, (path, response.status)
                 assert page.locator("h1").inner_text() == "403"
                 assert "not for your role" in page.locator("p.error").inner_text()
+                assert "agent1" in page.locator("header .who").inner_text()        # still who, and Log out
             shot(page, "defences-agent-403")
             seen = {}
             for path in ("/api/v1/stats", "/api/v1/users", "/api/v1/ops/audit", "/api/v1/ops/bank/in-doubt"):
