@@ -149,6 +149,9 @@ class WebUsers:
         self.throttle = throttle or ThrottleSettings()
         self.clock = clock or getattr(ledger, "clock", utcnow)
         self._dummy_hash: str | None = None
+        #: where subscribers' passwords live (their account's credentials; set
+        #: by channels.web.selfservice): None = subscribers cannot log in
+        self.subscriber_passwords: Any = None
 
     # ------------------------------------------------------------ reads
 
@@ -246,6 +249,9 @@ class WebUsers:
     async def authenticate(self, username: str, password: str, *, address: str | None,
                            captcha_solved: bool = False) -> LoginResult:
         t = self.throttle
+        if self.subscriber_passwords is not None:
+            # a number in any typed form is one subscriber's login (and one throttle count)
+            username = await self.subscriber_passwords.login_name(username)
         user_failures, addr_failures = await self.failures(username, address)
         if addr_failures >= t.address_limit:
             return LoginResult("throttled", captcha_required=True)
@@ -260,7 +266,7 @@ class WebUsers:
             await self.hasher.verify(await self._dummy(), password)
             ok = False
         else:
-            ok = await self.hasher.verify(row.password_hash, password) and row.status == ACTIVE
+            ok = await self._verify(row, password) and row.status == ACTIVE
         if ok:
             await self.sessions.delete(self._keys(username, address)[0])
             user = WebUser.of(row)
@@ -271,6 +277,11 @@ class WebUsers:
         addr_failures = await self.sessions.incr(addr_key, t.window)
         await self._record_failure(username, row, address, now, locks=user_failures >= t.lock_after)
         return LoginResult("wrong", captcha_required=max(user_failures, addr_failures) >= t.captcha_after)
+
+    async def _verify(self, row, password: str) -> bool:
+        if row.role == SUBSCRIBER:
+            return self.subscriber_passwords is not None and await self.subscriber_passwords.verify(row, password)
+        return await self.hasher.verify(row.password_hash, password)
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
@@ -316,8 +327,11 @@ class WebUsers:
         row = await self._row(username)
         if row is None or row.status != ACTIVE:
             raise UserError("no such user")
-        check_password_rules(new, username=username)
-        if not await self.hasher.verify(row.password_hash, current):
+        if row.role == SUBSCRIBER and self.subscriber_passwords is not None:
+            self.subscriber_passwords.check_rules(new, msisdn=row.msisdn)
+        else:
+            check_password_rules(new, username=username)
+        if not await self._verify(row, current):
             raise UserError("the current password is wrong")
         if current == new:
             raise UserError("the new password must differ from the current one")
@@ -325,8 +339,12 @@ class WebUsers:
         now = self.clock()
 
         async def write(conn):
-            await conn.execute(web_users.update().where(web_users.c.id == row.id).values(
-                password_hash=new_hash, must_change_password=False, password_changed_at=now, updated_at=now))
+            values = dict(must_change_password=False, password_changed_at=now, updated_at=now)
+            if row.role == SUBSCRIBER:
+                await self.subscriber_passwords.store(conn, row.msisdn, new_hash)
+            else:
+                values["password_hash"] = new_hash
+            await conn.execute(web_users.update().where(web_users.c.id == row.id).values(**values))
             await audit(conn, actor=row.username, channel="web", action="web_password_changed", account_id=None,
                         role=row.role, address=_address(address),
                         before={"must_change_password": bool(row.must_change_password),
