@@ -120,13 +120,18 @@ class LoginResult:
         return self.outcome == "ok"
 
 
-def check_password_rules(password: Any, *, username: str) -> str:
+def check_password_length(password: Any, minimum: int = MIN_PASSWORD) -> str:
     if not isinstance(password, str):
         raise UserError("the password must be a string")
-    if len(password) < MIN_PASSWORD:
-        raise UserError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(password) < minimum:
+        raise UserError(f"the password must have at least {minimum} characters")
     if len(password) > MAX_PASSWORD:
         raise UserError(f"the password must have at most {MAX_PASSWORD} characters")
+    return password
+
+
+def check_password_rules(password: Any, *, username: str) -> str:
+    check_password_length(password)
     if username.lower() in password.lower():
         raise UserError("the password must not contain the username")
     if len(set(password)) < 4:

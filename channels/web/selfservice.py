@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from channels.web.console import amount_of, audit_web, printable, result_view, snapshot, status_of
+from channels.web.console import amount_of, audit_web, card_fields, printable, result_view, snapshot, status_of
 from channels.web.http import Body, Field, HttpError
 from channels.web.routes import ApiRoute
 from telecom_pay.accounts import active_card, audit
@@ -36,13 +36,13 @@ from telecom_pay.money import format_amount
 from telecom_pay.msisdn import MsisdnError, local_form, mask, normalize
 from telecom_pay.otp import OPEN, RESET, OneTimeCodes, OtpSettings
 from telecom_pay.outcomes import Outcome, Result
-from telecom_pay.webusers import SUBSCRIBER, UserError, web_users
+from telecom_pay.webusers import MAX_PASSWORD, SUBSCRIBER, UserError, check_password_length, web_users
 
 if TYPE_CHECKING:
     from channels.web.app import WebApp, WebContext
 
 SELF = (SUBSCRIBER,)
-MIN_PASSWORD, MAX_PASSWORD = 8, 128
+MIN_PASSWORD = 8
 
 AGREEMENT_VERSION = "2026-01"
 AGREEMENT_TEXT = (
@@ -72,12 +72,9 @@ def self_refusal(result: Result) -> HttpError:
 
 
 def check_subscriber_password(password: Any, *, msisdn: str | None) -> str:
-    if not isinstance(password, str):
-        raise UserError("the password must be a string")
-    if len(password) < MIN_PASSWORD:
-        raise UserError(f"the password must have at least {MIN_PASSWORD} characters")
-    if len(password) > MAX_PASSWORD:
-        raise UserError(f"the password must have at most {MAX_PASSWORD} characters")
+    """Shorter than the staff's minimum (typed on phones), but never digits
+    only (a PIN-like password) and never the number itself."""
+    check_password_length(password, MIN_PASSWORD)
     if password.isdigit():
         raise UserError("the password must not be all digits")
     if msisdn and (msisdn in password or msisdn[-11:] in password):
@@ -177,6 +174,18 @@ async def request_code(web: "WebApp", request, purpose: str, typed: str) -> str:
     return CODE_SENT[purpose]
 
 
+async def proven(web: "WebApp", request, purpose: str, msisdn: str, body: dict, password_field: str) -> None:
+    """The new password is strong enough (checked first: a weak one does not
+    spend a try of the code), then the code proves the phone."""
+    try:
+        check_subscriber_password(body[password_field], msisdn=msisdn)
+    except UserError as exc:
+        raise HttpError(400, str(exc), field=password_field)
+    if not await codes(web).check(purpose, msisdn, body["code"]):
+        await audit_public(web, request, f"web_self_{purpose}_refused", msisdn, reason="code")
+        raise HttpError(400, WRONG_CODE, field="code")
+
+
 async def open_on_web(web: "WebApp", request, body: dict) -> tuple[str, "Result"]:
     """Checks the code, the agreement and the password, then opens; returns
     the number and the service's result."""
@@ -186,13 +195,7 @@ async def open_on_web(web: "WebApp", request, body: dict) -> tuple[str, "Result"
         raise HttpError(400, "accept the agreement to open an account", field="accept_agreement")
     if body.get("agreement_version", AGREEMENT_VERSION) != AGREEMENT_VERSION:
         raise HttpError(409, f"the agreement changed; read version {AGREEMENT_VERSION}", field="agreement_version")
-    try:
-        check_subscriber_password(body["password"], msisdn=msisdn)
-    except UserError as exc:
-        raise HttpError(400, str(exc), field="password")
-    if not await codes(web).check(OPEN, msisdn, body["code"]):
-        await audit_public(web, request, "web_self_open_refused", msisdn, reason="code")
-        raise HttpError(400, WRONG_CODE, field="code")
+    await proven(web, request, OPEN, msisdn, body, "password")
     password_hash = await web.users.hasher.hash(body["password"])
     result = await web.core.service.web_open(msisdn, password_hash, agreement_version=AGREEMENT_VERSION,
                                              agreement_sha256=AGREEMENT_SHA256, language=body.get("language"))
@@ -210,13 +213,7 @@ async def reset_password(web: "WebApp", request, body: dict) -> str:
     changes, so every web session of the number ends; a lock from failed
     logins is lifted (the code proved the phone)."""
     msisdn = number_of(web, body["msisdn"])
-    try:
-        check_subscriber_password(body["new_password"], msisdn=msisdn)
-    except UserError as exc:
-        raise HttpError(400, str(exc), field="new_password")
-    if not await codes(web).check(RESET, msisdn, body["code"]):
-        await audit_public(web, request, "web_self_reset_refused", msisdn, reason="code")
-        raise HttpError(400, WRONG_CODE, field="code")
+    await proven(web, request, RESET, msisdn, body, "new_password")
     if not await web.users.subscriber_passwords.ensure_row(msisdn, must_change=False):
         raise HttpError(400, WRONG_CODE, field="code")      # closed since the code was sent
     row = await web.users.get(msisdn)
@@ -344,11 +341,7 @@ async def _send(web, msisdn, b):
 
 
 async def _card(web, msisdn, b):
-    pan, expiry = b["pan"].replace(" ", ""), b["expiry"].strip()
-    if not (pan.isascii() and pan.isdigit() and 12 <= len(pan) <= 19):
-        raise HttpError(400, "pan: a card number is 12 to 19 digits", field="pan")
-    if not (len(expiry) == 4 and expiry.isascii() and expiry.isdigit()):
-        raise HttpError(400, "expiry: YYMM, four digits", field="expiry")
+    pan, expiry = card_fields(b)
     return await web.core.service.bind_card(msisdn, pan, expiry, channel="web")
 
 

@@ -76,14 +76,18 @@ class SelfServicePages:
         return self._public(request, "self_open.html", status, step="number", error=error,
                             msisdn=form.get("msisdn", ""))
 
-    async def open_code(self, request, ctx, form) -> bytes:
+    async def _code(self, request, form, purpose: str, number_step, code_step) -> bytes:
+        """Step 1 of /open and /forgot: the code is sent (or not: the page
+        reads the same), then the code's form."""
         self._check_form(request, form)
         try:
-            body = from_form(ss.CODE_BODY, form)
-            notice = await ss.request_code(self.web, request, OPEN, body["msisdn"])
+            notice = await ss.request_code(self.web, request, purpose, from_form(ss.CODE_BODY, form)["msisdn"])
         except HttpError as exc:
-            return await self.open_form(request, None, form, status=exc.status, error=_capital(exc.message))
-        return self._open_step(request, form, notice=notice)
+            return await number_step(request, None, form, status=exc.status, error=_capital(exc.message))
+        return code_step(request, form, notice=notice)
+
+    async def open_code(self, request, ctx, form) -> bytes:
+        return await self._code(request, form, OPEN, self.open_form, self._open_step)
 
     def _open_step(self, request, form, *, status: int = 200, notice: str | None = None,
                    error: str | None = None) -> bytes:
@@ -111,25 +115,21 @@ class SelfServicePages:
                             msisdn=form.get("msisdn", ""))
 
     async def forgot_code(self, request, ctx, form) -> bytes:
-        self._check_form(request, form)
-        try:
-            body = from_form(ss.CODE_BODY, form)
-            notice = await ss.request_code(self.web, request, RESET, body["msisdn"])
-        except HttpError as exc:
-            return await self.forgot_form(request, None, form, status=exc.status, error=_capital(exc.message))
-        return self._public(request, "self_forgot.html", step="code", notice=notice, msisdn=form.get("msisdn", ""))
+        return await self._code(request, form, RESET, self.forgot_form, self._forgot_step)
+
+    def _forgot_step(self, request, form, *, status: int = 200, notice: str | None = None,
+                     error: str | None = None) -> bytes:
+        return self._public(request, "self_forgot.html", status, step="code", notice=notice, error=error,
+                            msisdn=form.get("msisdn", ""))
 
     async def forgot(self, request, ctx, form) -> bytes:
         self._check_form(request, form)
-        msisdn = form.get("msisdn", "")
         if form.get("new_password", "") != form.get("new_password_again", ""):
-            return self._public(request, "self_forgot.html", 400, step="code", msisdn=msisdn,
-                                error="The two passwords differ.")
+            return self._forgot_step(request, form, status=400, error="The two passwords differ.")
         try:
             await ss.reset_password(self.web, request, from_form(ss.RESET_BODY, form))
         except HttpError as exc:
-            return self._public(request, "self_forgot.html", exc.status, step="code", msisdn=msisdn,
-                                error=_capital(exc.message))
+            return self._forgot_step(request, form, status=exc.status, error=_capital(exc.message))
         if ctx is not None:
             await self.web.end_session(request, ctx)
         return self._public(request, "self_forgot.html", step="done")
