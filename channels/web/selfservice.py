@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+import sqlalchemy as sa
+
 from channels.web.console import amount_of, audit_web, card_fields, printable, result_view, snapshot, status_of
 from channels.web.http import Body, Field, HttpError
 from channels.web.routes import ApiRoute
@@ -117,7 +119,10 @@ class SubscriberPasswords:
         w = await self.service.account_info(msisdn)
         if w is None or w.status not in (ACTIVE, FROZEN):
             return False
-        if await self.web.users.get(msisdn) is not None:
+        row = await login_row(self.web, msisdn)
+        if row is not None:
+            if former_holder(row, w):
+                await self.reassign(row, must_change=must_change)
             return True
         try:
             await self.web.users.create(msisdn, SUBSCRIBER, actor="system", actor_role="system", address=None,
@@ -125,6 +130,22 @@ class SubscriberPasswords:
         except UserError:
             pass                        # a concurrent first login made it
         return True
+
+    async def reassign(self, row, *, must_change: bool) -> None:
+        """The row was made for an earlier account of the number (before an
+        ownership transfer, or a close and a new opening): it starts again
+        for the new one, and the password stamp ends the former holder's
+        sessions."""
+        now = self.web.users.clock()
+
+        async def write(conn):
+            await conn.execute(web_users.update().where(web_users.c.id == row.id).values(
+                must_change_password=must_change, password_changed_at=now, failed_logins=0, locked_until=None,
+                created_at=now, updated_at=now))
+            await audit(conn, actor="system", channel="web", action="web_login_reassigned", account_id=None,
+                        role=SUBSCRIBER, address=None, msisdn=mask(row.msisdn or ""),
+                        before={"created_at": row.created_at.isoformat()}, after={"created_at": now.isoformat()})
+        await self.web.core.ledger.write(write)
 
     async def verify(self, row, password: str) -> bool:
         return bool(row.msisdn) and await self.service.verify_password(row.msisdn, password)
@@ -135,6 +156,17 @@ class SubscriberPasswords:
     async def store(self, conn, msisdn: str, password_hash: str) -> None:
         if not await self.service.store_login_password(conn, msisdn, password_hash):
             raise UserError("this number has no open account")
+
+
+async def login_row(web: "WebApp", username: str):
+    async def read(conn):
+        return (await conn.execute(sa.select(web_users).where(web_users.c.username == username))).first()
+    return await web.core.ledger.read(read)
+
+
+def former_holder(row, wallet) -> bool:
+    """The number's account is newer than its web login row."""
+    return wallet.created_at > row.created_at
 
 
 def codes(web: "WebApp") -> OneTimeCodes:
@@ -240,10 +272,15 @@ async def reset_password(web: "WebApp", request, body: dict) -> str:
 
 async def own_number(web: "WebApp", ctx: "WebContext") -> str:
     """The number of the logged-in subscriber's row: never one a request names."""
-    user = await web.users.get(ctx.username)
-    if user is None or not user.msisdn:
+    row = await login_row(web, ctx.username)
+    if row is None or not row.msisdn:
         raise HttpError(403, "this login has no number")
-    return user.msisdn
+    w = await web.core.service.account_info(row.msisdn)
+    if w is not None and former_holder(row, w):
+        # the number has a new account (an ownership transfer): not this session's
+        await web.sessions.delete(ctx.token)
+        raise HttpError(401, "the number's account changed; log in again")
+    return row.msisdn
 
 
 async def overview(web: "WebApp", msisdn: str) -> dict[str, Any]:
