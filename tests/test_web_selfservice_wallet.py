@@ -160,3 +160,33 @@ async def test_card_binding_freeze_and_unfreeze_with_the_pin(sqlite_url):
             ("active", "frozen"), ("frozen", "active")]
     finally:
         await stop_web(daemon)
+
+
+#: a plausible value per field, so the odd one is checked past the others
+BASELINE = {"msisdn": NUMBER, "code": "123456", "password": "green-tea-43", "accept_agreement": True,
+            "agreement_version": "2026-01", "language": "en", "new_password": "green-tea-44", "merchant_code": "M001",
+            "amount": "1", "pin": PIN, "idempotency_key": "fuzz-key-0001", "to_msisdn": OTHER, "pan": PAN,
+            "expiry": "2912", "current_pin": PIN, "new_pin": "147258", "reference": "order-1"}
+
+
+@aio_test
+async def test_no_field_of_any_self_service_route_gets_a_5xx_whatever_it_holds(sqlite_url):
+    from channels.web.selfservice import ROUTES
+    daemon, base = await start_self({"database_url": sqlite_url})
+    try:
+        b, h = await funded(daemon, base)
+        odd = [None, 0, -1, 1.5, True, [], {}, "", " ", "-0.01", "0.001", "1e3", "９９", "１３９００１３９０００", "\u0000",
+               "💸" * 8, "x" * 200, "12" * 40, "+86 139 0013 9000", "258147", "M001"]
+        checked = 0
+        for route in ROUTES:
+            if route.method != "POST" or route.body is None:
+                continue
+            valid = {name: BASELINE.get(name, "x") for name in route.body.fields}
+            for name in route.body.fields:
+                for value in odd:
+                    r = await b.post(route.path, headers=h, json_body={**valid, name: value})
+                    assert r.status < 500 and "error" in r.json() or r.status < 300, (route.path, name, value, r.text)
+                    checked += 1
+        assert checked > 300
+    finally:
+        await stop_web(daemon)
