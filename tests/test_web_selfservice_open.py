@@ -8,10 +8,12 @@ it; a reset ends every session of the number."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from channels.web.selfservice import AGREEMENT_VERSION, CODE_SENT
+from telecom_pay import stats
 from telecom_pay.ledger.tables import accounts, audit_log
 from tests.aio import aio_test
 from tests.selfkit import (
@@ -37,6 +39,10 @@ async def test_web_opening_sends_a_code_then_opens_with_the_agreement_and_the_pi
         assert [(a.action, a.channel) for a in trail][:3] == [
             ("open_requested", "web"), ("agreement_accepted", "web"), ("confirm", "web")], trail
         assert trail[1].details["version"] == AGREEMENT_VERSION and len(trail[1].details["sha256"]) == 64
+        tz = daemon.core.service.tz
+        today = datetime.now(tz).date()
+        figures = await stats.statistics(daemon.core.ledger, today, today, tz)
+        assert figures["total"]["accounts_opened"] == {"web": 1}, figures["total"]
         web_rows = await rows(daemon, sa.select(audit_log.c.details).where(audit_log.c.action == "web_self_open"))
         assert web_rows[0].details["outcome"] == "ok" and PASSWORD not in str(web_rows)
         # logs in again with the number in local or E.164 form and the password set on the page
