@@ -3,8 +3,9 @@
 handset without an account opens on the web with the code the SMSC
 simulator's handset received, reads its PIN SMS, changes the PIN, tops up
 by SMS from the card the bank simulator bound, pays a merchant from the
-page with the PIN, sees the balance and statement, and resets a forgotten
-password by SMS code. Every self-service page is shot to tests/artifacts/."""
+page with the PIN, sees the balance and statement, resets a forgotten
+password by SMS code, and finds three wrong PINs on the page lock its SMS
+payments too. Every self-service page is shot to tests/artifacts/."""
 from __future__ import annotations
 
 import json
@@ -100,7 +101,7 @@ def test_a_subscriber_opens_on_the_web_and_pays_a_merchant_from_the_page(tmp_pat
             expect(page.locator("#card")).to_contain_text("Bound: debit card ···· ")
             shot(page, "self-card")
             phone.send("CZ 100")
-            phone.next_text("6")                      # the PIN prompt
+            phone.next_text("6位支付密码")              # the PIN prompt
             phone.send(PIN)
             phone.next_text("100.00")                 # topped up
 
@@ -153,6 +154,23 @@ def test_a_subscriber_opens_on_the_web_and_pays_a_merchant_from_the_page(tmp_pat
             expect(page).to_have_url(re.compile(r"/me$"))
             expect(page.locator("#balance")).to_have_text("¥87.50")
             shot(page, "self-home")
+
+            # three wrong PINs on the page lock payments, by SMS too
+            page.click("nav a[href='/me/pay']")
+            for _ in range(3):
+                page.fill("#op-pay input[name=merchant_code]", "M001")
+                page.fill("#op-pay input[name=amount]", "1")
+                page.fill("#op-pay input[name=pin]", "369258")
+                page.click("#op-pay button[type=submit]")
+                expect(page.locator("p.error")).to_be_visible()
+            expect(page.locator("p.error")).to_contain_text("payments locked")
+            shot(page, "self-pay-locked")
+            phone.send("ZF M001 1")
+            if "锁定" not in phone.next_text():
+                phone.send(PIN)
+                phone.next_text("锁定")
+            page.click("nav a[href='/me']")
+            expect(page.locator("#balance")).to_have_text("¥87.50")
     try:
         in_a_thread(drive, timeout=240)
     finally:
