@@ -248,6 +248,10 @@ class WebUsers:
         window = self.throttle.window
         return (await self.sessions.incr(user_key, window, 0), await self.sessions.incr(addr_key, window, 0))
 
+    async def forget_failures(self, username: str) -> None:
+        """The account's failure count starts again (a password reset proved the owner)."""
+        await self.sessions.delete(self._keys(username, None)[0])
+
     async def captcha_required(self, username: str, address: str | None) -> bool:
         return max(await self.failures(username, address)) >= self.throttle.captcha_after
 

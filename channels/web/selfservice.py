@@ -264,7 +264,7 @@ async def reset_password(web: "WebApp", request, body: dict) -> str:
                             "locked_until": row.locked_until.isoformat() if row.locked_until else None},
                     after={"password_changed_at": now.isoformat(), "locked_until": None})
     await web.core.ledger.write(write)
-    await web.users.sessions.delete(web.users._keys(msisdn, address)[0])
+    await web.users.forget_failures(msisdn)
     return msisdn
 
 
