@@ -59,6 +59,7 @@ ACTIVE, DISABLED = "active", "disabled"
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 128          # argon2 takes any length; a megabyte "password" is a CPU attack
+NO_PASSWORD = "!"           # not an argon2 hash: verifies nothing
 
 
 class UserError(ValueError):
@@ -198,7 +199,9 @@ class WebUsers:
         initial = password if password is not None else generate_password(12)
         if password is not None:
             check_password_rules(password, username=username)
-        password_hash = await self.hasher.hash(initial)
+        # a subscriber's password is on their account (channels/web/selfservice.py):
+        # the row holds a marker no password verifies, and costs no argon2 run
+        password_hash = NO_PASSWORD if role == SUBSCRIBER and password is None else await self.hasher.hash(initial)
         now = self.clock()
         row = dict(username=username, role=role, password_hash=password_hash,
                    must_change_password=must_change_password, status=ACTIVE, msisdn=msisdn,
