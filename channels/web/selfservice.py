@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import sqlalchemy as sa
 
+from channels.web.api import _session_view
 from channels.web.console import amount_of, audit_web, card_fields, printable, result_view, snapshot, status_of
 from channels.web.http import Body, Field, HttpError
 from channels.web.routes import ApiRoute
@@ -439,11 +440,6 @@ async def perform(web: "WebApp", ctx: "WebContext", op: SelfOperation, body: dic
 
 
 # ------------------------------------------------------------ API handlers
-
-def _session_view(session: dict) -> dict:
-    from channels.web.api import _session_view as view
-    return view(session)
-
 
 async def api_agreement(web, request, ctx, body):
     return 200, {"version": AGREEMENT_VERSION, "sha256": AGREEMENT_SHA256, "text": AGREEMENT_TEXT}
