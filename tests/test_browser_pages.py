@@ -1,5 +1,6 @@
 """Every page of the web app in real headless Chromium, as a role allowed
-to see it, with a screenshot of each (tests/artifacts/page-<name>.png),
+to see it (the subscriber's after opening on the web), with a screenshot
+of each (tests/artifacts/page-<name>.png),
 and the pages only a POST renders (the console's subscriber page after a
 look-up, an audit search, a created user's one-time password, the
 first-login change, the error pages).
@@ -17,7 +18,10 @@ from channels.web.app import WebApp
 from telecom_pay import config
 from telecom_pay.sessions.memory import MemorySessionStore
 from tests.browserkit import ARTIFACTS, chromium, in_a_thread, shot
-from tests.pagekit import demo_fixture, log_in, look_up
+from tests.pagekit import PIN_RE, demo_fixture, log_in, look_up
+
+SUBSCRIBER = "13700137000"        # a demo handset without an account: it opens one on the web
+SUBSCRIBER_PASSWORD = "jasmine-tea-58"
 
 #: GET page -> who visits it (None: not logged in), the screenshot names and where it lands
 PAGES = {
@@ -31,9 +35,17 @@ PAGES = {
     "/ops/stats": [("admin", "ops-stats", "/ops/stats")],
     "/ops/audit": [("admin", "ops-audit", "/ops/audit")],
     "/ops/bank": [("admin", "ops-bank", "/ops/bank")],
+    "/open": [(None, "self-open", "/open")],
+    "/forgot": [(None, "self-forgot", "/forgot")],
+    "/me": [(SUBSCRIBER, "self-home", "/me")],
+    "/me/statement": [(SUBSCRIBER, "self-statement", "/me/statement")],
+    "/me/pay": [(SUBSCRIBER, "self-pay", "/me/pay")],
+    "/me/card": [(SUBSCRIBER, "self-card", "/me/card")],
+    "/me/settings": [(SUBSCRIBER, "self-settings", "/me/settings")],
 }
-#: GET routes that are downloads, not pages: fetched and checked, no screenshot
-DOWNLOADS = {"/ops/stats.csv": ("admin", "text/csv")}
+#: GET routes that are downloads, not pages: fetched and checked (type, header), no screenshot
+DOWNLOADS = {"/ops/stats.csv": ("admin", "text/csv", "date,"),
+             "/me/statement.csv": (SUBSCRIBER, "text/csv", "ref,")}
 
 
 def registered_get_pages() -> set[str]:
@@ -66,9 +78,28 @@ def test_every_page_renders_and_is_screenshot(demo):
         # the document's own status (a 404 page, say) is asserted where it is expected
         page.on("console", lambda m: m.type in ("error", "warning") and m.location.get("url") != page.url
                 and page.problems.append(f"{m.type}: {m.text} {m.location.get('url', '')}"))
-        if user is not None:
+        if user == SUBSCRIBER:
+            open_on_the_web(page)
+        elif user is not None:
             log_in(page, base, user)
         return page
+
+    def open_on_the_web(page):
+        """A subscriber's session: the web opening (/open), with the code
+        the handset gets by SMS; it ends logged in on /me."""
+        since = demo.inbox_size(SUBSCRIBER)
+        page.goto(f"{base}/open")
+        page.fill("#open-number input[name=msisdn]", SUBSCRIBER)
+        page.click("#open-number button[type=submit]")
+        page.wait_for_load_state()
+        code = PIN_RE.search(demo.wait_sms(SUBSCRIBER, since, "验证码")[0]).group(1)
+        page.fill("#open-confirm input[name=code]", code)
+        page.check("#open-confirm input[name=accept_agreement]")
+        page.fill("#open-confirm input[name=password]", SUBSCRIBER_PASSWORD)
+        page.fill("#open-confirm input[name=password_again]", SUBSCRIBER_PASSWORD)
+        with page.expect_navigation():
+            page.click("#open-confirm button[type=submit]")
+        assert page.url.startswith(f"{base}/me"), page.url
 
     def visit(page, path, name, status=200, lands=None):
         response = page.goto(base + path)
@@ -87,15 +118,15 @@ def test_every_page_renders_and_is_screenshot(demo):
                     if user not in pages:
                         pages[user] = page_for(browser, user)
                     visit(pages[user], path, name, lands=lands)
-            for path, (user, kind) in DOWNLOADS.items():
+            for path, (user, kind, header) in DOWNLOADS.items():
                 r = pages[user].request.get(base + path)
                 assert r.status == 200 and r.headers["content-type"].startswith(kind), (path, r.status, r.headers)
-                assert r.text().startswith("date,"), r.text()[:200]
+                assert r.text().startswith(header), (path, r.text()[:200])
 
             # pages a POST renders, and the error pages
             agent, supervisor, admin, anonymous = pages["agent1"], pages["super1"], pages["admin"], pages[None]
             for page, number, name, status in ((supervisor, "13800138000", "agent-subscriber", 200),
-                                               (agent, "13700137000", "agent-no-account", 404)):
+                                               (agent, "13600136009", "agent-no-account", 404)):
                 page.goto(f"{base}/agent")
                 got = look_up(page, base, number).status
                 assert got == status and not page.problems, (name, got, page.problems)
