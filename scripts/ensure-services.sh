@@ -37,6 +37,8 @@ command -v sox >/dev/null || tools+=(sox)
 command -v chromium >/dev/null || tools+=(chromium)
 # Chinese text in the browser tests' screenshots
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || tools+=(fonts-wqy-microhei)
+# libfaketime: the statistics browser test runs the demo at 00:30 Shanghai time (tests/demokit.py clock_at)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || tools+=(faketime)
 [ ${#tools[@]} = 0 ] || apt_install "${tools[@]}"
 
 read -r pg_host pg_port < <(hostport "$PG_URL" 5432)

@@ -61,8 +61,15 @@ def status_of(result: Result) -> int:
     return _STATUS.get(result.outcome, 409)
 
 
+#: refusals whose subscriber wording ("You have no mobile wallet. Send OPEN
+#: ...") would tell the agent at the counter to do what the caller does
+_AGENT_WORDING = {
+    Outcome.NO_ACCOUNT: "This number has no mobile wallet account: open one for the caller after the ID check.",
+}
+
+
 def message_of(result: Result) -> str:
-    return " ".join(render(result, "en")) or result.outcome.value
+    return _AGENT_WORDING.get(result.outcome) or " ".join(render(result, "en")) or result.outcome.value
 
 
 def result_view(result: Result) -> dict[str, Any]:

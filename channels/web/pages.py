@@ -76,6 +76,7 @@ class Pages:
     def _page(self, fn: Callable[..., Awaitable[bytes]], *, login: bool = True, roles=ROLES,
               before_password_change: bool = False, csrf: bool = False):
         async def run(request) -> bytes:
+            ctx = None
             try:
                 ctx = await self.web.context(request)
                 if login:
@@ -94,7 +95,7 @@ class Pages:
                 request.setHeader("location", r.location)
                 return b""
             except HttpError as exc:
-                return self.error(request, exc.status, exc.message)
+                return self.error(request, exc.status, exc.message, ctx=ctx)
             except Exception:
                 log.failure("page {path} failed", path=request.path)
                 return self.error(request, 500, "Something went wrong.")
@@ -113,8 +114,9 @@ class Pages:
         request.setHeader("cache-control", "no-store")
         return self.env.get_template(template).render(**values).encode("utf-8")
 
-    def error(self, request, status: int, message: str) -> bytes:
-        return self.render(request, "error.html", status, status=status, message=message)
+    def error(self, request, status: int, message: str, *, ctx: "WebContext | None" = None) -> bytes:
+        """`ctx`: a logged-in user's error page keeps the bar (who, Log out)."""
+        return self.render(request, "error.html", status, status=status, message=message, ctx=ctx)
 
     # ------------------------------------------------------------ pages
 
