@@ -23,7 +23,7 @@ run: install
 # three workers on two cores: most tests wait on sockets, not the CPU
 TEST_WORKERS ?= 3
 test: install
-	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	eval "$$(scripts/ensure-services.sh)" && $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -7,8 +7,13 @@ the test sends travels over SMPP as a phone's would, and the SMS the
 platform sends are read from the handset's inbox."""
 from __future__ import annotations
 
+import pytest
+
 from tests.browserkit import chromium, in_a_thread, shot
 from tests.pagekit import PIN_RE, demo_fixture, log_in, look_up
+
+# one demo per module: its tests stay on one xdist worker (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_browser_console")
 
 NEW_CALLER = "13600136001"       # no account: the agent opens one
 DEMO_ACCOUNT = "13800138000"     # opened by the demo with PIN 147258

@@ -22,6 +22,9 @@ from tests.browserkit import chromium, in_a_thread, require_chromium, shot
 from tests.demokit import start_demo
 from tests.pagekit import log_in
 
+# one demo per module: its tests stay on one xdist worker (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_browser_ops_stats")
+
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PIN = "147258"                   # the demo account's
 PAYER, FIRST, SECOND = "13800138000", "13900139000", "13700137000"

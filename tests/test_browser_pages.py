@@ -14,11 +14,16 @@ from __future__ import annotations
 
 from unittest import mock
 
+import pytest
+
 from channels.web.app import WebApp
 from telecom_pay import config
 from telecom_pay.sessions.memory import MemorySessionStore
 from tests.browserkit import ARTIFACTS, chromium, in_a_thread, shot
 from tests.pagekit import PIN_RE, demo_fixture, log_in, look_up
+
+# one demo per module: its tests stay on one xdist worker (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_browser_pages")
 
 SUBSCRIBER = "13700137000"        # a demo handset without an account: it opens one on the web
 SUBSCRIBER_PASSWORD = "jasmine-tea-58"

@@ -22,6 +22,9 @@ from tests.browserkit import chromium, in_a_thread, require_chromium, shot
 from tests.demokit import running_demo
 from tests.pagekit import DEV_USERS, log_in, look_up
 
+# one demo per module: its tests stay on one xdist worker (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_browser_web_defences")
+
 IDLE_TIMEOUT = 5          # seconds
 CAPTCHA_AFTER, LOCK_AFTER = 2, 4
 REDIS_URL = os.environ.get("TELECOM_PAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
