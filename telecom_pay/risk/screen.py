@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from telecom_pay.ledger.fastsql import Fast
 from telecom_pay.ledger.ledger import Leg, OperationRecord, OperationRequest
-from telecom_pay.ledger.tables import T_PENDING, T_VOIDED, accounts, operations
+from telecom_pay.ledger.tables import T_PENDING, T_VOIDED, Stamp, accounts, operations
 from telecom_pay.outcomes import Outcome, Result
 
 from .cases import ALERT, HELD, HOLD, OPEN_ALERT, RELEASED, risk_cases
@@ -46,13 +47,29 @@ class Hit:
         return {"rule": self.rule, "action": self.action, **self.figures}
 
 
-def _spends(account_id: int, since: datetime):
-    return sa.and_(_o.account_id == account_id, _o.kind.in_(COUNTED_KINDS), _o.state != T_VOIDED,
-                   _o.created_at >= since)
+def _spends(since: str, *extra):
+    return sa.and_(_o.account_id == sa.bindparam("payer"), sa.or_(*(_o.kind == k for k in COUNTED_KINDS)),
+                   _o.state != T_VOIDED, _o.created_at >= sa.bindparam(since, type_=Stamp), *extra)
 
 
-async def _scalar(conn, q) -> int:
-    return int((await conn.execute(q)).scalar_one() or 0)
+# Every figure the rules need, in one statement (run on the writer's raw
+# cursor: this is the hot path of every spend). A rule that is off binds
+# an empty window (since = now) and costs an index probe.
+_FIGURES = Fast(sa.select(
+    sa.select(sa.func.count()).where(_spends("since_velocity")).scalar_subquery().label("spends"),
+    sa.select(sa.func.count()).where(_spends("since_structuring", _o.amount >= sa.bindparam("lower"),
+                                             _o.amount < sa.bindparam("upper"))).scalar_subquery().label("just_under"),
+    sa.select(sa.func.coalesce(sa.func.sum(_o.amount), 0)).where(_spends("since_new"))
+    .scalar_subquery().label("moved"),
+    sa.select(sa.func.count(sa.distinct(_o.account_id))).where(
+        _o.counterparty_id == sa.bindparam("recipient"), _o.kind == "p2p", _o.state != T_VOIDED,
+        _o.account_id != sa.bindparam("payer"), _o.created_at >= sa.bindparam("since_fan_in", type_=Stamp))
+    .scalar_subquery().label("other_senders"),
+    accounts.c.created_at.label("opened"),
+).where(accounts.c.id == sa.bindparam("payer")))
+# PostgreSQL: the payer's and the recipient's rows, in id order as the booking takes them
+_LOCK = Fast(sa.select(accounts.c.id).where(sa.or_(accounts.c.id == sa.bindparam("a"), accounts.c.id == sa.bindparam("b")))
+             .order_by(accounts.c.id).with_for_update())
 
 
 async def assess(conn, rules: RiskRules, req: OperationRequest, now: datetime) -> list[Hit]:
@@ -62,47 +79,39 @@ async def assess(conn, rules: RiskRules, req: OperationRequest, now: datetime) -
     payer, amount = req.account_id, req.amount
     fan_in = rules.fan_in if req.kind == "p2p" and req.counterparty_id is not None else None
     if conn.dialect.name != "sqlite":
-        ids = sorted({payer} | ({req.counterparty_id} if fan_in else set()))
-        await conn.execute(sa.select(accounts.c.id).where(accounts.c.id.in_(ids)).order_by(accounts.c.id)
-                           .with_for_update())
+        # the payer's spends are serialised by its credentials lock already; the
+        # recipient's row makes two instances count one another's transfers in
+        await _LOCK.all(conn, a=payer, b=req.counterparty_id if fan_in else payer)
+
+    def since(rule) -> datetime:
+        return now - timedelta(minutes=rule.window_minutes) if rule is not None else now
+    s = rules.structuring
+    f = await _FIGURES.first(conn, payer=payer, recipient=req.counterparty_id if fan_in else -1,
+                             since_velocity=since(rules.velocity), since_structuring=since(s),
+                             since_new=since(rules.new_account), since_fan_in=since(fan_in),
+                             lower=s.lower if s else 0, upper=s.limit if s else 0)
+    # PostgreSQL sums bigints as numeric: figures are ints, as every amount is
+    spends, just_under, moved, others = (int(v or 0) for v in (f.spends, f.just_under, f.moved, f.other_senders))
     hits: list[Hit] = []
     r = rules.large_amount
     if r is not None and amount >= r.amount:
         hits.append(Hit(r.name, r.action, {"amount": amount, "threshold": r.amount}))
     r = rules.velocity
-    if r is not None:
-        n = 1 + await _scalar(conn, sa.select(sa.func.count()).where(
-            _spends(payer, now - timedelta(minutes=r.window_minutes))))
-        if n > r.max_count:
-            hits.append(Hit(r.name, r.action, {"spends": n, "max_count": r.max_count,
-                                               "window_minutes": r.window_minutes}))
-    r = rules.structuring
-    if r is not None and r.lower <= amount < r.limit:
-        n = 1 + await _scalar(conn, sa.select(sa.func.count()).where(
-            _spends(payer, now - timedelta(minutes=r.window_minutes)), _o.amount >= r.lower, _o.amount < r.limit))
-        if n >= r.count:
-            hits.append(Hit(r.name, r.action, {"just_under": n, "count": r.count, "limit": r.limit,
-                                               "from": r.lower, "window_minutes": r.window_minutes}))
-    r = fan_in
-    if r is not None:
-        since = now - timedelta(minutes=r.window_minutes)
-        senders = {row[0] for row in (await conn.execute(sa.select(_o.account_id).distinct().where(
-            _o.counterparty_id == req.counterparty_id, _o.kind == "p2p", _o.state != T_VOIDED,
-            _o.created_at >= since))).all()} | {payer}
-        if len(senders) >= r.senders:
-            hits.append(Hit(r.name, r.action, {"senders": len(senders), "threshold": r.senders,
-                                               "window_minutes": r.window_minutes,
-                                               "recipient_account": req.counterparty_id}))
+    if r is not None and spends + 1 > r.max_count:
+        hits.append(Hit(r.name, r.action, {"spends": spends + 1, "max_count": r.max_count,
+                                           "window_minutes": r.window_minutes}))
+    if s is not None and s.lower <= amount < s.limit and just_under + 1 >= s.count:
+        hits.append(Hit(s.name, s.action, {"just_under": just_under + 1, "count": s.count, "limit": s.limit,
+                                           "from": s.lower, "window_minutes": s.window_minutes}))
+    if fan_in is not None and others + 1 >= fan_in.senders:
+        hits.append(Hit(fan_in.name, fan_in.action, {"senders": others + 1, "threshold": fan_in.senders,
+                                                     "window_minutes": fan_in.window_minutes,
+                                                     "recipient_account": req.counterparty_id}))
     r = rules.new_account
-    if r is not None:
-        opened = (await conn.execute(sa.select(accounts.c.created_at).where(accounts.c.id == payer))).scalar_one()
-        if opened > now - timedelta(days=r.days):
-            moved = amount + await _scalar(conn, sa.select(sa.func.coalesce(sa.func.sum(_o.amount), 0)).where(
-                _spends(payer, now - timedelta(minutes=r.window_minutes))))
-            if moved > r.amount:
-                hits.append(Hit(r.name, r.action, {"moved": moved, "threshold": r.amount, "days": r.days,
-                                                   "account_age_hours": int((now - opened).total_seconds() // 3600),
-                                                   "window_minutes": r.window_minutes}))
+    if r is not None and f.opened > now - timedelta(days=r.days) and moved + amount > r.amount:
+        hits.append(Hit(r.name, r.action, {"moved": moved + amount, "threshold": r.amount, "days": r.days,
+                                           "account_age_hours": int((now - f.opened).total_seconds() // 3600),
+                                           "window_minutes": r.window_minutes}))
     return hits
 
 
