@@ -50,8 +50,10 @@ class Demo:
         return self.proc.returncode
 
 
-def write_config(tmp_path: Path) -> tuple[Path, int, int, int]:
+def write_config(tmp_path: Path, sections: dict | None = None) -> tuple[Path, int, int, int]:
+    """`sections`: top-level tables that replace the default's (a risk rule easy to trigger)."""
     raw = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    raw.update(sections or {})
     smpp, http, iso, bank_http, ami, agi, web = free_ports(7)
     raw["demo"].update(smsc_smpp=f"tcp:{smpp}:interface=127.0.0.1", smsc_http=f"tcp:{http}:interface=127.0.0.1",
                        bank_iso=f"tcp:{iso}:interface=127.0.0.1", bank_http=f"tcp:{bank_http}:interface=127.0.0.1",
@@ -66,8 +68,8 @@ def write_config(tmp_path: Path) -> tuple[Path, int, int, int]:
     return path, http, agi, web
 
 
-def start_demo(tmp_path: Path, timeout: float = 60.0) -> Demo:
-    cfg, http, agi, web = write_config(tmp_path)
+def start_demo(tmp_path: Path, timeout: float = 60.0, *, sections: dict | None = None) -> Demo:
+    cfg, http, agi, web = write_config(tmp_path, sections)
     proc = subprocess.Popen([*CLI, "demo", "--config", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     printed = []
