@@ -339,3 +339,26 @@ async def test_alerts_are_closed_as_reviewed_and_bad_decisions_refused(stack):
         await sound(svc)
     finally:
         await shutdown(svc)
+
+
+@aio_test
+async def test_the_hold_and_its_case_commit_together_or_not_at_all(sqlite_url):
+    """The case row is written after the booking in the same job: when it
+    cannot be written, the booking is gone too (no reservation without a
+    case an operator could decide)."""
+    svc = await service({"database_url": sqlite_url, "sessions_url": "memory://"},
+                        {"large_amount": {"action": "hold", "amount": 5000}})
+    try:
+        pin = await funded(svc, amount=10_000)
+
+        async def break_cases(conn):
+            await conn.execute(sa.text("ALTER TABLE risk_cases RENAME TO risk_cases_gone"))
+        await svc.ledger.write(break_cases)
+        with pytest.raises(Exception, match="risk_cases"):
+            await pay(svc, pin, 6000, key="atomic-1")
+        assert await svc.ledger.get_operation("atomic-1") is None
+        assert await available(svc) == 10_000
+        assert not any("审核" in t for t in await outbox_texts(svc, MSISDN))
+        await sound(svc)
+    finally:
+        await shutdown(svc)

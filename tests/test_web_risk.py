@@ -79,8 +79,8 @@ async def test_ops_admin_releases_by_api_once_and_others_are_refused(sqlite_url)
 
 
 @aio_test
-async def test_bad_input_is_a_clear_4xx(sqlite_url):
-    daemon, base = await start_web(web_settings({"database_url": sqlite_url}, **RULES))
+async def test_bad_input_is_a_clear_4xx(database_url):
+    daemon, base = await start_web(web_settings({"database_url": database_url}, **RULES))
     try:
         [held] = await held_payments(daemon)
         ops, token = await ops_browser(daemon, base)
@@ -94,6 +94,8 @@ async def test_bad_input_is_a_clear_4xx(sqlite_url):
                 ({"case_id": 2 ** 63, "decision": "release", "reason": "x"}, 400, "case_id must be between"),
                 ({"case_id": 0, "decision": "release", "reason": "x"}, 400, "case_id must be between"),
                 ({"case_id": case_id, "decision": "release", "reason": "x" * 201}, 400, "longer than 200"),
+                ({"case_id": case_id, "decision": "release", "reason": "ok\x00"}, 400, "printable"),
+                ({"case_id": case_id, "decision": "release", "reason": "\ud800"}, 400, "printable"),
                 ({"case_id": case_id, "decision": "release", "reason": "x", "pin": "1"}, 400, "unknown field"),
                 ({"case_id": 987654, "decision": "release", "reason": "x"}, 404, "no risk case"),
                 ({"case_id": case_id, "decision": "review", "reason": "x"}, 409, "can only be released")):

@@ -105,6 +105,8 @@ class RiskReview(ServiceCore):
         reason = " ".join((reason or "").split())
         if not reason:
             raise RiskCaseError(400, "a reason is required")
+        if not _printable(reason):
+            raise RiskCaseError(400, "the reason must be printable text")
         if len(reason) > MAX_REASON:
             raise RiskCaseError(400, f"the reason is longer than {MAX_REASON} characters")
         kind, new_status = DECISIONS[decision]
@@ -187,6 +189,15 @@ async def _names(conn, rows) -> dict[int, Any]:
     if not ids:
         return {}
     return {a.id: a for a in (await conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))).all()}
+
+
+def _printable(text: str) -> bool:
+    """No control characters (PostgreSQL stores no NUL) and no lone surrogates (not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text)
 
 
 def _brief(view: dict) -> dict:
