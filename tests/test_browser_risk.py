@@ -66,7 +66,7 @@ def test_an_ops_admin_releases_a_held_payment_in_chromium(tmp_path):
         assert "审核" in held and "60.00" in held and "余额 40.00" in held, held
         ref = held.split()[0]
         [balance] = phone.say("YE")
-        assert "40.00" in balance, balance            # the 60.00 is reserved: not spendable
+        assert "余额 40.00 元" in balance and "另有 60.00 元在审核" in balance, balance   # reserved, and says so
         before_release = phone.inbox_size()
 
         def drive():
@@ -96,7 +96,7 @@ def test_an_ops_admin_releases_a_held_payment_in_chromium(tmp_path):
         [receipt] = phone.read(before_release)
         assert paid_ref in receipt and "已支付 60.00 元" in receipt, receipt
         [balance] = phone.say("YE")
-        assert "40.00" in balance, balance            # paid once: 100.00 - 60.00
+        assert balance == "余额 40.00 元.", balance    # paid once: 100.00 - 60.00, nothing reserved
         [statement] = phone.say("MX")
         assert statement.count("60.00") == 1, statement
     finally:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from telecom_pay import config
+from telecom_pay.commands.replies import render
 from telecom_pay.ledger.tables import audit_log
 from telecom_pay.outcomes import Outcome
 from telecom_pay.risk.cases import risk_cases
@@ -121,6 +122,8 @@ async def test_held_money_cannot_be_spent_twice(stack):
     try:
         pin = await funded(svc, amount=10_000)
         assert (await pay(svc, pin, 8000)).outcome is Outcome.RISK_HELD
+        [shown] = render(await svc.balance(MSISDN, channel="sms"), "zh")
+        assert shown == "余额 20.00 元. 另有 80.00 元在审核或处理中, 暂不可用.", shown
         r = await pay(svc, pin, 3000)
         assert r.outcome is Outcome.INSUFFICIENT_FUNDS and r.balance == 2000
         await open_active(svc, OTHER)

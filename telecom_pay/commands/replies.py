@@ -126,6 +126,7 @@ _T: dict[str, dict[str, str]] = {
         "ok.password": ", 登录密码 {password}(首次登录后请修改)",
         "ok.balance": "余额 {balance} 元.",
         "ok.balance_w": "余额 {balance} 元, 其中可提现 {withdrawable} 元.",
+        "ok.balance_reserved": " 另有 {reserved} 元在审核或处理中, 暂不可用.",
         "ok.topup": "{ref}充值 {amount} 元成功{fee}{bal}.",
         "ok.withdraw": "{ref}提现 {amount} 元已转入银行卡{fee}{bal}.",
         "ok.pay": "{ref}已支付 {amount} 元给 {merchant}{fee}{bal}.",
@@ -258,6 +259,7 @@ _T: dict[str, dict[str, str]] = {
         "ok.password": ", login password {password} (change it at first login)",
         "ok.balance": "Balance {balance}.",
         "ok.balance_w": "Balance {balance}, of which {withdrawable} can be withdrawn.",
+        "ok.balance_reserved": " A further {reserved} is reserved for payments under review or in progress.",
         "ok.topup": "{ref}Topped up {amount}.{fee}{bal}",
         "ok.withdraw": "{ref}Withdrew {amount} to your card.{fee}{bal}",
         "ok.pay": "{ref}Paid {amount} to {merchant}.{fee}{bal}",
@@ -643,9 +645,13 @@ def _ok(c: _Context) -> list[str]:
             raise KeyError("balance")
         w = p.get("withdrawable")
         if _is_count(w) and w != r.balance:
-            return [c.text("ok.balance_w", balance=format_amount(r.balance),
-                           withdrawable=format_amount(w))]
-        return [c.text("ok.balance", balance=format_amount(r.balance))]
+            text = c.text("ok.balance_w", balance=format_amount(r.balance), withdrawable=format_amount(w))
+        else:
+            text = c.text("ok.balance", balance=format_amount(r.balance))
+        reserved = p.get("reserved")
+        if _is_count(reserved) and reserved > 0:      # held by a risk rule, or waiting on the bank
+            text += c.text("ok.balance_reserved", reserved=format_amount(reserved))
+        return [text]
     if action == "statement":
         return _statement(c)
     if action == "lang":
