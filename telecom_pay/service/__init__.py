@@ -22,13 +22,14 @@ from .merchant import MerchantOperations
 from .operator import OperatorOperations
 from .risk_review import RiskReview
 from .subscriber import MERCHANT_PREVIEW_TTL, SubscriberOperations
+from .selfservice import SelfServiceOperations
 from .suspense import SuspenseOperations
 
 __all__ = ["PaymentService", "RECEIPT_BY_SMS", "RECEIPTED_KINDS", "Notifier", "MERCHANT_PREVIEW_TTL"]
 
 
 class PaymentService(SubscriberOperations, AgentOperations, MerchantOperations, OperatorOperations,
-                     SuspenseOperations, RiskReview, ServiceCore):
+                     SuspenseOperations, SelfServiceOperations, RiskReview, ServiceCore):
     """The one object every channel holds. The parts are mixins over one
     ServiceCore rather than separate objects: they share its state (ledger,
     sessions, notifiers, the merchant names) and call one another through
