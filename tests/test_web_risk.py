@@ -144,3 +144,22 @@ async def test_the_page_lists_and_refuses_with_a_reason(sqlite_url):
         assert 'href="/ops/risk"' in home.text
     finally:
         await stop_web(daemon)
+
+
+@aio_test
+async def test_a_subscriber_paying_on_the_web_is_told_held_not_paid(sqlite_url):
+    from tests.selfkit import NUMBER, start_self
+    from tests.test_web_selfservice_wallet import PIN, funded as web_funded
+    daemon, base = await start_self({"database_url": sqlite_url}, **RULES)
+    try:
+        b, h = await web_funded(daemon, base)
+        pay = {"merchant_code": "M001", "amount": "60", "pin": PIN, "idempotency_key": "risk-held-0001"}
+        r = await b.post("/api/v1/self/pay", headers=h, json_body=pay)
+        assert r.status == 202 and r.json()["outcome"] == "risk_held", r.text
+        again = await b.post("/api/v1/self/pay", headers=h, json_body=pay)        # the double submit
+        assert again.status == 202 and again.json()["ref"] == r.json()["ref"], again.text
+        assert (await daemon.core.service.balance(NUMBER, channel="t")).balance == 20_000 - 6000
+        [case] = (await daemon.core.service.risk_cases())["open"]
+        assert case["channel"] == "web" and case["status"] == "held"
+    finally:
+        await stop_web(daemon)
