@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telecom_pay.risk.rules import RiskConfigError, RiskRules, parse_rules
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "telecom-pay.toml"
 DEV_PIN_KEY_MARK = "dev-only"
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"
@@ -77,6 +79,7 @@ class Settings:
     fees: dict[str, FeeRule] = field(default_factory=dict)
     merchants: list[dict] = field(default_factory=list)
     agents: list[dict] = field(default_factory=list)
+    risk: RiskRules = field(default_factory=RiskRules)
 
     def section(self, name: str) -> dict:
         return self.raw.get(name, {})
@@ -143,7 +146,15 @@ def from_dict(raw: dict, path: Path | None = None) -> Settings:
                                        "security.agent_float_max_per_day"),
         limits=limits, fees=fees,
         merchants=list(raw.get("merchants", [])), agents=list(raw.get("agents", [])),
+        risk=_risk(raw),
     )
+
+
+def _risk(raw: dict) -> RiskRules:
+    try:
+        return parse_rules(raw.get("risk"))
+    except RiskConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _is_development_key(key) -> bool:

@@ -32,6 +32,8 @@ class Outcome(str, enum.Enum):
     LIMIT_DAILY = "limit_daily"
     LIMIT_MONTHLY = "limit_monthly"
     VELOCITY_HOLD = "velocity_hold"
+    RISK_HELD = "risk_held"                    # booked pending: a risk rule holds it for an operator's review
+    RISK_REFUSED = "risk_refused"              # an operator refused a held operation: the money is free again
     # PIN
     PIN_WRONG = "pin_wrong"
     PIN_LOCKED = "pin_locked"
@@ -61,7 +63,8 @@ class Outcome(str, enum.Enum):
 
     @property
     def ok(self) -> bool:
-        return self in (Outcome.OK, Outcome.CONFIRM_REQUIRED, Outcome.PIN_REQUIRED, Outcome.IN_PROGRESS)
+        return self in (Outcome.OK, Outcome.CONFIRM_REQUIRED, Outcome.PIN_REQUIRED, Outcome.IN_PROGRESS,
+                        Outcome.RISK_HELD)
 
 
 class BankDecline(str, enum.Enum):

@@ -108,8 +108,12 @@ class Demo:
         return self.proc.returncode
 
 
-def write_config(tmp_path: Path, overrides: dict | None = None) -> tuple[Path, int, int, int]:
+def write_config(tmp_path: Path, overrides: dict | None = None, sections: dict | None = None
+                 ) -> tuple[Path, int, int, int]:
+    """`overrides`: values merged into the default's tables; `sections`:
+    top-level tables that replace the default's (a risk rule easy to trigger)."""
     raw = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    raw.update(sections or {})
     for section, values in (overrides or {}).items():
         raw.setdefault(section, {}).update(values)
     smpp, http, iso, bank_http, ami, agi, web = free_ports(7)
@@ -141,8 +145,8 @@ def clock_env(at: str) -> dict[str, str]:
 
 
 def start_demo(tmp_path: Path, timeout: float = 120.0, *, overrides: dict | None = None,
-               clock_at: str | None = None) -> Demo:
-    cfg, http, agi, web = write_config(tmp_path, overrides)
+               sections: dict | None = None, clock_at: str | None = None) -> Demo:
+    cfg, http, agi, web = write_config(tmp_path, overrides, sections)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(clock_env(clock_at) if clock_at else {}))
     proc = subprocess.Popen([*CLI, "demo", "--config", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)

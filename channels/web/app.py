@@ -22,7 +22,8 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from channels.web import api, audit_pages, bank_pages, pages, selfservice, selfservice_pages, stats_pages
+from channels.web import (api, audit_pages, bank_pages, pages, risk_pages, selfservice, selfservice_pages,
+                          stats_pages)
 from channels.web.captcha import Captchas
 from channels.web.http import HttpError, client_address, limited_request, send_json, too_large
 from channels.web.openapi import document
@@ -64,7 +65,7 @@ class WebApp:
         self.sessions = WebSessions(core.sessions, idle_timeout=float(config.get("idle_timeout", 900)))
         self.captchas = Captchas(core.sessions, ttl=float(config.get("captcha_ttl", 180)))
         self.routes: tuple[ApiRoute, ...] = (api.ROUTES + stats_pages.ROUTES + audit_pages.ROUTES + bank_pages.ROUTES
-                                             + selfservice.ROUTES)
+                                             + selfservice.ROUTES + risk_pages.ROUTES)
         selfservice.install(self)
         self.klein = Klein()
         for route in self.routes:
@@ -75,6 +76,7 @@ class WebApp:
         self.audit_pages = audit_pages.AuditPages(self)
         self.bank_pages = bank_pages.BankPages(self)
         self.self_pages = selfservice_pages.SelfServicePages(self.pages)
+        self.risk_pages = risk_pages.RiskPages(self)
         self.klein.handle_errors(NotFound)(self._not_found)
         self.klein.handle_errors(MethodNotAllowed)(self._not_allowed)
         self._openapi: dict | None = None

@@ -57,7 +57,8 @@ _SECRET_FIELDS = frozenset({"pin", "pan", "expiry"})
 
 def status_of(result: Result) -> int:
     if result.outcome.ok:
-        return 202 if result.outcome is Outcome.IN_PROGRESS else 200
+        # accepted, not done: the bank's answer, or an operator's review, follows
+        return 202 if result.outcome in (Outcome.IN_PROGRESS, Outcome.RISK_HELD) else 200
     return _STATUS.get(result.outcome, 409)
 
 

@@ -126,6 +126,7 @@ _T: dict[str, dict[str, str]] = {
         "ok.password": ", 登录密码 {password}(首次登录后请修改)",
         "ok.balance": "余额 {balance} 元.",
         "ok.balance_w": "余额 {balance} 元, 其中可提现 {withdrawable} 元.",
+        "ok.balance_reserved": " 另有 {reserved} 元在审核或处理中, 暂不可用.",
         "ok.topup": "{ref}充值 {amount} 元成功{fee}{bal}.",
         "ok.withdraw": "{ref}提现 {amount} 元已转入银行卡{fee}{bal}.",
         "ok.pay": "{ref}已支付 {amount} 元给 {merchant}{fee}{bal}.",
@@ -212,6 +213,8 @@ _T: dict[str, dict[str, str]] = {
         "limit_daily": "超过每日限额 {limit} 元.",
         "limit_monthly": "超过每月限额 {limit} 元.",
         "velocity_hold": "操作过于频繁, 请{wait}后再试.",
+        "risk.held": "{ref}{phrase}需人工审核, 款项已预留 (不能再用), 审核结果将短信通知{bal}.",
+        "risk.refused": "{ref}{phrase}经审核未通过, 款项已退回账户{bal}.",
         "wait.seconds": "{n} 秒", "wait.minutes": "{n} 分钟",
         "pin_wrong": "支付密码错误, 还可尝试 {attempts_left} 次.",
         "pin_wrong_last": "支付密码错误, 再错将锁定支付.",
@@ -256,6 +259,7 @@ _T: dict[str, dict[str, str]] = {
         "ok.password": ", login password {password} (change it at first login)",
         "ok.balance": "Balance {balance}.",
         "ok.balance_w": "Balance {balance}, of which {withdrawable} can be withdrawn.",
+        "ok.balance_reserved": " A further {reserved} is reserved for payments under review or in progress.",
         "ok.topup": "{ref}Topped up {amount}.{fee}{bal}",
         "ok.withdraw": "{ref}Withdrew {amount} to your card.{fee}{bal}",
         "ok.pay": "{ref}Paid {amount} to {merchant}.{fee}{bal}",
@@ -342,6 +346,10 @@ _T: dict[str, dict[str, str]] = {
         "limit_daily": "Over your daily limit of {limit}.",
         "limit_monthly": "Over your monthly limit of {limit}.",
         "velocity_hold": "Too many requests. Try again in {wait}.",
+        "risk.held": "{ref}Your request to {phrase} is under review; the money is reserved until then and we "
+                     "will text you the result{bal}.",
+        "risk.refused": "{ref}Your request to {phrase} was refused after review; the money is back in your "
+                        "wallet{bal}.",
         "wait.seconds": "{n} s", "wait.minutes": "{n} min",
         "pin_wrong": "Wrong PIN. {attempts_left} attempts left.",
         "pin_wrong_last": "Wrong PIN. One more wrong PIN locks payments.",
@@ -403,6 +411,8 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.LIMIT_DAILY: "超过每日交易限额.",
         Outcome.LIMIT_MONTHLY: "超过每月交易限额.",
         Outcome.VELOCITY_HOLD: "操作过于频繁, 请稍后再试.",
+        Outcome.RISK_HELD: "该交易需人工审核, 审核结果将短信通知.",
+        Outcome.RISK_REFUSED: "该交易经审核未通过, 款项已退回.",
         Outcome.PIN_WRONG: "支付密码错误.",
         Outcome.PIN_LOCKED: "支付密码错误次数过多, 支付已锁定. 可联系客服解锁.",
         Outcome.PIN_FORMAT: "支付密码须为6位数字.",
@@ -444,6 +454,8 @@ FALLBACK: dict[str, dict[Outcome, str]] = {
         Outcome.LIMIT_DAILY: "Over your daily limit.",
         Outcome.LIMIT_MONTHLY: "Over your monthly limit.",
         Outcome.VELOCITY_HOLD: "Too many requests. Please try again later.",
+        Outcome.RISK_HELD: "This payment is under review. We will text you the result.",
+        Outcome.RISK_REFUSED: "This payment was refused after review; the money is back in your wallet.",
         Outcome.PIN_WRONG: "Wrong PIN.",
         Outcome.PIN_LOCKED: "Too many wrong PINs: payments locked. Customer service can unlock.",
         Outcome.PIN_FORMAT: "A PIN is 6 digits.",
@@ -633,9 +645,13 @@ def _ok(c: _Context) -> list[str]:
             raise KeyError("balance")
         w = p.get("withdrawable")
         if _is_count(w) and w != r.balance:
-            return [c.text("ok.balance_w", balance=format_amount(r.balance),
-                           withdrawable=format_amount(w))]
-        return [c.text("ok.balance", balance=format_amount(r.balance))]
+            text = c.text("ok.balance_w", balance=format_amount(r.balance), withdrawable=format_amount(w))
+        else:
+            text = c.text("ok.balance", balance=format_amount(r.balance))
+        reserved = p.get("reserved")
+        if _is_count(reserved) and reserved > 0:      # held by a risk rule, or waiting on the bank
+            text += c.text("ok.balance_reserved", reserved=format_amount(reserved))
+        return [text]
     if action == "statement":
         return _statement(c)
     if action == "lang":
@@ -903,6 +919,15 @@ def _velocity(c: _Context) -> list[str]:
     return [c.text("velocity_hold", wait=wait)]
 
 
+def _risk(key: str):
+    def handler(c: _Context) -> list[str]:
+        if c.action is None:
+            raise KeyError("action")
+        f = c.fields()
+        return [c.text(key, ref=f["ref"], phrase=c.phrase(), bal=f["bal"])]
+    return handler
+
+
 def _pin_wrong(c: _Context) -> list[str]:
     left = c.params["attempts_left"]
     if not _is_count(left) or left < 1:
@@ -970,6 +995,8 @@ _HANDLERS = {
     Outcome.LIMIT_DAILY: _with_limit("limit_daily"),
     Outcome.LIMIT_MONTHLY: _with_limit("limit_monthly"),
     Outcome.VELOCITY_HOLD: _velocity,
+    Outcome.RISK_HELD: _risk("risk.held"),
+    Outcome.RISK_REFUSED: _risk("risk.refused"),
     Outcome.PIN_WRONG: _pin_wrong,
     Outcome.PIN_LOCKED: _pin_locked,
     Outcome.UNKNOWN_MERCHANT: _unknown_merchant,

@@ -292,6 +292,12 @@ class Ledger:
         """Void a pending operation, releasing its reservations (idempotent)."""
         return await self.write(lambda conn: self._resolve(conn, key, T_VOIDED))
 
+    async def resolve_in(self, conn: "_WriterConnection", key: str, *, post: bool) -> OperationRecord:
+        """Post or void a pending operation inside a running write job (see
+        `write`), so the resolution commits with the job's other writes (a
+        review decision, its audit row and its SMS) or not at all."""
+        return await self._resolve(conn, key, T_POSTED if post else T_VOIDED)
+
     async def write(self, fn: Callable[[AsyncConnection], Awaitable[Any]], *, refuses: bool = True) -> Any:
         """Run `fn(conn)` atomically inside the next group commit; its result
         is returned after COMMIT. A refusal raised by fn rolls back fn only

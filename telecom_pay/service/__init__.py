@@ -20,6 +20,7 @@ from .agent import AgentOperations
 from .base import Notifier, RECEIPTED_KINDS, RECEIPT_BY_SMS, ServiceCore
 from .merchant import MerchantOperations
 from .operator import OperatorOperations
+from .risk_review import RiskReview
 from .subscriber import MERCHANT_PREVIEW_TTL, SubscriberOperations
 from .selfservice import SelfServiceOperations
 from .suspense import SuspenseOperations
@@ -28,7 +29,7 @@ __all__ = ["PaymentService", "RECEIPT_BY_SMS", "RECEIPTED_KINDS", "Notifier", "M
 
 
 class PaymentService(SubscriberOperations, AgentOperations, MerchantOperations, OperatorOperations,
-                     SuspenseOperations, SelfServiceOperations, ServiceCore):
+                     SuspenseOperations, SelfServiceOperations, RiskReview, ServiceCore):
     """The one object every channel holds. The parts are mixins over one
     ServiceCore rather than separate objects: they share its state (ledger,
     sessions, notifiers, the merchant names) and call one another through

@@ -26,8 +26,9 @@ from telecom_pay.ledger.ledger import (
     OperationRequest)
 from telecom_pay.ledger.tables import ACTIVE, CLOSED, FROZEN, PENDING, operations
 from telecom_pay.msisdn import MsisdnError, local_form, mask, normalize
-from telecom_pay.notices import queue_notice
+from telecom_pay.notices import SMS_CHANNEL, queue_notice
 from telecom_pay.outcomes import BankDecline, Outcome, Result
+from telecom_pay.risk import screen as risk_screen
 from telecom_pay.security import PasswordHasher, PinHasher, check_limits, is_pin_format
 from telecom_pay.sessions import SessionStore
 
@@ -321,9 +322,7 @@ class ServiceCore:
             if done is not None:
                 w = await acct.get_account(conn, done)
                 req, extra = await build(conn, w)
-                rec = await self.ledger.book(conn, req)
-                booked.append(rec)
-                return self._money_result(action, rec, w.id, **params, **extra)
+                return await self._book_again(conn, req, action, w.id, booked, {**params, **extra})
             if w is None:
                 w = await self._wallet(conn, msisdn)
                 await self._check_pin(conn, w, pin, channel=channel)
@@ -335,9 +334,16 @@ class ServiceCore:
                 spent = (w.spent_day, w.spent_month) if hasattr(w, "spent_day") else None
                 await self._check_limits(conn, w, amount, spent=spent)
             req, extra = await build(conn, w)
-            rec = await self.ledger.book(conn, req)
+            rec, case = await risk_screen.book_screened(self.ledger, conn, self.settings.risk, req, now)
             booked.append(rec)
             result = self._money_result(action, rec, w.id, **params, **extra)
+            if case == risk_screen.HELD:
+                # held for review: told so (the SMS channel's reply is that SMS),
+                # in this transaction, like the receipt below
+                result = risk_screen.screened_result(result, rec.state)
+                if channel != SMS_CHANNEL:
+                    await queue_notice(conn, msisdn, w.language, result, key=f"risk-held:{key}")
+                return result
             if channel in RECEIPT_BY_SMS and not rec.replayed:
                 # committed with the money or not at all: the receipt cannot be
                 # lost to a crash between the booking and the end of the call
@@ -363,10 +369,20 @@ class ServiceCore:
         async def job(conn):
             w = await acct.get_account(conn, existing.account_id)
             req, extra = await build(conn, w)
-            rec = await self.ledger.book(conn, req)
-            booked.append(rec)
-            return self._money_result(action, rec, w.id, **params, **extra)
+            return await self._book_again(conn, req, action, w.id, booked, {**params, **extra})
         return await self._run(job)
+
+    async def _book_again(self, conn, req: OperationRequest, action: str, account_id: int, booked: list,
+                          params: dict) -> Result:
+        """A booked key's replay: as it was first booked (held by a risk rule
+        or not), answered for the state it is in now."""
+        req, case = await risk_screen.as_first_booked(conn, req)
+        rec = await self.ledger.book(conn, req)
+        if case == risk_screen.RELEASED:          # the payment the release booked
+            rec = await self.ledger.book(conn, risk_screen.release_request(rec))
+        booked.append(rec)
+        result = self._money_result(action, rec, account_id, **params)
+        return risk_screen.screened_result(result, rec.state) if case is not None else result
 
     async def _after_commit(self, msisdn: str, action: str, channel: str, result: Result) -> None:
         """Best-effort work after a payment committed: nothing here may turn

@@ -144,7 +144,8 @@ class SubscriberOperations(ServiceCore):
             withdrawable = max(0, available - w.consumption)
             return Result(Outcome.OK, balance=available,
                           params={"action": "balance", "withdrawable": withdrawable,
-                                  "pending_in": w.pending_in, "status": w.status, "language": w.language})
+                                  "pending_in": w.pending_in, "reserved": w.pending_out, "status": w.status,
+                                  "language": w.language})
         return await self.ledger.read_hot(q)
 
     async def account_info(self, msisdn: str):
