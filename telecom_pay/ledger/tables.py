@@ -88,6 +88,7 @@ sa.Index("ux_accounts_live_msisdn", accounts.c.msisdn, unique=True,
          sqlite_where=sa.text("kind = 'wallet' AND status != 'closed'"),
          postgresql_where=sa.text("kind = 'wallet' AND status != 'closed'"))
 sa.Index("ux_accounts_kind_code", accounts.c.kind, accounts.c.code, unique=True)
+sa.Index("ix_accounts_msisdn", accounts.c.msisdn)          # closed wallets too (the audit search)
 
 operations = sa.Table(
     "operations", metadata,
@@ -180,3 +181,7 @@ audit_log = sa.Table(
     sa.Column("details", sa.JSON, nullable=False),
 )
 sa.Index("ix_audit_account", audit_log.c.account_id, audit_log.c.at)
+# the operators' audit search (telecom_pay/audit_search.py): by day, by actor, by action
+sa.Index("ix_audit_at", audit_log.c.at)
+sa.Index("ix_audit_actor_at", audit_log.c.actor, audit_log.c.at)
+sa.Index("ix_audit_action_at", audit_log.c.action, audit_log.c.at)
