@@ -23,6 +23,7 @@ from collections import Counter
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
@@ -39,6 +40,7 @@ from tests.webkit import FAST_HASHER, Browser, add_user, web_settings
 
 MAX_EXAMPLES = 12
 ANONYMOUS = "(anonymous)"
+EXAMPLES = "examples"
 NOTHING_TO_BREAK = -1          # a negative run of an operation with no body and no query
 EXAMPLE_NUMBER = MSISDN_FIELD.example      # the console fields' example number
 PASSWORD = "s3cret-enough-pw"
@@ -53,7 +55,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           negative_data_rejection]
 
 
-async def start_fuzz_web(database_url: str):
+async def start_fuzz_web(database_url: str, **web):
     """The web section with the real service and the bank double. The
     login throttle is set out of reach: the fuzzer's failed logins would
     otherwise put every later login behind a CAPTCHA (throttling has its
@@ -63,7 +65,8 @@ async def start_fuzz_web(database_url: str):
     from telecom_pay.daemon import Daemon
     from telecom_pay.security import PasswordHasher
     settings_ = web_settings({"database_url": database_url}, **{
-        "web.captcha_after": 10 ** 6, "web.lock_after": 10 ** 6, "web.address_limit": 10 ** 6})
+        "web.captcha_after": 10 ** 6, "web.lock_after": 10 ** 6, "web.address_limit": 10 ** 6,
+        **{f"web.{k}": v for k, v in web.items()}})
     daemon = Daemon(settings_, reactor, sections=("web",), bank=InProcessBank())
     daemon.startService()
     await wait_deferred(daemon.ready)
@@ -82,7 +85,7 @@ def login(base: str, username: str | None) -> tuple[dict, dict]:
 
 
 def fuzz(base: str, schema, who: tuple[str, str | None] | None, roles_of: dict, counts: Counter,
-         failures: list) -> None:
+         statuses: Counter, failures: list) -> None:
     """Every operation of the document as the user `who` (name, role;
     None: no session). An operation the caller may call gets
     `MAX_EXAMPLES` positive and negative cases; one it may not is refused
@@ -94,16 +97,27 @@ def fuzz(base: str, schema, who: tuple[str, str | None] | None, roles_of: dict, 
         operation = result.ok()
         roles = roles_of[(operation.path, operation.method.lower())]
         allowed = roles is None or role in roles
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if allowed else (GenerationMode.POSITIVE,):
+        modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE, EXAMPLES) if allowed else (GenerationMode.POSITIVE,)
+        for mode in modes:
             cookies, headers = login(base, username)
-            key = (operation.method.lower(), operation.path, mode.value, username or ANONYMOUS)
+            fixed = dict(headers=headers or None, cookies=cookies or None)
+            key = (operation.method.lower(), operation.path, getattr(mode, "value", mode), username or ANONYMOUS)
+            if mode is EXAMPLES:
+                # the document's examples (a number with an account): past the checks, into the service
+                strategies = operation.get_strategies_from_examples(fill_missing=True, **fixed)
+                if not strategies:
+                    continue
+                strategy = st.one_of(strategies)
+            else:
+                strategy = operation.as_strategy(generation_mode=mode, **fixed)
 
             @settings(max_examples=MAX_EXAMPLES if allowed else 1, deadline=None, derandomize=True, database=None,
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode, headers=headers or None, cookies=cookies or None))
+            @given(case=strategy)
             def run(case):
                 response = case.call(base_url=base, timeout=30)
                 counts[key] += 1
+                statuses[key[2], response.status_code] += 1
                 try:
                     case.validate_response(response, checks=CHECKS)
                 except (AssertionError, BaseExceptionGroup) as exc:
@@ -139,6 +153,7 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp
         assert served <= documented, f"served but not documented: {sorted(served - documented)}"
         roles_of = {(r.openapi_path, r.method.lower()): r.roles for r in daemon.components["web"].app.routes}
         counts: Counter = Counter()
+        statuses: Counter = Counter()           # (mode, status) -> cases
         failures: list[str] = []
         callers = [(u, role) for u, role, _ in USERS] + [None]
 
@@ -147,10 +162,12 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp
             listed = {(op.ok().path, op.ok().method.lower()) for op in schema.get_all_operations()}
             assert listed == documented, sorted(documented ^ listed)
             for who in callers:
-                fuzz(base, schema, who, roles_of, counts, failures)
+                fuzz(base, schema, who, roles_of, counts, statuses, failures)
         await in_the_pool(run_all)
 
         assert not failures, "\n".join(failures[:30]) + f"\n({len(failures)} failures)"
+        # the examples got past the checks into the service at least once
+        assert any(mode == EXAMPLES and 200 <= status < 300 for mode, status in statuses), statuses
         for path, method in sorted(documented):
             roles = roles_of[(path, method)]
             for who in callers:

@@ -76,8 +76,11 @@ def result_view(result: Result) -> dict[str, Any]:
     return out
 
 
-def refusal(result: Result) -> HttpError:
+def refusal(result: Result, field: str | None = None) -> HttpError:
+    """`field`: the body member to blame (a client shows the error beside it)."""
     view = result_view(result)
+    if field is not None:
+        view["field"] = field
     return HttpError(status_of(result), view.pop("message"), **view)
 
 
@@ -300,7 +303,7 @@ async def subscriber_lookup(web: "WebApp", request, ctx: "WebContext", body) -> 
     code = await agent_code_of(web, ctx)
     result = await lookup(web.core.service, printable(body)["msisdn"], looker(ctx, code))
     if not result.ok:
-        raise refusal(result)
+        raise refusal(result, "msisdn" if result.outcome is Outcome.INVALID_NUMBER else None)
     return 200, result.params["subscriber"]
 
 
