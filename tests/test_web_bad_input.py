@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
 from tests.test_web_schemathesis import EXAMPLE_NUMBER, PASSWORD, USERS, seed, start_fuzz_web
-from tests.webkit import Browser
+from tests.webkit import Browser, add_user, start_web, stop_web, web_settings
 
 MAX_BODY = 4096
 #: tried, in order, for a string field with a pattern and no example
@@ -189,3 +189,25 @@ async def test_a_well_formed_number_nobody_has_is_a_documented_answer(tmp_path):
         assert len(answers) >= 10, answers
     finally:
         await wait_deferred(daemon.stopService())
+
+
+@aio_test
+async def test_the_bank_link_down_is_a_503_with_retry_after(sqlite_url):
+    """Not bad input but the one 5xx the console declares: without a bank
+    a card binding cannot be verified; the client is told when to retry
+    (the fuzz run has a bank, so there it would be a failure)."""
+    daemon, base = await start_web(web_settings({"database_url": sqlite_url}))      # no bank at all
+    try:
+        svc = daemon.core.service
+        assert (await svc.open_account(EXAMPLE_NUMBER, channel="sms")).ok
+        assert (await svc.confirm_open(EXAMPLE_NUMBER, channel="sms")).ok
+        await add_user(daemon, "fuzz-agent", "agent", password=PASSWORD, agent_code="AG001")
+        b, headers = await caller_for(daemon, base, ("agent",))
+        doc = (await b.get("/api/v1/openapi.json")).json()
+        r = await b.post("/api/v1/agent/card", headers=headers,
+                         json_body={"msisdn": EXAMPLE_NUMBER, "pan": "6222020200112233", "expiry": "2912"})
+        assert r.status == 503 and r.json()["outcome"] == "bank_unavailable", r.text
+        assert int(r.header("retry-after")) > 0 and r.json()["error"]
+        assert "Retry-After" in doc["paths"]["/api/v1/agent/card"]["post"]["responses"]["503"]["headers"]
+    finally:
+        await stop_web(daemon)
