@@ -11,8 +11,8 @@ router, or when an operation ran no case (a fuzz run that tests nothing
 cannot fail).
 
 Reproducible and bounded: hypothesis derandomized (a fixed seed per
-operation), no example database, no deadline, `MAX_EXAMPLES` per
-operation, mode and role; a fresh SQLite database per run. The bank is
+operation), no example database, no deadline, `CASE_BUDGET` cases shared
+out over the operations, modes and roles; a fresh SQLite database per run. The bank is
 the in-process double, so no operation may answer 503 (bank unavailable).
 """
 from __future__ import annotations
@@ -38,7 +38,10 @@ from tests.bankdouble import InProcessBank
 from tests.test_web_api_contract import served_operations
 from tests.webkit import FAST_HASHER, Browser, add_user, web_settings
 
-MAX_EXAMPLES = 12
+#: generated cases for the whole run, shared out over the operations and callers (as routes are added each
+#: gets fewer, between MIN_EXAMPLES and MAX_EXAMPLES per mode), so the module stays near a minute
+CASE_BUDGET = 900
+MIN_EXAMPLES, MAX_EXAMPLES = 4, 12
 ANONYMOUS = "(anonymous)"
 EXAMPLES = "examples"
 NOTHING_TO_BREAK = -1          # a negative run of an operation with no body and no query
@@ -85,21 +88,22 @@ def login(base: str, username: str | None) -> tuple[dict, dict]:
 
 
 def fuzz(base: str, schema, who: tuple[str, str | None] | None, roles_of: dict, counts: Counter,
-         statuses: Counter, failures: list) -> None:
+         statuses: Counter, failures: list, examples: int = MAX_EXAMPLES) -> None:
     """Every operation of the document as the user `who` (name, role;
-    None: no session). An operation the caller may call gets
-    `MAX_EXAMPLES` positive and negative cases; one it may not is refused
-    before its body is read, so one positive case shows that. Each
-    operation gets its own login, so the logout operation ends only its
-    own session."""
+    None: no session). An operation the caller may call gets `examples`
+    positive and negative cases, and the document's examples; one it may
+    not is refused before its body is read, so one positive case shows
+    that. A session the logout operation ended is replaced by a new login."""
     username, role = who or (None, None)
+    cookies, headers = login(base, username)
     for result in schema.get_all_operations():
         operation = result.ok()
         roles = roles_of[(operation.path, operation.method.lower())]
         allowed = roles is None or role in roles
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE, EXAMPLES) if allowed else (GenerationMode.POSITIVE,)
         for mode in modes:
-            cookies, headers = login(base, username)
+            if cookies and requests.get(f"{base}/api/v1/session", cookies=cookies, timeout=30).status_code != 200:
+                cookies, headers = login(base, username)
             fixed = dict(headers=headers or None, cookies=cookies or None)
             key = (operation.method.lower(), operation.path, getattr(mode, "value", mode), username or ANONYMOUS)
             if mode is EXAMPLES:
@@ -111,7 +115,7 @@ def fuzz(base: str, schema, who: tuple[str, str | None] | None, roles_of: dict, 
             else:
                 strategy = operation.as_strategy(generation_mode=mode, **fixed)
 
-            @settings(max_examples=MAX_EXAMPLES if allowed else 1, deadline=None, derandomize=True, database=None,
+            @settings(max_examples=examples if allowed else 1, deadline=None, derandomize=True, database=None,
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
             @given(case=strategy)
             def run(case):
@@ -158,13 +162,15 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp
         statuses: Counter = Counter()           # (mode, status) -> cases
         failures: list[str] = []
         callers = [(u, role) for u, role, _ in USERS] + [None]
+        runs = sum(3 for roles in roles_of.values() for who in callers if roles is None or (who and who[1] in roles))
+        examples = max(MIN_EXAMPLES, min(MAX_EXAMPLES, CASE_BUDGET // runs))
 
         def run_all():
             schema = schemathesis.openapi.from_dict(doc)
             listed = {(op.ok().path, op.ok().method.lower()) for op in schema.get_all_operations()}
             assert listed == documented, sorted(documented ^ listed)
             for who in callers:
-                fuzz(base, schema, who, roles_of, counts, statuses, failures)
+                fuzz(base, schema, who, roles_of, counts, statuses, failures, examples)
         await in_the_pool(run_all)
 
         assert not failures, "\n".join(failures[:30]) + f"\n({len(failures)} failures)"
@@ -200,7 +206,7 @@ async def test_the_harness_fails_on_a_status_the_document_does_not_list(tmp_path
         roles_of = {("/api/v1/session", "post"): None}
         counts, statuses, failures = Counter(), Counter(), []
         await in_the_pool(lambda: fuzz(base, schemathesis.openapi.from_dict(doc), None, roles_of, counts, statuses,
-                                       failures))
+                                       failures, MIN_EXAMPLES))
         assert counts[("post", "/api/v1/session", "positive", ANONYMOUS)] > 0
         assert failures and all("/api/v1/session" in f for f in failures), failures
         assert any("-> 401" in f for f in failures) and any("-> 400" in f for f in failures), failures
