@@ -40,7 +40,7 @@ from tests.webkit import FAST_HASHER, Browser, add_user, web_settings
 
 #: generated cases for the whole run, shared out over the operations and callers (as routes are added each
 #: gets fewer, between MIN_EXAMPLES and MAX_EXAMPLES per mode), so the module stays near a minute
-CASE_BUDGET = 900
+CASE_BUDGET = 1200
 MIN_EXAMPLES, MAX_EXAMPLES = 4, 12
 ANONYMOUS = "(anonymous)"
 EXAMPLES = "examples"
