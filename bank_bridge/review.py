@@ -12,7 +12,7 @@ the resolver the recorded decision, so it is acted on exactly as decided.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from bank_bridge.store import BankStore, ReviewError, utcnow
 from telecom_pay.bank_port import InDoubtResolver
@@ -28,10 +28,12 @@ async def in_doubt(store: BankStore) -> list[dict[str, Any]]:
 
 
 async def resolve(store: BankStore, resolver: InDoubtResolver, operation_key: str, *, outcome: str,
-                  actor: str, reason: str, now: float | None = None) -> dict[str, Any]:
+                  actor: str, reason: str, now: float | None = None,
+                  also: Callable[[Any, dict[str, Any]], Awaitable[None]] | None = None) -> dict[str, Any]:
     """Record the operator's decision (`approved`: the bank holds the original
     as done; `declined`: it did not move money, or it was reversed), then
-    have the ledger follow it. Returns the audit row."""
+    have the ledger follow it. Returns the audit row. `also(conn, review)`
+    joins the decision's transaction (a channel's own audit row)."""
     now = time.time() if now is None else now
     operation = await store.get_operation(operation_key)
     if operation is None:
@@ -42,7 +44,7 @@ async def resolve(store: BankStore, resolver: InDoubtResolver, operation_key: st
                    last4=operation["last4"], amount=operation["amount"],
                    processing_code=operation["processing_code"], detail=f"{outcome} by {actor}"[:200])
     review = await store.decide(operation_key, outcome=outcome, actor=actor, reason=reason, journal=journal,
-                                now=now)
+                                now=now, also=also)
     await resolver.resolve_in_doubt(operation_key, approved=outcome == "approved")
     await store.reversal_resolved(operation_key, time.time())
     return review

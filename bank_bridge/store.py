@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -198,10 +198,12 @@ class BankStore:
         return [dict(x._mapping) for x in rows]
 
     async def decide(self, operation_key: str, *, outcome: str, actor: str, reason: str,
-                     journal: dict[str, Any], now: float) -> dict[str, Any]:
+                     journal: dict[str, Any], now: float,
+                     also: Callable[[Any, dict[str, Any]], Awaitable[None]] | None = None) -> dict[str, Any]:
         """An operator's decision on an operation in review, with its audit
         row, atomically. Returns the review row; raises ReviewError if the
-        operation is not waiting for one."""
+        operation is not waiting for one. `also(conn, review)` runs in the
+        same transaction (the web's own audit row commits with the decision)."""
         if outcome not in ("approved", "declined"):
             raise ReviewError("outcome must be approved or declined")
         if not actor.strip() or not reason.strip():
@@ -231,6 +233,8 @@ class BankStore:
                           reason=reason.strip()[:500], before=before, after=after)
             await conn.execute(sa.insert(bank_reviews).values(**review))
             await conn.execute(sa.insert(bank_journal).values(**journal))
+            if also is not None:
+                await also(conn, review)
         return review
 
     async def reviews_for(self, operation_key: str) -> list[dict[str, Any]]:
@@ -238,6 +242,17 @@ class BankStore:
             rows = (await conn.execute(sa.select(bank_reviews)
                                        .where(bank_reviews.c.operation_key == operation_key)
                                        .order_by(bank_reviews.c.id))).all()
+        return [dict(r._mapping) for r in rows]
+
+    async def recent_reviews(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last manual decisions, newest first, with their operation's
+        kind, amount and card."""
+        v, o = bank_reviews, bank_operations
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(v, o.c.kind, o.c.bank_code, o.c.amount, o.c.currency, o.c.last4, o.c.status)
+                .join(o, o.c.operation_key == v.c.operation_key, isouter=True)
+                .order_by(v.c.id.desc()).limit(limit))).all()
         return [dict(r._mapping) for r in rows]
 
     async def reversal_resolved(self, operation_key: str, now: float) -> None:

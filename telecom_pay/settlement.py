@@ -299,6 +299,18 @@ async def follow_payouts(service: PaymentService, operation_key: str | None = No
                 await _follow(ledger, batch, REVIEW, None)
 
 
+async def batches_awaiting_bank(ledger) -> list:
+    """Batches whose payout's bank answer is open (paying, or review: an
+    operator decides), oldest first, with the merchant's code and name: the
+    operations page lists them beside the bank operation they wait for."""
+    b = settlement_batches
+    q = (sa.select(b.c.id, b.c.business_date, b.c.state, b.c.net, b.c.attempts, b.c.operation_key,
+                   b.c.updated_at, accounts.c.code.label("merchant_code"), accounts.c.name.label("merchant_name"))
+         .join(accounts, accounts.c.id == b.c.merchant_id).where(b.c.state.in_((PAYING, REVIEW)))
+         .order_by(b.c.business_date, b.c.id))
+    return await ledger.read(lambda conn: _all(conn, q))
+
+
 async def _follow(ledger, batch, state: str, error: str | None) -> None:
     async def job(conn):
         await conn.execute(settlement_batches.update().where(

@@ -59,6 +59,7 @@ ACTIVE, DISABLED = "active", "disabled"
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 128          # argon2 takes any length; a megabyte "password" is a CPU attack
+NO_PASSWORD = "!"           # not an argon2 hash: verifies nothing
 
 
 class UserError(ValueError):
@@ -120,13 +121,18 @@ class LoginResult:
         return self.outcome == "ok"
 
 
-def check_password_rules(password: Any, *, username: str) -> str:
+def check_password_length(password: Any, minimum: int = MIN_PASSWORD) -> str:
     if not isinstance(password, str):
         raise UserError("the password must be a string")
-    if len(password) < MIN_PASSWORD:
-        raise UserError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(password) < minimum:
+        raise UserError(f"the password must have at least {minimum} characters")
     if len(password) > MAX_PASSWORD:
         raise UserError(f"the password must have at most {MAX_PASSWORD} characters")
+    return password
+
+
+def check_password_rules(password: Any, *, username: str) -> str:
+    check_password_length(password)
     if username.lower() in password.lower():
         raise UserError("the password must not contain the username")
     if len(set(password)) < 4:
@@ -149,6 +155,9 @@ class WebUsers:
         self.throttle = throttle or ThrottleSettings()
         self.clock = clock or getattr(ledger, "clock", utcnow)
         self._dummy_hash: str | None = None
+        #: where subscribers' passwords live (their account's credentials; set
+        #: by channels.web.selfservice): None = subscribers cannot log in
+        self.subscriber_passwords: Any = None
 
     # ------------------------------------------------------------ reads
 
@@ -190,7 +199,9 @@ class WebUsers:
         initial = password if password is not None else generate_password(12)
         if password is not None:
             check_password_rules(password, username=username)
-        password_hash = await self.hasher.hash(initial)
+        # a subscriber's password is on their account (channels/web/selfservice.py):
+        # the row holds a marker no password verifies, and costs no argon2 run
+        password_hash = NO_PASSWORD if role == SUBSCRIBER and password is None else await self.hasher.hash(initial)
         now = self.clock()
         row = dict(username=username, role=role, password_hash=password_hash,
                    must_change_password=must_change_password, status=ACTIVE, msisdn=msisdn,
@@ -240,12 +251,19 @@ class WebUsers:
         window = self.throttle.window
         return (await self.sessions.incr(user_key, window, 0), await self.sessions.incr(addr_key, window, 0))
 
+    async def forget_failures(self, username: str) -> None:
+        """The account's failure count starts again (a password reset proved the owner)."""
+        await self.sessions.delete(self._keys(username, None)[0])
+
     async def captcha_required(self, username: str, address: str | None) -> bool:
         return max(await self.failures(username, address)) >= self.throttle.captcha_after
 
     async def authenticate(self, username: str, password: str, *, address: str | None,
                            captcha_solved: bool = False) -> LoginResult:
         t = self.throttle
+        if self.subscriber_passwords is not None:
+            # a number in any typed form is one subscriber's login (and one throttle count)
+            username = await self.subscriber_passwords.login_name(username)
         user_failures, addr_failures = await self.failures(username, address)
         if addr_failures >= t.address_limit:
             return LoginResult("throttled", captcha_required=True)
@@ -260,7 +278,7 @@ class WebUsers:
             await self.hasher.verify(await self._dummy(), password)
             ok = False
         else:
-            ok = await self.hasher.verify(row.password_hash, password) and row.status == ACTIVE
+            ok = await self._verify(row, password) and row.status == ACTIVE
         if ok:
             await self.sessions.delete(self._keys(username, address)[0])
             user = WebUser.of(row)
@@ -271,6 +289,11 @@ class WebUsers:
         addr_failures = await self.sessions.incr(addr_key, t.window)
         await self._record_failure(username, row, address, now, locks=user_failures >= t.lock_after)
         return LoginResult("wrong", captcha_required=max(user_failures, addr_failures) >= t.captcha_after)
+
+    async def _verify(self, row, password: str) -> bool:
+        if row.role == SUBSCRIBER:
+            return self.subscriber_passwords is not None and await self.subscriber_passwords.verify(row, password)
+        return await self.hasher.verify(row.password_hash, password)
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
@@ -316,8 +339,11 @@ class WebUsers:
         row = await self._row(username)
         if row is None or row.status != ACTIVE:
             raise UserError("no such user")
-        check_password_rules(new, username=username)
-        if not await self.hasher.verify(row.password_hash, current):
+        if row.role == SUBSCRIBER and self.subscriber_passwords is not None:
+            self.subscriber_passwords.check_rules(new, msisdn=row.msisdn)
+        else:
+            check_password_rules(new, username=username)
+        if not await self._verify(row, current):
             raise UserError("the current password is wrong")
         if current == new:
             raise UserError("the new password must differ from the current one")
@@ -325,8 +351,12 @@ class WebUsers:
         now = self.clock()
 
         async def write(conn):
-            await conn.execute(web_users.update().where(web_users.c.id == row.id).values(
-                password_hash=new_hash, must_change_password=False, password_changed_at=now, updated_at=now))
+            values = dict(must_change_password=False, password_changed_at=now, updated_at=now)
+            if row.role == SUBSCRIBER:
+                await self.subscriber_passwords.store(conn, row.msisdn, new_hash)
+            else:
+                values["password_hash"] = new_hash
+            await conn.execute(web_users.update().where(web_users.c.id == row.id).values(**values))
             await audit(conn, actor=row.username, channel="web", action="web_password_changed", account_id=None,
                         role=row.role, address=_address(address),
                         before={"must_change_password": bool(row.must_change_password),

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from channels.web import api, pages, stats_pages
+from channels.web import api, audit_pages, bank_pages, pages, selfservice, selfservice_pages, stats_pages
 from channels.web.captcha import Captchas
 from channels.web.http import HttpError, client_address, limited_request, send_json, too_large
 from channels.web.openapi import document
@@ -64,13 +64,18 @@ class WebApp:
                                        throttle=ThrottleSettings.from_config(config))
         self.sessions = WebSessions(core.sessions, idle_timeout=float(config.get("idle_timeout", 900)))
         self.captchas = Captchas(core.sessions, ttl=float(config.get("captcha_ttl", 180)))
-        self.routes: tuple[ApiRoute, ...] = api.ROUTES + stats_pages.ROUTES
+        self.routes: tuple[ApiRoute, ...] = (api.ROUTES + stats_pages.ROUTES + audit_pages.ROUTES + bank_pages.ROUTES
+                                             + selfservice.ROUTES)
+        selfservice.install(self)
         self.klein = Klein()
         for route in self.routes:
             self.klein.route(route.path, methods=[route.method],
                              endpoint=f"api {route.method} {route.path}")(self._api_endpoint(route))
         self.pages = pages.Pages(self)
         self.stats_pages = stats_pages.StatsPages(self)
+        self.audit_pages = audit_pages.AuditPages(self)
+        self.bank_pages = bank_pages.BankPages(self)
+        self.self_pages = selfservice_pages.SelfServicePages(self.pages)
         self.klein.handle_errors(NotFound)(self._not_found)
         self.klein.handle_errors(MethodNotAllowed)(self._not_allowed)
         self._openapi: dict | None = None

@@ -199,12 +199,19 @@ async def _cash_in(web, code, b):
                                           key=f"cashin-receipt:{code}:{receipt}")
 
 
-async def _card(web, code, b):
+def card_fields(b: dict) -> tuple[str, str]:
+    """The card number and expiry of a card form (the console's, the
+    subscriber's own), checked before the bank is asked."""
     pan, expiry = b["pan"].replace(" ", ""), b["expiry"].strip()
     if not (pan.isascii() and pan.isdigit() and 12 <= len(pan) <= 19):
         raise HttpError(400, "pan: a card number is 12 to 19 digits", field="pan")
     if not (len(expiry) == 4 and expiry.isascii() and expiry.isdigit()):
         raise HttpError(400, "expiry: YYMM, four digits", field="expiry")
+    return pan, expiry
+
+
+async def _card(web, code, b):
+    pan, expiry = card_fields(b)
     return await web.core.service.bind_card(number(web, b["msisdn"]), pan, expiry, channel="agent",
                                             actor=f"agent:{code}")
 

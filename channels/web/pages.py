@@ -180,6 +180,8 @@ class Pages:
         raise Redirect("/login")
 
     async def home(self, request, ctx: "WebContext", form) -> bytes:
+        if ctx.role == "subscriber":
+            raise Redirect("/me")           # channels/web/selfservice_pages.py
         user = await self.web.users.get(ctx.username)
         return self.render(request, "home.html", ctx=ctx, user=user,
                            msisdn=mask(user.msisdn) if user and user.msisdn else None)

@@ -21,13 +21,14 @@ from .base import Notifier, RECEIPTED_KINDS, RECEIPT_BY_SMS, ServiceCore
 from .merchant import MerchantOperations
 from .operator import OperatorOperations
 from .subscriber import MERCHANT_PREVIEW_TTL, SubscriberOperations
+from .selfservice import SelfServiceOperations
 from .suspense import SuspenseOperations
 
 __all__ = ["PaymentService", "RECEIPT_BY_SMS", "RECEIPTED_KINDS", "Notifier", "MERCHANT_PREVIEW_TTL"]
 
 
 class PaymentService(SubscriberOperations, AgentOperations, MerchantOperations, OperatorOperations,
-                     SuspenseOperations, ServiceCore):
+                     SuspenseOperations, SelfServiceOperations, ServiceCore):
     """The one object every channel holds. The parts are mixins over one
     ServiceCore rather than separate objects: they share its state (ledger,
     sessions, notifiers, the merchant names) and call one another through

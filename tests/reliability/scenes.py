@@ -23,13 +23,13 @@ class Subscriber:
     handset: object
 
 
-async def say(handset, text: str, *, expect: str | None = None, timeout: float = 15.0) -> str:
+async def say(handset, text: str, *, expect: str | None = None, timeout: float = 45.0) -> str:
     """Send an MO and return the next reply (containing `expect`, if given)."""
     await wait_deferred(handset.send(text))
     return await reply(handset, expect=expect, timeout=timeout)
 
 
-async def reply(handset, *, expect: str | None = None, timeout: float = 15.0) -> str:
+async def reply(handset, *, expect: str | None = None, timeout: float = 45.0) -> str:
     pred = (lambda t: expect in t) if expect else None
     return await wait_deferred(handset.wait_for_reply(pred, timeout=timeout))
 
