@@ -35,9 +35,9 @@ from channels.web.sessions import COOKIE, CSRF_HEADER
 from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
 from tests.bankdouble import InProcessBank
-from tests.selfkit import web_open
+from tests.selfkit import start_self, web_open
 from tests.test_web_api_contract import served_operations
-from tests.webkit import FAST_HASHER, Browser, add_user, web_settings
+from tests.webkit import Browser, add_user
 
 #: generated cases for the whole run, shared out over the operations and callers (as routes are added each
 #: gets fewer, between MIN_EXAMPLES and MAX_EXAMPLES per mode), so the module stays near a minute
@@ -65,20 +65,9 @@ async def start_fuzz_web(database_url: str, **web):
     login throttle is set out of reach: the fuzzer's failed logins would
     otherwise put every later login behind a CAPTCHA (throttling has its
     own tests)."""
-    from twisted.internet import reactor
-
-    from telecom_pay.daemon import Daemon
-    from telecom_pay.security import PasswordHasher
-    settings_ = web_settings({"database_url": database_url}, **{
+    return await start_self({"database_url": database_url}, bank=InProcessBank(), **{
         "web.captcha_after": 10 ** 6, "web.lock_after": 10 ** 6, "web.address_limit": 10 ** 6,
         **{f"web.{k}": v for k, v in web.items()}})
-    daemon = Daemon(settings_, reactor, sections=("web",), bank=InProcessBank())
-    daemon.startService()
-    await wait_deferred(daemon.ready)
-    web = daemon.components["web"]
-    web.app.users.hasher = PasswordHasher(**FAST_HASHER)
-    daemon.core.service.passwords = PasswordHasher(**FAST_HASHER)
-    return daemon, f"http://127.0.0.1:{await web.wait_listening()}"
 
 
 def login(base: str, username: str | None) -> tuple[dict, dict]:
