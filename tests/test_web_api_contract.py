@@ -116,7 +116,7 @@ async def test_bad_input_is_a_clear_4xx_json_error(sqlite_url):
         h = {"X-CSRF-Token": token}
         for body, status, message in [
             ({"username": "x1y", "role": "root"}, 400, "role must be one of"),
-            ({"username": "Bad Name", "role": "ops_admin"}, 400, "username must be 3-32"),
+            ({"username": "Bad Name", "role": "ops_admin"}, 400, "username is not in the expected form (3-32 characters"),
             ({"username": "agent3", "role": "agent"}, 400, "an agent needs an agent code"),
             ({"username": "agent3", "role": "agent", "agent_code": "NOPE"}, 400, "no agent has the code NOPE"),
             ({"username": "ops1", "role": "ops_admin"}, 409, "taken"),

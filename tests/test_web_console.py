@@ -303,7 +303,7 @@ async def test_card_binding_and_close_refunded_to_the_card(sqlite_url):
 
 
 NASTY_TEXT = ["", " ", "\x00", "١٣٩٠٠١٣٩٠٠٠", "9" * 40, "' or 1=1", "😀", "-5", "1.999", "99999999999999"]
-NASTY_INT = [-1, 0, 2 ** 70]
+NASTY_INT = [-1, 0, 7, 2 ** 70]          # 7: in range, but no hand-off has it (404)
 GOOD = {"msisdn": CALLER, "holder_name": "Wang Fang", "id_type": "ID", "id_number": "1101", "tier": 2,
         "amount": "1", "receipt": "R-1", "pan": PAN, "expiry": "2912", "new_msisdn": "13700137000",
         "pin": "123456", "language": "en", "handoff_id": 1}

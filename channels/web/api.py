@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from channels.web import console
 from channels.web.http import Body, Field, HttpError
 from channels.web.routes import ApiRoute
-from telecom_pay.webusers import OPS_ADMIN, ROLES, STAFF_ROLES, UserError
+from telecom_pay.webusers import OPS_ADMIN, ROLES, STAFF_ROLES, USERNAME_RE, UserError
 
 if TYPE_CHECKING:
     from channels.web.app import WebApp, WebContext
@@ -29,7 +29,8 @@ LOGIN_BODY = Body({
 PASSWORD_BODY = Body({"current_password": Field("string", max_length=256),
                       "new_password": Field("string", max_length=256)})
 USER_BODY = Body({
-    "username": Field("string", max_length=32),
+    "username": Field("string", max_length=32, pattern=USERNAME_RE.pattern,
+                      description="3-32 characters: lower-case letters, digits, '.', '_', '-'"),
     "role": Field("string", enum=STAFF_ROLES),
     "agent_code": Field("string", required=False, max_length=16, description="agents: their float account's code"),
 })

@@ -36,6 +36,7 @@ from telecom_pay.security import PasswordHasher
 from telecom_pay.webusers import LoginResult, ThrottleSettings, UserError, WebUsers
 
 log = Logger(namespace="telecom_pay.web")
+RETRY_AFTER = 30          # seconds a 503 (the bank unavailable) asks a client to wait
 
 
 @dataclass
@@ -180,6 +181,8 @@ class WebApp:
             status, out = await route.handler(self, request, ctx, body, **kw)
             return send_json(request, status, out)
         except HttpError as exc:
+            if exc.status == 503:             # the bank link is down: the same call may be tried again
+                request.setHeader("retry-after", str(RETRY_AFTER))
             return send_json(request, exc.status, exc.body())
         except Exception:
             log.failure("{method} {path} failed", method=route.method, path=route.path)

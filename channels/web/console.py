@@ -84,8 +84,11 @@ def result_view(result: Result) -> dict[str, Any]:
     return out
 
 
-def refusal(result: Result) -> HttpError:
+def refusal(result: Result, field: str | None = None) -> HttpError:
+    """`field`: the body member to blame (a client shows the error beside it)."""
     view = result_view(result)
+    if field is not None:
+        view["field"] = field
     return HttpError(status_of(result), view.pop("message"), **view)
 
 
@@ -147,13 +150,20 @@ class Operation:
     new_number: str | None = None     # the field naming the number the account has afterwards
 
 
+#: a number as typed: digits, spaces and dashes, an optional + (the service checks that it is a mobile number)
+NUMBER_PATTERN = r"^\+?[0-9][0-9 -]*$"
+MSISDN_FIELD = Field("string", max_length=32, min_length=5, pattern=NUMBER_PATTERN,
+                     description="the subscriber's number", example="13900139000")
+
+
 def msisdn_body(**more: Field) -> Body:
-    return Body({"msisdn": Field("string", max_length=32, description="the subscriber's number"), **more})
+    return Body({"msisdn": MSISDN_FIELD, **more})
 
 
-TAKE_BODY = Body({"handoff_id": Field("integer", description="the id from GET /api/v1/agent/handoffs")})
-_ID = {"holder_name": Field("string", max_length=100), "id_type": Field("string", enum=ID_TYPES),
-       "id_number": Field("string", max_length=64)}
+TAKE_BODY = Body({"handoff_id": Field("integer", minimum=1, maximum=2 ** 62 - 1,
+                                       description="the id from GET /api/v1/agent/handoffs")})
+_ID = {"holder_name": Field("string", max_length=100, min_length=1), "id_type": Field("string", enum=ID_TYPES),
+       "id_number": Field("string", max_length=64, min_length=1)}
 
 
 def _identity(b: dict) -> tuple[str, str]:
@@ -241,20 +251,24 @@ OPERATIONS: tuple[Operation, ...] = (
               msisdn_body(**_ID, language=Field("string", required=False, enum=("zh", "en"))),
               _open, "Open an account for a caller after the ID check: the agreement goes by SMS and the caller "
                      "confirms with A on the phone."),
-    Operation("kyc", "Set the KYC tier", msisdn_body(tier=Field("integer", description="a tier from [limits]")),
+    Operation("kyc", "Set the KYC tier", msisdn_body(tier=Field("integer", minimum=0, maximum=99,
+                                                               description="a tier from [limits]")),
               _kyc, "Set the subscriber's KYC tier (its limits)."),
     Operation("freeze", "Freeze", msisdn_body(), _freeze, "Freeze the account; the subscriber is told by SMS."),
     Operation("unfreeze", "Unfreeze", msisdn_body(), _unfreeze, "Unfreeze the account; the subscriber is told by SMS."),
     Operation("pin-reset", "Reset the PIN", msisdn_body(), _pin_reset,
               "A new random PIN, sent by SMS to the phone only (never shown here); it must be changed before use."),
     Operation("cash-in", "Cash in", msisdn_body(
-        amount=Field("string", max_length=24, description="yuan as text: 20, 20.5, 20.50"),
-        receipt=Field("string", max_length=64, description="the counter receipt's number: the idempotency key")),
+        amount=Field("string", max_length=24, pattern=r"^[¥￥]?[0-9]{1,12}(\.[0-9]{1,2})?元?$",
+                     description="yuan as text: 20, 20.5, 20.50 (more than zero, whole fen)", example="20.50"),
+        receipt=Field("string", max_length=64, min_length=1,
+                      description="the counter receipt's number: the idempotency key")),
         _cash_in, "Cash at the counter, paid from the agent's float; the same receipt number books once."),
     Operation("card", "Bind or replace the bank card", msisdn_body(
-        pan=Field("string", max_length=23), expiry=Field("string", max_length=4, description="YYMM")),
+        pan=Field("string", max_length=23, pattern=r"^[0-9 ]{12,23}$", description="12 to 19 digits"),
+        expiry=Field("string", max_length=4, pattern=r"^[0-9]{4}$", description="YYMM")),
         _card, "Bind the caller's bank card (verified by the bank), replacing any card bound before."),
-    Operation("number-change", "Change the number", msisdn_body(new_msisdn=Field("string", max_length=32)),
+    Operation("number-change", "Change the number", msisdn_body(new_msisdn=MSISDN_FIELD),
               _number_change, "The account moves to the subscriber's new number; both numbers are told.",
               new_number="new_msisdn"),
     Operation("ownership", "Transfer the ownership", msisdn_body(**_ID), _ownership,
@@ -304,7 +318,7 @@ async def subscriber_lookup(web: "WebApp", request, ctx: "WebContext", body) -> 
     code = await agent_code_of(web, ctx)
     result = await lookup(web.core.service, printable(body)["msisdn"], looker(ctx, code))
     if not result.ok:
-        raise refusal(result)
+        raise refusal(result, "msisdn" if result.outcome is Outcome.INVALID_NUMBER else None)
     return 200, result.params["subscriber"]
 
 
@@ -366,7 +380,8 @@ async def take_handoff(web: "WebApp", request, ctx: "WebContext", body) -> tuple
 # ------------------------------------------------------------ suspense payback (supervisors, four eyes)
 
 SUPERVISORS = (AGENT_SUPERVISOR,)
-REF_BODY = Body({"ref": Field("string", max_length=12, description="the hold's ref (from /suspense)")})
+REF_BODY = Body({"ref": Field("string", max_length=12, min_length=1,
+                               description="the hold's ref (from /suspense)")})
 _SUSPENSE_MESSAGES = {
     "requested": "Payback requested; a second supervisor approves it.",
     "paid": "Paid back: hand the cash to the former holder.",

@@ -9,6 +9,7 @@ daemon no memory) and the route answers 413.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,22 +72,62 @@ def client_address(request, trusted_proxies: frozenset[str] = frozenset()) -> st
 @dataclass(frozen=True)
 class Field:
     """One member of a JSON body: its JSON Schema type, whether it must be
-    there, and bounds for strings."""
+    there, and the bounds the server enforces. Each bound is both checked
+    here and written into the OpenAPI document, so what the document
+    promises a client is what the server does (and a fuzzer generating
+    from the document finds the edges where they really are). `pattern`
+    is a JSON Schema (ECMA) regex kept to the subset Python reads the same
+    way; `example` is a value that gets past the bounds into the handler."""
     type: str                        # "string" | "integer" | "boolean"
     required: bool = True
     max_length: int | None = None
     enum: tuple[str, ...] | None = None
     description: str = ""
+    min_length: int | None = None
+    pattern: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    example: Any = None
 
     def schema(self) -> dict:
         s: dict[str, Any] = {"type": self.type}
-        if self.max_length is not None:
-            s["maxLength"] = self.max_length
+        for key, value in (("minLength", self.min_length), ("maxLength", self.max_length),
+                           ("pattern", self.pattern), ("minimum", self.minimum), ("maximum", self.maximum)):
+            if value is not None:
+                s[key] = value
         if self.enum:
             s["enum"] = list(self.enum)
         if self.description:
             s["description"] = self.description
+        if self.example is not None:
+            s["examples"] = [self.example]
         return s
+
+    def refusal(self, name: str, v: Any) -> str | None:
+        """Why the value `v` (of the right type) is refused, or None."""
+        if isinstance(v, str):
+            if self.max_length is not None and len(v) > self.max_length:
+                return f"{name} is longer than {self.max_length} characters"
+            if self.min_length is not None and len(v) < self.min_length:
+                return f"{name} is shorter than {self.min_length} characters"
+            if self.pattern is not None and not _matches(self.pattern, v):
+                return f"{name} is not in the expected form ({self.description or self.pattern})"
+        if isinstance(v, int):
+            if self.minimum is not None and v < self.minimum:
+                return f"{name} must be at least {self.minimum}"
+            if self.maximum is not None and v > self.maximum:
+                return f"{name} must be at most {self.maximum}"
+        if self.enum and v not in self.enum:
+            return f"{name} must be one of {', '.join(self.enum)}"
+        return None
+
+
+def _matches(pattern: str, v: str) -> bool:
+    """As JSON Schema reads `pattern` (ECMA): `$` is the very end (Python's
+    also matches before a final newline), and digits are ASCII."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.search(pattern, v, re.ASCII) is not None
 
 
 _PY_TYPES = {"string": (str,), "integer": (int,), "boolean": (bool,)}
@@ -133,10 +174,9 @@ class Body:
             ok = isinstance(v, _PY_TYPES[f.type]) and not (f.type == "integer" and isinstance(v, bool))
             if not ok:
                 raise HttpError(400, f"{name} must be a {f.type}", field=name)
-            if f.max_length is not None and isinstance(v, str) and len(v) > f.max_length:
-                raise HttpError(400, f"{name} is longer than {f.max_length} characters", field=name)
-            if f.enum and v not in f.enum:
-                raise HttpError(400, f"{name} must be one of {', '.join(f.enum)}", field=name)
+            why = f.refusal(name, v)
+            if why is not None:
+                raise HttpError(400, why, field=name)
             out[name] = v
         return out
 

@@ -42,6 +42,9 @@ def operation(route: ApiRoute) -> dict:
     for status in sorted(errors):
         op["responses"][str(status)] = {"description": route.responses.get(status, _REASONS.get(status, "refused")),
                                         "content": _json(ERROR)}
+    if "503" in op["responses"]:
+        op["responses"]["503"]["headers"] = {"Retry-After": {"description": "seconds to wait before trying again",
+                                                             "schema": {"type": "integer"}}}
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": _json(route.body.schema())}
     return op

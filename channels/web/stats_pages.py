@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 
 RANGE_PARAMETERS = tuple(
     {"name": name, "in": "query", "required": False,
-     "schema": {"type": "string", "format": "date"},
-     "description": f"first/last local business day (YYYY-MM-DD, {stats.MAX_DAYS} days at most); default today"}
+     # empty is what the page's form sends for a field left blank: today
+     "schema": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]},
+     "description": f"first/last local business day (YYYY-MM-DD, {stats.MAX_DAYS} days at most); "
+                    "missing or empty: today"}
     for name in ("from", "to"))
 
 
