@@ -40,6 +40,7 @@ PAGES = {
     "/ops/stats": [("admin", "ops-stats", "/ops/stats")],
     "/ops/audit": [("admin", "ops-audit", "/ops/audit")],
     "/ops/bank": [("admin", "ops-bank", "/ops/bank")],
+    "/ops/risk": [("admin", "ops-risk", "/ops/risk")],
     "/open": [(None, "self-open", "/open")],
     "/forgot": [(None, "self-forgot", "/forgot")],
     "/me": [(SUBSCRIBER, "self-home", "/me")],
