@@ -21,7 +21,6 @@ from twisted.web.static import File
 from channels.web.http import HttpError, read_form
 from channels.web.sessions import LOGIN_COOKIE, same_token
 from telecom_pay.aio import as_deferred
-from telecom_pay.msisdn import mask
 from telecom_pay.webusers import OPS_ADMIN, ROLES, STAFF_ROLES, UserError
 
 if TYPE_CHECKING:
@@ -185,8 +184,7 @@ class Pages:
         if ctx.role == "subscriber":
             raise Redirect("/me")           # channels/web/selfservice_pages.py
         user = await self.web.users.get(ctx.username)
-        return self.render(request, "home.html", ctx=ctx, user=user,
-                           msisdn=mask(user.msisdn) if user and user.msisdn else None)
+        return self.render(request, "home.html", ctx=ctx, user=user)
 
     async def users_form(self, request, ctx: "WebContext", form, *, status: int = 200, error: str | None = None,
                          created=None, initial: str | None = None) -> bytes:
