@@ -194,6 +194,10 @@ class WebUsers:
             raise UserError("an agent needs an agent code")
         if role == SUBSCRIBER and not msisdn:
             raise UserError("a subscriber needs a number")
+        if role != SUBSCRIBER and self.subscriber_passwords is not None \
+                and self.subscriber_passwords.number(username) is not None:
+            # a typed number logs a subscriber in: a staff user by that name could never log in
+            raise UserError("a staff username cannot be a mobile number (numbers are the subscribers' logins)")
         if agent_code is not None and role not in (AGENT, AGENT_SUPERVISOR):
             raise UserError("only agents and supervisors have an agent code")
         initial = password if password is not None else generate_password(12)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+import pytest
 import sqlalchemy as sa
 
 from channels.web.selfservice import AGREEMENT_VERSION, CODE_SENT
 from telecom_pay import stats
 from telecom_pay.ledger.tables import accounts, audit_log
+from telecom_pay.webusers import UserError
 from tests.aio import aio_test
 from tests.selfkit import (
     NUMBER, NUMBER_E164, OTHER, OTHER_E164, PASSWORD, initial_pin, last_code, rows, sms_to, start_self, web_open)
@@ -242,5 +244,22 @@ async def test_after_an_ownership_transfer_the_former_holders_sessions_see_nothi
         assert r.status == 200 and r.json()["must_change_password"] is True, r.text
         reassigned = await rows(daemon, sa.select(audit_log).where(audit_log.c.action == "web_login_reassigned"))
         assert len(reassigned) == 1
+    finally:
+        await stop_web(daemon)
+
+
+@aio_test
+async def test_a_staff_username_cannot_be_a_mobile_number(sqlite_url):
+    """A typed number is a subscriber's login, so a staff user named like one could never log in."""
+    daemon, base = await start_self({"database_url": sqlite_url})
+    try:
+        users = daemon.components["web"].app.users
+        for name in (NUMBER, NUMBER_E164):
+            with pytest.raises(UserError, match="cannot be a mobile number"):
+                await users.create(name, "agent", actor="test", actor_role="system", address=None,
+                                   agent_code="AG001")
+        created, _ = await users.create("agent-7", "agent", actor="test", actor_role="system", address=None,
+                                        agent_code="AG001")
+        assert created.username == "agent-7"
     finally:
         await stop_web(daemon)
