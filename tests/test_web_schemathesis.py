@@ -41,7 +41,7 @@ from tests.webkit import Browser, add_user
 
 #: generated cases for the whole run, shared out over the operations and callers (as routes are added each
 #: gets fewer, between MIN_EXAMPLES and MAX_EXAMPLES per mode), so the module stays near a minute
-CASE_BUDGET = 1200
+CASE_BUDGET = 800
 MIN_EXAMPLES, MAX_EXAMPLES = 4, 12
 ANONYMOUS = "(anonymous)"
 EXAMPLES = "examples"
