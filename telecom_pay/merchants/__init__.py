@@ -1,0 +1,1 @@
+"""Merchants and SPs: profiles, API keys, the SP payment API, refunds, notifications (README.md)."""
