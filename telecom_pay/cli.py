@@ -473,7 +473,7 @@ def _load_extra_commands() -> None:
     """The daemon and simulators add their subcommands when installed."""
     import importlib
     for module in ("telecom_pay.daemon", "simulators.smsc.cli", "simulators.bank.cli", "bank_bridge.cli",
-                   "telecom_pay.risk.cli"):
+                   "telecom_pay.risk.cli", "telecom_pay.merchants.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

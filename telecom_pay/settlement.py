@@ -48,6 +48,8 @@ settlement_batches = sa.Table(
     sa.Column("refunds", sa.BigInteger, nullable=False),
     sa.Column("fees", sa.BigInteger, nullable=False),
     sa.Column("net", sa.BigInteger, nullable=False),
+    sa.Column("fee_refunds", sa.BigInteger, nullable=False, server_default="0"),   # fees given back with refunds
+    sa.Column("carried_in", sa.BigInteger, nullable=False, server_default="0"),    # a negative net brought forward
     sa.Column("method", sa.String(8), nullable=False),      # bank | file
     sa.Column("state", sa.String(10), nullable=False),      # created | paying | review | paid | failed | file | empty
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),

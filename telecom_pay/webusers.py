@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from telecom_pay.accounts import audit, find_agent
+from telecom_pay.accounts import audit, find_agent, find_merchant
 from telecom_pay.ledger.ledger import Ledger, utcnow
-from telecom_pay.ledger.tables import Stamp
+from telecom_pay.ledger.tables import Stamp, accounts
 from telecom_pay.msisdn import mask
 from telecom_pay.security import PasswordHasher, generate_password
 from telecom_pay.sessions import SessionStore
@@ -40,6 +40,7 @@ web_users = sa.Table(
     sa.Column("status", sa.String(12), nullable=False),            # active | disabled
     sa.Column("msisdn", sa.String(20)),                             # subscribers: their number (E.164 digits)
     sa.Column("agent_code", sa.String(16)),                         # agents: their float account's code
+    sa.Column("merchant_id", Id, sa.ForeignKey(accounts.c.id, name="fk_web_users_merchant")),   # merchant staff
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
     sa.Column("locked_until", Stamp),
     sa.Column("last_login_at", Stamp),
@@ -51,7 +52,11 @@ web_users = sa.Table(
 sa.Index("uq_web_users_username", web_users.c.username, unique=True)
 
 AGENT, AGENT_SUPERVISOR, OPS_ADMIN, SUBSCRIBER = "agent", "agent_supervisor", "ops_admin", "subscriber"
-ROLES = (AGENT, AGENT_SUPERVISOR, OPS_ADMIN, SUBSCRIBER)
+#: a merchant's own people (web_users.merchant_id): the admin approves refunds and manages staff,
+#: staff request refunds, read-only sees orders and statements
+MERCHANT_ADMIN, MERCHANT_STAFF, MERCHANT_READONLY = "merchant_admin", "merchant_staff", "merchant_readonly"
+MERCHANT_ROLES = (MERCHANT_ADMIN, MERCHANT_STAFF, MERCHANT_READONLY)
+ROLES = (AGENT, AGENT_SUPERVISOR, OPS_ADMIN, SUBSCRIBER, *MERCHANT_ROLES)
 #: the roles an operator creates (subscribers open their own web login)
 STAFF_ROLES = (AGENT, AGENT_SUPERVISOR, OPS_ADMIN)
 ACTIVE, DISABLED = "active", "disabled"
@@ -92,11 +97,12 @@ class WebUser:
     agent_code: str | None
     locked_until: datetime | None
     password_changed_at: datetime | None = None
+    merchant_id: int | None = None          # merchant staff: the merchant account they work for
 
     @classmethod
     def of(cls, row) -> "WebUser":
         return cls(row.id, row.username, row.role, bool(row.must_change_password), row.status, row.msisdn,
-                   row.agent_code, row.locked_until, row.password_changed_at)
+                   row.agent_code, row.locked_until, row.password_changed_at, row.merchant_id)
 
     @property
     def password_stamp(self) -> str | None:
@@ -183,7 +189,7 @@ class WebUsers:
 
     async def create(self, username: str, role: str, *, actor: str, actor_role: str, address: str | None,
                      agent_code: str | None = None, msisdn: str | None = None, password: str | None = None,
-                     must_change_password: bool = True) -> tuple[WebUser, str]:
+                     must_change_password: bool = True, merchant_code: str | None = None) -> tuple[WebUser, str]:
         """Returns the user and its initial password (generated unless
         given): shown once to whoever created it, never stored in clear."""
         if not isinstance(username, str) or not USERNAME_RE.match(username):
@@ -200,6 +206,8 @@ class WebUsers:
             raise UserError("a staff username cannot be a mobile number (numbers are the subscribers' logins)")
         if agent_code is not None and role not in (AGENT, AGENT_SUPERVISOR):
             raise UserError("only agents and supervisors have an agent code")
+        if (role in MERCHANT_ROLES) != (merchant_code is not None):
+            raise UserError("merchant staff, and only they, need a merchant code")
         initial = password if password is not None else generate_password(12)
         if password is not None:
             check_password_rules(password, username=username)
@@ -210,10 +218,17 @@ class WebUsers:
         row = dict(username=username, role=role, password_hash=password_hash,
                    must_change_password=must_change_password, status=ACTIVE, msisdn=msisdn,
                    agent_code=agent_code, failed_logins=0, created_by=actor[:64], created_at=now, updated_at=now)
+        merchant_ids: list[int] = []
 
         async def write(conn):
             if agent_code is not None and await find_agent(conn, agent_code) is None:
                 raise UserError(f"no agent has the code {agent_code}")
+            if merchant_code is not None:
+                m = await find_merchant(conn, merchant_code.upper())
+                if m is None:
+                    raise UserError(f"no merchant has the code {merchant_code}")
+                row["merchant_id"] = m.id
+                merchant_ids.append(m.id)
             exists = (await conn.execute(sa.select(web_users.c.id).where(web_users.c.username == username))).first()
             if exists:
                 raise UserError(f"the username {username} is taken")
@@ -221,11 +236,13 @@ class WebUsers:
             await audit(conn, actor=actor[:64], channel="web", action="web_user_created", account_id=None,
                         role=actor_role, address=_address(address), user=username, before=None,
                         after={"username": username, "role": role, "agent_code": agent_code,
+                               **({"merchant_code": merchant_code.upper()} if merchant_code else {}),
                                "msisdn": mask(msisdn) if msisdn else None, "status": ACTIVE,
                                "must_change_password": must_change_password})
             return user_id
         user_id = await self.ledger.write(write)
-        return WebUser(user_id, username, role, must_change_password, ACTIVE, msisdn, agent_code, None), initial
+        return WebUser(user_id, username, role, must_change_password, ACTIVE, msisdn, agent_code, None,
+                       merchant_id=merchant_ids[0] if merchant_ids else None), initial
 
     async def seed(self, entries: list[dict]) -> list[str]:
         """Development users from config (`[[web.dev_users]]`), created once
@@ -238,7 +255,8 @@ class WebUsers:
                 continue
             await self.create(username, str(entry["role"]), actor="config", actor_role="system", address=None,
                               agent_code=entry.get("agent_code"), msisdn=entry.get("msisdn"),
-                              password=str(entry["password"]), must_change_password=False)
+                              password=str(entry["password"]), must_change_password=False,
+                              merchant_code=entry.get("merchant_code"))
             created.append(username)
         return created
 

@@ -14,11 +14,12 @@ from telecom_pay.settlement import metadata as settlement_metadata
 from telecom_pay.calls import metadata as calls_metadata
 from telecom_pay.webusers import metadata as webusers_metadata
 from telecom_pay.risk.cases import metadata as risk_metadata
+from telecom_pay.merchants.tables import metadata as merchants_metadata
 
 
 @pytest.mark.parametrize("metadata", [core_metadata, messaging_metadata, settlement_metadata, bank_metadata,
-                                      calls_metadata, webusers_metadata, risk_metadata],
-                         ids=["core", "messaging", "settlement", "bank", "calls", "webusers", "risk"])
+                                      calls_metadata, webusers_metadata, risk_metadata, merchants_metadata],
+                         ids=["core", "messaging", "settlement", "bank", "calls", "webusers", "risk", "merchants"])
 def test_migrations_match_tables(database_url, metadata):
     schema.upgrade(database_url)
     eng = sa.create_engine(schema.sync_url(database_url))

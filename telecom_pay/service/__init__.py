@@ -41,7 +41,7 @@ class PaymentService(SubscriberOperations, AgentOperations, MerchantOperations, 
         """Create the system accounts and the merchants/agents from config."""
         self.system = await ensure_system_accounts(self.ledger)
         for m in self.settings.merchants:
-            await self.register_merchant(m["code"], m.get("name", m["code"]), name_en=m.get("name_en"))
+            await self.register_merchant(m["code"], m.get("name", m["code"]), name_en=m.get("name_en"), entry=m)
         for a in self.settings.agents:
             await self.register_agent(a["code"], a.get("name", a["code"]))
         await self.recover_bank_operations()

@@ -3,6 +3,7 @@ them into, and the refunds they give back against a payment they received.
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from telecom_pay import accounts as acct
 from telecom_pay.bank_port import BankStatus
 from telecom_pay.ledger.chart import insert_account
+from telecom_pay.merchants import directory
 from telecom_pay.ledger.ledger import IdempotencyConflict, Leg, OperationRequest
 from telecom_pay.ledger.tables import MERCHANT, accounts, operations, transfers
 from telecom_pay.outcomes import BankDecline, Outcome, Result
@@ -17,26 +19,59 @@ from telecom_pay.outcomes import BankDecline, Outcome, Result
 from .base import ServiceCore, _refuse
 
 
+FEE_PLAN_TTL = 30.0
+
+
 class MerchantOperations(ServiceCore):
     """Merchant registration, payout accounts and refunds."""
 
     # ------------------------------------------------------------ merchants
 
-    async def register_merchant(self, code: str, name: str, *, name_en: str | None = None) -> int:
+    async def register_merchant(self, code: str, name: str, *, name_en: str | None = None,
+                                entry: dict | None = None) -> int:
+        """A merchant from `[[merchants]]`: its account and profile (created
+        once, the entry's keys applied at each start)."""
         code = code.upper()
         self.merchant_names[code] = {"zh": name, "en": name_en or name}
+        entry = entry or {"code": code, "name": name, "name_en": name_en}
 
         async def job(conn):
             row = await acct.find_merchant(conn, code)
             if row is not None:
                 if row.name != name:
                     await conn.execute(accounts.update().where(accounts.c.id == row.id).values(name=name))
-                return row.id
-            mid = await insert_account(conn, kind=MERCHANT, code=code, name=name)
-            await acct.audit(conn, actor="admin", channel="config", action="merchant_registered",
-                             account_id=mid, code=code)
+                mid = row.id
+            else:
+                # below zero only by a refund after its payout: the next settlement takes it back
+                mid = await insert_account(conn, kind=MERCHANT, code=code, name=name, allow_negative=True)
+                await acct.audit(conn, actor="admin", channel="config", action="merchant_registered",
+                                 account_id=mid, code=code)
+            await directory.ensure_from_config(conn, mid, entry, self.clock())
             return mid
+        self.forget_merchant_plan(code)
         return await self.ledger.write(job)
+
+    # ------------------------------------------------------------ fee plans
+
+    def forget_merchant_plan(self, code: str) -> None:
+        self.__dict__.setdefault("_fee_plans", {}).pop(code.upper(), None)
+
+    async def payment_fee(self, conn, merchant, amount: int) -> tuple[int, str]:
+        """The fee of a payment to `merchant` (an accounts row): its own fee
+        plan (paid by the merchant), else [fees.payment]. Plans are kept for
+        FEE_PLAN_TTL seconds, so a payment costs no profile read; a change
+        made through another instance applies within that time."""
+        plans = self.__dict__.setdefault("_fee_plans", {})
+        now = time.monotonic()
+        cached = plans.get(merchant.code)
+        if cached is None or cached[1] < now:
+            p = await directory.get_profile(conn, account_id=merchant.id)
+            rule = p.fee_rule() if p is not None else None
+            if len(plans) > 10_000:
+                plans.clear()
+            plans[merchant.code] = cached = (rule, now + FEE_PLAN_TTL)
+        rule = cached[0]
+        return (rule.fee(amount), "merchant") if rule is not None else self.settings.fee("payment", amount)
 
     async def bind_merchant_account(self, merchant_code: str, pan: str, expiry: str) -> Result:
         """The account settlement pays a merchant into, verified by its bank."""

@@ -231,7 +231,7 @@ class SubscriberOperations(ServiceCore):
                 return Result(Outcome.UNKNOWN_MERCHANT, params={"merchant_code": code})
             if m.status != ACTIVE:
                 return Result(Outcome.MERCHANT_INACTIVE, params={"merchant_code": code})
-            fee, payer = self.settings.fee("payment", amount)
+            fee, payer = await self.payment_fee(conn, m, amount)
             need = amount + (fee if payer == "subscriber" else 0)
             if w.balance - w.pending_out < need:
                 return Result(Outcome.INSUFFICIENT_FUNDS, balance=w.balance - w.pending_out)
@@ -265,7 +265,7 @@ class SubscriberOperations(ServiceCore):
                 raise _refuse(Outcome.UNKNOWN_MERCHANT, merchant_code=code)
             if m.status != ACTIVE:
                 raise _refuse(Outcome.MERCHANT_INACTIVE, merchant_code=code)
-            fee, payer = self.settings.fee("payment", amount)
+            fee, payer = await self.payment_fee(conn, m, amount)
             legs = [Leg(w.id, m.id, amount, "payment")]
             if fee:
                 legs.append(Leg(m.id if payer == "merchant" else w.id, self.system["fee_income"], fee, "fee"))
