@@ -1,8 +1,18 @@
 """The newcomer's path through the CLI, before any channel exists:
-KT -> A -> YE, agent cash-in, ZF + PIN -> YE -> MX (real processes)."""
+KT -> A -> YE, agent cash-in, ZF + PIN -> YE -> MX.
+
+Most commands run through `cli()`: telecom_pay.cli.main in this process,
+which is what the console script calls. A new interpreter costs seconds of
+CPU on imports alone, and the suite runs dozens of commands; the entry point
+itself, as a real process, is still run by `cli_process()`: the newcomer's
+first step (stdin a pipe), the config after the command, and the card
+operations (they start the bank bridge on a reactor of their own)."""
+import io
 import re
 import subprocess
 import sys
+import threading
+import traceback
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -25,14 +35,50 @@ def write_config(tmp_path: Path) -> Path:
 PIN = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 
 
-def cli(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+def cli_process(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """`telecom-pay --config CFG ARGS` in a new interpreter."""
     return subprocess.run([sys.executable, "-m", "telecom_pay.cli", "--config", str(cfg), *args],
                           input=stdin, capture_output=True, text=True, timeout=120)
 
 
+def cli(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """The same command, argv, stdin, stdout, stderr and exit status as
+    `cli_process`, run by main() in a thread of its own: main's asyncio.run
+    gets a loop of its own and leaves this thread's (the reactor's) alone.
+    As the interpreter would: SystemExit's code is the status (a message is
+    printed, status 1), an uncaught exception prints its traceback, status 1."""
+    from telecom_pay.cli import main
+    argv = ["--config", str(cfg), *args]
+    out, err, status = io.StringIO(), io.StringIO(), []
+
+    def run() -> None:
+        try:
+            status.append(main(argv))
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                status.append(exc.code or 0)
+            else:
+                print(exc.code, file=err)
+                status.append(1)
+        except BaseException:
+            traceback.print_exc(file=err)
+            status.append(1)
+
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
+    try:
+        thread = threading.Thread(target=run, name="telecom-pay-cli")
+        thread.start()
+        thread.join(120)
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+    assert not thread.is_alive(), f"telecom-pay {' '.join(args)} still running after 120 s"
+    return subprocess.CompletedProcess(["telecom-pay", *argv], status[0], out.getvalue(), err.getvalue())
+
+
 def test_newcomer_path(tmp_path):
     cfg = write_config(tmp_path)
-    out = cli(cfg, "console", "--msisdn", "13800138000", stdin="KT\nA\nYE\n")
+    out = cli_process(cfg, "console", "--msisdn", "13800138000", stdin="KT\nA\nYE\n")
     assert out.returncode == 0, out.stderr
     pin = re.findall(r"(?<!\d)(\d{6})(?!\d)", out.stdout)[0]
     assert "0.00" in out.stdout
@@ -104,8 +150,8 @@ async def test_agent_binds_a_card_through_the_bank(tmp_path):
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         return proc.returncode, out.decode(), err.decode()
 
-    code, out, err = await run("agent", "open", "13800138000", "--name", "Li Lei", "--id-number", "1")
-    assert code == 0, err
+    opened = cli(cfg, "agent", "open", "13800138000", "--name", "Li Lei", "--id-number", "1")
+    assert opened.returncode == 0, opened.stderr
     assert cli(cfg, "console", "--msisdn", "13800138000", stdin="A\n").returncode == 0
     code, out, err = await run("agent", "bind-card", "13800138000", "6222020000001234", "3012")
     assert code == 0, err + out
@@ -138,7 +184,8 @@ def test_unknown_agent_code_is_refused_for_every_operation(tmp_path):
                   ["transfer", n, "--name", "x", "--id-number", "1"], ["cancel-number", n],
                   ["bind-card", n, "6222020000001234", "3012"], ["unbind-card", n], ["security-log", n]]
     for op in operations:
-        out = cli(cfg, "agent", "--agent", "NOPE", *op)
+        run = cli_process if op[0] in ("bind-card", "unbind-card") else cli   # these start the bank bridge
+        out = run(cfg, "agent", "--agent", "NOPE", *op)
         assert out.returncode == 1 and "Not allowed" in out.stdout, (op, out.stdout, out.stderr)
     out = cli(cfg, "operator", "fund-agent", "NOPE", "5", "--operator", "alice")
     assert out.returncode == 1 and "Not allowed" in out.stdout, out.stderr

@@ -53,13 +53,23 @@ def test_explicit_allowance_for_tests_and_demos():
 
 
 @pytest.mark.parametrize("command", [["run"], ["agent", "balance", "13800138000"], ["db", "check"]])
-def test_daemon_and_cli_refuse_to_start(tmp_path, command):
+def test_daemon_and_cli_refuse_to_start(tmp_path, monkeypatch, command):
+    """The daemon in a real process; the CLI commands through cli.main in
+    this one (tests/test_cli.py's `cli`: a new interpreter costs seconds)."""
+    import os
+    from tests.test_cli import cli
     cfg = tmp_path / "tp.toml"
     cfg.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8").replace(
         'url = "sqlite+aiosqlite:///var/telecom-pay.sqlite3"', f'url = "{PG}"'), encoding="utf-8")
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TELECOM_PAY_")}
-    out = subprocess.run([sys.executable, "-m", "telecom_pay.cli", "--config", str(cfg), *command],
-                         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    if command == ["run"]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELECOM_PAY_")}
+        out = subprocess.run([sys.executable, "-m", "telecom_pay.cli", "--config", str(cfg), *command],
+                             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    else:
+        for k in [k for k in os.environ if k.startswith("TELECOM_PAY_")]:
+            monkeypatch.delenv(k)
+        monkeypatch.chdir(tmp_path)
+        out = cli(cfg, *command)
     assert out.returncode == 2, out.stderr
     assert "security.pin_key is the development default" in out.stderr
     assert "TELECOM_PAY_PIN_KEY" in out.stderr

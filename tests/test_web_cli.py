@@ -1,4 +1,5 @@
-"""`telecom-pay users add` in a real process: a one-time initial password
+"""`telecom-pay users add` (through telecom_pay.cli.main, as the console
+script runs it; tests/test_cli.py says why not a new process): a one-time initial password
 printed once, which the web accepts only for the first-login change; the
 refusals (unknown agent code, a taken name) exit non-zero."""
 from __future__ import annotations
