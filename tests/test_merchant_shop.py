@@ -239,6 +239,10 @@ async def test_check_status_asks_the_platform_and_an_unanswered_order_is_sent_ag
     refused = await order(shop, "lottery", msisdn="13700137000")
     response, page = await get(f"{shop}/orders/{refused}")
     assert 'data-status="refused"' in page and "422 no_account" in page
+    del double.refuse_msisdns["13700137000"]                  # the account opened: the same order again
+    response, _ = await post(f"{shop}/orders/{refused}/check")
+    assert (await state(shop, refused))["status"] == "pending" and double.by_order(refused)["amount"] == 200
+    double.refuse_msisdns["13700137000"] = "no_account"
 
 
 @pytest_twisted.ensureDeferred

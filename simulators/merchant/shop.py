@@ -6,7 +6,7 @@ callback receiver and the listing testers read.
     GET  /orders                             every order and every callback received
     GET  /orders/{id}                        the order: its state, refunds, callbacks (refreshes itself)
     GET  /orders/{id}/state                  {"status", "revision"}: what the page polls
-    POST /orders/{id}/check                  GET /api/v1/payments/{id} (or the request again, unanswered)
+    POST /orders/{id}/check                  GET /api/v1/payments/{id} (or the request again: unanswered, refused)
     POST /orders/{id}/refunds                {amount (yuan, empty: all that is left), reason}
     POST /orders/{id}/refunds/{rid}/check    GET the refund (or the request again, unanswered)
     POST /notify                             the platform's signed callbacks
@@ -210,7 +210,7 @@ class Shop:
             answer = await self.platform.payment(order["payment_id"])
             await self._db(self.store.payment_answer, order_id, answer.body if answer.ok else None,
                            None if answer.ok else f"status check: {answer.describe()}", definite=False)
-        elif order["status"] == "new":
+        else:                     # unanswered, or refused (no account yet, say): the same order id again
             await self._send_order(order_id)
         return self._redirect(request, f"/orders/{order_id}")
 
