@@ -51,6 +51,7 @@ class PlatformDouble:
     def __post_init__(self):
         self._ids = itertools.count(1)
         self.port = None
+        self.hold: defer.Deferred | None = None    # set: the next creation is answered once it fires
 
     # ------------------------------------------------------------ serving
 
@@ -119,7 +120,11 @@ class PlatformDouble:
                               "description": data["description"], "status": "pending", "decline_reason": None,
                               "ref": None, "fee": 0, "refunded": 0, "created_at": _now(), "expires_at": _now(300),
                               "resolved_at": None, "_request": data}
-        return self._answer(request, seen, _public(self.payments[pid]), 201)
+        answer = _public(self.payments[pid])
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            await hold
+        return self._answer(request, seen, answer, 201)
 
     @app.route("/api/v1/payments/<pid>", methods=["GET"])
     async def payment(self, request, pid):

@@ -13,7 +13,7 @@ import time
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 
 from simulators.merchant import server
 from simulators.merchant.demo import shop_config
@@ -132,6 +132,27 @@ async def test_a_valid_callback_makes_the_order_paid_and_a_duplicate_event_is_ap
     assert f'data-event="{event_id}" data-verified="1" data-outcome="applied"' in page
     assert f'data-event="{event_id}" data-verified="1" data-outcome="duplicate"' in page
     assert payment["ref"] in page and "Ask for a refund" in page
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_callback_that_overtakes_the_answer_to_the_order_is_not_undone_by_it(rig):
+    double, _, shop = rig
+    double.hold = hold = defer.Deferred()
+    before = len(double.payments)
+    ordering = defer.ensureDeferred(post(f"{shop}/orders", {"item": "credits", "msisdn": MSISDN}))
+    for _ in range(500):                                       # until the double has the payment
+        if len(double.payments) > before:
+            break
+        await task.deferLater(reactor, 0.01, lambda: None)
+    [payment] = list(double.payments.values())[before:]
+    confirmed = double.resolve(payment["order_id"])
+    code, answer, _ = await double.callback(f"{shop}/notify", "payment.confirmed", confirmed)
+    assert (code, answer["outcome"]) == (200, "applied")
+    hold.callback(None)                                        # now the 201 saying "pending"
+    response, _ = await ordering
+    assert response.code == 303
+    response, page = await get(f"{shop}/orders/{payment['order_id']}")
+    assert 'data-status="confirmed">Paid</p>' in page and confirmed["ref"] in page
 
 
 @pytest_twisted.ensureDeferred

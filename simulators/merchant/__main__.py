@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         config.handset_url = args.handset_url
     shop_cfg = demo.get("shop") or {}
     listen = args.listen or shop_cfg.get("endpoint", server.DEFAULT_LISTEN)
-    if not config.public_url:
+    if not config.public_url and listen.split(":")[1] != "0":   # port 0: server.start names it once bound
         config.public_url = f"http://127.0.0.1:{listen.split(':')[1]}"
     database = args.database or shop_cfg.get("database", server.DEFAULT_DATABASE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -166,7 +166,10 @@ class ShopStore:
             row = db.execute("SELECT status FROM orders WHERE order_id=?", (order_id,)).fetchone()
             if row is None:
                 return
-            if payment is not None:
+            if payment is not None and _stale(row["status"], str(payment.get("status", "")), FINAL_PAYMENT):
+                db.execute("UPDATE orders SET payment_id=COALESCE(payment_id, ?), error=NULL, revision=revision+1, "
+                           "updated_at=? WHERE order_id=?", (payment.get("id"), time.time(), order_id))
+            elif payment is not None:
                 status = _payment_status(row["status"], str(payment.get("status", "")))
                 db.execute("UPDATE orders SET status=?, payment_id=?, payment=?, error=NULL, revision=revision+1, "
                            "updated_at=? WHERE order_id=?",
@@ -282,6 +285,12 @@ class ShopStore:
             return cur.rowcount == 1
 
 
+def _stale(current: str, reported: str, final: frozenset) -> bool:
+    """An answer older than what a callback already said: the answer to the
+    creation can arrive after the callback of its outcome."""
+    return current in final and reported not in final
+
+
 def _payment_status(current: str, reported: str) -> str:
     """A final state is never undone by a late answer saying `pending`."""
     if current in FINAL_PAYMENT and reported not in FINAL_PAYMENT:
@@ -291,7 +300,9 @@ def _payment_status(current: str, reported: str) -> str:
 
 def _apply_refund(db, refund_id: str, current: str, refund: dict) -> None:
     reported = str(refund.get("status", ""))
-    status = current if current in FINAL_REFUND and reported not in FINAL_REFUND else reported
+    if _stale(current, reported, FINAL_REFUND):
+        return
+    status = reported
     amount = refund.get("amount")
     db.execute("UPDATE refunds SET status=?, refund=?, amount=COALESCE(?, amount), error=NULL, updated_at=? "
                "WHERE refund_id=?",
