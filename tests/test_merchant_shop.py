@@ -281,6 +281,11 @@ async def test_forms_from_another_site_and_foreign_host_names_are_refused(rig):
     assert response.code == 400 and "Pick an item" in page
     response, _ = await get(f"{shop}/orders/S19990101-0001-abcd")
     assert response.code == 404
+    for path in ("/nothing", "/static/../store.py", "/static/x.js"):
+        response, _ = await get(f"{shop}{path}")
+        assert response.code == 404, path
+    response = await treq.delete(f"{shop}/orders")
+    assert response.code == 405 and "Method Not Allowed" in (await response.text())
     response, page = await get(f"{shop}/")
     assert response.code == 200 and "¥2.00" in page and "¥12.50" in page and "¥59.00" in page
 

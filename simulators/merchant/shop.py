@@ -33,6 +33,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from werkzeug.exceptions import HTTPException
 
 from simulators.control_guard import endpoint_hosts, host_refusal
 from simulators.merchant.platform import Answer, PlatformClient
@@ -138,6 +139,11 @@ class Shop:
     @app.handle_errors(_Refusal)
     def _refused(self, request, failure):
         return self.render(request, "error.html", failure.value.code, message=failure.value.message)
+
+    @app.handle_errors(HTTPException)
+    def _no_route(self, request, failure):
+        """No such page (404) or method (405): routing's own answers, not failures."""
+        return self.render(request, "error.html", failure.value.code, message=failure.value.name + ".")
 
     @app.handle_errors(Exception)
     def _failed(self, request, failure):
