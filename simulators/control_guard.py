@@ -58,6 +58,21 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
 
 def refusal(request, hosts: frozenset[str]) -> tuple[int, str] | None:
     """(status, message) when the request must not reach the API, else None."""
+    refused = host_refusal(request, hosts)
+    if refused is not None:
+        return refused
+    length = request.getHeader(b"content-length")
+    has_body = (length not in (None, b"0")) or request.getHeader(b"transfer-encoding") is not None
+    if request.method in _BODY_METHODS or has_body:
+        ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
+            return 415, "requests with a body must be Content-Type: application/json"
+    return None
+
+
+def host_refusal(request, hosts: frozenset[str]) -> tuple[int, str] | None:
+    """The DNS rebinding half of `refusal`, for a simulator that also takes
+    HTML forms (the sample shop checks their Origin instead)."""
     raw = request.requestHeaders.getRawHeaders(b"host")
     if not raw or len(raw) != 1:
         return 400, "exactly one Host header is required"
@@ -65,12 +80,6 @@ def refusal(request, hosts: frozenset[str]) -> tuple[int, str] | None:
     served_port = request.getHost().port
     if parsed is None or parsed[0] not in hosts or (parsed[1] if parsed[1] is not None else 80) != served_port:
         return 421, f"this control API does not serve host {raw[0].decode('latin-1')!r}"
-    length = request.getHeader(b"content-length")
-    has_body = (length not in (None, b"0")) or request.getHeader(b"transfer-encoding") is not None
-    if request.method in _BODY_METHODS or has_body:
-        ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
-            return 415, "requests with a body must be Content-Type: application/json"
     return None
 
 

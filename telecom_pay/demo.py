@@ -75,6 +75,7 @@ def run_demo(args) -> int:
                   f"  telecom-pay handset dial {handsets[0] if handsets else '13800138000'} '*188#'"]
         lines += await _ivr_lines(daemon, handsets[0] if handsets else "13800138000")
         lines += await _web_lines(daemon, settings)
+        lines += await _start_shop(daemon, settings, demo, reactor, stoppers)
         ivr = daemon.components.get("ivr")
         if ivr is not None:               # the web handset's call keypad dials the daemon's IVR
             try:
@@ -177,3 +178,20 @@ async def _start_ami_simulator(settings, demo, reactor, stoppers, lines):
     line, sim = await ami_demo.start(settings, demo, reactor, stoppers)
     lines.append(line)
     return ami_demo, sim
+
+
+async def _start_shop(daemon, settings, demo, reactor, stoppers) -> list[str]:
+    """The sample shop (simulators.merchant.demo), an SP paying through the
+    daemon's web API, once that API listens; `[demo.shop]` configures it."""
+    web = daemon.components.get("web")
+    if web is None or not demo.get("shop"):
+        return []
+    try:
+        shop_demo = importlib.import_module("simulators.merchant.demo")
+    except ModuleNotFoundError:
+        return []
+    try:
+        port = await asyncio.wait_for(web.wait_listening(), 10)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return [f"sample shop: not started (web: {exc})"]
+    return await shop_demo.start(settings, demo, reactor, stoppers, f"http://127.0.0.1:{port}")

@@ -125,6 +125,12 @@ def write_config(tmp_path: Path, overrides: dict | None = None, sections: dict |
     raw["ami"]["port"] = ami
     raw["ivr"]["endpoint"] = f"tcp:{agi}:interface=127.0.0.1"
     raw["web"]["endpoint"] = f"tcp:{web}:interface=127.0.0.1"
+    if "shop" in raw["demo"]:              # the sample shop, its notify URL on the same free port
+        [shop] = free_ports(1)
+        raw["demo"]["shop"]["endpoint"] = f"tcp:{shop}:interface=127.0.0.1"
+        for merchant in raw.get("merchants", []):
+            if str(merchant.get("code")) == raw["demo"]["shop"].get("merchant_code") and merchant.get("notify_url"):
+                merchant["notify_url"] = f"http://127.0.0.1:{shop}/notify"
     path = tmp_path / "telecom-pay.toml"
     path.write_text(dumps(raw), encoding="utf-8")
     return path, http, agi, web

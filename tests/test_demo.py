@@ -66,6 +66,12 @@ def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             assert json.loads(resp.read())["role"] == "ops_admin"
+
+        # the sample shop: its URL printed, its catalogue served on its own port
+        shop = re.search(r"^sample shop: (http://127\.0\.0\.1:(\d+)/)$", out, re.M)
+        assert shop and int(shop.group(2)) not in (http, agi, web), out
+        with urllib.request.urlopen(shop.group(1), timeout=30) as resp:
+            assert "Sample shop" in resp.read().decode()
     finally:
         code = demo.stop()
     assert code == 0

@@ -29,9 +29,12 @@ async def start(settings, demo, reactor, handsets, stoppers) -> str:
     await wait_deferred(sim.listen_http(http))
     for msisdn in handsets:
         sim.add_card(demo_pan(msisdn), EXPIRY, "debit", balance=int(cfg.get("demo_card_balance", 1_000_000)))
-    for merchant in settings.merchants:          # settlement accounts
-        if merchant.get("payout_pan"):
-            sim.add_card(str(merchant["payout_pan"]), str(merchant.get("payout_expiry", EXPIRY)), "debit", balance=0)
+    payout_pans: set[str] = set()
+    for merchant in settings.merchants:          # settlement accounts (merchants of one company share one)
+        pan = str(merchant.get("payout_pan") or "")
+        if pan and pan not in payout_pans:
+            payout_pans.add(pan)
+            sim.add_card(pan, str(merchant.get("payout_expiry", EXPIRY)), "debit", balance=0)
     stoppers.append(lambda: _stop(sim))
     return (f"bank simulator: ISO 8583 on port {iso.split(':')[1]}, control on "
             f"http://127.0.0.1:{http.split(':')[1]}/cards; demo cards {', '.join(demo_pan(h) for h in handsets)}")
