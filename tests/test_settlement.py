@@ -32,7 +32,8 @@ async def test_settlement_paid_once(database_url, tmp_path, local_clock):
     reports = {r.merchant_code: r for r in await settlement.run(day)}
     m1 = reports["M001"]
     assert (m1.gross, m1.refunds, m1.fees, m1.payments) == (20_000, 2500, 120, 2)
-    assert m1.net == 20_000 - 2500 - 120 and m1.state == "paid"
+    assert m1.fee_refunds == 60 * 2500 // 10_000        # the refunded quarter of that payment's fee came back
+    assert m1.net == 20_000 - 2500 - 120 + 15 and m1.state == "paid"
     assert bank.cards[bank.token(MERCHANT_ACCOUNT)].balance == m1.net
     assert reports["M002"].state == "file"
     assert (tmp_path / f"payouts-{day.isoformat()}.csv").read_text().count("M002") == 1
