@@ -415,7 +415,15 @@ async def test_refunds_racing_on_two_instances_never_exceed_the_payment(pg_db):
         web, _ = await refunds.request_refund(two, **_req(m, ref, 1000, "web", via="web", by="staff1"))
         jobs.append(refunds.decide_refund(one, merchant_id=m, refund_id=web["id"], approve=True, reason="ok",
                                           decided_by="boss", decider_role="merchant_admin"))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        # and, on another payment, two admins on the two instances deciding one request at once
+        ref2 = await _pay(one, pin, amount=5000)
+        wait, _ = await refunds.request_refund(one, **_req(m, ref2, None, "web-2", via="web", by="staff1"))
+        deciders = [refunds.decide_refund(svc, merchant_id=m, refund_id=wait["id"], approve=True, reason="ok",
+                                          decided_by=who, decider_role="merchant_admin")
+                    for svc, who in ((one, "boss"), (two, "boss2"))]
+        *results, d1, d2 = await asyncio.gather(*jobs, *deciders, return_exceptions=True)
+        decided = sorted((type(d).__name__, getattr(d, "code", None)) for d in (d1, d2))
+        assert decided == [("RefundError", "not_pending"), ("dict", None)], (d1, d2)
         assert not [r for r in results if not isinstance(r, (tuple, dict, RefundError))], results
         refused = [r for r in results if isinstance(r, RefundError)]
         assert {(e.status, e.code) for e in refused} == {(422, "exceeds_refundable")}
@@ -425,15 +433,15 @@ async def test_refunds_racing_on_two_instances_never_exceed_the_payment(pg_db):
         assert await two.ledger.read(lambda c: refunds.refunded_amount(c, op_id)) == 10_000
         assert sum(o["fee_refunded"] for o in succeeded) == FEE
         rows = await one.ledger.read(lambda c: _all(c, sa.select(merchant_refunds.c.status)))
-        assert sorted(r.status for r in rows) == ["succeeded"] * 4
-        assert await _wallet(two) == wallet + 10_000
+        assert sorted(r.status for r in rows) == ["succeeded"] * 5
+        assert await _wallet(two) == wallet + 10_000                # the second payment's 5000 came back too
         assert await _balance(one, m) == 0
         await _sound(one)
         # each success told once: one SMS and one callback per refund
         texts = await one.ledger.read(lambda c: _all(c, sa.select(outbox.c.text).where(
             outbox.c.text.like("%退款%"))))
-        assert len(texts) == 4
-        assert len(await _notifications(one)) == 4
+        assert len(texts) == 5
+        assert len(await _notifications(one)) == 5
     finally:
         await shutdown(two)
         await shutdown(one)

@@ -191,6 +191,8 @@ def _check_request(sp_payment_id, payment_ref, amount, refund_key, reason, reque
         bad.append("amount")
     if not isinstance(refund_key, str) or not (1 <= len(refund_key) <= KEY_MAX):
         bad.append("refund_id")
+    if reason is None:
+        reason = ""
     if not isinstance(reason, str) or len(reason.strip()) > REASON_MAX:
         bad.append("reason")
     if not isinstance(requested_by, str) or not (1 <= len(requested_by) <= ACTOR_MAX):
