@@ -298,6 +298,15 @@ async def test_a_refund_of_an_sp_payment_tells_its_notify_url_and_the_subscriber
         obj2, _ = await refunds.request_refund(svc, **_req(m, ref, 500, "sp-2"))
         assert obj2["payment_id"] == pay_id
         assert (await _notifications(svc, obj2["id"]))[0].url == ORDER_URL
+        # the payment object shows what came back
+        from telecom_pay.merchants.objects import payment_object
+
+        async def shown(conn):
+            sp = (await conn.execute(sa.select(sp_payments).where(sp_payments.c.public_id == pay_id))).first()
+            op = (await conn.execute(sa.select(operations).where(
+                operations.c.idempotency_key == sp.operation_key))).first()
+            return payment_object(sp, merchant_code="M001", refunded=await refunds.refunded_amount(conn, op.id))
+        assert (await svc.ledger.read(shown))["refunded"] == 3000
         # a ZF payment's refund is told at the profile's URL
         zf = await _pay(svc, pin)
         obj3, _ = await refunds.request_refund(svc, **_req(m, zf, 500, "zf-1"))
