@@ -150,6 +150,10 @@ async def _settling_service(url, clock):
     return svc, bank, ids, pay, refund
 
 
+async def settlement_batches_of(svc, day, merchant_id):
+    return [b for b in await Settlement(svc).batches(day) if b.merchant_id == merchant_id]
+
+
 def acct_find(conn, code):
     from telecom_pay import accounts
     return accounts.find_merchant(conn, code)
@@ -251,4 +255,41 @@ async def test_a_payment_refunded_in_two_parts_gives_the_whole_fee_back(sqlite_u
     assert (r.gross, r.refunds, r.fees, r.fee_refunds, r.net, r.state) == (9999, 9999, 60, 60, 0, "empty")
     assert (await svc.ledger.balance(svc.system["fee_income"])).balance == 0
     assert await svc.check_books() == []
+    await shutdown(svc)
+
+
+@aio_test
+async def test_two_instances_settling_two_later_days_at_once_take_a_carried_amount_once(pg_url, tmp_path):
+    import asyncio
+    from tests.clockkit import TestClock
+    noon = _days(10)
+    clock = TestClock(noon[0])
+    svc, bank, ids, pay, refund = await _settling_service(pg_url, clock)
+    other = await make_service(pg_url, bank=bank, clock=clock, overrides=AUTOMATIC)
+    first = await pay("M001", 10_000)
+    clock.set(noon[1])
+    await refund("M001", first, None)
+    clock.set(noon[2])
+    await pay("M001", 3000)
+    clock.set(noon[3])
+    await pay("M001", 4000)
+    clock.set(noon[5])
+    for day in (0, 1):
+        await Settlement(svc, file_dir=tmp_path).run(noon[day].date(), merchant_code="M001")
+    two, three = await asyncio.gather(
+        Settlement(svc, file_dir=tmp_path).run(noon[2].date(), merchant_code="M001"),
+        Settlement(other, file_dir=tmp_path).run(noon[3].date(), merchant_code="M001"))
+    # whichever took what (either order, or both at once), each carried amount
+    # was taken once: what the batches took is what the forwarded ones carried,
+    # and what the merchant still owes is exactly what is carried now
+    batches = [b for d in range(4) for b in await settlement_batches_of(svc, noon[d].date(), ids["M001"])]
+    forwarded = [b for b in batches if b.state == "forwarded"]
+    assert 1 <= len(forwarded) <= 2 and sum(b.carried_in for b in batches) == sum(b.net for b in forwarded)
+    assert sorted(b.business_date.isoformat() for b in forwarded) == sorted(
+        d for b in batches for d in b.statement["carried_from"])
+    owed = sum(b.net for b in batches if b.state == "carried")
+    assert owed < 0 and (await svc.ledger.balance(ids["M001"])).balance == owed
+    assert bank.cards[bank.token(MERCHANT_ACCOUNT)].balance == 9940 + 2982 + 3976 - 9940 - owed
+    assert await svc.check_books() == []
+    await shutdown(other)
     await shutdown(svc)
