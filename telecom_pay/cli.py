@@ -311,7 +311,9 @@ def _settle(args) -> int:
         failed = 0
         for r in reports:
             print(f"{r.business_date} {r.merchant_code}: payments {r.payments} gross {format_amount(r.gross)} "
-                  f"refunds {format_amount(r.refunds)} fees {format_amount(r.fees)} net {format_amount(r.net)} "
+                  f"refunds {format_amount(r.refunds)} fees {format_amount(r.fees)} "
+                  f"fee refunds {format_amount(r.fee_refunds)} carried in {format_amount(r.carried_in)} "
+                  f"net {format_amount(r.net)} "
                   f"-> {r.state}{' ' + r.payout_ref if r.payout_ref else ''} ({r.note})")
             failed += r.state == "failed"
         return 1 if failed else 0

@@ -1,7 +1,15 @@
 """Merchant / SP settlement: for a business day (T+1 by default) each
-merchant gets one batch netting its payments minus refunds minus its fees,
-with a statement, paid out through the bank port to the merchant's bound
+merchant gets one batch netting its payments minus refunds minus its fees
+plus the fees refunds gave back, plus what an earlier batch carried in, with
+a statement, paid out through the bank port to the merchant's bound
 settlement account, or marked for a file payout.
+
+A refund after its payment's day was paid out takes the merchant's account
+below zero; it is in the batch of the refund's own day. A batch whose net is
+below zero pays nothing ("carried"); the first batch of a later day created
+after it takes that amount ("carried_in", the carried one becomes
+"forwarded") in the same transaction, under a lock on the carried row, so
+the amount is taken exactly once whatever order days are run in.
 
 Exactly once: a batch is unique per (merchant, day); its payout is a pending
 ledger operation (merchant -> bank settlement) whose key names the attempt;
@@ -65,6 +73,8 @@ settlement_batches = sa.Table(
 settlement_batches.c.merchant_id.append_foreign_key(sa.ForeignKey(accounts.c.id))
 
 CREATED, PAYING, PAID, FAILED, FILE, EMPTY = "created", "paying", "paid", "failed", "file", "empty"
+CARRIED = "carried"         # the net was below zero: nothing paid, the amount waits for a later batch
+FORWARDED = "forwarded"     # a carried batch whose amount a later batch took (statement "carried_to")
 REVIEW = "review"           # the payout's bank answer waits for an operator's decision
 
 
@@ -84,6 +94,8 @@ class BatchReport:
     net: int
     payout_ref: str | None
     note: str = ""
+    fee_refunds: int = 0
+    carried_in: int = 0
 
 
 class Settlement:
@@ -144,17 +156,28 @@ class Settlement:
             gross = sum(l.amount for l in legs if l.kind == "payment" and l.credit_account_id == merchant.id)
             refunds = sum(l.amount for l in legs if l.kind == "refund" and l.debit_account_id == merchant.id)
             fees = sum(l.amount for l in legs if l.kind == "fee" and l.debit_account_id == merchant.id)
+            fee_refunds = sum(l.amount for l in legs if l.kind == "fee_refund" and l.credit_account_id == merchant.id)
             payments = len({l.ref for l in legs if l.kind == "payment"})
-            net = gross - refunds - fees
+            carried = await _carried_before(conn, merchant.id, day)
+            carried_in = sum(c.net for c in carried)
+            net = gross - refunds - fees + fee_refunds + carried_in
             method = "file" if self._merchant_config(merchant.code).get("payout") == "file" else "bank"
             now = self.service.clock()
             statement = {"merchant": merchant.code, "business_date": day.isoformat(), "payments": payments,
-                         "gross": gross, "refunds": refunds, "fees": fees, "net": net,
-                         "refs": sorted({l.ref for l in legs})}
+                         "gross": gross, "refunds": refunds, "fees": fees, "fee_refunds": fee_refunds,
+                         "carried_in": carried_in, "carried_from": [c.business_date.isoformat() for c in carried],
+                         "net": net, "refs": sorted({l.ref for l in legs})}
+            state = CREATED if net > 0 else CARRIED if net < 0 else EMPTY
             await conn.execute(settlement_batches.insert().values(
                 merchant_id=merchant.id, business_date=day, payments=payments, gross=gross, refunds=refunds,
-                fees=fees, net=net, method=method, state=CREATED if net > 0 else EMPTY, statement=statement,
-                created_at=now, updated_at=now))
+                fees=fees, fee_refunds=fee_refunds, carried_in=carried_in, net=net, method=method, state=state,
+                statement=statement, created_at=now, updated_at=now))
+            for c in carried:
+                taken = await conn.execute(settlement_batches.update().where(
+                    settlement_batches.c.id == c.id, settlement_batches.c.state == CARRIED).values(
+                    state=FORWARDED, statement={**c.statement, "carried_to": day.isoformat()}, updated_at=now))
+                if taken.rowcount != 1:         # cannot happen under the lock; never take an amount twice
+                    raise SettlementError(f"the carried batch of {c.business_date} was taken meanwhile")
             return (await conn.execute(sa.select(settlement_batches).where(
                 settlement_batches.c.merchant_id == merchant.id,
                 settlement_batches.c.business_date == day))).first()
@@ -192,11 +215,14 @@ class Settlement:
     @staticmethod
     def _report(merchant, batch, note: str | None = None) -> BatchReport:
         note = note or {PAID: "paid", FILE: "in payout file", EMPTY: "nothing to pay",
+                        CARRIED: "below zero: carried into the next batch",
+                        FORWARDED: f"carried into {(batch.statement or {}).get('carried_to')}",
                         PAYING: "bank answer pending",
                         REVIEW: f"bank answer in manual review: telecom-pay bank resolve {batch.operation_key}",
                         FAILED: f"payout failed: {batch.error}"}.get(batch.state, batch.state)
         return BatchReport(merchant.code, batch.business_date, batch.state, batch.payments, batch.gross,
-                           batch.refunds, batch.fees, batch.net, batch.payout_ref, note)
+                           batch.refunds, batch.fees, batch.net, batch.payout_ref, note, batch.fee_refunds,
+                           batch.carried_in)
 
     async def _start_attempt(self, merchant, batch, *, pending: bool):
         """Book the payout (pending for the bank, posted for a file) under a
@@ -320,6 +346,19 @@ async def _follow(ledger, batch, state: str, error: str | None) -> None:
             settlement_batches.c.state.in_((PAYING, REVIEW))).values(
             state=state, error=error, updated_at=utcnow()))
     await ledger.write(job)
+
+
+async def _carried_before(conn, merchant_id: int, day: date) -> list:
+    """The merchant's carried batches of days before `day`, locked: the batch
+    being created takes them all, so each carried amount is taken once, by
+    the first batch of a later day created after it (whatever order the
+    days are run in); a re-run finds its batch and takes nothing again."""
+    q = sa.select(settlement_batches).where(
+        settlement_batches.c.merchant_id == merchant_id, settlement_batches.c.state == CARRIED,
+        settlement_batches.c.business_date < day).order_by(settlement_batches.c.business_date)
+    if conn.dialect.name != "sqlite":     # two runs of different days queue here (SQLite has one writer)
+        q = q.with_for_update()
+    return (await conn.execute(q)).all()
 
 
 async def _first(conn, q):

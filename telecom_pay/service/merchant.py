@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from telecom_pay import accounts as acct
 from telecom_pay.bank_port import BankStatus
 from telecom_pay.ledger.chart import insert_account
-from telecom_pay.merchants import directory
+from telecom_pay.merchants import directory, refunds
 from telecom_pay.ledger.ledger import IdempotencyConflict, Leg, OperationRequest
-from telecom_pay.ledger.tables import MERCHANT, accounts, operations, transfers
+from telecom_pay.ledger.tables import MERCHANT, accounts, operations
 from telecom_pay.outcomes import BankDecline, Outcome, Result
 
 from .base import ServiceCore, _refuse
@@ -97,8 +97,11 @@ class MerchantOperations(ServiceCore):
 
     async def refund(self, merchant_code: str, ref: str, amount: int | None = None, *, actor: str,
                      key: str | None = None) -> Result:
-        """A merchant refunds (part of) a payment it received. Consumption-only
-        money that paid for it comes back consumption-only."""
+        """A merchant refunds (part of) a payment it received, at once (no
+        review: the caller is the operator's tooling). The legs, and the
+        merchant's fee given back in proportion, are those of
+        telecom_pay.merchants.refunds, whose requests and reviews this
+        shares the payment's lock and its refundable amount with."""
         code = merchant_code.upper()
         key = key or f"refund:{ref}:{uuid.uuid4().hex}"
 
@@ -116,11 +119,17 @@ class MerchantOperations(ServiceCore):
             if prior is not None:
                 # a replay: the legs it was booked with (the amount refunded since
                 # includes this refund itself); the ledger compares the rest
-                if amount is not None and amount != prior.amount:
+                value = sum(leg["amount"] for leg in prior.request["legs"] if leg["kind"] == "refund")
+                if amount is not None and amount != value:
                     raise IdempotencyConflict(key, ["amount"])
-                value, legs = prior.amount, [Leg(**leg) for leg in prior.request["legs"]]
+                legs = [Leg(**leg) for leg in prior.request["legs"]]
             else:
-                value, legs = await self._refund_legs(conn, op, m, amount)
+                try:
+                    value, _fee, legs = await refunds.refund_legs(
+                        conn, op, amount, fee_income_id=self.system["fee_income"],
+                        reserved=await refunds.reserved_amount(conn, op.id))
+                except refunds.RefundError as exc:
+                    raise _refuse(Outcome.INVALID_AMOUNT, refundable=exc.extra["refundable"]) from exc
             rec = await self.ledger.book(conn, OperationRequest(
                 key=key, kind="refund", legs=tuple(legs), channel="merchant", actor=actor,
                 account_id=op.account_id, counterparty_id=m.id, parent_id=op.id))
@@ -138,23 +147,3 @@ class MerchantOperations(ServiceCore):
         if result.outcome is Outcome.OK and not replays[-1]:
             await self._notify(result.params["msisdn"], result)
         return result
-
-    @staticmethod
-    async def _refund_legs(conn, op, m, amount: int | None) -> tuple[int, list[Leg]]:
-        """What is left to refund, consumption-only money back first as such."""
-        refunded = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
-            operations.c.parent_id == op.id, operations.c.kind == "refund",
-            operations.c.state != "voided"))).scalar_one())
-        value = op.amount - refunded if amount is None else amount
-        if value <= 0 or refunded + value > op.amount:
-            raise _refuse(Outcome.INVALID_AMOUNT, refundable=op.amount - refunded)
-        leg0 = (await conn.execute(sa.select(transfers).where(transfers.c.operation_id == op.id,
-                                                               transfers.c.leg == 0))).first()
-        consumption_left = max(0, leg0.consumption_part - refunded)
-        back_consumption = min(value, consumption_left)
-        legs = []
-        if back_consumption:
-            legs.append(Leg(m.id, op.account_id, back_consumption, "refund", consumption_credit=True))
-        if value - back_consumption:
-            legs.append(Leg(m.id, op.account_id, value - back_consumption, "refund"))
-        return value, legs
