@@ -76,6 +76,7 @@ def run_demo(args) -> int:
         lines += await _ivr_lines(daemon, handsets[0] if handsets else "13800138000")
         lines += await _web_lines(daemon, settings)
         lines += await _start_shop(daemon, settings, demo, reactor, stoppers)
+        lines += await _start_topup_simulator(settings, demo, reactor, stoppers)
         ivr = daemon.components.get("ivr")
         if ivr is not None:               # the web handset's call keypad dials the daemon's IVR
             try:
@@ -195,3 +196,22 @@ async def _start_shop(daemon, settings, demo, reactor, stoppers) -> list[str]:
     except (OSError, asyncio.TimeoutError) as exc:
         return [f"sample shop: not started (web: {exc})"]
     return await shop_demo.start(settings, demo, reactor, stoppers, f"http://127.0.0.1:{port}")
+
+
+async def _start_topup_simulator(settings, demo, reactor, stoppers) -> list[str]:
+    """The carrier top-up system the airtime SP ([airtime] merchant_code)
+    calls back, with that SP's development key (its secret derives from the
+    development PIN key: the demo is the embedded default only)."""
+    code = str(settings.section("airtime").get("merchant_code") or "").upper()
+    entry = next((m for m in settings.merchants if str(m.get("code", "")).upper() == code), None)
+    if not code or entry is None or not entry.get("api_key_id") or not demo.get("topup"):
+        return []
+    from simulators.topup.server import TopUps, listen
+    from telecom_pay.merchants.signing import derive_secret
+    topups = TopUps(str(entry["api_key_id"]), derive_secret(settings.pin_key, str(entry["api_key_id"])))
+    try:
+        port = await listen(reactor, str(demo["topup"]), topups)
+    except Exception as exc:   # noqa: BLE001 - said, and the rest of the demo runs
+        return [f"carrier top-up simulator: not listening ({exc})"]
+    stoppers.append(port.stopListening)
+    return [f"carrier top-up system (airtime SP {code}): http://127.0.0.1:{port.getHost().port}/"]

@@ -147,17 +147,18 @@ class Settlement:
                 return existing
             t, o = transfers, operations
             in_window = sa.and_(o.c.created_at >= start, o.c.created_at < end, t.c.state == T_POSTED,
-                                o.c.kind.in_(("payment", "refund")))
+                                o.c.kind.in_(("payment", "airtime", "refund")))
             legs = (await conn.execute(sa.select(t.c.kind, t.c.amount, t.c.debit_account_id, t.c.credit_account_id,
                                                  o.c.ref, o.c.kind.label("op_kind"))
                                        .join(o, o.c.id == t.c.operation_id).where(
                 in_window, sa.or_(t.c.debit_account_id == merchant.id, t.c.credit_account_id == merchant.id))
                 .order_by(o.c.id))).all()
-            gross = sum(l.amount for l in legs if l.kind == "payment" and l.credit_account_id == merchant.id)
+            sales = ("payment", "airtime")          # the airtime SP is paid for the top-ups it made
+            gross = sum(l.amount for l in legs if l.kind in sales and l.credit_account_id == merchant.id)
             refunds = sum(l.amount for l in legs if l.kind == "refund" and l.debit_account_id == merchant.id)
             fees = sum(l.amount for l in legs if l.kind == "fee" and l.debit_account_id == merchant.id)
             fee_refunds = sum(l.amount for l in legs if l.kind == "fee_refund" and l.credit_account_id == merchant.id)
-            payments = len({l.ref for l in legs if l.kind == "payment"})
+            payments = len({l.ref for l in legs if l.kind in sales})
             carried = await _carried_before(conn, merchant.id, day)
             carried_in = sum(c.net for c in carried)
             net = gross - refunds - fees + fee_refunds + carried_in

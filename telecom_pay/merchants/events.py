@@ -11,7 +11,8 @@ from typing import Any
 
 from .tables import N_PENDING, merchant_notifications
 
-EVENT_TYPES = ("payment.confirmed", "payment.declined", "payment.expired", "refund.succeeded", "refund.rejected")
+EVENT_TYPES = ("payment.confirmed", "payment.declined", "payment.expired", "refund.succeeded", "refund.rejected",
+               "airtime.ordered")
 
 
 def new_event_id() -> str:

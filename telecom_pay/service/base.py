@@ -291,12 +291,16 @@ class ServiceCore:
 
     async def _guarded_payment(self, msisdn: str, pin: str | None, amount: int, build, *, key: str,
                                channel: str, action: str, check_limits: bool = True,
-                               booked: list | None = None, **params) -> Result:
+                               booked: list | None = None, after_book=None, **params) -> Result:
         """The common path of a PIN-guarded spend: velocity, wallet, PIN,
         limits and the booking, the last four in one atomic job. A key that
         was already booked answers with the original result before any
         check (a frozen account, a used-up limit or a mistyped PIN must not
-        turn a done payment into a refusal). `booked` receives the record."""
+        turn a done payment into a refusal). `booked` receives the record.
+        `after_book(conn, rec, wallet)` runs in the booking's transaction once
+        the spend is booked posted for the first time (not on a replay, not
+        while a risk rule holds it): what must happen with the money or not
+        at all (the airtime SP's order)."""
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         booked = [] if booked is None else booked
@@ -336,6 +340,8 @@ class ServiceCore:
             req, extra = await build(conn, w)
             rec, case = await risk_screen.book_screened(self.ledger, conn, self.settings.risk, req, now)
             booked.append(rec)
+            if after_book is not None and case != risk_screen.HELD and not rec.replayed:
+                await after_book(conn, rec, w)
             result = self._money_result(action, rec, w.id, **params, **extra)
             if case == risk_screen.HELD:
                 # held for review: told so (the SMS channel's reply is that SMS),

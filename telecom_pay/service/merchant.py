@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from telecom_pay import accounts as acct
 from telecom_pay.bank_port import BankStatus
 from telecom_pay.ledger.chart import insert_account
-from telecom_pay.merchants import directory, refunds
+from telecom_pay.merchants import directory, events, refunds
 from telecom_pay.ledger.ledger import IdempotencyConflict, Leg, OperationRequest
 from telecom_pay.ledger.tables import MERCHANT, accounts, operations
 from telecom_pay.outcomes import BankDecline, Outcome, Result
@@ -50,6 +50,36 @@ class MerchantOperations(ServiceCore):
             return mid
         self.forget_merchant_plan(code)
         return await self.ledger.write(job)
+
+    # ------------------------------------------------------------ the airtime SP
+
+    async def airtime_sp(self, conn):
+        """The merchant `HF` pays: `[airtime] merchant_code`, an SP of
+        category airtime standing for the carrier's top-up system (None:
+        airtime is booked to the platform's own airtime account)."""
+        code = str(self.settings.section("airtime").get("merchant_code") or "").upper()
+        if not code:
+            return None
+        cached = self.__dict__.get("_airtime_sp")
+        if cached is not None and cached.code == code:
+            return cached
+        p = await directory.get_profile(conn, code=code)
+        if p is None or p.category != "airtime":
+            from telecom_pay.config import ConfigError
+            raise ConfigError(f"airtime.merchant_code {code} is not a merchant of category airtime")
+        self.__dict__["_airtime_sp"] = p
+        return p
+
+    async def order_airtime(self, conn, rec, target: str) -> None:
+        """The carrier's top-up system is told to credit `target`, by a
+        signed callback owed in the transaction that took the money."""
+        sp = await self.airtime_sp(conn)
+        if sp is None:
+            return
+        await events.enqueue(conn, merchant_id=sp.account_id, event_type="airtime.ordered", subject_id=rec.ref,
+                             url=sp.notify_url, now=self.clock(),
+                             data={"ref": rec.ref, "msisdn": target, "amount": rec.amount,
+                                   "created_at": events.iso(rec.created_at)})
 
     # ------------------------------------------------------------ fee plans
 

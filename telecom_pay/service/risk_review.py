@@ -168,6 +168,8 @@ class RiskReview(ServiceCore):
             target = (rec.request.get("details") or {}).get("for")
             if target:
                 params["counterparty"] = _masked_local(target)
+            if decision == RELEASE and target:      # paid now: the carrier tops the number up
+                await self.order_airtime(conn, rec, target)
         bal = rec.balance_of(row.account_id)
         outcome = Outcome.OK if decision == RELEASE else Outcome.RISK_REFUSED
         if payer is not None and payer.msisdn:

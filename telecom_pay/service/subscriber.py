@@ -344,11 +344,20 @@ class SubscriberOperations(ServiceCore):
         key = self._key(key, "airtime")
 
         async def build(conn, w):
-            req = OperationRequest(key=key, kind="airtime", legs=(Leg(w.id, self.system["airtime"], amount, "airtime"),),
+            # the airtime SP's merchant account (the carrier's top-up system), or
+            # the platform's own airtime sales account where no SP is configured
+            sp = await self.airtime_sp(conn)
+            credit = sp.account_id if sp is not None else self.system["airtime"]
+            req = OperationRequest(key=key, kind="airtime", legs=(Leg(w.id, credit, amount, "airtime"),),
                                    channel=channel, actor=f"msisdn:{msisdn}", account_id=w.id,
+                                   counterparty_id=sp.account_id if sp is not None else None,
                                    details={"for": target})
             return req, {"counterparty": _masked_local(target)}
-        return await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="airtime")
+
+        async def ordered(conn, rec, w):
+            await self.order_airtime(conn, rec, target)
+        return await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="airtime",
+                                           after_book=ordered)
 
     # ------------------------------------------------------------ bank
 
