@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from channels.web.http import HttpError
+from channels.web.http import HttpError, read_form
 from channels.web.pages import Redirect
 from channels.web.sessions import LOGIN_COOKIE, same_token
 from telecom_pay.merchants import backoffice as bo
@@ -76,7 +76,7 @@ class MerchantPages:
 
         def route(path, fn, method="GET", roles=MERCHANT, **kw):
             k.route(path, methods=[method], endpoint=f"page {method} {path}")(
-                pages._page(fn, roles=roles, csrf=method == "POST", **kw))
+                pages._page(fn if method == "POST" else _with_query(fn), roles=roles, csrf=method == "POST", **kw))
         k.route("/merchant/login", methods=["GET"], endpoint="page merchant login")(
             pages._page(self.login_form, login=False))
         k.route("/merchant/login", methods=["POST"], endpoint="page merchant login post")(
@@ -512,6 +512,14 @@ class MerchantPages:
             status = 404 if str(exc) == "no such user" else 400
             return await self.settings(request, ctx, {}, status=status, error=_cap(str(exc)))
         return await self.settings(request, ctx, {}, notice=f"{user.username}: {user.status}, {user.role}.")
+
+
+def _with_query(fn):
+    """A GET page's filters are its query string (a search can be bookmarked)."""
+    async def page(request, ctx, form, **kw):
+        return await fn(request, ctx, read_form(request), **kw)
+    page.__name__ = fn.__name__
+    return page
 
 
 def _module(name: str):
