@@ -132,7 +132,7 @@ class MerchantPages:
 
     def render(self, request, template: str, ctx, status: int = 200, **values) -> bytes:
         return self.pages.render(request, template, status, ctx=ctx, admin=ctx.role == MERCHANT_ADMIN,
-                                 writer=ctx.role in WRITERS, **values)
+                                 writer=ctx.role in WRITERS, zone=str(self._tz or "local"), **values)
 
     def download(self, request, body: bytes, filename: str) -> bytes:
         request.setHeader("content-type", "text/csv; charset=utf-8")
