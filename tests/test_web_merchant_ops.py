@@ -115,6 +115,34 @@ async def test_operators_onboard_and_manage_merchants(merchant_db):
             ("ops1", "merchant_onboarded"), ("ops1", "merchant_key_rotated"), ("ops1", "merchant_changed"),
             ("ops1", "merchant_changed")]
 
+        # the same over the API
+        csrf = (await ops.get("/api/v1/session")).json()["csrf_token"]
+        h = {"X-CSRF-Token": csrf}
+        listed = (await ops.get("/api/v1/ops/merchants")).json()["merchants"]
+        assert [m["merchant_code"] for m in listed] == ["LT01", "M001", "M002"]
+        body = {"code": "gm02", "name": "游戏", "category": "games", "refund_policy": "reviewed", "fee_per_mille": 8,
+                "fee_min": 2, "payout_pan": PAYOUT, "payout_expiry": "3012"}
+        assert (await ops.post("/api/v1/ops/merchants", json_body=body)).status == 403        # no CSRF token
+        for bad, status in (({"code": "GM02", "payout_pan": "6222029999999999"}, 422), ({"code": "LT01"}, 409),
+                            ({"code": "GM02", "name": "a\x00b"}, 400), ({"code": "GM02", "fee_min": 9, "fee_max": 1}, 400),
+                            ({"code": "GM02", "notify_url": "gopher://x"}, 400), ({"code": "GM02", "name": "  "}, 400)):
+            r = await ops.post("/api/v1/ops/merchants", json_body={**body, **bad}, headers=h)
+            assert r.status == status and r.json()["error"], (bad, r.status, r.text)
+        r = await ops.post("/api/v1/ops/merchants", json_body=body, headers=h)
+        assert r.status == 201, r.text
+        got = r.json()
+        assert got["merchant"]["merchant_code"] == "GM02" and got["merchant"]["fee_plan"] == {"per_mille": 8, "min": 2}
+        assert got["api_secret"] == secret_for(svc.settings.pin_key, got["api_key_id"]) and got["last4"] == "0009"
+        r = await ops.post("/api/v1/ops/merchants/admin", json_body={"merchant_code": "gm02", "username": "gm02.boss"},
+                           headers=h)
+        assert r.status == 201 and r.json()["role"] == "merchant_admin" and r.json()["initial_password"]
+        assert (await web.app.users.get("gm02.boss")).merchant_id == (
+            await svc.ledger.read(lambda conn: get_profile(conn, code="GM02"))).account_id
+        for bad, status in (({"merchant_code": "NOPE"}, 404), ({"username": "gm02.boss"}, 409)):
+            r = await ops.post("/api/v1/ops/merchants/admin", json_body={"merchant_code": "GM02",
+                                                                        "username": "gm02.two", **bad}, headers=h)
+            assert r.status == status, (bad, r.text)
+
         # only operations admins
         merchant = await merchant_login(daemon, base, "m1admin")
         agent = Browser(base)
@@ -123,5 +151,6 @@ async def test_operators_onboard_and_manage_merchants(merchant_db):
             assert (await b.get("/ops/merchants")).status == 403
             assert (await b.get("/ops/merchants/LT01")).status == 403
             assert (await b.post("/ops/merchants", form={**form, "code": "zz99"})).status == 403
+            assert (await b.get("/api/v1/ops/merchants")).status == 403
     finally:
         await stop_web(daemon)

@@ -72,6 +72,8 @@ class WebApp:
         self.captchas = Captchas(core.sessions, ttl=float(config.get("captcha_ttl", 180)))
         self.routes: tuple[ApiRoute, ...] = (api.ROUTES + stats_pages.ROUTES + audit_pages.ROUTES + bank_pages.ROUTES
                                              + selfservice.ROUTES + risk_pages.ROUTES)
+        from channels.web import ops_merchant_pages as _ops_merchants     # the operators' merchant API
+        self.routes += _ops_merchants.ROUTES
         selfservice.install(self)
         self.klein = Klein()
         for route in self.routes:
