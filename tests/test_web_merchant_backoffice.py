@@ -13,6 +13,7 @@ import io
 
 import sqlalchemy as sa
 
+from channels.web import merchant_pages
 from telecom_pay.ledger.tables import audit_log
 from telecom_pay.merchants.directory import get_profile
 from tests.aio import aio_test
@@ -331,6 +332,13 @@ async def test_orders_refunds_settlement_reconciliation_notifications(merchant_d
         await merchant_users(daemon)
         world = await build_world(daemon)
         await orders_list_filters_pages_exports_and_shows_one(daemon, base, world)
+        # an export over its cap is refused, not cut short
+        monkeypatch.setattr(merchant_pages, "CSV_MAX_PAGES", 0)
+        reader = await merchant_login(daemon, base, "m1read")
+        r = await reader.get("/merchant/orders.csv")
+        assert r.status == 400 and "narrow the dates" in r.text
+        assert (await reader.get("/merchant/orders.csv?number=nothing")).text.count("\r\n") == 1
+        monkeypatch.setattr(merchant_pages, "CSV_MAX_PAGES", 100)
         await settlement_reconciliation_and_notifications(daemon, base, world, notifications)
         await refund_request_and_review_go_through_the_refunds_module(daemon, base, world, refunds)
     finally:

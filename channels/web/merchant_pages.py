@@ -217,7 +217,8 @@ class MerchantPages:
         try:
             q = self._query(form)
             page = self._page_number(form)
-            per_page = int(form.get("per_page", "50")) if form.get("per_page", "50").isdigit() else 0
+            per_text = form.get("per_page", "").strip() or "50"
+            per_page = int(per_text) if per_text.isdigit() and len(per_text) < 6 else 0
             if not 1 <= per_page <= bo.MAX_PER_PAGE:
                 raise HttpError(400, f"Per page must be a number from 1 to {bo.MAX_PER_PAGE}.")
         except HttpError as exc:
@@ -239,6 +240,9 @@ class MerchantPages:
         import io
         profile = await self._profile(ctx)
         q = self._query(form)
+        cap = CSV_MAX_PAGES * bo.MAX_PER_PAGE
+        if await self._read(bo.count_orders, profile.account_id, q, self._tz, cap=cap) > cap:
+            raise HttpError(400, f"More than {cap} orders match: narrow the dates for the download.")
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\r\n")
         w.writerow(["created_at", "business_date", "id", "type", "order_no", "ref", "amount_yuan", "fee_yuan",

@@ -187,6 +187,13 @@ async def list_orders(conn, merchant_id: int, q: OrderQuery, tz: tzinfo | None, 
             "last_page": page >= MAX_PAGE}
 
 
+async def count_orders(conn, merchant_id: int, q: OrderQuery, tz: tzinfo | None, *, cap: int) -> int:
+    """How many orders match, counted up to cap + 1 (enough to refuse an export too big)."""
+    _, sel = _filtered(merchant_id, q, tz)
+    capped = sel.limit(cap + 1).subquery()
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(capped))).scalar_one())
+
+
 async def get_order(conn, merchant_id: int, order_id: str) -> dict[str, Any] | None:
     """One order of this merchant (by its pay_ id or its ledger ref) with its
     refund requests and its notifications; None for any other id."""
