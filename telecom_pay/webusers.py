@@ -260,6 +260,50 @@ class WebUsers:
             created.append(username)
         return created
 
+    # ------------------------------------------------------------ merchant staff
+
+    async def merchant_staff(self, merchant_id: int) -> list[WebUser]:
+        q = sa.select(web_users).where(web_users.c.merchant_id == merchant_id).order_by(web_users.c.username)
+
+        async def read(conn):
+            return [WebUser.of(r) for r in await conn.execute(q)]
+        return await self.ledger.read(read)
+
+    async def change_merchant_user(self, username: str, *, merchant_id: int, actor: str, actor_role: str,
+                                   address: str | None, status: str | None = None,
+                                   role: str | None = None) -> WebUser:
+        """A merchant admin disables, enables or changes the role of one of
+        its own merchant's users (never its own row: a merchant must not lock
+        out its last admin by a slip). Another merchant's user is "no such
+        user", as if it did not exist. A disabled user's sessions end at
+        their next request (WebApp.context reads the row)."""
+        if status is not None and status not in (ACTIVE, DISABLED):
+            raise UserError("the status must be active or disabled")
+        if role is not None and role not in MERCHANT_ROLES:
+            raise UserError(f"the role must be one of {', '.join(MERCHANT_ROLES)}")
+        if username == actor:
+            raise UserError("you cannot change your own status or role")
+        now = self.clock()
+
+        async def write(conn):
+            row = (await conn.execute(sa.select(web_users).where(
+                web_users.c.username == username, web_users.c.merchant_id == merchant_id))).first()
+            if row is None or row.role not in MERCHANT_ROLES:
+                raise UserError("no such user")
+            values = {}
+            if status is not None and status != row.status:
+                values["status"] = status
+            if role is not None and role != row.role:
+                values["role"] = role
+            if values:
+                await conn.execute(web_users.update().where(web_users.c.id == row.id).values(updated_at=now,
+                                                                                              **values))
+                await audit(conn, actor=actor[:64], channel="web", action="web_user_changed", account_id=merchant_id,
+                            role=actor_role, address=_address(address), user=username,
+                            before={k: getattr(row, k) for k in values}, after=values)
+            return (await conn.execute(sa.select(web_users).where(web_users.c.id == row.id))).first()
+        return WebUser.of(await self.ledger.write(write))
+
     # ------------------------------------------------------------ login
 
     def _keys(self, username: str, address: str | None) -> tuple[str, str]:
@@ -295,6 +339,9 @@ class WebUsers:
         now = self.clock()
         if row is not None and row.locked_until is not None and row.locked_until > now:
             return LoginResult("locked", captcha_required=True)
+        if row is not None and row.role in MERCHANT_ROLES and not captcha_solved:
+            # merchant staff log in with a CAPTCHA every time (/merchant/login), on every entry point
+            return LoginResult("captcha_required", captcha_required=True)
         if row is None:
             # the same argon2 work as for a real account: the answer's timing does not say which names exist
             await self.hasher.verify(await self._dummy(), password)

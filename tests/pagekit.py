@@ -30,6 +30,30 @@ def log_in(page, base: str, username: str, password: str | None = None, *, expec
 
 
 
+def merchant_log_in(page, base: str, username: str, answer_of, password: str | None = None):
+    """The merchant login form (/merchant/login), CAPTCHA and all: its
+    answer is the server's (`answer_of(captcha_id)`, read from the demo's
+    session store in Redis), as no browser test can read the picture.
+    Asserts it landed on /merchant."""
+    page.goto(f"{base}/merchant/login")
+    page.fill("#login input[name=username]", username)
+    page.fill("#login input[name=password]", password if password is not None else DEV_USERS[username]["password"])
+    page.fill("#login input[name=captcha_answer]", answer_of(page.input_value("#login input[name=captcha_id]")))
+    page.click("#login button[type=submit]")
+    page.wait_for_load_state()
+    assert page.url == f"{base}/merchant", (page.url, page.content())
+    return page
+
+
+def redis_captcha_answers(url: str, prefix: str):
+    """`answer_of` for `merchant_log_in`, for a demo whose [sessions] are in Redis."""
+    import json
+
+    import redis as redis_sync
+    client = redis_sync.Redis.from_url(url)
+    return lambda captcha_id: json.loads(client.get(f"{prefix}web:captcha:{captcha_id}"))["answer"]
+
+
 def look_up(page, base: str, msisdn: str):
     """The console's search form, from the console's page: returns the
     navigation's response (a number without an account is a 404 page)."""

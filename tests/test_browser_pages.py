@@ -12,6 +12,7 @@ test. Each visit also fails on a JavaScript error or a Content-Security-
 Policy violation in the browser's console."""
 from __future__ import annotations
 
+import uuid
 from unittest import mock
 
 import pytest
@@ -20,7 +21,8 @@ from channels.web.app import WebApp
 from telecom_pay import config
 from telecom_pay.sessions.memory import MemorySessionStore
 from tests.browserkit import ARTIFACTS, chromium, in_a_thread, shot
-from tests.pagekit import PIN_RE, demo_fixture, log_in, look_up
+from tests.conftest import REDIS_SERVER_URL
+from tests.pagekit import PIN_RE, demo_fixture, log_in, look_up, merchant_log_in, redis_captcha_answers
 
 # one demo per module: its tests stay on one xdist worker (make test runs --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("test_browser_pages")
@@ -48,10 +50,31 @@ PAGES = {
     "/me/pay": [(SUBSCRIBER, "self-pay", "/me/pay")],
     "/me/card": [(SUBSCRIBER, "self-card", "/me/card")],
     "/me/settings": [(SUBSCRIBER, "self-settings", "/me/settings")],
+    # the merchant back office (users m001.*: /merchant/login, CAPTCHA solved) and the operators' merchant pages
+    "/merchant/login": [(None, "merchant-login", "/merchant/login")],
+    "/merchant": [("m001.admin", "merchant-home", "/merchant")],
+    "/merchant/orders": [("m001.admin", "merchant-orders", "/merchant/orders")],
+    "/merchant/orders/<order_id>": [("m001.admin", "merchant-order-404", "/merchant/orders/pay_none", 404)],
+    "/merchant/refunds": [("m001.admin", "merchant-refunds", "/merchant/refunds"),
+                          ("m001.staff", "merchant-refunds-staff", "/merchant/refunds")],
+    "/merchant/settlement": [("m001.admin", "merchant-settlement", "/merchant/settlement")],
+    "/merchant/settlement/<int:batch_id>": [("m001.admin", "merchant-statement-404", "/merchant/settlement/999999",
+                                             404)],
+    "/merchant/settlement/<int:batch_id>/statement.csv": [
+        ("m001.admin", "merchant-statement-csv-404", "/merchant/settlement/999999/statement.csv", 404)],
+    "/merchant/reconciliation": [("m001.staff", "merchant-reconciliation", "/merchant/reconciliation")],
+    "/merchant/notifications": [("m001.admin", "merchant-notifications", "/merchant/notifications")],
+    "/merchant/notifications/<event_id>": [("m001.admin", "merchant-notification-404",
+                                            "/merchant/notifications/evt_none", 404)],
+    "/merchant/settings": [("m001.admin", "merchant-settings", "/merchant/settings"),
+                           ("m001.staff", "merchant-settings-staff", "/merchant/settings")],
+    "/ops/merchants": [("admin", "ops-merchants", "/ops/merchants")],
+    "/ops/merchants/<code>": [("admin", "ops-merchant", "/ops/merchants/M001")],
 }
 #: GET routes that are downloads, not pages: fetched and checked (type, header), no screenshot
 DOWNLOADS = {"/ops/stats.csv": ("admin", "text/csv", "date,"),
-             "/me/statement.csv": (SUBSCRIBER, "text/csv", "ref,")}
+             "/me/statement.csv": (SUBSCRIBER, "text/csv", "ref,"),
+             "/merchant/orders.csv": ("m001.admin", "text/csv", "created_at,")}
 
 
 def registered_get_pages() -> set[str]:
@@ -69,7 +92,9 @@ def test_the_page_list_is_every_get_page_the_app_registers():
     assert set(PAGES) | set(DOWNLOADS) == registered_get_pages()
 
 
-demo = demo_fixture("pages-demo")
+# the sessions in Redis: the merchant login's CAPTCHA answer is read where the server keeps it
+SESSIONS_PREFIX = f"tp-pages:{uuid.uuid4().hex[:10]}:"
+demo = demo_fixture("pages-demo", overrides={"sessions": {"url": REDIS_SERVER_URL, "prefix": SESSIONS_PREFIX}})
 
 
 def test_every_page_renders_and_is_screenshot(demo):
@@ -86,6 +111,8 @@ def test_every_page_renders_and_is_screenshot(demo):
                 and page.problems.append(f"{m.type}: {m.text} {m.location.get('url', '')}"))
         if user == SUBSCRIBER:
             open_on_the_web(page)
+        elif user is not None and user.startswith("m001."):
+            merchant_log_in(page, base, user, redis_captcha_answers(REDIS_SERVER_URL, SESSIONS_PREFIX))
         elif user is not None:
             log_in(page, base, user)
         return page
@@ -120,10 +147,11 @@ def test_every_page_renders_and_is_screenshot(demo):
         with chromium() as browser:
             pages = {}
             for path, visits in PAGES.items():
-                for user, name, lands in visits:
+                for user, name, lands, *status in visits:
                     if user not in pages:
                         pages[user] = page_for(browser, user)
-                    visit(pages[user], path, name, lands=lands)
+                    # a path with a variable is visited at `lands` (an id no merchant has: its 404 page)
+                    visit(pages[user], lands if "<" in path else path, name, *status, lands=lands)
             for path, (user, kind, header) in DOWNLOADS.items():
                 r = pages[user].request.get(base + path)
                 assert r.status == 200 and r.headers["content-type"].startswith(kind), (path, r.status, r.headers)

@@ -53,6 +53,11 @@ class WebContext:
     def role(self) -> str:
         return self.session["role"]
 
+    @property
+    def merchant_id(self) -> int | None:
+        """Merchant staff: the merchant account they work for (from their row)."""
+        return self.session.get("merchant_id")
+
 
 class WebApp:
     def __init__(self, core: Core, config: dict[str, Any], *, users: WebUsers | None = None):
@@ -67,6 +72,8 @@ class WebApp:
         self.captchas = Captchas(core.sessions, ttl=float(config.get("captcha_ttl", 180)))
         self.routes: tuple[ApiRoute, ...] = (api.ROUTES + stats_pages.ROUTES + audit_pages.ROUTES + bank_pages.ROUTES
                                              + selfservice.ROUTES + risk_pages.ROUTES)
+        from channels.web import ops_merchant_pages as _ops_merchants     # the operators' merchant API
+        self.routes += _ops_merchants.ROUTES
         selfservice.install(self)
         self.klein = Klein()
         for route in self.routes:
@@ -78,6 +85,10 @@ class WebApp:
         self.bank_pages = bank_pages.BankPages(self)
         self.self_pages = selfservice_pages.SelfServicePages(self.pages)
         self.risk_pages = risk_pages.RiskPages(self)
+        # the merchant back office and the operators' merchant pages
+        from channels.web import merchant_pages, ops_merchant_pages
+        self.merchant_pages = merchant_pages.MerchantPages(self)
+        self.ops_merchant_pages = ops_merchant_pages.OpsMerchantPages(self)
         self.klein.handle_errors(NotFound)(self._not_found)
         self.klein.handle_errors(MethodNotAllowed)(self._not_allowed)
         self._openapi: dict | None = None
@@ -111,8 +122,10 @@ class WebApp:
         if user is None or user.status != "active" or user.password_stamp != session.get("password"):
             await self.sessions.delete(token)
             return None
-        if (user.role, user.must_change_password) != (session["role"], session["must_change_password"]):
-            session.update(role=user.role, must_change_password=user.must_change_password)
+        if (user.role, user.must_change_password, user.merchant_id) != (
+                session["role"], session["must_change_password"], session.get("merchant_id")):
+            session.update(role=user.role, must_change_password=user.must_change_password,
+                           merchant_id=user.merchant_id)
             await self.sessions.update(token, session)
         return WebContext(token, session, self.address(request))
 

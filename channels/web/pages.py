@@ -21,7 +21,7 @@ from twisted.web.static import File
 from channels.web.http import HttpError, read_form
 from channels.web.sessions import LOGIN_COOKIE, same_token
 from telecom_pay.aio import as_deferred
-from telecom_pay.webusers import OPS_ADMIN, ROLES, STAFF_ROLES, UserError
+from telecom_pay.webusers import MERCHANT_ROLES, OPS_ADMIN, ROLES, STAFF_ROLES, UserError
 
 if TYPE_CHECKING:
     from channels.web.app import WebApp, WebContext
@@ -34,7 +34,8 @@ log = Logger(namespace="telecom_pay.web")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 ROLE_TITLES = {"agent": "Agent", "agent_supervisor": "Agent supervisor", "ops_admin": "Operations admin",
-               "subscriber": "Subscriber"}
+               "subscriber": "Subscriber", "merchant_admin": "Merchant admin", "merchant_staff": "Merchant staff",
+               "merchant_readonly": "Merchant (read-only)"}
 
 
 class Redirect(Exception):
@@ -74,7 +75,7 @@ class Pages:
 
     def _page(self, fn: Callable[..., Awaitable[bytes]], *, login: bool = True, roles=ROLES,
               before_password_change: bool = False, csrf: bool = False):
-        async def run(request) -> bytes:
+        async def run(request, **kw) -> bytes:
             ctx = None
             try:
                 ctx = await self.web.context(request)
@@ -88,7 +89,7 @@ class Pages:
                 form = read_form(request) if request.method == b"POST" else {}
                 if csrf and not same_token(ctx.session["csrf"], form.get("csrf_token")):
                     raise HttpError(403, "The form has expired or did not come from this site; reload the page.")
-                return await fn(request, ctx, form)
+                return await fn(request, ctx, form, **kw)
             except Redirect as r:
                 request.setResponseCode(303)
                 request.setHeader("location", r.location)
@@ -99,8 +100,8 @@ class Pages:
                 log.failure("page {path} failed", path=request.path)
                 return self.error(request, 500, "Something went wrong.")
 
-        def endpoint(request):
-            return as_deferred(run(request))
+        def endpoint(request, **kw):           # kw: the path's variables (/merchant/orders/<order_id>)
+            return as_deferred(run(request, **kw))
         endpoint.__name__ = fn.__name__
         return endpoint
 
@@ -183,6 +184,8 @@ class Pages:
     async def home(self, request, ctx: "WebContext", form) -> bytes:
         if ctx.role == "subscriber":
             raise Redirect("/me")           # channels/web/selfservice_pages.py
+        if ctx.role in MERCHANT_ROLES:
+            raise Redirect("/merchant")     # channels/web/merchant_pages.py
         user = await self.web.users.get(ctx.username)
         return self.render(request, "home.html", ctx=ctx, user=user)
 

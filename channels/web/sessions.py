@@ -40,6 +40,7 @@ class WebSessions:
         token = secrets.token_urlsafe(32)
         value = {"username": user.username, "role": user.role, "user_id": user.id,
                  "must_change_password": user.must_change_password, "password": user.password_stamp,
+                 "merchant_id": user.merchant_id,
                  "csrf": secrets.token_urlsafe(32)}
         await self.store.put(_key(token), value, self.idle_timeout)
         return token, value
