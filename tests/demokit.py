@@ -57,6 +57,14 @@ class Demo:
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web}"
 
+    def printed_url(self, label: str) -> str:
+        """A URL the demo printed on the line starting with `label` (the
+        sample shop's, the carrier top-up system's)."""
+        for line in self.printed.splitlines():
+            if line.startswith(label):
+                return "http://" + line.split("http://", 1)[1].split()[0].rstrip("/")
+        raise AssertionError(f"the demo printed no {label!r} line:\n{self.printed}")
+
     @property
     def database(self) -> Path:
         """The embedded default's SQLite file (the demo runs in its own directory)."""
@@ -131,6 +139,13 @@ def write_config(tmp_path: Path, overrides: dict | None = None, sections: dict |
         for merchant in raw.get("merchants", []):
             if str(merchant.get("code")) == raw["demo"]["shop"].get("merchant_code") and merchant.get("notify_url"):
                 merchant["notify_url"] = f"http://127.0.0.1:{shop}/notify"
+    airtime = str(raw.get("airtime", {}).get("merchant_code") or "")
+    if raw["demo"].get("topup") and airtime:     # the carrier top-up system the airtime SP calls
+        [topup] = free_ports(1)
+        raw["demo"]["topup"] = f"tcp:{topup}:interface=127.0.0.1"
+        for merchant in raw.get("merchants", []):
+            if str(merchant.get("code")) == airtime and merchant.get("notify_url"):
+                merchant["notify_url"] = f"http://127.0.0.1:{topup}/topups"
     path = tmp_path / "telecom-pay.toml"
     path.write_text(dumps(raw), encoding="utf-8")
     return path, http, agi, web

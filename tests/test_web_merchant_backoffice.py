@@ -152,7 +152,7 @@ async def refund_request_and_review_go_through_the_refunds_module(daemon, base, 
     r = await staff.post(f"/merchant/orders/{ids['sp']}/refund", form={
         "csrf_token": csrf_of(page.text), "refund_key": field_of(page.text, "refund_key"), "amount": "1",
         "reason": "r"})
-    assert r.status == 201 and refunds.calls[-1][1]["sp_payment_id"] == ids["sp_row"]
+    assert r.status == 201 and refunds.calls[-1][1]["sp_payment_id"] == ids["sp"]
     assert "payment_ref" not in refunds.calls[-1][1]
     # the module's refusal is shown with its status
     r = await staff.post(f"/merchant/orders/{ids['zf']}/refund", form={**form, "refund_key": "web-other-key-1",

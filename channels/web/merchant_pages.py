@@ -291,7 +291,7 @@ class MerchantPages:
             if not reason or len(reason) > MAX_REASON:
                 raise HttpError(400, f"Give a reason of at most {MAX_REASON} characters.")
             refunds = _module("refunds")
-            target = {"sp_payment_id": order["row_id"]} if order["type"] == "api" else {"payment_ref": order["ref"]}
+            target = {"sp_payment_id": order["id"]} if order["type"] == "api" else {"payment_ref": order["ref"]}
             try:
                 refund, created = await refunds.request_refund(
                     self.service, merchant_id=self._mid(ctx), amount=amount, refund_key=key, reason=reason,
