@@ -291,12 +291,15 @@ class ServiceCore:
 
     async def _guarded_payment(self, msisdn: str, pin: str | None, amount: int, build, *, key: str,
                                channel: str, action: str, check_limits: bool = True,
-                               booked: list | None = None, **params) -> Result:
+                               booked: list | None = None, after_book=None, **params) -> Result:
         """The common path of a PIN-guarded spend: velocity, wallet, PIN,
         limits and the booking, the last four in one atomic job. A key that
         was already booked answers with the original result before any
         check (a frozen account, a used-up limit or a mistyped PIN must not
-        turn a done payment into a refusal). `booked` receives the record."""
+        turn a done payment into a refusal). `booked` receives the record.
+        `after_book(conn, rec, case)`: runs in the job right after a new
+        booking (the SP request it confirms changes state in the same
+        transaction); raising rolls the booking back."""
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         booked = [] if booked is None else booked
@@ -335,6 +338,8 @@ class ServiceCore:
                 await self._check_limits(conn, w, amount, spent=spent)
             req, extra = await build(conn, w)
             rec, case = await risk_screen.book_screened(self.ledger, conn, self.settings.risk, req, now)
+            if after_book is not None and not rec.replayed:
+                await after_book(conn, rec, case)
             booked.append(rec)
             result = self._money_result(action, rec, w.id, **params, **extra)
             if case == risk_screen.HELD:
