@@ -24,7 +24,7 @@ ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 PAYMENT_ID_PATTERN = r"^pay_[0-9a-f]{24}$"
 REFUND_ID_PATTERN = r"^rf_[0-9a-zA-Z]{1,40}$"
 MAX_AMOUNT = 100_000_000           # fen; the subscriber's limits decide at confirmation
-EXAMPLE_MSISDN = "13800138000"
+EXAMPLE_MSISDN = "13900139000"
 
 PAYMENT_BODY = Body({
     "order_id": Field("string", min_length=1, max_length=64, pattern=ID_PATTERN, example="8812",

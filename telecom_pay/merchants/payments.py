@@ -77,7 +77,7 @@ async def create(service, profile: directory.MerchantProfile, *, order_id: str, 
     try:
         number = normalize(msisdn, service.settings.region)
     except MsisdnError:
-        raise PaymentRefused(400, "invalid_msisdn", "msisdn is not a mobile number")
+        raise PaymentRefused(400, "invalid_msisdn", "msisdn is not a mobile number", field="msisdn")
     try:
         given_url = directory.check_notify_url(notify_url)
     except directory.MerchantError as exc:
