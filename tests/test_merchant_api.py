@@ -315,3 +315,41 @@ async def test_refund_routes_when_the_refunds_module_is_there(sqlite_url):
         assert refunds is not None
     finally:
         await stack.stop()
+
+
+@aio_test
+async def test_a_risk_hold_declines_the_request_and_frees_the_money(sqlite_url):
+    stack = await start_stack(sqlite_url, **{"risk.large_amount.amount": 2000})
+    try:
+        await _ready(stack, PAYER)
+        before = (await stack.service.balance(PAYER, channel="test")).balance
+        a = (await stack.call("POST", "/api/v1/payments", {**ORDER, "amount": 2500})).json()
+        reply = await stack.sms(PAYER, f"{(await _row(stack, a['id'])).tag} {PIN}")
+        row = await _row(stack, a["id"])
+        assert (row.status, row.decline_reason, row.ref) == ("declined", "risk", None), reply
+        op = await stack.service.ledger.get_operation(f"sp:{a['id']}")
+        assert op.state == "voided"
+        assert (await stack.service.balance(PAYER, channel="test")).balance == before
+        from telecom_pay.risk.cases import risk_cases
+        case = (await stack.service.ledger.read(lambda c: c.execute(sa.select(risk_cases)))).first()
+        assert case.status == "refused" and case.decided_by == "sp-api"
+        assert [n.event_type for n in await _notes(stack)] == ["payment.declined"]
+        assert await stack.service.check_books() == []
+    finally:
+        await stack.stop()
+
+
+@aio_test
+async def test_the_same_order_sent_twice_at_once_makes_one_request(database_url):
+    stack = await start_stack(database_url)
+    try:
+        await _ready(stack, PAYER)
+        answers = await asyncio.gather(*(stack.call("POST", "/api/v1/payments", ORDER) for _ in range(4)))
+        assert sorted(r.status for r in answers) == [200, 200, 200, 201], [r.text for r in answers]
+        assert len({r.json()["id"] for r in answers}) == 1
+        rows = (await stack.service.ledger.read(lambda c: c.execute(sa.select(sp_payments)))).all()
+        assert len(rows) == 1
+        texts = await outbox_texts(stack.service, PAYER)
+        assert sum(f'"{rows[0].tag} 支付密码"' in t for t in texts) == 1
+    finally:
+        await stack.stop()
