@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from telecom_pay.merchants import directory, notifications, signing
+from telecom_pay.merchants import directory, notifications, payments, signing
 from telecom_pay.merchants.tables import merchant_notifications, sp_payments
 from telecom_pay.msisdn import mask
 from telecom_pay.security import PasswordHasher
@@ -18,7 +18,7 @@ import pytest_twisted
 from telecom_pay.aio import as_deferred
 from tests.aio import aio_test
 from tests.merchantkit import KEY_A, KEY_B, KEY_C, PIN, start_stack
-from tests.servicekit import funded, outbox_texts
+from tests.servicekit import funded, make_service, outbox_texts, shutdown
 
 ORDER = {"order_id": "8812", "msisdn": "13800138000", "amount": 1250, "description": "双色球 1 注"}
 RISK_HOLD_FROM = 2000        # the shared stack's large-amount hold (fen); the other tests pay less
@@ -319,9 +319,12 @@ async def test_a_risk_hold_declines_the_request_and_frees_the_money(stack):
 
 
 @aio_test
-async def test_the_same_order_sent_twice_at_once_makes_one_request(pg_url):
-    """On PostgreSQL: the unique index decides, the loser answers as a replay."""
-    stack = await start_stack(pg_url)
+async def test_two_instances_on_postgres_race_an_order_id_and_the_sweep(pg_url):
+    """The unique index decides a doubled order id (the loser answers as a
+    replay); two instances sweeping at once expire each request once, with
+    one callback each. (No worker here: the sweeps are the test's.)"""
+    stack = await start_stack(pg_url, merchant_api={"enabled": False})
+    other = await make_service(pg_url, clock=stack.clock, overrides={"security.allow_development_keys": True})
     try:
         payer, order = new_payer()
         await _ready(stack, payer)
@@ -332,7 +335,18 @@ async def test_the_same_order_sent_twice_at_once_makes_one_request(pg_url):
         assert len(rows) == 1
         texts = await outbox_texts(stack.service, payer)
         assert sum(f'"{rows[0].tag} 支付密码"' in t for t in texts) == 1
+        for i in range(5):
+            r = await stack.call("POST", "/api/v1/payments", {**order, "order_id": f"sweep-{i}"})
+            assert r.status == 201, r.text
+        stack.clock.advance(timedelta(seconds=301))
+        done = await asyncio.gather(payments.expire_due(stack.service), payments.expire_due(other),
+                                    payments.expire_due(other))
+        assert sum(done) == 6
+        notes = await _notes(stack)
+        assert len(notes) == 6 and {n.event_type for n in notes} == {"payment.expired"}
+        assert len({n.subject_id for n in notes}) == 6
     finally:
+        await shutdown(other)
         await stack.stop()
 
 
