@@ -37,8 +37,8 @@ def stack(tmp_path_factory):
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('mapi') / 'ledger.sqlite3'}"
     s = pytest_twisted.blockon(as_deferred(start_stack(
         url, notify_paths={"LT01": "/lt01", "GM02": "/gm02", "SH03": "/sh03"},
-        merchant_api={"retry_schedule": [0.2], "give_up_after": 2.5},
-        **{"risk.large_amount.amount": RISK_HOLD_FROM})))
+        merchant_api={"retry_schedule": [0.2], "give_up_after": 5},
+        **{"risk.large_amount.amount": RISK_HOLD_FROM, "sms.ussd.push": True})))
     yield s
     pytest_twisted.blockon(as_deferred(s.stop()))
 
@@ -375,3 +375,29 @@ async def test_refund_routes_when_the_refunds_module_is_there(stack):
     r = await stack.call("POST", f"/api/v1/payments/{a['id']}/refunds", {"refund_id": "r2", "amount": 10 ** 6})
     assert r.status == 422 and r.json()["code"] == "exceeds_refundable"
     assert refunds is not None
+
+
+@aio_test
+async def test_where_ussd_push_is_on_the_request_is_its_own_pin_page(stack):
+    """The ask carries the push meta (the SMS channel pushes the page, the
+    SMS is its fallback); the page, opened at the request's entry, takes
+    the PIN for that request only."""
+    from telecom_pay.messaging import outbox
+    payer, order = new_payer()
+    await _ready(stack, payer)
+    a = (await stack.call("POST", "/api/v1/payments", {**order, "order_id": "ussd-1"})).json()
+    row = await _row(stack, a["id"])
+    assert row.confirm_by == "ussd"
+    metas = [r.meta for r in (await stack.service.ledger.read(lambda c: c.execute(
+        sa.select(outbox.c.meta).where(outbox.c.msisdn == payer)))).all() if r.meta and "sp_tag" in r.meta]
+    assert metas == [{"confirm": "pin_required", "sp_tag": row.tag}]
+    menus = stack.daemon.core.menus
+    assert (await menus.start("push-x", payer, channel="ussd", entry="sp:0000")).node != "pin"
+    page = await menus.start("push-1", payer, channel="ussd", entry=f"sp:{row.tag}")
+    assert page.node == "pin"
+    page = await menus.answer("push-1", "000000")
+    assert page.node == "pin" and (await _row(stack, a["id"])).pin_failures == 1
+    page = await menus.answer("push-1", PIN)
+    paid = await _row(stack, a["id"])
+    assert paid.status == "confirmed" and paid.ref in page.text, page.text
+    assert (await stack.service.ledger.get_operation(f"sp:{a['id']}")).request["channel"] == "ussd"

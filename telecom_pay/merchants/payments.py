@@ -114,10 +114,12 @@ async def create(service, profile: directory.MerchantProfile, *, order_id: str, 
         if tag is None:
             raise PaymentRefused(422, "too_many_pending", "the subscriber has too many payments waiting")
         public_id = new_payment_id()
+        push = bool((service.settings.section("sms").get("ussd") or {}).get("push"))
         values = dict(public_id=public_id, merchant_id=profile.account_id, order_id=order_id, msisdn=number,
                       account_id=w.id, amount=amount, fee=0, description=description,
                       notify_url=given_url or profile.notify_url, request=request, status=P_PENDING,
-                      tag=tag, pin_failures=0, confirm_by=SMS_CHANNEL, operation_key=f"sp:{public_id}",
+                      tag=tag, pin_failures=0, confirm_by="ussd" if push else SMS_CHANNEL,
+                      operation_key=f"sp:{public_id}",
                       created_at=now, expires_at=now + timedelta(seconds=cfg.expiry_seconds), updated_at=now)
         try:
             async with conn.begin_nested():
@@ -132,9 +134,11 @@ async def create(service, profile: directory.MerchantProfile, *, order_id: str, 
         ask = Result(Outcome.PIN_REQUIRED, amount=amount, params={
             "action": "sp_request", "tag": tag, "order_id": order_id,
             "merchant_name": profile.name if lang == "zh" else profile.name_en})
-        # the ask is the SMS baseline (confirm_by sms): no USSD-push meta, so the
-        # channel never replaces it with a page that would show another action
-        await queue_outgoing(conn, SMS_CHANNEL, number, render(ask, lang, tz=service.tz), key=f"sp-ask:{public_id}")
+        # where USSD push is on, the SMS channel pushes this request's own PIN page
+        # (menus: entry "sp:<tag>") instead, and sends this SMS if the page fails
+        meta = {"confirm": Outcome.PIN_REQUIRED.value, "sp_tag": tag} if push else None
+        await queue_outgoing(conn, SMS_CHANNEL, number, render(ask, lang, tz=service.tz), key=f"sp-ask:{public_id}",
+                             meta=meta)
         row = (await conn.execute(sa.select(sp_payments).where(sp_payments.c.public_id == public_id))).first()
         return await _object(conn, row, profile.code), True
     return await _write(service, job)
