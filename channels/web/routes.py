@@ -28,10 +28,6 @@ class ApiRoute:
     signed: bool = False                        # the SP payment API: a merchant's signature, no session
 
     @property
-    def authenticated(self) -> bool:
-        return self.roles is not PUBLIC or self.signed
-
-    @property
     def csrf(self) -> bool:
         """State-changing calls made with the session cookie carry the token."""
         return self.roles is not PUBLIC and self.method not in ("GET", "HEAD")

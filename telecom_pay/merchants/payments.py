@@ -43,7 +43,7 @@ _DECLINED_BY = {
     Outcome.ACCOUNT_FROZEN: "account_not_active", Outcome.ACCOUNT_CLOSED: "account_not_active",
     Outcome.ACCOUNT_PENDING: "account_not_active", Outcome.NO_ACCOUNT: "account_not_active",
     Outcome.UNKNOWN_MERCHANT: "merchant_disabled", Outcome.MERCHANT_INACTIVE: "merchant_disabled",
-    Outcome.RISK_REFUSED: "risk", Outcome.IDEMPOTENCY_CONFLICT: "risk",
+    Outcome.RISK_REFUSED: "risk",
 }
 _COMPARED = ("msisdn", "amount", "description", "notify_url")
 
@@ -141,7 +141,7 @@ async def create(service, profile: directory.MerchantProfile, *, order_id: str, 
                              meta=meta)
         row = (await conn.execute(sa.select(sp_payments).where(sp_payments.c.public_id == public_id))).first()
         return await _object(conn, row, profile.code), True
-    return await _write(service, job)
+    return await service.ledger.write(job)
 
 
 async def get(service, profile: directory.MerchantProfile, public_id: str) -> dict | None:
@@ -176,11 +176,6 @@ async def refunded_of(conn, row) -> int:
 
 async def _object(conn, row, merchant_code: str) -> dict:
     return payment_object(row, merchant_code=merchant_code, refunded=await refunded_of(conn, row))
-
-
-async def _write(service, job):
-    """A write job whose PaymentRefused leaves the job rolled back and reaches the caller."""
-    return await service.ledger.write(job)
 
 
 # ------------------------------------------------------------ state changes (each with its callback)
