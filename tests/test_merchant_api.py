@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from telecom_pay.merchants import directory, notifications, payments, signing
+from telecom_pay.ledger.tables import audit_log
 from telecom_pay.merchants.tables import merchant_notifications, sp_payments
 from telecom_pay.msisdn import mask
 from telecom_pay.security import PasswordHasher
@@ -37,7 +38,7 @@ def stack(tmp_path_factory):
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('mapi') / 'ledger.sqlite3'}"
     s = pytest_twisted.blockon(as_deferred(start_stack(
         url, notify_paths={"LT01": "/lt01", "GM02": "/gm02", "SH03": "/sh03"},
-        merchant_api={"retry_schedule": [0.2], "give_up_after": 5},
+        merchant_api={"retry_schedule": [0.2], "give_up_after": 7, "callback_timeout": 2},
         **{"risk.large_amount.amount": RISK_HOLD_FROM, "sms.ussd.push": True})))
     yield s
     pytest_twisted.blockon(as_deferred(s.stop()))
@@ -257,26 +258,31 @@ async def _status_is(stack, public_id, status):
 async def test_callbacks_are_retried_through_a_bad_endpoint_without_blocking_others(stack):
     payer, order = new_payer()
     await _ready(stack, payer)
-    paths = {KEY_A: "flaky", KEY_B: "fine", KEY_C: "down"}
-    stack.notify.script("flaky", 500, "hang", "reset", 200)
+    stack.notify.script("flaky", "hang", 500, "reset", 200)
     stack.notify.script("down", 500)
     ids = {}
-    for code, key in (("LT01", KEY_A), ("GM02", KEY_B), ("SH03", KEY_C)):
+
+    async def paid_to(key: str, path: str) -> None:
         obj = (await stack.call("POST", "/api/v1/payments",
-                                {**order, "order_id": "cb-1", "notify_url": f"{stack.notify_base}/{paths[key]}"},
+                                {**order, "order_id": "cb-1", "notify_url": f"{stack.notify_base}/{path}"},
                                 key_id=key)).json()
-        ids[paths[key]] = obj["id"]
+        ids[path] = obj["id"]
         reply = await stack.sms(payer, f"{(await _row(stack, obj['id'])).tag} {PIN}")
         assert "12.50" in reply[0], reply
+    await paid_to(KEY_A, "flaky")
+    await _until(lambda: _hanging(stack, ids["flaky"]))    # its first callback hangs (until the timeout)
+    await paid_to(KEY_B, "fine")
     # the good merchant's callback is delivered while the other one hangs
     fine = await _until(lambda: _all_delivered(stack, {ids["fine"]}, 1))
     assert fine[0].attempts == 1 and _received(stack, {ids["fine"]})[0]["signature_ok"]
+    assert (await _notes(stack, {ids["flaky"]}))[0].attempts == 0        # still hanging meanwhile
+    await paid_to(KEY_C, "down")
     note = (await _until(lambda: _all_delivered(stack, {ids["flaky"]}, 1)))[0]
     assert (note.attempts, note.last_status) == (4, 200)
     assert _received(stack, {ids["flaky"]})[0]["signature_ok"]
     tried = await stack.service.ledger.read(lambda c: notifications.attempts(c, note.id))
-    assert [t["http_status"] for t in tried] == [500, None, None, 200]
-    assert tried[1]["error"] == "timeout" and tried[2]["error"] not in (None, "timeout"), tried
+    assert [t["http_status"] for t in tried] == [None, 500, None, 200]
+    assert tried[0]["error"] == "timeout" and tried[2]["error"] not in (None, "timeout"), tried
     # the one that never answers 2xx gives up: failed
     down = (await _until(lambda: _failed(stack, ids["down"])))
     assert down.attempts >= 2 and down.last_status == 500
@@ -288,8 +294,15 @@ async def test_callbacks_are_retried_through_a_bad_endpoint_without_blocking_oth
     assert listed[0]["event_id"] == down.event_id and listed[0]["status"] == "delivered"
     tried = await stack.service.ledger.read(lambda c: notifications.attempts(c, down.id))
     assert tried[-1]["manual"] and not tried[0]["manual"]
+    audited = (await stack.service.ledger.read(lambda c: c.execute(sa.select(audit_log.c.actor).where(
+        audit_log.c.action == "merchant_notification_resent")))).all()
+    assert [a.actor for a in audited] == ["web:ops"]
     with pytest.raises(notifications.ResendError):
         await notifications.resend(stack.service, down.merchant_id + 999, down.event_id, "web:ops")
+
+
+async def _hanging(stack, subject_id):
+    return any(r["body"]["data"]["id"] == subject_id and r["step"] == "hang" for r in stack.notify.received)
 
 
 async def _failed(stack, subject_id):
