@@ -414,3 +414,21 @@ async def test_where_ussd_push_is_on_the_request_is_its_own_pin_page(stack):
     paid = await _row(stack, a["id"])
     assert paid.status == "confirmed" and paid.ref in page.text, page.text
     assert (await stack.service.ledger.get_operation(f"sp:{a['id']}")).request["channel"] == "ussd"
+
+
+def test_tag_and_pin_parse_and_are_stored_masked():
+    from telecom_pay.commands import keywords as kw
+    from telecom_pay.commands.parser import parse
+    from telecom_pay.commands.redaction import is_masked_pin_answer, masked_tag, redact
+    for text in ("8812 147258", "８８１２　１４７２５８", "8812,147258"):
+        cmd = parse(text)
+        assert (cmd.name, cmd.tag, cmd.pin) == (kw.PIN_REPLY, "8812", "147258"), text
+        assert redact(text) == "8812 ******" and masked_tag(redact(text)) == "8812"
+    assert is_masked_pin_answer("8812 ******") and not is_masked_pin_answer("88 ******")
+    for text in ("N 8812", "n 8812", "取消 8812"):
+        cmd = parse(text)
+        assert (cmd.name, cmd.tag) == (kw.CANCEL, "8812"), text
+        assert redact(text) == text
+    # what was there before is unchanged: a split PIN, a bare N
+    assert (parse("123 456").pin, parse("123 456").tag) == ("123456", None)
+    assert (parse("N").name, parse("N").tag) == (kw.CANCEL, None)
