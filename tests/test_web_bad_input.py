@@ -20,7 +20,8 @@ from jsonschema import Draft202012Validator
 
 from telecom_pay.aio import wait_deferred
 from tests.aio import aio_test
-from tests.test_web_schemathesis import EXAMPLE_NUMBER, PASSWORD, USERS, seed, start_fuzz_web
+from tests.test_web_schemathesis import (EXAMPLE_NUMBER, PASSWORD, USERS, is_signed, merchant_headers, seed,
+                                         start_fuzz_web)
 from tests.webkit import Browser, add_user, start_web, stop_web, web_settings
 
 MAX_BODY = 4096
@@ -115,8 +116,33 @@ def routes_with_bodies(doc: dict):
                 yield path, method, op, schema
 
 
-async def caller_for(daemon, base: str, roles) -> tuple[Browser, dict]:
-    """A logged-in browser of a role the route serves (anonymous for a public route)."""
+def concrete(path: str, op: dict) -> str:
+    """The path with each {parameter} its documented example."""
+    for p in op.get("parameters", []):
+        if p["in"] == "path":
+            path = path.replace("{" + p["name"] + "}", str(p["schema"]["examples"][0]))
+    return path
+
+
+class SigningBrowser(Browser):
+    """A merchant's client for the SP payment API: every request signed
+    over the exact bytes it sends, so what is refused is the body (an
+    unsigned one is refused with 401 before its body is read)."""
+
+    async def request(self, method, path, *, json_body=None, data=None, headers=None, **kw):
+        headers = dict(headers or {})
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        headers.update(merchant_headers(method, path, data))
+        return await super().request(method, path, data=data, headers=headers, **kw)
+
+
+async def caller_for(daemon, base: str, roles, op: dict | None = None) -> tuple[Browser, dict]:
+    """A logged-in browser of a role the route serves (anonymous for a
+    public route; the seeded merchant's signing client for a signed one)."""
+    if op is not None and is_signed(op):
+        return SigningBrowser(base), {}
     b = Browser(base)
     if roles is None:
         return b, {}
@@ -148,22 +174,24 @@ async def test_bad_input_on_every_state_changing_route_is_a_documented_4xx(tmp_p
         roles_of = {(r.openapi_path, r.method.lower()): r.roles for r in daemon.components["web"].app.routes}
         covered = []
         for path, method, op, schema in routes_with_bodies(doc):
-            b, headers = await caller_for(daemon, base, roles_of[(path, method)])
+            b, headers = await caller_for(daemon, base, roles_of[(path, method)], op)
+            target = concrete(path, op)
             if schema is None:                  # no body to read: still no huge upload
-                r = await b.request(method.upper(), path, headers={**headers, "Content-Type": "application/json"},
+                r = await b.request(method.upper(), target, headers={**headers, "Content-Type": "application/json"},
                                     data=b"9" * (MAX_BODY + 1))
                 assert_refused(r, op, f"{method} {path}: over max_body", 413)
                 covered.append(path)
                 continue
             for what, body, field in field_cases(schema):
-                r = await b.request(method.upper(), path, headers=headers, json_body=body)
+                r = await b.request(method.upper(), target, headers=headers, json_body=body)
                 assert_refused(r, op, f"{method} {path}: {what}", 400, field)
             for what, kwargs, status in raw_cases(schema):
                 kwargs["headers"] = {**headers, **kwargs.get("headers", {})}
-                r = await b.request(method.upper(), path, **kwargs)
+                r = await b.request(method.upper(), target, **kwargs)
                 assert_refused(r, op, f"{method} {path}: {what}", status)
             covered.append(path)
-        assert {"/api/v1/session", "/api/v1/users", "/api/v1/agent/cash-in"} <= set(covered), covered
+        assert {"/api/v1/session", "/api/v1/users", "/api/v1/agent/cash-in", "/api/v1/payments"} <= set(covered), \
+            covered
     finally:
         await wait_deferred(daemon.stopService())
 
@@ -182,9 +210,10 @@ async def test_a_well_formed_number_nobody_has_is_a_documented_answer(tmp_path):
         for path, method, op, schema in routes_with_bodies(doc):
             if schema is None or "msisdn" not in schema["properties"]:
                 continue
-            b, headers = await caller_for(daemon, base, roles_of[(path, method)])
+            b, headers = await caller_for(daemon, base, roles_of[(path, method)], op)
             body, _ = good_body(schema)
-            r = await b.request(method.upper(), path, headers=headers, json_body={**body, "msisdn": UNKNOWN_NUMBER})
+            r = await b.request(method.upper(), concrete(path, op), headers=headers,
+                                json_body={**body, "msisdn": UNKNOWN_NUMBER})
             assert r.status < 500 and str(r.status) in op["responses"], (path, r.status, r.text)
             assert r.header("content-type").startswith("application/json")
             answers[path] = r.status

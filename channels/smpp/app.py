@@ -317,7 +317,9 @@ class SmsChannel(MultiService):
         """A queued notice asking for a confirmation (an agent opened the
         account) goes as a pushed page; the SMS is its fallback, queued
         again by the dialogue if the page does not reach the subscriber."""
-        page = await self.ussd.push(out.msisdn, entry=_push_entry(out.meta["confirm"]), fallback=[out.text])
+        # an SP payment request's page is its own (by its tag); any other opens at what is pending
+        entry = f"sp:{out.meta['sp_tag']}" if out.meta.get("sp_tag") else _push_entry(out.meta["confirm"])
+        page = await self.ussd.push(out.msisdn, entry=entry, fallback=[out.text])
         if page is None:
             return False
         self._dispatch(await self.messages.complete(None, self.channel, out.msisdn, [page.text], page.meta()))

@@ -396,7 +396,7 @@ class UssdDialogue:
         ussd = UssdInfo(P.USSD_USSR_REQ, number << 8, None)
         sid = session_id(msisdn, ussd, "its_session_info")
         screen = await self.engine.start(sid, msisdn, channel="ussd", entry=entry)
-        if screen.end or (entry == "pending" and screen.node not in PENDING_NODES):
+        if screen.end or ((entry == "pending" or entry.startswith("sp:")) and screen.node not in PENDING_NODES):
             # nothing pending (it was answered meanwhile): the engine showed the home menu
             await self.engine.end(sid, "nothing to push")
             return None

@@ -24,6 +24,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from channels.web import (api, audit_pages, bank_pages, pages, risk_pages, selfservice, selfservice_pages,
                           stats_pages)
+from channels.web import merchant_api
 from channels.web.captcha import Captchas
 from channels.web.http import HttpError, client_address, limited_request, send_json, too_large
 from channels.web.openapi import document
@@ -71,7 +72,8 @@ class WebApp:
         self.sessions = WebSessions(core.sessions, idle_timeout=float(config.get("idle_timeout", 900)))
         self.captchas = Captchas(core.sessions, ttl=float(config.get("captcha_ttl", 180)))
         self.routes: tuple[ApiRoute, ...] = (api.ROUTES + stats_pages.ROUTES + audit_pages.ROUTES + bank_pages.ROUTES
-                                             + selfservice.ROUTES + risk_pages.ROUTES)
+                                             + selfservice.ROUTES + risk_pages.ROUTES
+                                             + merchant_api.ROUTES)
         from channels.web import ops_merchant_pages as _ops_merchants     # the operators' merchant API
         self.routes += _ops_merchants.ROUTES
         selfservice.install(self)
@@ -179,6 +181,8 @@ class WebApp:
             if too_large(request):
                 raise HttpError(413, f"the body is over {self.max_body} bytes")
             ctx = None
+            if route.signed:              # a merchant's signed request: checked before its body is parsed
+                ctx = await merchant_api.authenticate(self, request)
             if route.roles is not None:
                 ctx = await self.context(request)
                 if ctx is None:
@@ -263,6 +267,7 @@ class WebChannel(Service):
     def startService(self):
         super().startService()
         as_deferred(self._start())
+        self.merchant_worker = merchant_api.start_worker(self.app, self.reactor)
 
     async def _start(self) -> None:
         if self.dev_users:
@@ -291,6 +296,8 @@ class WebChannel(Service):
     def stopService(self):
         super().stopService()
         d = self.port.stopListening() if self.port is not None else defer.succeed(None)
+        if getattr(self, "merchant_worker", None) is not None:
+            d.addCallback(lambda _: self.merchant_worker.stop())
         if self.site is not None:
             d.addCallback(lambda _: self.site.close_connections())
         return d

@@ -5,6 +5,10 @@ from channels.web.routes import ApiRoute
 from channels.web.sessions import COOKIE, CSRF_HEADER
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+SIGNED_HEADERS = (("X-TP-Key", "the merchant's API key id (mk_...)"),
+                  ("X-TP-Timestamp", "Unix time in seconds"),
+                  ("X-TP-Nonce", "16-64 of A-Z a-z 0-9 _ -, never reused"),
+                  ("X-TP-Signature", "hex HMAC-SHA-256 over METHOD, target, timestamp, nonce, body SHA-256"))
 _REASONS = {400: "bad input (missing field, wrong type, bad value)", 401: "not logged in",
             403: "wrong role, CSRF token missing or wrong, or the initial password not changed yet",
             405: "method not allowed", 409: "conflict", 413: "body over the size limit",
@@ -27,7 +31,16 @@ def operation(route: ApiRoute) -> dict:
         errors |= {401, 403}
         op["security"] = [{"session": []}]
         op["description"] = f"Roles: {', '.join(route.roles)}."
+    if route.signed:
+        errors |= {401, 403}
+        op["security"] = [{"merchant_signature": []}]
+        op["description"] = ("Signed by the merchant (telecom_pay/merchants/README.md): 401 with `code` "
+                             "missing_signature, unknown_key, bad_signature, stale_timestamp or nonce_reused; "
+                             "403 merchant_disabled.")
     params = list(route.parameters)
+    if route.signed:
+        params += [{"name": name, "in": "header", "required": True, "schema": {"type": "string"},
+                    "description": text} for name, text in SIGNED_HEADERS]
     if route.csrf:
         params.append({"name": CSRF_HEADER, "in": "header", "required": True,
                        "schema": {"type": "string"}, "description": "the session's CSRF token"})
@@ -63,8 +76,14 @@ def document(routes: tuple[ApiRoute, ...]) -> dict:
         "components": {
             "schemas": {"Error": {"type": "object", "required": ["error"],
                                   "properties": {"error": {"type": "string"}, "field": {"type": "string"},
+                                                 "code": {"type": "string"},
+                                                 "fields": {"type": "array", "items": {"type": "string"}},
+                                                 "refundable": {"type": "integer"},
                                                  "captcha_required": {"type": "boolean"},
                                                  "password_change_required": {"type": "boolean"}}}},
-            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": COOKIE}},
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": COOKIE},
+                                "merchant_signature": {"type": "apiKey", "in": "header", "name": "X-TP-Signature",
+                                                       "description": "with X-TP-Key, X-TP-Timestamp and "
+                                                                      "X-TP-Nonce: see the SP payment API"}},
         },
     }

@@ -25,6 +25,7 @@ class ApiRoute:
     responses: dict[int, str] = field(default_factory=dict)
     response_schema: dict | None = None
     parameters: tuple[dict, ...] = ()           # OpenAPI parameter objects (query strings)
+    signed: bool = False                        # the SP payment API: a merchant's signature, no session
 
     @property
     def csrf(self) -> bool:

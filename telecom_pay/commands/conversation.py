@@ -26,9 +26,10 @@ from twisted.logger import Logger
 
 from telecom_pay.commands import keywords as kw
 from telecom_pay.commands.parser import Command, ParseError, parse
-from telecom_pay.commands.redaction import is_masked_pin_answer
+from telecom_pay.commands.redaction import is_masked_pin_answer, masked_tag
 from telecom_pay.commands.replies import normalize_lang, render, render_help, render_parse_error
 from telecom_pay.ledger.ledger import balance_after
+from telecom_pay.merchants import payments as sp_payments
 from telecom_pay.msisdn import mask, normalize
 from telecom_pay.outcomes import Outcome, Result
 from telecom_pay.service import PaymentService
@@ -91,6 +92,10 @@ class Conversation:
         lang = await self.language(msisdn)
         if again and message_id is not None and is_masked_pin_answer(text):
             try:
+                tag = masked_tag(text)
+                if tag is not None:         # `8812 ******`: an SP request's state as it is now
+                    result = await sp_payments.answer_again(self.service, msisdn, tag, lang=lang)
+                    return replies_for(render(result or Result(Outcome.NOTHING_PENDING), lang, tz=self.service.tz))
                 return replies_for(render(await self._recover_pin_answer(msisdn, message_id), lang, tz=self.service.tz))
             except Exception:
                 log.failure("recovering the answer to {msisdn}'s PIN failed", msisdn=mask(msisdn))
@@ -235,6 +240,8 @@ class Conversation:
                 # the credentials, was never recorded: they never left
                 return await svc.reissue_lost_credentials(msisdn, key, channel=channel)
             return result
+        if name == kw.CANCEL and cmd.tag is not None:
+            return await sp_payments.decline(svc, msisdn, cmd.tag, lang=lang)
         if name == kw.CANCEL:
             dropped = await self.sessions.take(self._pending_key(msisdn))
             if dropped is None or dropped.get("action") == kw.OPEN:
@@ -252,7 +259,13 @@ class Conversation:
         if name == kw.CALLBACK:
             return await svc.request_callback(msisdn, channel=channel)
         if name == kw.PIN_REPLY:
-            return await self._pin_reply(msisdn, cmd.pin, channel, lang, message_id)
+            if cmd.tag is not None:
+                return await self._sp_pin(msisdn, cmd, channel, lang, message_id)
+            result = await self._pin_reply(msisdn, cmd.pin, channel, lang, message_id)
+            if result.outcome is Outcome.NOTHING_PENDING:
+                # no action of this conversation waited: the PIN may answer an SP request
+                return await self._sp_pin(msisdn, cmd, channel, lang, message_id) or result
+            return result
         if name in PIN_GUARDED:
             return await self._ask_pin(msisdn, cmd, lang)
         return Result(Outcome.UNKNOWN_COMMAND)
@@ -339,11 +352,32 @@ class Conversation:
             await self._hold(msisdn, pending, self.settings.pending_payment_minutes)   # may try again
         return result
 
+    async def _sp_pin(self, msisdn: str, cmd: Command, channel: str, lang: str,
+                      message_id: int | None) -> Result | None:
+        """A PIN for an SP payment request (`8812 147258`, or a bare PIN with
+        exactly one request and no action of this conversation pending);
+        None: no request is pending and no tag was given. A bare PIN's
+        message keeps a note naming the request, so answering it again
+        after a restart tells that request's state (the key `sp:<id>` pays
+        it at most once whatever happens)."""
+        if cmd.tag is None and message_id is not None:
+            live = await sp_payments.live_requests(self.service, msisdn, lang)
+            if len(live) == 1:
+                await self.sessions.put(self._answering_key(message_id),
+                                        {"action": "sp", "tag": live[0].tag, "msisdn": msisdn},
+                                        ttl=self.settings.pending_payment_minutes * 60)
+                self._answering.add(message_id)
+        return await sp_payments.confirm(self.service, msisdn, cmd.pin, tag=cmd.tag, channel=channel, lang=lang)
+
     async def _recover_pin_answer(self, msisdn: str, message_id: int) -> Result:
         """Answer again a recorded PIN answer whose reply was never recorded
         (the process died): the original result if its operation booked,
         else the PIN is asked for again (its digits were not stored)."""
         claimed = await self.sessions.get(self._answering_key(message_id))
+        if claimed is not None and claimed.get("action") == "sp" and claimed.get("msisdn") == msisdn:
+            again = await sp_payments.answer_again(self.service, msisdn, claimed.get("tag"),
+                                                   lang=await self.language(msisdn))
+            return again or Result(Outcome.NOTHING_PENDING)
         rec = await self.service.ledger.get_operation(message_key(message_id))
         if rec is None:
             if claimed is None or claimed.get("msisdn") != msisdn or claimed.get("action") == kw.OPEN:

@@ -46,6 +46,7 @@ _PIN_RE = re.compile(r"[0-9]{6}")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _MERCHANT_RE = re.compile(r"[A-Z0-9]{2,16}")
 _PAGE_RE = re.compile(r"[0-9]{1,3}")
+_TAG_RE = re.compile(r"[0-9]{4}")        # an SP payment request's tag (telecom_pay/merchants/payments.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +69,7 @@ class Command:
     page: int = 1
     lang: str | None = None
     topic: str | None = None      # help: the command asked about (`BZ ZF`)
+    tag: str | None = None        # the SP payment request a PIN or an N answers (`8812 147258`, `N 8812`)
     raw: str = field(default="", repr=False)
 
 
@@ -211,7 +213,10 @@ def _split_glued(head: str) -> tuple[str, str, str] | None:
 
 
 def _bare_digits(tokens: list[str], raw: str) -> Command:
-    """A message of digits only answers a PIN prompt (`123456`, `123 456`)."""
+    """A message of digits only answers a PIN prompt (`123456`, `123 456`);
+    a 4-digit tag then a PIN (`8812 147258`) answers that SP payment request."""
+    if len(tokens) == 2 and _TAG_RE.fullmatch(tokens[0]) and _PIN_RE.fullmatch(tokens[1]):
+        return Command(name=kw.PIN_REPLY, pin=tokens[1], tag=tokens[0], raw=raw)
     if all(_DIGITS_RE.fullmatch(t) for t in tokens):
         digits = "".join(tokens)
         if len(digits) == 6:
@@ -270,6 +275,8 @@ def _no_more(name: str, args: list[str], n: int, raw: str) -> None:
 # --- one builder per command shape ------------------------------------------
 
 def _bare(name: str, word: str, args: list[str], raw: str) -> Command:
+    if name == kw.CANCEL and len(args) == 1 and _TAG_RE.fullmatch(args[0]):
+        return Command(name=name, tag=args[0], raw=raw)        # `N 8812`: declines that SP request
     _no_more(name, args, 0, raw)
     return Command(name=name, raw=raw)
 

@@ -25,7 +25,7 @@ def redact(text: str) -> str:
         # `MM 12345 654321` or a 5-digit reply: a PIN got mistyped, still a PIN
         return _DIGIT.sub("*", text) if err.command in _PIN_BEARING else text
     if cmd.name == kw.PIN_REPLY:
-        return PIN_MASK
+        return f"{cmd.tag} {PIN_MASK}" if cmd.tag else PIN_MASK
     if cmd.name == kw.CHANGE_PIN:
         return CHANGE_PIN_MASK
     return text
@@ -47,4 +47,10 @@ def redact_menu_input(text: str) -> str:
 
 def is_masked_pin_answer(text: str) -> bool:
     """A stored PIN answer (the message is being answered again after a restart)."""
-    return text == PIN_MASK
+    return text == PIN_MASK or masked_tag(text) is not None
+
+
+def masked_tag(text: str) -> str | None:
+    """The tag of a stored `tag PIN` answer to an SP payment request (`8812 ******`)."""
+    tag, _, rest = text.partition(" ")
+    return tag if rest == PIN_MASK and len(tag) == 4 and tag.isdigit() else None

@@ -174,6 +174,12 @@ _T: dict[str, dict[str, str]] = {
         "confirm.any": "确认{phrase}? 请{within}回复 A 确认, 回复 N 取消.",
         "within": "在 {ttl} 分钟内",
         "pin.any": "{phrase}, 请{within}回复6位支付密码确认, 回复 N 取消.",
+        # SP payment requests (telecom_pay/merchants/payments.py): named by their tag
+        "sp.ask": "请回复\"{tag} 支付密码\"确认向{merchant}支付{amount}元(订单{order}); 回复\"N {tag}\"取消.",
+        "sp.choose": "您有多笔待确认的支付: {tags}. 请回复\"编号 支付密码\"确认其中一笔, 如\"{first} 支付密码\".",
+        "sp.declined.subscriber_declined": "已取消向{merchant}支付{amount}元(订单{order}).",
+        "sp.declined.wrong_pin": "支付密码错误次数过多, 向{merchant}支付{amount}元(订单{order})已取消.",
+        "sp.declined.any": "向{merchant}支付{amount}元(订单{order})未能完成, 已取消.",
         "progress.any": "{ref}{phrase}处理中, 结果将短信通知.",
         "progress.close": "{ref}销户处理中, 余额 {amount} 元正退回银行卡, 结果将短信通知.",
         # action phrases (used by pending states and bank declines)
@@ -307,6 +313,14 @@ _T: dict[str, dict[str, str]] = {
         "confirm.any": "Reply A {within}to {phrase}, N to cancel.",
         "within": "within {ttl} min ",
         "pin.any": "To {phrase}, reply {within}with your 6-digit PIN (N to cancel).",
+        "sp.ask": "Reply \"{tag} <PIN>\" to pay {amount} to {merchant} for order {order}; \"N {tag}\" to decline.",
+        "sp.choose": "Several payments wait for you: {tags}. Reply \"<number> <PIN>\" to confirm one, "
+                     "e.g. \"{first} <PIN>\".",
+        "sp.declined.subscriber_declined": "Declined: {amount} to {merchant} for order {order}.",
+        "sp.declined.wrong_pin": "Too many wrong PINs: the payment of {amount} to {merchant} for order {order} "
+                                 "is declined.",
+        "sp.declined.any": "The payment of {amount} to {merchant} for order {order} could not be made "
+                           "and is declined.",
         "progress.any": "{ref}Request to {phrase} is in progress. We will text you the result.",
         "progress.close": "{ref}Closing your wallet: {amount} is on its way to your card. "
                           "We will text you the result.",
@@ -659,6 +673,10 @@ def _ok(c: _Context) -> list[str]:
         return [_T[lg]["ok.lang"]]
     if action == "callback":
         return [c.t["ok.callback_open" if p.get("already") else "ok.callback"]]
+    if action == "sp_declined":
+        reason = p.get("reason")
+        key = f"sp.declined.{reason}" if f"sp.declined.{reason}" in c.t else "sp.declined.any"
+        return [_sp_text(c, key)]
     if action == "close":
         if r.amount:
             return [c.text("ok.close", **c.fields())]
@@ -833,7 +851,22 @@ def _confirm_required(c: _Context) -> list[str]:
 def _pin_required(c: _Context) -> list[str]:
     if c.action is None:
         raise KeyError("action")
+    if c.action == "sp_request":
+        return [_sp_text(c, "sp.ask")]
+    if c.action == "sp_choose":
+        tags = [_clean(t) for t in c.params["tags"] if _clean(t)]
+        if not tags:
+            raise ValueError("tags")
+        return [c.text("sp.choose", tags=", ".join(tags), first=tags[0])]
     return [c.text("pin.any", phrase=c.phrase(), within=c.within())]
+
+
+def _sp_text(c: _Context, key: str) -> str:
+    """An SP payment request's text: the tag names it, the order is the merchant's."""
+    tag, order = _clean(c.params["tag"]), _clean(c.params["order_id"])
+    if not tag or not order:
+        raise KeyError("tag")
+    return c.text(key, tag=tag, order=order, amount=c.money(c.result.amount), merchant=c.fields()["merchant"])
 
 
 def _in_progress(c: _Context) -> list[str]:

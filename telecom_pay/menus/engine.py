@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from telecom_pay.commands import keywords as kw
 from telecom_pay.commands.parser import Command, ParseError, parse
 from telecom_pay.commands.replies import normalize_lang, render
+from telecom_pay.merchants import payments as sp_payments
 from telecom_pay.menus.screen import Collect, Option, Say, Screen
 from telecom_pay.menus.tree import GUEST, HOME, NEW, TREE, Ask, Do, Menu, Node, Transfer
 from telecom_pay.money import AmountError, parse_amount
@@ -36,6 +37,7 @@ from telecom_pay.outcomes import Outcome, Result
 log = Logger(namespace="telecom_pay.menus")
 
 BACK, HOME_KEY = "0", "00"
+SP_ENTRY = "sp:"                    # entry "sp:<tag>": a pushed SP payment request's PIN page
 MAX_INVALID = 3                     # wrong inputs in a row, then the dialogue ends
 MAX_MERCHANTS = 8                   # keys 1-8; 9 is "another code"
 _CODE_RE = re.compile(r"^[A-Za-z0-9]{2,12}$")
@@ -76,6 +78,14 @@ class MenuEngine:
                                  "invalid": 0, "node": None}
         state["home"] = await self._home(msisdn)
         target = state["home"]
+        if entry and entry.startswith(SP_ENTRY) and msisdn:
+            # a pushed SP payment request (telecom_pay/merchants/payments.py): its PIN page
+            tag = entry[len(SP_ENTRY):]
+            live = [p for p in await sp_payments.live_requests(self.service, msisdn, state["lang"]) if p.tag == tag]
+            if live:
+                state["sp"] = {"tag": tag, "action": kw.PAY, "amount": live[0].amount,
+                               "merchant_code": live[0].merchant_code, "merchant_name": live[0].merchant_name}
+                return await self._save(session_id, state, self._pin_screen(state, state["sp"]))
         if entry == "pending" and msisdn:
             pending = await self.conv.pending(msisdn)
             if pending is not None and pending.get("action") == kw.OPEN:
@@ -316,6 +326,14 @@ class MenuEngine:
         msisdn = state["msisdn"]
         if msisdn is None:
             return self._result(state, Result(Outcome.NO_ACCOUNT))
+        if state.get("sp"):
+            # the SP request this page showed: its PIN goes to that request (by its tag), nothing else
+            result = await sp_payments.confirm(self.service, msisdn, pin, tag=state["sp"]["tag"],
+                                               channel=state["channel"], lang=state["lang"])
+            if result.outcome is Outcome.PIN_WRONG:
+                return self._pin_screen(state, state["sp"], wrong=True)
+            state["sp"] = None
+            return self._result(state, result)
         result = await self.conv.answer_pin(msisdn, pin, channel=state["channel"], lang=state["lang"],
                                             message_id=message_id, expect_key=state.get("pending_key"))
         if result.outcome is Outcome.PIN_WRONG:

@@ -297,10 +297,10 @@ class ServiceCore:
         was already booked answers with the original result before any
         check (a frozen account, a used-up limit or a mistyped PIN must not
         turn a done payment into a refusal). `booked` receives the record.
-        `after_book(conn, rec, wallet)` runs in the booking's transaction once
-        the spend is booked posted for the first time (not on a replay, not
-        while a risk rule holds it): what must happen with the money or not
-        at all (the airtime SP's order)."""
+        `after_book(conn, rec, case)`: runs in the job right after a new
+        booking, `case` the risk screen's (HELD: the money is only reserved),
+        for what must happen with the money or not at all (the SP request it
+        confirms, the airtime SP's order); raising rolls the booking back."""
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         booked = [] if booked is None else booked
@@ -339,9 +339,9 @@ class ServiceCore:
                 await self._check_limits(conn, w, amount, spent=spent)
             req, extra = await build(conn, w)
             rec, case = await risk_screen.book_screened(self.ledger, conn, self.settings.risk, req, now)
+            if after_book is not None and not rec.replayed:
+                await after_book(conn, rec, case)
             booked.append(rec)
-            if after_book is not None and case != risk_screen.HELD and not rec.replayed:
-                await after_book(conn, rec, w)
             result = self._money_result(action, rec, w.id, **params, **extra)
             if case == risk_screen.HELD:
                 # held for review: told so (the SMS channel's reply is that SMS),

@@ -254,7 +254,9 @@ class SubscriberOperations(ServiceCore):
         return m
 
     async def pay(self, msisdn: str, merchant_code: str, amount: int, pin: str | None, *, channel: str,
-                  key: str | None = None, reference: str | None = None, lang: str = "zh") -> Result:
+                  key: str | None = None, reference: str | None = None, lang: str = "zh",
+                  after_book=None) -> Result:
+        """`after_book`: see _guarded_payment (an SP request's confirmation)."""
         msisdn = self._norm(msisdn)
         code = merchant_code.upper()
         key = self._key(key, "pay")
@@ -274,7 +276,8 @@ class SubscriberOperations(ServiceCore):
                                    fee=fee if payer == "subscriber" else 0, memo=reference,
                                    details={"merchant_fee": fee if payer == "merchant" else 0})
             return req, {"merchant_code": code, "merchant_name": self.merchant_display(code, m.name, lang)}
-        return await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="pay")
+        return await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="pay",
+                                           after_book=after_book)
 
     async def preview_send(self, msisdn: str, to_msisdn: str, amount: int) -> Result:
         msisdn = self._norm(msisdn)
@@ -354,8 +357,9 @@ class SubscriberOperations(ServiceCore):
                                    details={"for": target})
             return req, {"counterparty": _masked_local(target)}
 
-        async def ordered(conn, rec, w):
-            await self.order_airtime(conn, rec, target)
+        async def ordered(conn, rec, case):
+            if case != risk_screen.HELD:     # a held one is ordered when released (risk_review)
+                await self.order_airtime(conn, rec, target)
         return await self._guarded_payment(msisdn, pin, amount, build, key=key, channel=channel, action="airtime",
                                            after_book=ordered)
 
