@@ -70,7 +70,7 @@ def test_a_tester_buys_in_the_shop_confirms_on_the_handset_and_gets_a_refund(dem
             expect(page.locator("#order-status")).to_have_attribute("data-status", "confirmed", timeout=60_000)
             page.goto(f"{shop}/orders")
             callback = page.locator("tr.callback[data-outcome=applied]").first
-            expect(callback).to_have_attribute("data-verified", "True")
+            expect(callback).to_have_attribute("data-verified", "1")
             shot(page, "shop-orders-paid")
 
             # a refund of 5.00 from the shop: SHOP1's policy is reviewed

@@ -20,6 +20,7 @@ from telecom_pay.ledger.tables import (
 from telecom_pay.msisdn import MsisdnError, mask
 from telecom_pay.outcomes import BankDecline, Outcome, Result, StatementLine
 from telecom_pay.security import generate_password, generate_pin, is_pin_format, is_weak_pin
+from telecom_pay.risk import screen as risk_screen
 
 from .base import ServiceCore, _STATUS_OUTCOME, _masked_local, _refuse, log
 
