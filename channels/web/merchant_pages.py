@@ -297,6 +297,9 @@ class MerchantPages:
                     self.service, merchant_id=self._mid(ctx), amount=amount, refund_key=key, reason=reason,
                     requested_by=ctx.username, via="web", **target)
             except refunds.RefundError as exc:
+                if exc.code == "exceeds_refundable":       # the module counts fen; the page speaks yuan
+                    raise HttpError(exc.status, f"At most {format_amount(exc.extra['refundable'])} yuan of this "
+                                                "payment can still be refunded.")
                 raise HttpError(exc.status, _cap(exc.message))
         except HttpError as exc:
             return await self.order(request, ctx, {}, order_id=order_id, status=exc.status, error=exc.message,
