@@ -378,7 +378,7 @@ async def settings_notify_url_and_staff_management_are_the_admins_and_audited(da
     r = await admin.post("/merchant/staff/change", form={"csrf_token": token, "username": "m1staff",
                                                          "action": "disable"})
     assert r.status == 200 and "m1staff: disabled" in r.text
-    assert (await staff.get("/merchant/orders")).header("location") == "/login"      # logged out at once
+    assert (await staff.get("/merchant/orders")).header("location") == "/merchant/login"  # logged out at once
     r = await admin.post("/merchant/staff/change", form={"csrf_token": token, "username": "m1staff",
                                                          "action": "enable"})
     assert "m1staff: active" in r.text

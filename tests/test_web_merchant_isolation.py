@@ -178,11 +178,20 @@ async def test_every_merchant_route_keeps_to_the_users_merchant_and_role(merchan
                 r = await (b.get(concrete(rule, mine)) if method == "GET" else
                            b.post(concrete(rule, mine), form={"csrf_token": "x"}))
                 assert r.status == 403, (rule, r.status)
+        # a visitor not logged in is sent to the back office's own login (the CAPTCHA every time), not the
+        # platform's; a POST changes nothing; the other pages still send to /login
         anonymous = Browser(base)
+        before = await money_and_callbacks(daemon)
         for method, rule in routes:
-            if method == "GET":
-                r = await anonymous.get(concrete(rule, mine))
-                assert r.status == 303 and r.header("location") == "/login", rule
+            r = await (anonymous.get(concrete(rule, mine)) if method == "GET" else
+                       anonymous.post(concrete(rule, mine), form={"csrf_token": "x", "refund_id": mine["refund"],
+                                                                  "decision": "approve", "reason": "x"}))
+            assert r.status == 303 and r.header("location") == "/merchant/login", (method, rule)
+        assert await money_and_callbacks(daemon) == before
+        r = await anonymous.get("/merchant/login")
+        assert r.status == 200 and 'name="captcha_answer"' in r.text
+        for path in ("/home", "/me", "/ops/stats", "/agent"):
+            assert (await anonymous.get(path)).header("location") == "/login", path
         for path in ("/agent", "/ops/stats", "/ops/merchants", "/ops/merchants/M001", "/ops/bank", "/ops/risk",
                      "/ops/audit", "/admin/users", "/me", "/me/statement"):
             assert (await admin.get(path)).status == 403, path

@@ -76,7 +76,8 @@ class MerchantPages:
 
         def route(path, fn, method="GET", roles=MERCHANT, **kw):
             k.route(path, methods=[method], endpoint=f"page {method} {path}")(
-                pages._page(fn if method == "POST" else _with_query(fn), roles=roles, csrf=method == "POST", **kw))
+                pages._page(fn if method == "POST" else _with_query(fn), roles=roles, csrf=method == "POST",
+                            login_page="/merchant/login", **kw))
         k.route("/merchant/login", methods=["GET"], endpoint="page merchant login")(
             pages._page(self.login_form, login=False))
         k.route("/merchant/login", methods=["POST"], endpoint="page merchant login post")(
