@@ -138,11 +138,11 @@ async def build_world(daemon, notify_url: str = "https://shop.example/notify") -
         # a payment.confirmed callback each merchant's server refused twice, until it was given up:
         # the rows events.enqueue wrote, as notifications.record left them after its last attempt
         events = {}
-        for evt, mid, subject in (("evt_m1first000000000001", world.m1, sp1["id"]),
-                                  ("evt_m2first000000000001", world.m2, sp2["id"])):
+        for evt, mid, payment in (("evt_m1first000000000001", world.m1, sp1),
+                                  ("evt_m2first000000000001", world.m2, sp2)):
             nid = (await conn.execute(merchant_notifications.insert().returning(merchant_notifications.c.id).values(
-                event_id=evt, merchant_id=mid, event_type="payment.confirmed", subject_id=subject,
-                url=notify_url, body=event_body(evt, "payment.confirmed", now, {"id": subject}),
+                event_id=evt, merchant_id=mid, event_type="payment.confirmed", subject_id=payment["id"],
+                url=notify_url, body=event_body(evt, "payment.confirmed", now, payment),
                 status=N_FAILED, attempts=2, next_attempt_at=None, last_status=500, last_error="HTTP 500",
                 created_at=now, updated_at=now + timedelta(seconds=1)))).scalar_one()
             for i in range(2):
