@@ -223,6 +223,12 @@ async def refund_request_and_review_go_through_the_refunds_module(daemon, base, 
     told = await rows(daemon, sa.select(n).where(n.c.subject_id == ids["refund"]))
     assert [(x.merchant_id, x.event_type, x.url) for x in told] == [(world.m1, "refund.succeeded", notify_url)]
     assert json.loads(told[0].body)["data"]["status"] == "succeeded"
+    # owed, not yet sent (the sender is off in this test): a resend of it is refused, it is on its way already
+    assert told[0].status == "pending"
+    page = await admin.get(f"/merchant/notifications/{told[0].event_id}")
+    assert page.status == 200 and "refund.succeeded" in page.text
+    r = await admin.post(f"/merchant/notifications/{told[0].event_id}/resend", form={"csrf_token": token})
+    assert r.status == 409 and "still being sent" in r.text, r.text
     # decided once: a second approval is refused by the module
     r = await admin.post("/merchant/refunds/decide", form={**decide, "csrf_token": token})
     assert r.status == 409 and "already succeeded" in r.text
@@ -324,8 +330,7 @@ async def settlement_reconciliation_and_notifications(daemon, base, world, notif
     # sent at once, the stored body as it was, to the merchant's server; the attempt marked manual, audited
     n, a = merchant_notifications, notification_attempts
     stored = (await rows(daemon, sa.select(n).where(n.c.event_id == ids["event"])))[0]
-    sent = [x for x in notify.received if x["event"] == ids["event"]]
-    assert [x["body"] for x in sent] == [json.loads(stored.body)]
+    assert [(x["event"], x["body"]) for x in notify.received] == [(ids["event"], json.loads(stored.body))]
     assert (stored.status, stored.attempts, stored.last_status, stored.last_error, stored.claimed_until) == (
         "delivered", 3, 200, None, None)
     tried = await rows(daemon, sa.select(a).where(a.c.notification_id == stored.id).order_by(a.c.id))
@@ -417,7 +422,8 @@ async def test_login_and_settings(merchant_db):
 
 @aio_test
 async def test_orders_refunds_settlement_reconciliation_notifications(merchant_db, monkeypatch):
-    daemon, base = await start_web(web_settings({"database_url": merchant_db}))
+    """The callbacks' sender is off: what is sent is what the test resends."""
+    daemon, base = await start_web(web_settings({"database_url": merchant_db}, **{"merchant_api.enabled": False}))
     notify, notify_port, notify_base = await start_notify_server(daemon.core.service.settings.pin_key,
                                                                  daemon.core.service.clock)
     try:
