@@ -52,7 +52,8 @@ PAGES = {
     "/me/settings": [(SUBSCRIBER, "self-settings", "/me/settings")],
     # the merchant back office (users m001.*: /merchant/login, CAPTCHA solved) and the operators' merchant pages
     "/merchant/login": [(None, "merchant-login", "/merchant/login")],
-    "/merchant": [("m001.admin", "merchant-home", "/merchant")],
+    "/merchant": [("m001.admin", "merchant-home", "/merchant"),
+                  (None, "merchant-logged-out", "/merchant/login")],      # the back office's own login
     "/merchant/orders": [("m001.admin", "merchant-orders", "/merchant/orders")],
     "/merchant/orders/<order_id>": [("m001.admin", "merchant-order-404", "/merchant/orders/pay_none", 404)],
     "/merchant/refunds": [("m001.admin", "merchant-refunds", "/merchant/refunds"),

@@ -1,24 +1,31 @@
 """The merchant back office over real sockets: the login with a CAPTCHA
 every time (on every entry point), the orders of both kinds in one list with
 its filters, pages and CSV, an order's page with its refunds and callbacks,
-the refund request and review forms (through the refunds module's pinned
-interface), settlement statements and their CSV, the merchant's own
-reconciliation, the notification log with its resend, and the settings:
-notify URL, staff added, disabled, re-enabled and given another role,
-each audited."""
+the refund request and review forms (through the refunds module: its
+rows, the ledger's refund, the subscriber's SMS and the callback owed),
+settlement statements and their CSV, the merchant's own reconciliation,
+the notification log with its resend (to a local server standing in for
+the merchant's), and the settings: notify URL, staff added, disabled,
+re-enabled and given another role, each audited."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 
 import sqlalchemy as sa
 
 from channels.web import merchant_pages
-from telecom_pay.ledger.tables import audit_log
+from telecom_pay.aio import wait_deferred
+from telecom_pay.ledger.tables import audit_log, operations
 from telecom_pay.merchants.directory import get_profile
+from telecom_pay.merchants.tables import merchant_notifications, merchant_refunds, notification_attempts
+from telecom_pay.messaging import outbox
 from tests.aio import aio_test
-from tests.merchantkit import (PASSWORD, build_world, captcha_answer, csrf_of, field_of, install_fakes,  # noqa: F401
+from tests.merchantapikit import start_notify_server
+from tests.merchantkit import (PASSWORD, build_world, captcha_answer, csrf_of, field_of,  # noqa: F401
                                merchant_db, merchant_login, merchant_users, migrated_template)
+from tests.servicekit import MSISDN
 from tests.webkit import Browser, start_web, stop_web, web_settings
 
 
@@ -113,8 +120,8 @@ async def orders_list_filters_pages_exports_and_shows_one(daemon, base, world):
     assert r.status == 200 and r.header("content-type").startswith("text/csv")
     assert r.header("content-disposition") == 'attachment; filename="orders-M001-all.csv"'
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert sorted((x["id"], x["amount_yuan"], x["status"]) for x in rows) == [
-        (ids["sp"], "20.00", "confirmed"), (ids["sp_pending"], "3.00", "pending")]
+    assert sorted((x["id"], x["amount_yuan"], x["status"]) for x in rows) == sorted([
+        (ids["sp"], "20.00", "confirmed"), (ids["sp_pending"], "3.00", "pending")])
     r = await b.get(f"/merchant/orders.csv?date_from={today}&date_to={today}")
     assert f"orders-M001-{today}-{today}.csv" in r.header("content-disposition")
     assert len(list(csv.DictReader(io.StringIO(r.text)))) == 4
@@ -132,8 +139,20 @@ async def _today(daemon):
     return business_day(daemon.core.service.clock(), daemon.core.service.tz).isoformat()
 
 
-async def refund_request_and_review_go_through_the_refunds_module(daemon, base, world, refunds):
+async def rows(daemon, query) -> list:
+    async def read(conn):
+        return (await conn.execute(query)).all()
+    return await daemon.core.ledger.read(read)
+
+
+def refunds_of(mid: int):
+    r = merchant_refunds
+    return sa.select(r).where(r.c.merchant_id == mid).order_by(r.c.id)
+
+
+async def refund_request_and_review_go_through_the_refunds_module(daemon, base, world, notify_url):
     ids = world.ids["M001"]
+    before = await rows(daemon, refunds_of(world.m1))
     staff = await merchant_login(daemon, base, "m1staff")
     page = await staff.get(f"/merchant/orders/{ids['zf']}")
     assert 'id="refund-form"' in page.text
@@ -144,48 +163,110 @@ async def refund_request_and_review_go_through_the_refunds_module(daemon, base, 
     again = await staff.post(f"/merchant/orders/{ids['zf']}/refund", form=form)     # a double submit
     assert first.status == 201 and "waiting for a merchant admin" in first.text, first.text
     assert again.status == 200 and "same request" in again.text
-    kinds = [kw for what, kw in refunds.calls if what == "request"]
-    assert {k["refund_key"] for k in kinds} == {key} and len(refunds.by_key) == 1
-    assert kinds[0] == {"merchant_id": world.m1, "payment_ref": ids["zf"], "amount": 250, "refund_key": key,
-                        "reason": "broken ticket", "requested_by": "m1staff", "via": "web"}
+    made = (await rows(daemon, refunds_of(world.m1)))[len(before):]
+    assert len(made) == 1, made                                      # one request, not two
+    zf_op = (await rows(daemon, sa.select(operations.c.id).where(operations.c.ref == ids["zf"])))[0].id
+    staffs = made[0]
+    assert (staffs.refund_key, staffs.amount, staffs.status, staffs.reason, staffs.requested_by,
+            staffs.requested_via, staffs.payment_operation_id, staffs.sp_payment_id) == (
+        key, 250, "pending_review", "broken ticket", "m1staff", "web", zf_op, None)
+    assert staffs.public_id in first.text and staffs.public_id in again.text
+    # an SP payment is named to the module by its pay_ id
     page = await staff.get(f"/merchant/orders/{ids['sp']}")
     r = await staff.post(f"/merchant/orders/{ids['sp']}/refund", form={
         "csrf_token": csrf_of(page.text), "refund_key": field_of(page.text, "refund_key"), "amount": "1",
         "reason": "r"})
-    assert r.status == 201 and refunds.calls[-1][1]["sp_payment_id"] == ids["sp"]
-    assert "payment_ref" not in refunds.calls[-1][1]
-    # the module's refusal is shown with its status
+    assert r.status == 201, r.text
+    sp_refund = (await rows(daemon, refunds_of(world.m1)))[-1]
+    assert (sp_refund.sp_payment_id, sp_refund.amount, sp_refund.status, sp_refund.request["payment_id"],
+            sp_refund.request["payment_ref"]) == (ids["sp_row"], 100, "pending_review", ids["sp"], None)
+    # the module's refusal is shown with its status: 12.34 paid, 1.00 and 2.50 waiting, so 8.84 is left
     r = await staff.post(f"/merchant/orders/{ids['zf']}/refund", form={**form, "refund_key": "web-other-key-1",
-                                                                    "amount": "500"})
-    assert r.status == 422 and "more than is left" in r.text
+                                                                    "amount": "8.85"})
+    assert r.status == 422 and "At most 8.84 yuan of this payment can still be refunded" in r.text, r.text
+    count = len(await rows(daemon, refunds_of(world.m1)))
     for bad, status in (({"amount": "0"}, 400), ({"amount": "x"}, 400), ({"reason": ""}, 400),
                         ({"reason": "r" * 201}, 400), ({"refund_key": "short"}, 400),
-                        ({"refund_key": "bad key with spaces"}, 400), ({"csrf_token": "forged"}, 403)):
-        calls = len(refunds.calls)
+                        ({"refund_key": "bad key with spaces"}, 400), ({"csrf_token": "forged"}, 403),
+                        ({"refund_key": key, "amount": "3"}, 409)):      # the key of another request
         r = await staff.post(f"/merchant/orders/{ids['zf']}/refund", form={**form, **bad})
-        assert r.status == status and len(refunds.calls) == calls, (bad, r.status)
+        assert r.status == status, (bad, r.status)
+    assert len(await rows(daemon, refunds_of(world.m1))) == count
 
     # review: the queue, approve/reject by the admin only, with the module's refusal shown
     assert (await staff.get("/merchant/refunds")).status == 200
     decide = {"csrf_token": csrf_of(page.text), "refund_id": ids["refund"], "decision": "approve", "reason": "ok"}
     assert (await staff.post("/merchant/refunds/decide", form=decide)).status == 403
+    reader = await merchant_login(daemon, base, "m1read")
+    r = await reader.get("/merchant/refunds")
+    assert (await reader.post("/merchant/refunds/decide", form={**decide, "csrf_token": csrf_of(r.text)})
+            ).status == 403
+    assert {x.public_id: x.status for x in await rows(daemon, refunds_of(world.m1))}[ids["refund"]] == \
+        "pending_review"
     admin = await merchant_login(daemon, base, "m1admin")
     q = await admin.get("/merchant/refunds")
     assert q.status == 200 and ids["refund"] in q.text and world.ids["M002"]["refund"] not in q.text
+    assert staffs.public_id in q.text and sp_refund.public_id in q.text and "broken ticket" in q.text
     token = csrf_of(q.text)
     r = await admin.post("/merchant/refunds/decide", form={**decide, "csrf_token": token})
-    assert r.status == 200 and "succeeded" in r.text, r.text
-    assert refunds.calls[-1] == ("decide", {"merchant_id": world.m1, "refund_id": ids["refund"], "approve": True,
-                                            "reason": "ok", "decided_by": "m1admin",
-                                            "decider_role": "merchant_admin"})
+    assert r.status == 200 and f"Refund {ids['refund']}: succeeded" in r.text, r.text
+    done = {x.public_id: x for x in await rows(daemon, refunds_of(world.m1))}[ids["refund"]]
+    assert (done.status, done.decided_by, done.decision_reason) == ("succeeded", "m1admin", "ok")
+    # booked: the ledger's refund of the payment, the subscriber's SMS, the merchant's callback
+    booked = await rows(daemon, sa.select(operations).where(operations.c.parent_id == zf_op,
+                                                            operations.c.kind == "refund"))
+    assert [(o.ref, o.amount, o.state, o.idempotency_key, o.actor) for o in booked] == [
+        (done.ref, 100, "posted", f"mrefund:{ids['refund']}", "m1admin")]
+    sms = await rows(daemon, sa.select(outbox).where(outbox.c.queue_key.like(f"refund:{ids['refund']}:%")))
+    assert [(m.msisdn, m.state) for m in sms] == [(MSISDN, "queued")] and "1.00" in sms[0].text, sms
+    n = merchant_notifications
+    told = await rows(daemon, sa.select(n).where(n.c.subject_id == ids["refund"]))
+    assert [(x.merchant_id, x.event_type, x.url) for x in told] == [(world.m1, "refund.succeeded", notify_url)]
+    assert json.loads(told[0].body)["data"]["status"] == "succeeded"
+    # owed, not yet sent (the sender is off in this test): a resend of it is refused, it is on its way already
+    assert told[0].status == "pending"
+    page = await admin.get(f"/merchant/notifications/{told[0].event_id}")
+    assert page.status == 200 and "refund.succeeded" in page.text
+    r = await admin.post(f"/merchant/notifications/{told[0].event_id}/resend", form={"csrf_token": token})
+    assert r.status == 409 and "still being sent" in r.text, r.text
+    # decided once: a second approval is refused by the module
+    r = await admin.post("/merchant/refunds/decide", form={**decide, "csrf_token": token})
+    assert r.status == 409 and "already succeeded" in r.text
+    # a rejection, with its reason; nothing moves, the merchant is told
+    r = await admin.post("/merchant/refunds/decide", form={
+        "csrf_token": token, "refund_id": staffs.public_id, "decision": "reject", "reason": "not our ticket"})
+    assert r.status == 200 and f"Refund {staffs.public_id}: rejected" in r.text, r.text
+    rejected = {x.public_id: x for x in await rows(daemon, refunds_of(world.m1))}[staffs.public_id]
+    assert (rejected.status, rejected.decided_by, rejected.decision_reason, rejected.ref) == (
+        "rejected", "m1admin", "not our ticket", None)
+    assert len(await rows(daemon, sa.select(operations).where(operations.c.parent_id == zf_op,
+                                                              operations.c.kind == "refund"))) == 1
+    assert [x.event_type for x in await rows(daemon, sa.select(n).where(n.c.subject_id == staffs.public_id))] == [
+        "refund.rejected"]
+    # an admin's own request is decided by another admin, never by its requester
+    page = await admin.get(f"/merchant/orders/{ids['zf_b']}")
+    r = await admin.post(f"/merchant/orders/{ids['zf_b']}/refund", form={
+        "csrf_token": token, "refund_key": field_of(page.text, "refund_key"), "amount": "5", "reason": "all back"})
+    assert r.status == 201, r.text
+    own = (await rows(daemon, refunds_of(world.m1)))[-1]
+    assert (own.requested_by, own.amount, own.status) == ("m1admin", 500, "pending_review")
+    r = await admin.post("/merchant/refunds/decide", form={**decide, "csrf_token": token, "refund_id": own.public_id})
+    assert r.status == 403 and "someone other than its requester" in r.text, r.text
+    assert {x.public_id: x.status for x in await rows(daemon, refunds_of(world.m1))}[own.public_id] == \
+        "pending_review"
+    # the page's own checks, before the module is asked
+    changed = [(x.public_id, x.status) for x in await rows(daemon, sa.select(merchant_refunds))]
     for bad, status in (({"decision": "maybe"}, 400), ({"reason": ""}, 400), ({"refund_id": "rf_none"}, 404),
                         ({"refund_id": world.ids["M002"]["refund"]}, 404)):
-        calls = len(refunds.calls)
-        r = await admin.post("/merchant/refunds/decide", form={**decide, "csrf_token": token, **bad})
-        assert r.status == status and len(refunds.calls) == calls, (bad, r.status)
+        r = await admin.post("/merchant/refunds/decide", form={**decide, "csrf_token": token,
+                                                               "refund_id": sp_refund.public_id, **bad})
+        assert r.status == status, (bad, r.status)
+    assert [(x.public_id, x.status) for x in await rows(daemon, sa.select(merchant_refunds))] == changed
+    r = await admin.get("/merchant/refunds")
+    assert own.public_id in r.text and "not our ticket" in r.text
 
 
-async def settlement_reconciliation_and_notifications(daemon, base, world, notifications):
+async def settlement_reconciliation_and_notifications(daemon, base, world, notify):
     ids = world.ids["M001"]
     b = await merchant_login(daemon, base, "m1read")
     r = await b.get("/merchant/settlement")
@@ -246,7 +327,22 @@ async def settlement_reconciliation_and_notifications(daemon, base, world, notif
     page = await staff.get(f"/merchant/notifications/{ids['event']}")
     r = await staff.post(f"/merchant/notifications/{ids['event']}/resend", form={"csrf_token": csrf_of(page.text)})
     assert r.status == 200 and "Sent again" in r.text
-    assert notifications.calls == [{"merchant_id": world.m1, "event_id": ids["event"], "actor": "m1staff"}]
+    # sent at once, the stored body as it was, to the merchant's server; the attempt marked manual, audited
+    n, a = merchant_notifications, notification_attempts
+    stored = (await rows(daemon, sa.select(n).where(n.c.event_id == ids["event"])))[0]
+    assert [(x["event"], x["body"]) for x in notify.received] == [(ids["event"], json.loads(stored.body))]
+    assert (stored.status, stored.attempts, stored.last_status, stored.last_error, stored.claimed_until) == (
+        "delivered", 3, 200, None, None)
+    tried = await rows(daemon, sa.select(a).where(a.c.notification_id == stored.id).order_by(a.c.id))
+    assert [(x.http_status, x.manual) for x in tried] == [(500, False), (500, False), (200, True)]
+    assert [(x.actor, x.account_id, x.details["event_id"], x.details["before"])
+            for x in await audits(daemon, "merchant_notification_resent")] == [
+        ("m1staff", world.m1, ids["event"], "failed")]
+    assert "delivered" in r.text and r.text.count("HTTP 500") >= 2
+    # another merchant's event is not found, and nothing is sent
+    other = world.ids["M002"]["event"]
+    r = await staff.post(f"/merchant/notifications/{other}/resend", form={"csrf_token": csrf_of(page.text)})
+    assert r.status == 404 and not [x for x in notify.received if x["event"] == other]
 
 
 async def settings_notify_url_and_staff_management_are_the_admins_and_audited(daemon, base):
@@ -287,7 +383,7 @@ async def settings_notify_url_and_staff_management_are_the_admins_and_audited(da
     r = await admin.post("/merchant/staff/change", form={"csrf_token": token, "username": "m1staff",
                                                          "action": "disable"})
     assert r.status == 200 and "m1staff: disabled" in r.text
-    assert (await staff.get("/merchant/orders")).header("location") == "/login"      # logged out at once
+    assert (await staff.get("/merchant/orders")).header("location") == "/merchant/login"  # logged out at once
     r = await admin.post("/merchant/staff/change", form={"csrf_token": token, "username": "m1staff",
                                                          "action": "enable"})
     assert "m1staff: active" in r.text
@@ -326,11 +422,13 @@ async def test_login_and_settings(merchant_db):
 
 @aio_test
 async def test_orders_refunds_settlement_reconciliation_notifications(merchant_db, monkeypatch):
-    refunds, notifications = install_fakes(monkeypatch)
-    daemon, base = await start_web(web_settings({"database_url": merchant_db}))
+    """The callbacks' sender is off: what is sent is what the test resends."""
+    daemon, base = await start_web(web_settings({"database_url": merchant_db}, **{"merchant_api.enabled": False}))
+    notify, notify_port, notify_base = await start_notify_server(daemon.core.service.settings.pin_key,
+                                                                 daemon.core.service.clock)
     try:
         await merchant_users(daemon)
-        world = await build_world(daemon)
+        world = await build_world(daemon, notify_url=notify_base + "/shop")
         await orders_list_filters_pages_exports_and_shows_one(daemon, base, world)
         # an export over its cap is refused, not cut short
         monkeypatch.setattr(merchant_pages, "CSV_MAX_PAGES", 0)
@@ -339,7 +437,8 @@ async def test_orders_refunds_settlement_reconciliation_notifications(merchant_d
         assert r.status == 400 and "narrow the dates" in r.text
         assert (await reader.get("/merchant/orders.csv?number=nothing")).text.count("\r\n") == 1
         monkeypatch.setattr(merchant_pages, "CSV_MAX_PAGES", 100)
-        await settlement_reconciliation_and_notifications(daemon, base, world, notifications)
-        await refund_request_and_review_go_through_the_refunds_module(daemon, base, world, refunds)
+        await settlement_reconciliation_and_notifications(daemon, base, world, notify)
+        await refund_request_and_review_go_through_the_refunds_module(daemon, base, world, notify_base + "/shop")
     finally:
         await stop_web(daemon)
+        await wait_deferred(notify_port.stopListening())

@@ -21,7 +21,6 @@ show what they answer.
 """
 from __future__ import annotations
 
-import importlib
 import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from channels.web.http import HttpError, read_form
 from channels.web.pages import Redirect
 from channels.web.sessions import LOGIN_COOKIE, same_token
 from telecom_pay.merchants import backoffice as bo
-from telecom_pay.merchants import reconcile
+from telecom_pay.merchants import notifications, reconcile, refunds
 from telecom_pay.merchants.directory import MerchantError, get_profile, update_profile
 from telecom_pay.merchants.tables import R_REVIEW
 from telecom_pay.money import AmountError, format_amount, parse_amount
@@ -76,7 +75,8 @@ class MerchantPages:
 
         def route(path, fn, method="GET", roles=MERCHANT, **kw):
             k.route(path, methods=[method], endpoint=f"page {method} {path}")(
-                pages._page(fn if method == "POST" else _with_query(fn), roles=roles, csrf=method == "POST", **kw))
+                pages._page(fn if method == "POST" else _with_query(fn), roles=roles, csrf=method == "POST",
+                            login_page="/merchant/login", **kw))
         k.route("/merchant/login", methods=["GET"], endpoint="page merchant login")(
             pages._page(self.login_form, login=False))
         k.route("/merchant/login", methods=["POST"], endpoint="page merchant login post")(
@@ -290,22 +290,24 @@ class MerchantPages:
             reason = form.get("reason", "").strip()
             if not reason or len(reason) > MAX_REASON:
                 raise HttpError(400, f"Give a reason of at most {MAX_REASON} characters.")
-            refunds = _module("refunds")
             target = {"sp_payment_id": order["id"]} if order["type"] == "api" else {"payment_ref": order["ref"]}
             try:
                 refund, created = await refunds.request_refund(
                     self.service, merchant_id=self._mid(ctx), amount=amount, refund_key=key, reason=reason,
                     requested_by=ctx.username, via="web", **target)
             except refunds.RefundError as exc:
+                if exc.code == "exceeds_refundable":       # the module counts fen; the page speaks yuan
+                    raise HttpError(exc.status, f"At most {format_amount(exc.extra['refundable'])} yuan of this "
+                                                "payment can still be refunded.")
                 raise HttpError(exc.status, _cap(exc.message))
         except HttpError as exc:
             return await self.order(request, ctx, {}, order_id=order_id, status=exc.status, error=exc.message,
                                     refund_form=form)
-        state = refund.get("status")
+        state = refund["status"]
         told = {"succeeded": "refunded", "pending_review": "waiting for a merchant admin's review",
                 "rejected": "rejected"}.get(state, state)
         return await self.order(request, ctx, {}, order_id=order_id, status=201 if created else 200, notice=(
-            f"Refund {refund.get('id')} of {format_amount(refund.get('amount', amount))}: {told}."
+            f"Refund {refund['id']} of {format_amount(refund['amount'])}: {told}."
             + ("" if created else " (This form was sent already: it is the same request.)")))
 
     # ------------------------------------------------------------ refund review
@@ -331,7 +333,6 @@ class MerchantPages:
                 raise HttpError(400, f"Give a reason of at most {MAX_REASON} characters.")
             if len(refund_id) > 32 or await self._read(bo.get_refund, mid, refund_id) is None:
                 raise HttpError(404, "No such refund request.")
-            refunds = _module("refunds")
             try:
                 refund = await refunds.decide_refund(self.service, merchant_id=mid, refund_id=refund_id,
                                                      approve=decision == "approve", reason=reason,
@@ -340,8 +341,7 @@ class MerchantPages:
                 raise HttpError(exc.status, _cap(exc.message))
         except HttpError as exc:
             return await self.refunds(request, ctx, {}, status=exc.status, error=exc.message)
-        refund = refund[0] if isinstance(refund, tuple) else refund
-        return await self.refunds(request, ctx, {}, notice=f"Refund {refund_id}: {refund.get('status', decision)}.")
+        return await self.refunds(request, ctx, {}, notice=f"Refund {refund_id}: {refund['status']}.")
 
     # ------------------------------------------------------------ settlement
 
@@ -453,16 +453,12 @@ class MerchantPages:
 
     async def resend(self, request, ctx, form, *, event_id: str) -> bytes:
         await self._notification(ctx, event_id)            # another merchant's event: 404 before anything
-        notifications = _module("notifications")
         try:
             await notifications.resend(self.service, merchant_id=self._mid(ctx), event_id=event_id,
                                        actor=ctx.username)
-        except Exception as exc:                           # the sender's refusal: shown, not a 500
-            status, message = getattr(exc, "status", None), getattr(exc, "message", None)
-            if not isinstance(status, int) or not 400 <= status < 600:
-                raise
-            return await self.notification(request, ctx, {}, event_id=event_id, status=status,
-                                           error=_cap(str(message or exc)))
+        except notifications.ResendError as exc:          # the sender's refusal: shown, not a 500
+            return await self.notification(request, ctx, {}, event_id=event_id, status=exc.status,
+                                           error=_cap(exc.message))
         return await self.notification(request, ctx, {}, event_id=event_id,
                                        notice="Sent again; the attempt is in the list below.")
 
@@ -524,14 +520,6 @@ def _with_query(fn):
         return await fn(request, ctx, read_form(request), **kw)
     page.__name__ = fn.__name__
     return page
-
-
-def _module(name: str):
-    """telecom_pay.merchants.refunds / .notifications, imported when first used."""
-    try:
-        return importlib.import_module(f"telecom_pay.merchants.{name}")
-    except ImportError:
-        raise HttpError(503, f"The {name} service is not part of this installation.")
 
 
 __all__ = ["MerchantPages", "MERCHANT", "WRITERS", "ADMIN", "MERCHANT_READONLY"]

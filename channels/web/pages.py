@@ -74,14 +74,16 @@ class Pages:
     # ------------------------------------------------------------ plumbing
 
     def _page(self, fn: Callable[..., Awaitable[bytes]], *, login: bool = True, roles=ROLES,
-              before_password_change: bool = False, csrf: bool = False):
+              before_password_change: bool = False, csrf: bool = False, login_page: str = "/login"):
+        """`login_page`: where a visitor not logged in is sent (the back
+        office has its own, with the CAPTCHA every time)."""
         async def run(request, **kw) -> bytes:
             ctx = None
             try:
                 ctx = await self.web.context(request)
                 if login:
                     if ctx is None:
-                        raise Redirect("/login")
+                        raise Redirect(login_page)
                     if ctx.session["must_change_password"] and not before_password_change:
                         raise Redirect("/password")
                     if ctx.role not in roles:
