@@ -75,6 +75,10 @@ async def login_asks_a_captcha_every_time_and_lands_on_the_back_office(daemon, b
     r = await ok.get("/merchant")
     assert r.status == 200 and "Lottery Centre" in r.text
     assert (await ok.get("/home")).header("location") == "/merchant"
+    # logging out lands on the back office's login again, and the session is gone
+    bye = await ok.post("/logout", form={"csrf_token": csrf_of(r.text)})
+    assert bye.status == 303 and bye.header("location") == "/merchant/login", (bye.status, bye.text)
+    assert (await ok.get("/merchant")).header("location") == "/merchant/login"
     # a staff user who logs in here goes to the staff home, and is refused the back office
     ops = await merchant_login(daemon, base, "ops1")
     assert (await ops.get("/merchant")).status == 403

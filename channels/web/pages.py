@@ -181,7 +181,8 @@ class Pages:
 
     async def logout(self, request, ctx: "WebContext", form) -> bytes:
         await self.web.end_session(request, ctx)
-        raise Redirect("/login")
+        # merchant staff log in where the CAPTCHA is always asked
+        raise Redirect("/merchant/login" if ctx.role in MERCHANT_ROLES else "/login")
 
     async def home(self, request, ctx: "WebContext", form) -> bytes:
         if ctx.role == "subscriber":
