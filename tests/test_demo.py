@@ -5,6 +5,7 @@ dial whose first key shows the balance page, and the web login page.
 Every port is a free one, so the test runs beside a demo someone left
 running."""
 import re
+import time
 import subprocess
 
 from tests.demokit import CLI, start_demo
@@ -72,6 +73,28 @@ def test_make_run_then_call_and_dial_hear_the_balance(tmp_path):
         assert shop and int(shop.group(2)) not in (http, agi, web), out
         with urllib.request.urlopen(shop.group(1), timeout=30) as resp:
             assert "Sample shop" in resp.read().decode()
+
+        # airtime: HF pays the airtime SP, whose top-up system (the demo's stand-in)
+        # gets the signed order and tops the number up, once
+        since = demo.inbox_size("13800138000")
+        demo.send("13800138000", "CZ 50")
+        _, since = demo.wait_sms("13800138000", since, "密码")
+        demo.send("13800138000", "147258")
+        _, since = demo.wait_sms("13800138000", since, "成功", timeout=60)
+        demo.send("13800138000", "HF 20 13900139000")
+        _, since = demo.wait_sms("13800138000", since, "密码")
+        demo.send("13800138000", "147258")
+        receipt, _ = demo.wait_sms("13800138000", since, "20.00")
+        assert "话费" in receipt and "139****9000" in receipt, receipt
+        topups_url = demo.printed_url("carrier top-up system") + "/topups.json"
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(topups_url, timeout=30) as resp:
+                made = json.loads(resp.read())["topups"]
+            if made or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)       # the sender's retry loop, seen from outside
+        assert [(t["msisdn"], t["amount"], t["ref"]) for t in made] == [("8613900139000", 2000, receipt.split()[0])]
     finally:
         code = demo.stop()
     assert code == 0
