@@ -332,6 +332,24 @@ async def test_a_risk_hold_declines_the_request_and_frees_the_money(stack):
 
 
 @aio_test
+async def test_a_risk_hold_on_the_pushed_page_is_told_as_declined_only(stack):
+    """Confirmed from the USSD page: the page answers "declined", and no
+    "under review" SMS (what a held spend on a non-SMS channel gets) goes."""
+    from telecom_pay.merchants import payments
+    payer, order = new_payer()
+    await _ready(stack, payer)
+    a = (await stack.call("POST", "/api/v1/payments", {**order, "order_id": "risk-ussd",
+                                                       "amount": RISK_HOLD_FROM + 500})).json()
+    before = list(await outbox_texts(stack.service, payer))
+    tag = (await _row(stack, a["id"])).tag
+    result = await payments.confirm(stack.service, payer, PIN, tag=tag, channel="ussd", lang="zh")
+    assert result.params.get("action") == "sp_declined", result
+    assert ((await _row(stack, a["id"])).status, (await _row(stack, a["id"])).decline_reason) == ("declined", "risk")
+    sent = list(await outbox_texts(stack.service, payer))[len(before):]
+    assert not any("审核" in t for t in sent), sent
+
+
+@aio_test
 async def test_two_instances_on_postgres_race_an_order_id_and_the_sweep(pg_url):
     """The unique index decides a doubled order id (the loser answers as a
     replay); two instances sweeping at once expire each request once, with

@@ -313,6 +313,7 @@ async def confirm(service, msisdn: str, pin: str, *, tag: str | None, channel: s
         if done is None:
             raise _NotPending(P_EXPIRED)
         outcome.append(done.status)
+        return case == HELD        # the hold is settled here: declined, not "under review"
     try:
         result = await service.pay(msisdn, p.merchant_code, p.amount, pin, channel=channel, key=p.operation_key,
                                    reference=p.order_id[:64], lang=lang, after_book=after_book)

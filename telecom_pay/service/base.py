@@ -300,7 +300,9 @@ class ServiceCore:
         `after_book(conn, rec, case)`: runs in the job right after a new
         booking, `case` the risk screen's (HELD: the money is only reserved),
         for what must happen with the money or not at all (the SP request it
-        confirms, the airtime SP's order); raising rolls the booking back."""
+        confirms, the airtime SP's order); raising rolls the booking back. A
+        hook returning True has settled a hold itself: no "under review"
+        notice is queued for it."""
         if amount <= 0:
             return Result(Outcome.INVALID_AMOUNT)
         booked = [] if booked is None else booked
@@ -339,15 +341,16 @@ class ServiceCore:
                 await self._check_limits(conn, w, amount, spent=spent)
             req, extra = await build(conn, w)
             rec, case = await risk_screen.book_screened(self.ledger, conn, self.settings.risk, req, now)
-            if after_book is not None and not rec.replayed:
-                await after_book(conn, rec, case)
+            # the hook may answer the hold itself (True: an SP request declines it)
+            settled_hold = bool(await after_book(conn, rec, case)) \
+                if after_book is not None and not rec.replayed else False
             booked.append(rec)
             result = self._money_result(action, rec, w.id, **params, **extra)
             if case == risk_screen.HELD:
                 # held for review: told so (the SMS channel's reply is that SMS),
                 # in this transaction, like the receipt below
                 result = risk_screen.screened_result(result, rec.state)
-                if channel != SMS_CHANNEL:
+                if channel != SMS_CHANNEL and not settled_hold:
                     await queue_notice(conn, msisdn, w.language, result, key=f"risk-held:{key}")
                 return result
             if channel in RECEIPT_BY_SMS and not rec.replayed:
